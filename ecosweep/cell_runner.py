@@ -1,0 +1,200 @@
+"""Run one cell where it was scheduled (inside its Ray actor) and return its rows.
+
+Never raises for a failure of the cell itself: an exception, including running out of
+memory, becomes a single row with status ``failed`` or ``oom`` and the error text, so
+the driver can store it and the rest of the study goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import traceback
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from ecosweep.config.schema import StudyConfig
+from ecosweep.environment import cpu_model, host_facts
+from ecosweep.planner import Cell
+
+
+@dataclass
+class CellOutcome:
+    """What an actor sends back to the driver (picklable)."""
+
+    cell_id: str
+    rows: List[Dict[str, Any]]
+    status: str  # ok | failed | oom
+    error: Optional[str] = None
+    trace: Any = None  # pyarrow.Table of sampler readings, or None
+    phases_s: Dict[str, float] = field(default_factory=dict)
+    started_unix_s: float = 0.0
+    finished_unix_s: float = 0.0
+    cuda_visible_devices: Optional[str] = None
+
+
+def config_row(cell: Cell, run_id: str) -> Dict[str, Any]:
+    """Columns that describe what the cell is, shared by all of its rows."""
+    s = cell.settings
+    q = s.quantization
+    return {
+        "study": s.study,
+        "cell_id": cell.id,
+        "run_id": run_id,
+        "model": s.model.name,
+        "model_type": s.model.model_type,
+        "params_b_nominal": s.model.params_b,
+        "weights": s.weights,
+        "quantization": q.name,
+        "quant_method": q.method,
+        "dtype": q.dtype,
+        "bnb_4bit_quant_type": q.bnb_4bit_quant_type,
+        "bnb_4bit_compute_dtype": q.bnb_4bit_compute_dtype,
+        "bnb_4bit_use_double_quant": q.bnb_4bit_use_double_quant if q.method == "bnb_4bit" else None,
+        "llm_int8_threshold": q.llm_int8_threshold,
+        "batch_size": s.batch_size,
+        "input_tokens": s.input_tokens,
+        "output_tokens": s.output_tokens,
+        "hardware": s.hardware.name,
+    }
+
+
+def failure_row(cell: Cell, run_id: str, status: str, error: str, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    from datetime import datetime, timezone
+
+    row = config_row(cell, run_id)
+    row.update(extra or {})
+    row.update(status=status, error=error, repetition=None, energy_source="none",
+               timestamp_utc=datetime.now(timezone.utc))
+    return row
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    name = type(exc).__name__
+    return name == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+
+
+def resolve_device(s: StudyConfig) -> str:
+    """'cuda:0' (the actor's own GPU; Ray sets CUDA_VISIBLE_DEVICES) or 'cpu'."""
+    import torch
+
+    want = s.hardware.device
+    if want == "cpu":
+        return "cpu"
+    if torch.cuda.is_available():
+        return "cuda:0"
+    if want == "cuda":
+        raise RuntimeError(
+            f"hardware={s.hardware.name} needs a CUDA GPU, but this actor sees none "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})"
+        )
+    return "cpu"
+
+
+def device_facts(device: str) -> Dict[str, Any]:
+    import torch
+
+    if device == "cpu":
+        return {"device": "cpu", "device_name": cpu_model()}
+    props = torch.cuda.get_device_properties(0)
+    facts: Dict[str, Any] = {
+        "device": "cuda",
+        "device_name": props.name,
+        "gpu_uuid": "GPU-" + str(props.uuid),
+        "compute_capability": f"{props.major}.{props.minor}",
+        "gpu_memory_total_mb": props.total_memory / 2**20,
+        "cuda_version": torch.version.cuda,
+    }
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        facts["driver_version"] = pynvml.nvmlSystemGetDriverVersion()
+    except Exception:  # the NVML meter reports NVML problems; here the version is optional
+        facts["driver_version"] = None
+    return facts
+
+
+def check_device_runs(s: StudyConfig, facts: Dict[str, Any]) -> None:
+    need = s.quantization.min_compute_capability
+    have = facts.get("compute_capability")
+    if need is not None and have is not None and float(have) < need:
+        raise RuntimeError(
+            f"quantization={s.quantization.name} needs compute capability >= {need}; "
+            f"{facts['device_name']} has {have}"
+        )
+    pattern = s.hardware.gpu_name_pattern
+    if pattern and facts.get("device") == "cuda" and pattern not in facts["device_name"]:
+        raise RuntimeError(
+            f"hardware={s.hardware.name} describes a '{pattern}' GPU but this actor has "
+            f"{facts['device_name']!r}; use hardware=auto or the matching profile"
+        )
+
+
+def quiet_libraries() -> None:
+    """Keep progress bars and per-call warnings of the ML libraries out of the study log."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*MatMul8bitLt.*")
+    warnings.filterwarnings("ignore", category=UserWarning, module="bitsandbytes")
+
+
+def execute_cell(cell: Cell, run_id: Optional[str] = None) -> CellOutcome:
+    """Load, warm up, measure. Runs in the actor; returns rows instead of raising."""
+    quiet_libraries()
+    from ecosweep.meters import make_meter
+
+    run_id = run_id or uuid.uuid4().hex[:12]
+    s = cell.settings
+    started = time.time()
+    phases: Dict[str, float] = {}
+    extra: Dict[str, Any] = host_facts()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        import torch
+
+        if s.hardware.device == "cpu":
+            torch.set_num_threads(max(1, int(s.ray.cpus_per_cell)))
+        device = resolve_device(s)
+        extra.update(device_facts(device))
+        check_device_runs(s, extra)
+
+        t = time.perf_counter()
+        from ecosweep.workload.generation import FixedLengthGeneration
+        from ecosweep.workload.models import load_model
+
+        loaded = load_model(s, device)
+        phases["load_s"] = time.perf_counter() - t
+        extra.update(params_count=loaded.params_count, weights_source=loaded.source)
+        workload = FixedLengthGeneration(loaded.model, loaded.vocab_size, s.batch_size, s.input_tokens,
+                                         s.output_tokens, s.seed, device)
+        is_cuda = device.startswith("cuda")
+        if is_cuda:
+            torch.cuda.reset_peak_memory_stats()
+
+        def peak_memory_mb() -> float:
+            return torch.cuda.max_memory_allocated() / 2**20 if is_cuda else math.nan
+
+        meter, observes_device = make_meter(s.measurement, device, extra.get("gpu_uuid"))
+        from ecosweep.protocol import CellProtocol
+
+        with meter:
+            protocol = CellProtocol(workload, meter, s.measurement, s.repetitions, s.warmup,
+                                    observes_device=observes_device)
+            result = protocol.run({**config_row(cell, run_id), **extra}, peak_memory_mb)
+            trace = meter.trace()
+        phases.update(result.phases_s)
+        return CellOutcome(cell.id, result.rows, "ok", None, trace, phases, started, time.time(), visible)
+    except Exception as exc:  # the cell failed; the study goes on
+        status = "oom" if is_oom(exc) else "failed"
+        error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
+        row = failure_row(cell, run_id, status, error, extra)
+        return CellOutcome(cell.id, [row], status, error, None, phases, started, time.time(), visible)

@@ -1,0 +1,122 @@
+"""Command line: Hydra studies (``python -m ecosweep ...``) and subcommands.
+
+* ``python -m ecosweep [overrides]``: one cell (or, with ``-m`` or an experiment that
+  sets ``hydra.mode: MULTIRUN``, a grid dispatched by the ecosweep launcher);
+* ``python -m ecosweep report PATH... [--out DIR]``: statistics, figures, report.md;
+* ``python -m ecosweep mlflow-backfill STUDY_DIR... [--uri URI]``: mirror Parquet into MLflow.
+
+Both Hydra paths plan and validate all cells first; a bad value ends the command with
+one message and exit status 2 before anything loads or any result is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any, List, Sequence
+
+from ecosweep.errors import EcosweepError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+EXIT_FAILED_CELLS = 1
+EXIT_BAD_INPUT = 2
+
+
+def _fail(exc: BaseException) -> None:
+    print(f"ecosweep: {exc}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def execute(configs: List[Any]) -> int:
+    """Plan, run and summarise. Returns the exit status (1 when a cell failed)."""
+    from ecosweep.planner import plan_cells
+    from ecosweep.study import print_summary, run_study
+
+    try:
+        cells = plan_cells(configs)
+        run = run_study(cells)
+    except EcosweepError as exc:
+        _fail(exc)
+    print_summary(run)
+    _after_study(run)
+    return EXIT_FAILED_CELLS if run.failed else 0
+
+
+def _after_study(run: Any) -> None:
+    """The end-of-study report (never fails the study: the data is already safe)."""
+    try:
+        from ecosweep.analysis.report import report_for_run
+    except ImportError:
+        return
+    try:
+        report_for_run(run)
+    except Exception as exc:  # report problems must not hide measured results
+        print(f"WARNING: the report could not be written: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def launch_sweep(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> List[Any]:
+    """The ecosweep Hydra launcher: compose every job, then run them all as one study."""
+    from hydra.core.utils import JobReturn, JobStatus
+
+    loader = launcher.hydra_context.config_loader
+    configs = [loader.load_sweep_config(launcher.config, list(o)) for o in job_overrides]
+    status = execute(configs)
+    if status:
+        sys.exit(status)
+    returns = []
+    for overrides, cfg in zip(job_overrides, configs):
+        ret = JobReturn(overrides=list(overrides), cfg=cfg, hydra_cfg=None, working_dir=None,
+                        task_name="ecosweep", status=JobStatus.COMPLETED)
+        ret.return_value = 0
+        returns.append(ret)
+    return returns
+
+
+def _hydra_entry() -> None:
+    import hydra
+
+    from ecosweep.config.schema import register_configs
+
+    register_configs()
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+    def task(cfg: Any) -> None:
+        status = execute([cfg])
+        if status:
+            sys.exit(status)
+
+    task()
+
+
+def _backfill(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ecosweep mlflow-backfill",
+                                     description="Mirror stored Parquet results into MLflow (idempotent).")
+    parser.add_argument("study_dirs", nargs="+", type=Path, help="study folders, e.g. outputs/smoke")
+    parser.add_argument("--uri", default=None, help="tracking URI (default: sqlite under the study's output root)")
+    args = parser.parse_args(argv)
+    from ecosweep.tracking.mlflow_tracker import backfill
+
+    try:
+        backfill(args.study_dirs, args.uri)
+    except FileNotFoundError as exc:
+        _fail(exc)
+    return 0
+
+
+def _report(argv: List[str]) -> int:
+    from ecosweep.analysis.report import report_main
+
+    return report_main(argv)
+
+
+SUBCOMMANDS = {"mlflow-backfill": _backfill, "report": _report}
+
+
+def main(argv: List[str] | None = None) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in SUBCOMMANDS:
+        sys.exit(SUBCOMMANDS[argv[0]](argv[1:]))
+    _hydra_entry()

@@ -1,0 +1,144 @@
+"""Typed schemas of the Hydra config tree, one dataclass per group.
+
+These dataclasses are registered in Hydra's ConfigStore (see :func:`register_configs`)
+as the base of ``conf/config.yaml``, so every YAML file and every command-line
+override is type-checked while Hydra composes it. Range and consistency checks that a
+type cannot express live in :mod:`ecosweep.config.validate`, which runs before any
+model loads or any GPU time is spent. Constructors here have no side effects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    """A causal LM, described by its architecture so random weights can be built offline."""
+
+    name: str = MISSING
+    hub_id: Optional[str] = None  # Hugging Face id for weights=pretrained
+    path: Optional[str] = None  # local checkpoint folder; wins over hub_id when set
+    model_type: str = MISSING  # transformers model_type: llama, mistral, qwen2, phi3, ...
+    params_b: float = MISSING  # nominal parameter count, billions
+    hidden_size: int = MISSING
+    intermediate_size: int = MISSING
+    num_hidden_layers: int = MISSING
+    num_attention_heads: int = MISSING
+    num_key_value_heads: int = MISSING
+    vocab_size: int = MISSING
+    tie_word_embeddings: bool = False
+    max_position_embeddings: Optional[int] = None  # None: the architecture's default
+
+
+@dataclass
+class QuantizationConfig:
+    """How weights are stored and computed. ``method`` none | bnb_4bit | bnb_8bit."""
+
+    name: str = MISSING
+    method: str = "none"
+    dtype: str = "float16"  # unquantized weights, activations, and non-quantized modules
+    bnb_4bit_quant_type: Optional[str] = None  # nf4 | fp4
+    bnb_4bit_compute_dtype: Optional[str] = None  # always explicit for 4-bit
+    bnb_4bit_use_double_quant: bool = False
+    llm_int8_threshold: Optional[float] = None  # 6.0 = LLM.int8(); 0.0 = pure int8
+    min_compute_capability: Optional[float] = None  # e.g. 8.0 for bfloat16 on NVIDIA
+
+
+@dataclass
+class HardwareConfig:
+    """A hardware profile: what to run on and the datasheet figures analysis needs."""
+
+    name: str = MISSING
+    device: str = "auto"  # auto | cpu | cuda
+    gpu_name_pattern: Optional[str] = None  # substring of the CUDA device name this profile describes
+    compute_capability: Optional[float] = None
+    peak_mem_bandwidth_gb_s: Optional[float] = None  # GB/s (10^9 bytes per second)
+    tdp_w: Optional[float] = None  # board power limit, watts
+    peak_fp16_tflops: Optional[float] = None  # dense fp16 tensor rate, 10^12 FLOP/s
+    memory_gb: Optional[float] = None
+
+
+@dataclass
+class MeasurementConfig:
+    """The measurement protocol. All durations in seconds."""
+
+    name: str = "default"
+    meter: str = "auto"  # auto | nvml | cpu | none
+    min_window_s: float = 5.0
+    prefill_min_window_s: float = 2.0
+    warmup_min_s: float = 5.0
+    max_repetitions: int = 30
+    target_ci_pct: float = 2.0
+    idle_settle_s: float = 5.0
+    idle_window_s: float = 5.0
+    sampler_hz: float = 20.0
+    cooldown_temp_c: Optional[float] = None
+    cooldown_timeout_s: float = 120.0
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow tracking; ``uri`` None means a sqlite store under the output root."""
+
+    enabled: bool = True
+    uri: Optional[str] = None
+
+
+@dataclass
+class RayConfig:
+    """Where and how cells run."""
+
+    address: Optional[str] = None
+    num_cpus: Optional[int] = None
+    num_gpus: Optional[int] = None
+    max_concurrent_cpu_cells: int = 1
+    cpus_per_cell: float = 1.0
+    gpus_per_cell: Optional[float] = None  # None: 1 for CUDA cells, 0 for CPU cells
+    actor_retries: int = 1
+    resources: Dict[str, float] = field(default_factory=dict)
+    progress: str = "auto"
+
+
+@dataclass
+class StudyConfig:
+    """The root config: one cell's worth of settings (a sweep varies them)."""
+
+    study: str = "default"
+    weights: str = "random"
+    allow_download: bool = False
+    batch_size: int = 1
+    input_tokens: int = 128
+    output_tokens: int = 64
+    repetitions: int = 10
+    warmup: int = 3
+    seed: int = 0
+    output_root: str = "outputs"
+    model_cache: str = "~/.cache/ecosweep/models"
+    retry_failed: bool = True
+    model: ModelConfig = MISSING
+    quantization: QuantizationConfig = MISSING
+    hardware: HardwareConfig = MISSING
+    measurement: MeasurementConfig = MISSING
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+
+# Choices that are not Hydra groups, checked by ecosweep.config.validate.
+WEIGHTS_CHOICES: List[str] = ["random", "pretrained"]
+QUANT_METHODS: List[str] = ["none", "bnb_4bit", "bnb_8bit"]
+DTYPES: List[str] = ["float32", "float16", "bfloat16"]
+BNB_4BIT_TYPES: List[str] = ["nf4", "fp4"]
+DEVICES: List[str] = ["auto", "cpu", "cuda"]
+METERS: List[str] = ["auto", "nvml", "cpu", "none"]
+PROGRESS_MODES: List[str] = ["auto", "live", "plain", "off"]
+
+
+def register_configs() -> None:
+    """Register the root schema so ``conf/config.yaml`` composes onto typed nodes."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="ecosweep_schema", node=StudyConfig)

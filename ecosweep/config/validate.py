@@ -1,0 +1,163 @@
+"""Range and consistency checks of a composed study config.
+
+Every check returns a sentence that names the bad value and the valid choices or
+range, so one message can list all problems of a study before anything runs.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import List
+
+from ecosweep.config.schema import (
+    BNB_4BIT_TYPES,
+    DEVICES,
+    DTYPES,
+    METERS,
+    PROGRESS_MODES,
+    QUANT_METHODS,
+    WEIGHTS_CHOICES,
+    HardwareConfig,
+    MeasurementConfig,
+    ModelConfig,
+    QuantizationConfig,
+    RayConfig,
+    StudyConfig,
+)
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def _choice(key: str, value: object, choices: List[str]) -> List[str]:
+    if value in choices:
+        return []
+    return [f"{key}={value!r} is not a valid choice; choose one of: {', '.join(choices)}."]
+
+
+def _at_least(key: str, value: float, minimum: float, what: str = "a number") -> List[str]:
+    if value is None or value < minimum:
+        return [f"{key}={value} is out of range: it must be {what} >= {minimum}."]
+    return []
+
+
+def validate_model(m: ModelConfig, weights: str) -> List[str]:
+    problems: List[str] = []
+    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                "num_key_value_heads", "vocab_size"):
+        problems += _at_least(f"model.{key}", getattr(m, key), 1, "an integer")
+    if m.num_attention_heads >= 1 and m.hidden_size % m.num_attention_heads:
+        problems.append(
+            f"model.hidden_size={m.hidden_size} must be divisible by "
+            f"model.num_attention_heads={m.num_attention_heads}."
+        )
+    if m.num_key_value_heads >= 1 and m.num_attention_heads % m.num_key_value_heads:
+        problems.append(
+            f"model.num_attention_heads={m.num_attention_heads} must be divisible by "
+            f"model.num_key_value_heads={m.num_key_value_heads}."
+        )
+    problems += _at_least("model.params_b", m.params_b, 0.0)
+    if weights == "pretrained" and not (m.path or m.hub_id):
+        problems.append(
+            f"weights=pretrained needs model.path (a local folder) or model.hub_id; "
+            f"model={m.name} has neither."
+        )
+    return problems
+
+
+def validate_quantization(q: QuantizationConfig) -> List[str]:
+    problems = _choice("quantization.method", q.method, QUANT_METHODS)
+    problems += _choice("quantization.dtype", q.dtype, DTYPES)
+    if q.method == "bnb_4bit":
+        problems += _choice("quantization.bnb_4bit_quant_type", q.bnb_4bit_quant_type, BNB_4BIT_TYPES)
+        problems += _choice("quantization.bnb_4bit_compute_dtype", q.bnb_4bit_compute_dtype, DTYPES)
+    if q.method == "bnb_8bit":
+        if q.llm_int8_threshold is None or q.llm_int8_threshold < 0:
+            problems.append(
+                f"quantization.llm_int8_threshold={q.llm_int8_threshold} is out of range: "
+                "it must be a number >= 0.0 (6.0 = LLM.int8(), 0.0 = pure int8)."
+            )
+    if q.method != "bnb_4bit" and q.bnb_4bit_quant_type is not None:
+        problems.append(
+            f"quantization={q.name} sets bnb_4bit_quant_type but its method is {q.method!r}; "
+            "only method=bnb_4bit takes it."
+        )
+    if q.method != "bnb_8bit" and q.llm_int8_threshold is not None:
+        problems.append(
+            f"quantization={q.name} sets llm_int8_threshold but its method is {q.method!r}; "
+            "only method=bnb_8bit takes it."
+        )
+    return problems
+
+
+def validate_hardware(h: HardwareConfig) -> List[str]:
+    problems = _choice("hardware.device", h.device, DEVICES)
+    for key in ("compute_capability", "peak_mem_bandwidth_gb_s", "tdp_w", "peak_fp16_tflops", "memory_gb"):
+        value = getattr(h, key)
+        if value is not None and value <= 0:
+            problems.append(f"hardware.{key}={value} is out of range: it must be > 0 or null.")
+    return problems
+
+
+def validate_quantization_on_hardware(q: QuantizationConfig, h: HardwareConfig) -> List[str]:
+    """A quantization the hardware profile cannot run (known before any device is touched)."""
+    need = q.min_compute_capability
+    if need is not None and h.device == "cuda" and h.compute_capability is not None:
+        if h.compute_capability < need:
+            return [
+                f"quantization={q.name} needs CUDA compute capability >= {need}, but "
+                f"hardware={h.name} has {h.compute_capability}; choose fp16, nf4, int8 or "
+                "another quantization this GPU runs."
+            ]
+    return []
+
+
+def validate_measurement(m: MeasurementConfig, repetitions: int) -> List[str]:
+    problems = _choice("measurement.meter", m.meter, METERS)
+    for key in ("min_window_s", "prefill_min_window_s", "warmup_min_s", "idle_settle_s",
+                "idle_window_s", "cooldown_timeout_s", "target_ci_pct"):
+        problems += _at_least(f"measurement.{key}", getattr(m, key), 0.0)
+    if not 0 < m.sampler_hz <= 1000:
+        problems.append(f"measurement.sampler_hz={m.sampler_hz} is out of range: it must be in (0, 1000].")
+    if m.target_ci_pct > 0 and m.max_repetitions < repetitions:
+        problems.append(
+            f"measurement.max_repetitions={m.max_repetitions} is below repetitions={repetitions}; "
+            "it must be >= repetitions."
+        )
+    return problems
+
+
+def validate_ray(r: RayConfig) -> List[str]:
+    problems = _at_least("ray.max_concurrent_cpu_cells", r.max_concurrent_cpu_cells, 1, "an integer")
+    problems += _at_least("ray.actor_retries", r.actor_retries, 0, "an integer")
+    problems += _at_least("ray.cpus_per_cell", r.cpus_per_cell, 0.0)
+    problems += _choice("ray.progress", r.progress, PROGRESS_MODES)
+    return problems
+
+
+def validate_study(s: StudyConfig) -> List[str]:
+    """All problems of one cell's config, as sentences; empty when it is valid."""
+    problems: List[str] = []
+    if not _SAFE_NAME.match(s.study or ""):
+        problems.append(
+            f"study={s.study!r} is not a valid study name: use letters, digits, '_', '-' and '.' only."
+        )
+    problems += _choice("weights", s.weights, WEIGHTS_CHOICES)
+    problems += _at_least("batch_size", s.batch_size, 1, "an integer")
+    problems += _at_least("input_tokens", s.input_tokens, 1, "an integer")
+    problems += _at_least("output_tokens", s.output_tokens, 1, "an integer")
+    problems += _at_least("repetitions", s.repetitions, 1, "an integer")
+    problems += _at_least("warmup", s.warmup, 0, "an integer")
+    problems += _at_least("seed", s.seed, 0, "an integer")
+    max_pos = s.model.max_position_embeddings
+    if max_pos and s.input_tokens + s.output_tokens > max_pos:
+        problems.append(
+            f"input_tokens + output_tokens = {s.input_tokens + s.output_tokens} exceeds "
+            f"model.max_position_embeddings={max_pos} of model={s.model.name}."
+        )
+    problems += validate_model(s.model, s.weights)
+    problems += validate_quantization(s.quantization)
+    problems += validate_hardware(s.hardware)
+    problems += validate_quantization_on_hardware(s.quantization, s.hardware)
+    problems += validate_measurement(s.measurement, s.repetitions)
+    problems += validate_ray(s.ray)
+    return problems

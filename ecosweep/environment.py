@@ -1,0 +1,89 @@
+"""Facts about where a cell runs: host, libraries, device, and host CPU load.
+
+Host CPU steal and utilisation come from ``/proc/stat`` deltas over a window; they
+explain much of the noise of launch-bound (CPU-bound) decoding on shared hosts.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import socket
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Dict, Optional
+
+
+def _version(package: str) -> Optional[str]:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def library_versions() -> Dict[str, Optional[str]]:
+    from ecosweep import __version__
+
+    return {
+        "python_version": platform.python_version(),
+        "torch_version": _version("torch"),
+        "transformers_version": _version("transformers"),
+        "bitsandbytes_version": _version("bitsandbytes"),
+        "ecosweep_version": __version__,
+    }
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def host_facts() -> Dict[str, object]:
+    return {"host": socket.gethostname(), "cpu_count": os.cpu_count(), **library_versions()}
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    busy: int
+    steal: int
+    total: int
+
+
+def read_cpu_times(path: str = "/proc/stat") -> Optional[CpuTimes]:
+    """Aggregate CPU jiffies from /proc/stat, or None where it is not readable."""
+    try:
+        with open(path) as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    values = [int(v) for v in fields[1:]]
+    # user nice system idle iowait irq softirq steal guest guest_nice; guest time is
+    # already counted in user/nice, so it is left out of the total.
+    values += [0] * (8 - len(values))
+    user, nice, system, idle, iowait, irq, softirq, steal = values[:8]
+    total = user + nice + system + idle + iowait + irq + softirq + steal
+    busy = user + nice + system + irq + softirq
+    return CpuTimes(busy=busy, steal=steal, total=total)
+
+
+def cpu_window_stats(before: Optional[CpuTimes], after: Optional[CpuTimes]) -> Dict[str, float]:
+    """Busy and steal percentages between two readings, plus the 1-minute load average."""
+    stats = {"cpu_util_pct": math.nan, "cpu_steal_pct": math.nan, "cpu_load_1m": math.nan}
+    if before and after and after.total > before.total:
+        span = after.total - before.total
+        stats["cpu_util_pct"] = 100.0 * (after.busy - before.busy) / span
+        stats["cpu_steal_pct"] = 100.0 * (after.steal - before.steal) / span
+    try:
+        stats["cpu_load_1m"] = os.getloadavg()[0]
+    except OSError:
+        pass
+    return stats

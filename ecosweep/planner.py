@@ -1,0 +1,91 @@
+"""Turn composed Hydra configs into validated cells with stable ids.
+
+A *cell* is one point of a study's grid (model x quantization x batch size x tokens x
+hardware x protocol). Its id is a hash of exactly what is measured, so the same cell
+gets the same id whatever the order of the overrides that produced it, and a re-run
+can recognise cells that are already done.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ecosweep.config.schema import StudyConfig
+from ecosweep.config.validate import validate_study
+from ecosweep.errors import ConfigError
+
+CELL_ID_LENGTH = 12
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One measured configuration. ``settings`` is plain data, safe to ship to a Ray actor."""
+
+    id: str
+    settings: StudyConfig
+
+    @property
+    def label(self) -> str:
+        s = self.settings
+        return f"{s.model.name}/{s.quantization.name}/bs{s.batch_size}/in{s.input_tokens}/out{s.output_tokens}"
+
+
+def measured_identity(s: StudyConfig) -> Dict[str, Any]:
+    """What a measurement depends on; everything else (study name, paths, tracking) is not."""
+    return {
+        "model": dataclasses.asdict(s.model),
+        "weights": s.weights,
+        "quantization": dataclasses.asdict(s.quantization),
+        "hardware": dataclasses.asdict(s.hardware),
+        "measurement": dataclasses.asdict(s.measurement),
+        "batch_size": s.batch_size,
+        "input_tokens": s.input_tokens,
+        "output_tokens": s.output_tokens,
+        "repetitions": s.repetitions,
+        "warmup": s.warmup,
+        "seed": s.seed,
+    }
+
+
+def cell_id(s: StudyConfig) -> str:
+    blob = json.dumps(measured_identity(s), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:CELL_ID_LENGTH]
+
+
+def to_settings(cfg: DictConfig) -> StudyConfig:
+    """Resolve a composed config (with or without its ``hydra`` node) into a StudyConfig."""
+    cfg = cfg.copy()
+    if "hydra" in cfg:
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+def plan_cells(configs: Iterable[DictConfig]) -> List[Cell]:
+    """Validate every config and return the distinct cells, in order.
+
+    Raises ConfigError listing every problem of every cell (each problem once), so
+    a sweep with one bad value fails as a whole before anything runs.
+    """
+    cells: List[Cell] = []
+    seen: set[str] = set()
+    problems: List[str] = []
+    for cfg in configs:
+        settings = to_settings(cfg)
+        cell_problems = validate_study(settings)
+        if cell_problems:
+            problems += [p for p in cell_problems if p not in problems]
+            continue
+        cid = cell_id(settings)
+        if cid not in seen:
+            seen.add(cid)
+            cells.append(Cell(cid, settings))
+    if problems:
+        raise ConfigError(problems)
+    return cells

@@ -1,0 +1,132 @@
+"""The results schema: one row per measured repetition, units in the column names.
+
+This list is the single definition of every column: the Parquet writer enforces it,
+the README's column table is checked against it by the tests, and readers unify
+older files onto it. A failed cell is one row with ``status`` failed or oom,
+``repetition`` null and the error text; measured values are null, never zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Iterable, List
+
+import pyarrow as pa
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: pa.DataType
+    doc: str
+
+
+_S, _F, _I, _B = pa.string(), pa.float64(), pa.int64(), pa.bool_()
+_TS = pa.timestamp("us", tz="UTC")
+
+COLUMNS: List[Column] = [
+    # identity and outcome
+    Column("study", _S, "Study name (the folder under the output root)."),
+    Column("cell_id", _S, "Stable hash of what the cell measures (model, quantization, tokens, batch, hardware, protocol)."),
+    Column("run_id", _S, "Id of the driver invocation that measured this cell."),
+    Column("repetition", _I, "0-based index of the measured repetition; null on a failed cell's row."),
+    Column("status", _S, "ok | failed | oom."),
+    Column("error", _S, "Error text for failed/oom cells; null when ok."),
+    Column("timestamp_utc", _TS, "Start of the repetition's measurement window (UTC)."),
+    # what was measured
+    Column("model", _S, "Model config name (conf/model)."),
+    Column("model_type", _S, "transformers architecture (llama, mistral, qwen2, phi3, ...)."),
+    Column("params_count", _I, "Parameters actually instantiated (before quantization packing)."),
+    Column("params_b_nominal", _F, "Published parameter count, billions."),
+    Column("weights", _S, "random (built from the architecture) | pretrained (hub id or local path)."),
+    Column("weights_source", _S, "Checkpoint the cell loaded: the random-weight cache folder, a local path or a hub id."),
+    Column("quantization", _S, "Quantization config name (conf/quantization)."),
+    Column("quant_method", _S, "none | bnb_4bit | bnb_8bit."),
+    Column("dtype", _S, "Unquantized weight / activation dtype."),
+    Column("bnb_4bit_quant_type", _S, "nf4 | fp4 for 4-bit cells, else null."),
+    Column("bnb_4bit_compute_dtype", _S, "Compute dtype of 4-bit layers, else null."),
+    Column("bnb_4bit_use_double_quant", _B, "Double quantization of 4-bit constants."),
+    Column("llm_int8_threshold", _F, "Outlier threshold of 8-bit cells (6.0 LLM.int8(), 0.0 pure int8), else null."),
+    Column("batch_size", _I, "Requests per generate() call."),
+    Column("input_tokens", _I, "Prompt length per request, tokens."),
+    Column("output_tokens", _I, "New tokens per request (fixed: EOS cannot stop a request early)."),
+    # where it ran
+    Column("hardware", _S, "Hardware profile name (conf/hardware)."),
+    Column("device", _S, "cpu | cuda, as resolved."),
+    Column("device_name", _S, "Detected device: CUDA device name or CPU model."),
+    Column("gpu_uuid", _S, "Physical GPU UUID (NVML); null on CPU."),
+    Column("compute_capability", _S, "CUDA compute capability, e.g. 9.0; null on CPU."),
+    Column("gpu_memory_total_mb", _F, "GPU memory, MiB."),
+    Column("driver_version", _S, "NVIDIA driver version."),
+    Column("cuda_version", _S, "CUDA runtime torch was built with."),
+    Column("host", _S, "Host name of the node that ran the cell."),
+    Column("cpu_count", _I, "Logical CPUs on that host."),
+    Column("python_version", _S, "Python version in the actor."),
+    Column("torch_version", _S, "torch version."),
+    Column("transformers_version", _S, "transformers version."),
+    Column("bitsandbytes_version", _S, "bitsandbytes version."),
+    Column("ecosweep_version", _S, "ecosweep version."),
+    # protocol
+    Column("warmup_calls", _I, "Unmeasured generate() calls before the first repetition."),
+    Column("warmup_s", _F, "Wall time of the warm-up, seconds."),
+    Column("min_window_s", _F, "Protocol: minimum measurement window, seconds."),
+    # time and throughput
+    Column("generate_calls", _I, "generate() calls inside this repetition's window."),
+    Column("tokens_generated", _I, "New tokens generated in the window: calls x batch_size x output_tokens."),
+    Column("seconds", _F, "Window wall time, seconds (CUDA synchronised at both edges)."),
+    Column("tok_s", _F, "Throughput: tokens_generated / seconds, new tokens per second."),
+    Column("latency_s_per_request", _F, "Seconds per generate() call; every request of a batch finishes then."),
+    Column("prefill_s", _F, "Time to first token of one call (prefill + first token), seconds, from its own window."),
+    Column("decode_s", _F, "latency_s_per_request - prefill_s: the remaining output_tokens - 1 steps, seconds."),
+    Column("prefill_tok_s", _F, "Prompt tokens processed per second in prefill: batch_size x input_tokens / prefill_s."),
+    Column("decode_tok_s", _F, "Decode throughput: batch_size x (output_tokens - 1) / decode_s."),
+    Column("gpu_memory_peak_mb", _F, "Peak memory torch allocated on the GPU during the cell, MiB."),
+    # energy
+    Column("energy_source", _S, "nvml_counter | nvml_sampled | rapl | none: where energy_j comes from."),
+    Column("energy_j", _F, "Gross energy of the window, joules (null when energy_source is none)."),
+    Column("power_w_mean", _F, "energy_j / seconds, watts."),
+    Column("power_w_peak", _F, "Highest sampled instantaneous power in the window, watts."),
+    Column("energy_j_per_1k_tok", _F, "energy_j per 1000 generated tokens, joules."),
+    Column("energy_j_per_request", _F, "energy_j / (generate_calls x batch_size), joules."),
+    Column("energy_j_per_output_token", _F, "energy_j / tokens_generated, joules."),
+    Column("prefill_energy_j", _F, "Energy of one prefill (first-token) call, joules, from its own window."),
+    Column("decode_energy_j", _F, "Energy of one call minus prefill_energy_j, joules."),
+    Column("idle_power_w", _F, "Idle baseline power of the device with the cell's context alive, watts."),
+    Column("idle_temperature_c", _F, "GPU temperature during the idle baseline, Celsius."),
+    Column("net_energy_j", _F, "energy_j - idle_power_w x seconds: the dynamic energy, joules."),
+    Column("net_energy_j_per_1k_tok", _F, "net_energy_j per 1000 generated tokens, joules."),
+    Column("static_energy_share", _F, "idle_power_w x seconds / energy_j: the static fraction of the window's energy (0..1)."),
+    Column("sampled_energy_j", _F, "Trapezoidal integral of the sampled instantaneous power over the window, joules."),
+    Column("counter_vs_sampled_pct", _F, "100 x (energy_j - sampled_energy_j) / energy_j."),
+    Column("energy_mismatch", _B, "True when |counter_vs_sampled_pct| > 5."),
+    # device state during the window
+    Column("samples", _I, "Sampler readings inside the window."),
+    Column("gpu_util_pct_mean", _F, "Mean GPU utilisation, %."),
+    Column("mem_util_pct_mean", _F, "Mean memory-controller utilisation, %."),
+    Column("memory_used_mb_max", _F, "Highest device memory in use (all processes), MiB."),
+    Column("sm_clock_mhz_mean", _F, "Mean SM clock, MHz."),
+    Column("mem_clock_mhz_mean", _F, "Mean memory clock, MHz."),
+    Column("temperature_c_start", _F, "GPU temperature at the window start, Celsius."),
+    Column("temperature_c_max", _F, "Highest GPU temperature in the window, Celsius."),
+    Column("throttle_reasons", _S, "Clock-event reasons seen in the window other than idle, comma-separated."),
+    Column("throttled", _B, "True when a throttle reason other than idle was active in the window."),
+    Column("contaminated", _B, "True when a foreign compute process used the device before or during the window."),
+    Column("foreign_pids", _S, "PIDs of those foreign processes, comma-separated."),
+    # host state during the window
+    Column("cpu_util_pct", _F, "Host CPU busy time over the window, % of all CPUs (/proc/stat)."),
+    Column("cpu_steal_pct", _F, "Host CPU steal time over the window, % of all CPUs (/proc/stat)."),
+    Column("cpu_load_1m", _F, "1-minute load average at the window end."),
+]
+
+SCHEMA = pa.schema([pa.field(c.name, c.type) for c in COLUMNS])
+COLUMN_NAMES = [c.name for c in COLUMNS]
+
+
+def rows_to_table(rows: Iterable[Dict[str, Any]]) -> pa.Table:
+    """Rows (dicts) to a table with exactly SCHEMA; missing keys become null, unknown keys fail."""
+    rows = list(rows)
+    unknown = sorted({k for r in rows for k in r} - set(COLUMN_NAMES))
+    if unknown:
+        raise KeyError(f"row keys not in the results schema: {unknown}")
+    columns = {c.name: [r.get(c.name) for r in rows] for c in COLUMNS}
+    return pa.Table.from_pydict(columns, schema=SCHEMA)

@@ -1,0 +1,124 @@
+"""Where a study's results live on disk, and atomic Parquet writes.
+
+Layout under ``<output_root>/<study>/``::
+
+    cells/<cell_id>.parquet     one row per repetition (or one failure row)
+    traces/<cell_id>.parquet    the cell's power/utilisation trace (GPU cells)
+    configs/<cell_id>.yaml      the cell's resolved config
+    report.md, figures/         written by the analysis at the end of a study
+
+Only the Ray driver writes here. Every file is written to a temporary name in the
+same folder, flushed to disk and renamed over its final name, so a killed driver
+leaves either the old file, the new file, or a stray ``.tmp`` file that readers
+ignore, never a truncated Parquet file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, List, Optional
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ecosweep.results.schema import SCHEMA
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_parquet(path: Path, table: pa.Table) -> None:
+    """Write ``table`` to ``path`` so that readers never see a partial file."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
+class StudyStore:
+    """The files of one study under the output root."""
+
+    def __init__(self, output_root: str | os.PathLike, study: str):
+        self.root = Path(output_root).expanduser().resolve() / study
+        self.cells_dir = self.root / "cells"
+        self.traces_dir = self.root / "traces"
+        self.configs_dir = self.root / "configs"
+
+    def cell_path(self, cell_id: str) -> Path:
+        return self.cells_dir / f"{cell_id}.parquet"
+
+    def trace_path(self, cell_id: str) -> Path:
+        return self.traces_dir / f"{cell_id}.parquet"
+
+    def config_path(self, cell_id: str) -> Path:
+        return self.configs_dir / f"{cell_id}.yaml"
+
+    def cell_statuses(self, cell_id: str) -> Optional[List[str]]:
+        """The status of each stored row of a cell, or None when the cell has no file."""
+        path = self.cell_path(cell_id)
+        if not path.exists():
+            return None
+        return pq.read_table(path, columns=["status"]).column("status").to_pylist()
+
+    def is_complete(self, cell_id: str, retry_failed: bool = True) -> bool:
+        """A cell is complete when its file exists and (with retry_failed) every row is ok."""
+        statuses = self.cell_statuses(cell_id)
+        if not statuses:
+            return False
+        return all(s == "ok" for s in statuses) or not retry_failed
+
+    def write_cell(self, cell_id: str, table: pa.Table) -> Path:
+        path = self.cell_path(cell_id)
+        atomic_write_parquet(path, table)
+        return path
+
+    def write_trace(self, cell_id: str, table: pa.Table) -> Path:
+        path = self.trace_path(cell_id)
+        atomic_write_parquet(path, table)
+        return path
+
+    def write_config(self, cell_id: str, yaml_text: str) -> Path:
+        path = self.config_path(cell_id)
+        atomic_write_bytes(path, yaml_text.encode())
+        return path
+
+
+def read_results(paths: Iterable[str | os.PathLike]) -> pa.Table:
+    """Read result files or folders (a study folder, its cells/ folder, or files) into one table.
+
+    Every file is read with its own schema and cast onto the current SCHEMA (columns a
+    file lacks become null), so folders written by older versions still combine.
+    """
+    files: List[Path] = []
+    for p in paths:
+        p = Path(p).expanduser()
+        if p.is_dir():
+            sub = p / "cells" if (p / "cells").is_dir() else p
+            files += sorted(f for f in sub.glob("*.parquet") if not f.name.startswith("."))
+        elif p.suffix == ".parquet":
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"not a results folder or Parquet file: {p}")
+    tables = []
+    for f in files:
+        t = pq.read_table(f)
+        for field in SCHEMA:
+            if field.name not in t.column_names:
+                t = t.append_column(field, pa.nulls(t.num_rows, field.type))
+        tables.append(t.select(SCHEMA.names).cast(SCHEMA))
+    if not tables:
+        return SCHEMA.empty_table()
+    return pa.concat_tables(tables)

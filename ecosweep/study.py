@@ -1,0 +1,128 @@
+"""Run a planned study: skip finished cells, measure the rest on Ray, store, summarise.
+
+The driver process is the only writer: each outcome is written to Parquet the moment it
+arrives (atomically), then mirrored to MLflow when tracking is on. A killed driver loses
+at most the cells that were in flight; the same command resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, TextIO
+
+from omegaconf import OmegaConf
+
+from ecosweep.cell_runner import CellOutcome
+from ecosweep.planner import Cell
+from ecosweep.progress import Progress
+from ecosweep.results.schema import rows_to_table
+from ecosweep.results.store import StudyStore, read_results
+
+log = logging.getLogger("ecosweep")
+
+
+@dataclass
+class StudyRun:
+    """What one invocation did."""
+
+    run_id: str
+    cells: List[Cell]
+    skipped: List[Cell] = field(default_factory=list)
+    outcomes: Dict[str, CellOutcome] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> List[Cell]:
+        return [c for c in self.cells if c.id in self.outcomes and self.outcomes[c.id].status != "ok"]
+
+
+def store_for(cell: Cell) -> StudyStore:
+    return StudyStore(cell.settings.output_root, cell.settings.study)
+
+
+def persist_outcome(cell: Cell, outcome: CellOutcome) -> None:
+    store = store_for(cell)
+    store.write_config(cell.id, OmegaConf.to_yaml(OmegaConf.structured(cell.settings)))
+    if outcome.trace is not None:
+        store.write_trace(cell.id, outcome.trace)
+    store.write_cell(cell.id, rows_to_table(outcome.rows))
+
+
+def run_study(cells: List[Cell], out: TextIO = sys.stdout) -> StudyRun:
+    """Measure every cell not already complete. Cells may belong to several studies."""
+    run = StudyRun(run_id=uuid.uuid4().hex[:12], cells=cells)
+    todo = []
+    for cell in cells:
+        if store_for(cell).is_complete(cell.id, cell.settings.retry_failed):
+            run.skipped.append(cell)
+        else:
+            todo.append(cell)
+    if run.skipped:
+        print(f"Skipping {len(run.skipped)} of {len(cells)} cells already complete "
+              f"(results under {store_for(run.skipped[0]).cells_dir}).", file=out)
+    if not todo:
+        print("Nothing to run: every cell of this study is complete.", file=out)
+        return run
+
+    from ecosweep.tracking import make_tracker
+
+    first = todo[0].settings
+    tracker = make_tracker(todo, run.run_id, out)
+    progress = Progress(len(todo), first.ray.progress, stream=out)
+
+    def on_outcome(cell: Cell, outcome: CellOutcome) -> None:
+        persist_outcome(cell, outcome)  # Parquet first: it is the source of truth
+        run.outcomes[cell.id] = outcome
+        tracker.log_cell(cell, outcome, store_for(cell))
+
+    from ecosweep.driver import CellScheduler, connect_ray
+
+    started_ray = connect_ray(first.ray)
+    try:
+        CellScheduler(todo, run.run_id, on_outcome, progress).run()
+    finally:
+        progress.close()
+        tracker.close(run)
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    return run
+
+
+def summary_table(cells: List[Cell]):
+    """Per-cell summary (one line per cell) of the stored results of ``cells``."""
+    import pandas as pd
+
+    paths = sorted({store_for(c).cell_path(c.id) for c in cells if store_for(c).cell_path(c.id).exists()})
+    if not paths:
+        return pd.DataFrame()
+    df = read_results(paths).to_pandas()
+    agg = df.groupby("cell_id", sort=False).agg(
+        study=("study", "first"), model=("model", "first"), quantization=("quantization", "first"),
+        batch_size=("batch_size", "first"), status=("status", "first"), reps=("repetition", "count"),
+        tok_s=("tok_s", "mean"), energy_j_per_1k_tok=("energy_j_per_1k_tok", "mean"),
+        energy_source=("energy_source", "first"),
+    )
+    order = {c.id: i for i, c in enumerate(cells)}
+    return agg.reset_index().sort_values("cell_id", key=lambda s: s.map(order))
+
+
+def print_summary(run: StudyRun, out: TextIO = sys.stdout) -> None:
+    import pandas as pd
+
+    table = summary_table(run.cells)
+    roots = sorted({str(store_for(c).root) for c in run.cells})
+    print("", file=out)
+    if not table.empty:
+        with pd.option_context("display.width", 160, "display.max_columns", 20, "display.max_rows", 500):
+            print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"), file=out)
+    for root in roots:
+        print(f"Results: {root}/cells/ (one Parquet file per cell; read with pandas.read_parquet)", file=out)
+    if run.failed:
+        print(f"\n{len(run.failed)} cell(s) failed:", file=out)
+        for cell in run.failed:
+            err = (run.outcomes[cell.id].error or "").strip().splitlines()
+            print(f"  {cell.id} {cell.label}: {run.outcomes[cell.id].status}: {err[0] if err else ''}", file=out)

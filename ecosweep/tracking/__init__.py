@@ -1,0 +1,33 @@
+"""Experiment tracking (MLflow) as a mirror of the Parquet results.
+
+Only the driver talks to the tracking backend. A tracking failure never stops a study:
+the tracker warns once, says how to backfill, and goes quiet; Parquet stays complete.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, List, TextIO
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ecosweep.cell_runner import CellOutcome
+    from ecosweep.planner import Cell
+    from ecosweep.results.store import StudyStore
+
+
+class NullTracker:
+    """Tracking off (tracking=none)."""
+
+    def log_cell(self, cell: "Cell", outcome: "CellOutcome", store: "StudyStore") -> None:
+        pass
+
+    def close(self, run: object) -> None:
+        pass
+
+
+def make_tracker(cells: List["Cell"], run_id: str, out: TextIO):
+    settings = cells[0].settings
+    if not settings.tracking.enabled:
+        return NullTracker()
+    from ecosweep.tracking.mlflow_tracker import MlflowTracker
+
+    return MlflowTracker.for_study(settings, out)

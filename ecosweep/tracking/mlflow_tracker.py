@@ -1,0 +1,262 @@
+"""MLflow: an experiment per study, a parent run per study, a nested run per cell.
+
+Runs are keyed by tags so that logging is idempotent: the parent carries
+``ecosweep.role=study``, each child ``ecosweep.cell_id`` and ``ecosweep.results_run_id``
+(the ``run_id`` column of the Parquet rows it mirrors). Logging a cell whose child
+already mirrors the same results does nothing; a re-measured cell replaces its child.
+The backfill command (``python -m ecosweep mlflow-backfill``) uses the same code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any, Dict, List, Optional, TextIO
+
+from ecosweep.analysis.stats import summarize
+from ecosweep.config.schema import StudyConfig
+
+# Per-repetition metrics logged as steps, and summarised per cell.
+STEP_METRICS = [
+    "energy_j", "energy_j_per_1k_tok", "energy_j_per_request", "net_energy_j_per_1k_tok", "power_w_mean",
+    "power_w_peak", "tok_s", "seconds", "latency_s_per_request", "prefill_s", "decode_s",
+    "idle_power_w", "static_energy_share", "counter_vs_sampled_pct", "gpu_util_pct_mean",
+    "temperature_c_max", "cpu_steal_pct",
+]
+SUMMARY_METRICS = ["energy_j_per_1k_tok", "energy_j_per_request", "tok_s", "power_w_mean",
+                   "latency_s_per_request", "net_energy_j_per_1k_tok"]
+PARAM_COLUMNS = ["cell_id", "model", "model_type", "params_count", "params_b_nominal", "weights", "quantization",
+                 "quant_method", "dtype", "bnb_4bit_quant_type", "bnb_4bit_compute_dtype", "llm_int8_threshold",
+                 "batch_size", "input_tokens", "output_tokens", "hardware", "device", "min_window_s"]
+ENV_COLUMNS = ["host", "cpu_count", "device", "device_name", "gpu_uuid", "compute_capability", "gpu_memory_total_mb",
+               "driver_version", "cuda_version", "python_version", "torch_version", "transformers_version",
+               "bitsandbytes_version", "ecosweep_version"]
+
+
+def default_uri(output_root: str) -> str:
+    return "sqlite:///" + str(Path(output_root).expanduser().resolve() / "mlflow.db")
+
+
+def tracking_uri(settings: StudyConfig) -> str:
+    return settings.tracking.uri or default_uri(settings.output_root)
+
+
+def backfill_hint(study_dir: Path, uri: str) -> str:
+    return f"python -m ecosweep mlflow-backfill {study_dir} --uri {uri}"
+
+
+def _reachable(uri: str, timeout_s: float = 3.0) -> Optional[str]:
+    """None when an http(s) tracking server answers /health, else the reason it does not."""
+    if not uri.startswith(("http://", "https://")):
+        return None
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as resp:
+            return None if resp.status == 200 else f"HTTP {resp.status}"
+    except (urllib.error.URLError, OSError) as exc:
+        return str(getattr(exc, "reason", exc))
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+class MlflowMirror:
+    """Writes results (as stored in Parquet) into MLflow. Raises on backend errors."""
+
+    def __init__(self, uri: str, artifact_root: Optional[Path] = None):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        self.artifact_root = artifact_root
+        self._experiments: Dict[str, str] = {}
+        self._parents: Dict[str, str] = {}
+
+    def experiment_id(self, study: str) -> str:
+        if study not in self._experiments:
+            exp = self.client.get_experiment_by_name(study)
+            if exp is None:
+                location = None
+                if self.artifact_root is not None and not self.uri.startswith(("http://", "https://")):
+                    location = (self.artifact_root / "mlartifacts" / study).as_uri()
+                exp_id = self.client.create_experiment(study, artifact_location=location,
+                                                       tags={"ecosweep.study": study})
+            else:
+                exp_id = exp.experiment_id
+            self._experiments[study] = exp_id
+        return self._experiments[study]
+
+    def _search(self, exp_id: str, filter_string: str) -> List[Any]:
+        return list(self.client.search_runs([exp_id], filter_string=filter_string, max_results=1000))
+
+    def parent_run(self, study: str) -> str:
+        """The study's parent run, created once and reused by later runs and backfills."""
+        if study not in self._parents:
+            exp_id = self.experiment_id(study)
+            found = self._search(exp_id, "tags.`ecosweep.role` = 'study'")
+            if found:
+                run_id = found[0].info.run_id
+            else:
+                run = self.client.create_run(exp_id, run_name=study,
+                                             tags={"ecosweep.role": "study", "ecosweep.study": study})
+                run_id = run.info.run_id
+            self._parents[study] = run_id
+        return self._parents[study]
+
+    def cell_children(self, study: str, cell_id: str) -> List[Any]:
+        return self._search(self.experiment_id(study),
+                            f"tags.`ecosweep.role` = 'cell' and tags.`ecosweep.cell_id` = '{cell_id}'")
+
+    def log_cell_rows(self, rows: List[Dict[str, Any]], artifacts: List[Path], config_yaml: Optional[Path]) -> bool:
+        """Mirror one cell's stored rows. Returns False when MLflow already mirrors them."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        first = rows[0]
+        study, cell_id, results_run_id = first["study"], first["cell_id"], first.get("run_id") or ""
+        existing = self.cell_children(study, cell_id)
+        if any(r.data.tags.get("ecosweep.results_run_id") == results_run_id for r in existing):
+            return False
+        for old in existing:  # the cell was measured again: its old child is superseded
+            self.client.delete_run(old.info.run_id)
+        parent = self.parent_run(study)
+        status = "ok" if all(r["status"] == "ok" for r in rows) else first["status"]
+        ok_rows = [r for r in rows if r["status"] == "ok"]
+        tags = {
+            "mlflow.parentRunId": parent,
+            "ecosweep.role": "cell",
+            "ecosweep.study": study,
+            "ecosweep.cell_id": cell_id,
+            "ecosweep.results_run_id": results_run_id,
+            "status": status,
+            "energy_source": str(first.get("energy_source")),
+            "weights": str(first.get("weights")),
+            "gpu_uuid": str(first.get("gpu_uuid")),
+            "throttled_repetitions": str(sum(bool(r.get("throttled")) for r in ok_rows)),
+            "contaminated_repetitions": str(sum(bool(r.get("contaminated")) for r in ok_rows)),
+            "energy_mismatch_repetitions": str(sum(bool(r.get("energy_mismatch")) for r in ok_rows)),
+        }
+        if first.get("error"):
+            tags["error"] = str(first["error"])[:4000]
+        label = f"{first['model']}/{first['quantization']}/bs{first['batch_size']}"
+        run = self.client.create_run(self.experiment_id(study), run_name=label, tags=tags)
+        rid = run.info.run_id
+        params = [Param(k, str(first.get(k))) for k in PARAM_COLUMNS if first.get(k) is not None]
+        now = int(time.time() * 1000)
+        metrics = []
+        for r in ok_rows:
+            ts = int(r["timestamp_utc"].timestamp() * 1000) if r.get("timestamp_utc") is not None else now
+            metrics += [Metric(k, float(r[k]), ts, int(r["repetition"])) for k in STEP_METRICS if _finite(r.get(k))]
+        for k in SUMMARY_METRICS:
+            s = summarize([r.get(k) for r in ok_rows if _finite(r.get(k))], bootstrap=False)
+            if s.n == 0:
+                continue
+            for name, value in (("mean", s.mean), ("sd", s.sd), ("cv_pct", s.cv_pct), ("ci95_low", s.ci95_low),
+                                ("ci95_high", s.ci95_high), ("n", float(s.n))):
+                if _finite(value):
+                    metrics.append(Metric(f"{k}.{name}", float(value), now, 0))
+        for i in range(0, len(metrics), 900):  # MLflow takes at most 1000 metrics per batch
+            self.client.log_batch(rid, metrics=metrics[i:i + 900], params=params if i == 0 else [],
+                                  tags=[RunTag(k, v) for k, v in tags.items()] if i == 0 else [])
+        if not metrics:
+            self.client.log_batch(rid, params=params)
+        env = {k: first.get(k) for k in ENV_COLUMNS}
+        self.client.log_text(rid, json.dumps(env, indent=1, default=str), "environment.json")
+        for path in artifacts:
+            if path.exists():
+                self.client.log_artifact(rid, str(path))
+        if config_yaml is not None and config_yaml.exists():
+            self.client.log_artifact(rid, str(config_yaml))
+        self.client.set_terminated(rid, "FINISHED" if status == "ok" else "FAILED")
+        return True
+
+
+def _cell_rows(path: Path) -> List[Dict[str, Any]]:
+    from ecosweep.results.store import read_results
+
+    return read_results([path]).to_pylist()
+
+
+def mirror_stored_cell(mirror: MlflowMirror, store: Any, cell_id: str) -> bool:
+    rows = _cell_rows(store.cell_path(cell_id))
+    if not rows:
+        return False
+    artifacts = [store.cell_path(cell_id), store.trace_path(cell_id)]
+    return mirror.log_cell_rows(rows, artifacts, store.config_path(cell_id))
+
+
+class MlflowTracker:
+    """The study-time tracker: mirrors each cell after its Parquet file is written."""
+
+    def __init__(self, mirror: Optional[MlflowMirror], uri: str, out: TextIO, study_dir: Path):
+        self.mirror = mirror
+        self.uri = uri
+        self.out = out
+        self.study_dir = study_dir
+        self.failed_cells = 0
+
+    @classmethod
+    def for_study(cls, settings: StudyConfig, out: TextIO = sys.stdout) -> "MlflowTracker":
+        uri = tracking_uri(settings)
+        study_dir = Path(settings.output_root).expanduser().resolve() / settings.study
+        tracker = cls(None, uri, out, study_dir)
+        reason = _reachable(uri)
+        if reason is None:
+            try:
+                root = Path(settings.output_root).expanduser().resolve()
+                root.mkdir(parents=True, exist_ok=True)
+                tracker.mirror = MlflowMirror(uri, artifact_root=root)
+                tracker.mirror.parent_run(settings.study)
+            except Exception as exc:  # tracking must never stop a study
+                tracker.mirror = None
+                reason = f"{type(exc).__name__}: {exc}"
+        if reason is not None:
+            tracker._warn(reason)
+        return tracker
+
+    def _warn(self, reason: str) -> None:
+        print(f"WARNING: MLflow tracking at {self.uri} is unavailable ({reason.strip().splitlines()[0][:300]}). "
+              f"The study goes on and its Parquet results stay complete; afterwards mirror them into MLflow "
+              f"with:\n  {backfill_hint(self.study_dir, self.uri)}", file=self.out)
+
+    def log_cell(self, cell: Any, outcome: Any, store: Any) -> None:
+        if self.mirror is None:
+            self.failed_cells += 1
+            return
+        try:
+            mirror_stored_cell(self.mirror, store, cell.id)
+        except Exception as exc:
+            self.mirror = None
+            self.failed_cells += 1
+            self._warn(f"{type(exc).__name__}: {exc}")
+
+    def close(self, run: Any) -> None:
+        if self.mirror is not None:
+            print(f"MLflow: runs in {self.uri} (experiment '{self.study_dir.name}'); browse with:\n"
+                  f"  mlflow ui --backend-store-uri {self.uri}", file=self.out)
+
+
+def backfill(study_dirs: List[Path], uri: Optional[str], out: TextIO = sys.stdout) -> int:
+    """Mirror stored cells into MLflow; idempotent. Returns the number of runs created."""
+    from ecosweep.results.store import StudyStore
+
+    created = 0
+    for study_dir in study_dirs:
+        study_dir = Path(study_dir).expanduser().resolve()
+        if not (study_dir / "cells").is_dir():
+            raise FileNotFoundError(f"{study_dir} is not a study folder (it has no cells/ folder)")
+        root = study_dir.parent
+        mirror = MlflowMirror(uri or default_uri(str(root)), artifact_root=root)
+        store = StudyStore(root, study_dir.name)
+        cells = sorted(p.stem for p in store.cells_dir.glob("*.parquet") if not p.name.startswith("."))
+        n = sum(mirror_stored_cell(mirror, store, cid) for cid in cells)
+        created += n
+        print(f"{study_dir.name}: {n} run(s) created, {len(cells) - n} already in MLflow ({mirror.uri})", file=out)
+    return created

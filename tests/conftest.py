@@ -1,0 +1,47 @@
+"""Shared fixtures: composing configs, an isolated output root, a shared model cache."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import List
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CONF_DIR = REPO / "conf"
+
+
+def compose(overrides: List[str] | None = None):
+    """Compose conf/config.yaml with overrides, as `python -m ecosweep` would (no hydra node)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from ecosweep.config.schema import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides or []))
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory) -> Path:
+    """One random-weight cache for the whole session (the tiny model is built once)."""
+    path = tmp_path_factory.mktemp("model_cache")
+    os.environ["ECOSWEEP_MODEL_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture
+def output_root(tmp_path, model_cache) -> Path:
+    root = tmp_path / "outputs"
+    return root
+
+
+def run_cli(args: List[str], cwd: Path, env_extra: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `python -m ecosweep ARGS` in a subprocess and capture its output."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "ecosweep", *args], cwd=cwd, env=env, text=True,
+                          capture_output=True, timeout=timeout)

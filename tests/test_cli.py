@@ -1,0 +1,35 @@
+"""Bad input ends the command with one clear message, no traceback, and nothing written."""
+
+from __future__ import annotations
+
+from conftest import run_cli
+
+
+def test_out_of_range_batch_size(tmp_path):
+    out = tmp_path / "outputs"
+    r = run_cli(["batch_size=0", f"output_root={out}"], cwd=tmp_path)
+    assert r.returncode == 2
+    assert "batch_size=0 is out of range: it must be an integer >= 1" in r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_quantization_names_the_choices(tmp_path):
+    out = tmp_path / "outputs"
+    r = run_cli(["quantization=int9", f"output_root={out}"], cwd=tmp_path)
+    assert r.returncode != 0
+    text = r.stdout + r.stderr
+    assert "Could not find 'quantization/int9'" in text
+    for choice in ("fp16", "bf16", "nf4", "int8", "int8_pure"):
+        assert choice in text
+    assert "Traceback" not in text
+    assert not out.exists()
+
+
+def test_a_bad_cell_in_a_sweep_stops_the_whole_sweep_before_it_runs(tmp_path):
+    out = tmp_path / "outputs"
+    r = run_cli(["-m", "batch_size=1,0", "hardware=cpu", f"output_root={out}"], cwd=tmp_path)
+    assert r.returncode == 2
+    assert "batch_size=0 is out of range" in r.stderr and "Traceback" not in r.stderr
+    assert not (out / "default" / "cells").exists()

@@ -1,0 +1,126 @@
+"""Every YAML in conf/ composes and validates; the model configs match their published sizes."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from conftest import CONF_DIR, compose
+from ecosweep.config.validate import validate_study
+from ecosweep.errors import ConfigError
+from ecosweep.planner import plan_cells, to_settings
+
+GROUPS = ["model", "quantization", "hardware", "measurement", "tracking"]
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "model_architectures.csv"
+
+
+def options(group: str):
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_group_option_composes_and_validates(group, option):
+    settings = to_settings(compose([f"{group}={option}"]))
+    assert validate_study(settings) == []
+    assert getattr(settings, group) is not None
+
+
+@pytest.mark.parametrize("experiment", options("experiment"))
+def test_every_experiment_composes_and_validates(experiment):
+    cfg = compose([f"+experiment={experiment}"])
+    assert validate_study(to_settings(cfg)) == []
+    assert cfg.study == experiment
+
+
+def test_the_groups_the_issue_names_exist():
+    assert {"fp32", "fp16", "bf16", "nf4", "nf4_dq", "fp4", "int8", "int8_pure"} <= set(options("quantization"))
+    assert {"auto", "cpu", "h100", "a800", "rtx4090d", "rtx5090"} <= set(options("hardware"))
+    assert "tiny-llama" in options("model") and "smoke" in options("experiment")
+
+
+def test_int8_thresholds_and_explicit_4bit_compute_dtype():
+    int8 = to_settings(compose(["quantization=int8"])).quantization
+    pure = to_settings(compose(["quantization=int8_pure"])).quantization
+    assert (int8.llm_int8_threshold, pure.llm_int8_threshold) == (6.0, 0.0)
+    for name in ("nf4", "nf4_dq", "fp4"):
+        q = to_settings(compose([f"quantization={name}"])).quantization
+        assert q.bnb_4bit_compute_dtype in ("float16", "bfloat16", "float32")
+    assert to_settings(compose(["quantization=nf4_dq"])).quantization.bnb_4bit_use_double_quant is True
+
+
+def test_hardware_profiles_carry_datasheet_figures():
+    for name in ("h100", "a800", "rtx4090d", "rtx5090"):
+        h = to_settings(compose([f"hardware={name}"])).hardware
+        assert h.device == "cuda"
+        assert h.peak_mem_bandwidth_gb_s > 500 and h.tdp_w > 100 and h.peak_fp16_tflops > 50
+
+
+@pytest.mark.skipif(not REFERENCE.exists(), reason="shared reference tables not beside the checkout")
+def test_model_configs_match_the_reference_architectures():
+    rows = list(csv.DictReader(REFERENCE.open()))
+    assert rows
+    for r in rows:
+        m = to_settings(compose([f"model={r['name']}"])).model
+        assert m.hub_id == r["hub_id"] and m.model_type == r["model_type"]
+        assert m.hidden_size == int(r["hidden_size"]) and m.num_hidden_layers == int(r["num_hidden_layers"])
+        assert m.vocab_size == int(r["vocab_size"])
+        assert m.tie_word_embeddings == (r["tie_word_embeddings"] == "true")
+
+
+@pytest.mark.parametrize("name", [n for n in options("model")])
+def test_model_parameter_count_matches_nominal(name):
+    """Instantiate on the meta device (no memory) and count: within 1 % of the published size."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ecosweep.workload.models import hf_config
+
+    m = to_settings(compose([f"model={name}"])).model
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf_config(m))
+    count = sum(p.numel() for p in model.parameters())
+    assert abs(count / 1e9 - m.params_b) / m.params_b < 0.01, (count, m.params_b)
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("batch_size=0", "batch_size=0 is out of range: it must be an integer >= 1"),
+    ("input_tokens=0", "input_tokens=0 is out of range"),
+    ("repetitions=0", "repetitions=0 is out of range"),
+    ("weights=imagined", "weights='imagined' is not a valid choice; choose one of: random, pretrained"),
+    ("measurement.meter=geiger", "choose one of: auto, nvml, cpu, none"),
+    ("quantization.llm_int8_threshold=-1", "llm_int8_threshold"),
+    ("ray.progress=fancy", "choose one of: auto, live, plain, off"),
+    ("study=a/b", "not a valid study name"),
+])
+def test_bad_values_are_named_with_their_valid_range(override, needle):
+    with pytest.raises(ConfigError) as err:
+        plan_cells([compose([override])])
+    assert needle in str(err.value)
+    assert "Nothing was run" in str(err.value)
+
+
+def test_a_quantization_the_hardware_cannot_run_is_rejected():
+    cfg = compose(["quantization=bf16", "hardware=h100", "hardware.compute_capability=7.5"])
+    with pytest.raises(ConfigError, match="needs CUDA compute capability >= 8.0"):
+        plan_cells([cfg])
+
+
+def test_tokens_beyond_the_context_are_rejected():
+    with pytest.raises(ConfigError, match="exceeds model.max_position_embeddings=2048"):
+        plan_cells([compose(["input_tokens=2000", "output_tokens=100"])])
+
+
+def test_all_problems_of_a_sweep_are_reported_together():
+    with pytest.raises(ConfigError) as err:
+        plan_cells([compose(["batch_size=0"]), compose(["output_tokens=0"])])
+    assert len(err.value.problems) == 2
+
+
+def test_type_errors_are_caught_by_the_schema_while_composing():
+    from omegaconf.errors import ValidationError
+
+    with pytest.raises(Exception) as err:
+        compose(["batch_size=many"])
+    assert isinstance(err.value, ValidationError) or "batch_size" in str(err.value)
