@@ -35,6 +35,7 @@ class CellOutcome:
     started_unix_s: float = 0.0
     finished_unix_s: float = 0.0
     cuda_visible_devices: Optional[str] = None
+    launched_unix_s: float = 0.0  # set by the driver: when it asked Ray for the actor
 
 
 def config_row(cell: Cell, run_id: str) -> Dict[str, Any]:

@@ -81,6 +81,7 @@ class _Flight:
     attempt: int
     slot: str
     started: float
+    launched_unix_s: float
 
 
 class CellScheduler:
@@ -133,7 +134,7 @@ class CellScheduler:
         ).remote()
         ref = actor.run.remote(cell, self.run_id)
         slot = "GPU" if need > 0 else "CPU"
-        inflight[ref] = _Flight(cell, actor, attempt, slot, time.monotonic())
+        inflight[ref] = _Flight(cell, actor, attempt, slot, time.monotonic(), time.time())
         self.progress.started(cell.id, cell.label, slot)
 
     def run(self) -> None:
@@ -171,6 +172,7 @@ class CellScheduler:
                         outcome = self._died(flight, exc)
                     finally:
                         ray.kill(flight.actor, no_restart=True)
+                    outcome.launched_unix_s = flight.launched_unix_s
                     self.on_outcome(flight.cell, outcome)
                     self.progress.finished(flight.cell.id, flight.cell.label, outcome.status,
                                            time.monotonic() - flight.started)

@@ -213,6 +213,6 @@ class CellProtocol:
             **cpu,
         }
         for key in ("gpu_util_pct_mean", "mem_util_pct_mean", "memory_used_mb_max", "sm_clock_mhz_mean",
-                    "mem_clock_mhz_mean", "temperature_c_start", "temperature_c_max"):
+                    "mem_clock_mhz_mean", "temperature_c_start", "temperature_c_max", "sampler_cpu_pct"):
             row[key] = r.device_stats.get(key, NAN)
         return row

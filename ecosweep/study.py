@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, TextIO
@@ -43,11 +44,23 @@ def store_for(cell: Cell) -> StudyStore:
 
 
 def persist_outcome(cell: Cell, outcome: CellOutcome) -> None:
+    """Write the cell's config, trace, rows and wall-time breakdown (rows last but one)."""
     store = store_for(cell)
+    t = time.perf_counter()
     store.write_config(cell.id, OmegaConf.to_yaml(OmegaConf.structured(cell.settings)))
     if outcome.trace is not None:
         store.write_trace(cell.id, outcome.trace)
     store.write_cell(cell.id, rows_to_table(outcome.rows))
+    store.write_timing(cell.id, {
+        "cell_id": cell.id, "label": cell.label, "status": outcome.status,
+        "run_id": outcome.rows[0].get("run_id") if outcome.rows else None,
+        "host": outcome.rows[0].get("host") if outcome.rows else None,
+        "cuda_visible_devices": outcome.cuda_visible_devices,
+        "launched_unix_s": outcome.launched_unix_s, "actor_started_unix_s": outcome.started_unix_s,
+        "finished_unix_s": outcome.finished_unix_s, "collected_unix_s": time.time(),
+        "actor_start_s": max(0.0, outcome.started_unix_s - outcome.launched_unix_s) if outcome.launched_unix_s else None,
+        "write_s": time.perf_counter() - t, **outcome.phases_s,
+    })
 
 
 def run_study(cells: List[Cell], out: TextIO = sys.stdout) -> StudyRun:

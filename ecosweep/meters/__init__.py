@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Optional, Tuple
 
 from ecosweep.config.schema import MeasurementConfig
@@ -9,6 +10,8 @@ from ecosweep.errors import MeterError
 from ecosweep.meters.base import Meter, NullMeter, WindowReading
 
 __all__ = ["Meter", "NullMeter", "WindowReading", "make_meter"]
+
+log = logging.getLogger("ecosweep")
 
 
 def make_meter(m: MeasurementConfig, device: str, gpu_uuid: Optional[str]) -> Tuple[Meter, bool]:
@@ -28,9 +31,10 @@ def make_meter(m: MeasurementConfig, device: str, gpu_uuid: Optional[str]) -> Tu
 
         try:
             return NvmlMeter(gpu_uuid, sample_hz=m.sampler_hz, synchronize=sync), True
-        except MeterError:
+        except MeterError as exc:
             if choice == "nvml":
                 raise
+            log.warning("%s Measuring without energy (energy_source=none).", exc)
             return NullMeter(sync), False
     if choice == "nvml":
         raise MeterError(f"measurement.meter=nvml needs a CUDA device; this cell runs on {device}")

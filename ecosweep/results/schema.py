@@ -112,6 +112,7 @@ COLUMNS: List[Column] = [
     Column("throttled", _B, "True when a throttle reason other than idle was active in the window."),
     Column("contaminated", _B, "True when a foreign compute process used the device before or during the window."),
     Column("foreign_pids", _S, "PIDs of those foreign processes, comma-separated."),
+    Column("sampler_cpu_pct", _F, "CPU used by the NVML sampler process over the window, % of one core."),
     # host state during the window
     Column("cpu_util_pct", _F, "Host CPU busy time over the window, % of all CPUs (/proc/stat)."),
     Column("cpu_steal_pct", _F, "Host CPU steal time over the window, % of all CPUs (/proc/stat)."),

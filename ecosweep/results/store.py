@@ -5,6 +5,7 @@ Layout under ``<output_root>/<study>/``::
     cells/<cell_id>.parquet     one row per repetition (or one failure row)
     traces/<cell_id>.parquet    the cell's power/utilisation trace (GPU cells)
     configs/<cell_id>.yaml      the cell's resolved config
+    timings/<cell_id>.json      where the cell's wall time went (actor start, load, warm-up, ...)
     report.md, figures/         written by the analysis at the end of a study
 
 Only the Ray driver writes here. Every file is written to a temporary name in the
@@ -15,6 +16,7 @@ ignore, never a truncated Parquet file.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -56,6 +58,7 @@ class StudyStore:
         self.cells_dir = self.root / "cells"
         self.traces_dir = self.root / "traces"
         self.configs_dir = self.root / "configs"
+        self.timings_dir = self.root / "timings"
 
     def cell_path(self, cell_id: str) -> Path:
         return self.cells_dir / f"{cell_id}.parquet"
@@ -88,6 +91,11 @@ class StudyStore:
     def write_trace(self, cell_id: str, table: pa.Table) -> Path:
         path = self.trace_path(cell_id)
         atomic_write_parquet(path, table)
+        return path
+
+    def write_timing(self, cell_id: str, timing: dict) -> Path:
+        path = self.timings_dir / f"{cell_id}.json"
+        atomic_write_bytes(path, json.dumps(timing, indent=1, sort_keys=True).encode())
         return path
 
     def write_config(self, cell_id: str, yaml_text: str) -> Path:
