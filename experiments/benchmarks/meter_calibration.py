@@ -2,7 +2,7 @@
 
     python experiments/benchmarks/meter_calibration.py --out DIR [--pairs 12]
 
-1. A GPU-bound cell (TinyLlama-1.1B fp16, batch 8, 2048 input, 2 new tokens), 10
+1. A GPU-bound cell (TinyLlama-1.1B fp16, batch 8, 2046 input, 2 new tokens), 10
    repetitions of >= 5 s, through the full CLI (Ray actor, NVML by UUID): counter vs
    sampled integral per repetition, energy and tok/s CV, idle baseline, static share.
 2. Launch-bound decode (TinyLlama-1.1B fp16 and nf4, batch 1, 128 + 128 tokens),
@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-GPU_BOUND = ["model=TinyLlama-1.1B", "quantization=fp16", "batch_size=8", "input_tokens=2048", "output_tokens=2"]
+GPU_BOUND = ["model=TinyLlama-1.1B", "quantization=fp16", "batch_size=8", "input_tokens=2046", "output_tokens=2"]
 
 
 def cli(args, out_root: Path, log) -> None:
@@ -101,7 +101,7 @@ def sampler_cost(out_root: Path, pairs: int, window_s: float) -> dict:
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         s = to_settings(compose("config", overrides=GPU_BOUND + ["hardware=auto"]))
     loaded = load_model(s, "cuda:0")
-    w = FixedLengthGeneration(loaded.model, loaded.vocab_size, 8, 2048, 2, 0, "cuda:0")
+    w = FixedLengthGeneration(loaded.model, loaded.vocab_size, 8, 2046, 2, 0, "cuda:0")
     uuid = "GPU-" + str(torch.cuda.get_device_properties(0).uuid)
     for _ in range(5):
         w.generate()
