@@ -71,22 +71,25 @@ def main() -> None:
     ap.add_argument("--min-window-s", type=float, default=2.0)
     ap.add_argument("--interference-repetitions", type=int, default=5)
     ap.add_argument("--skip-interference", action="store_true")
+    ap.add_argument("--skip-grid", action="store_true")
     args = ap.parse_args()
     root = args.out / "outputs"
     protocol = [f"repetitions={args.repetitions}", f"measurement.min_window_s={args.min_window_s}",
                 "measurement.prefill_min_window_s=0.5", "measurement.warmup_min_s=1", "measurement.idle_settle_s=1",
                 "measurement.idle_window_s=2", "measurement.target_ci_pct=0"]
     # build the random-weight checkpoint once, outside every timed run
-    cli(["model=TinyLlama-1.1B", "quantization=fp16", "repetitions=1", "measurement=quick", "study=prebuild"], root, "0")
+    if not args.skip_grid:
+        cli(["model=TinyLlama-1.1B", "quantization=fp16", "repetitions=1", "measurement=quick", "study=prebuild"],
+            root, "0")
     result: dict = {"grid": GRID, "protocol": protocol, "runs": []}
-    for n in [int(x) for x in args.gpus.split(",")]:
+    for n in [] if args.skip_grid else [int(x) for x in args.gpus.split(",")]:
         study = f"scale_{n}gpu"
         wall = cli(["-m", f"study={study}", *GRID, *protocol], root, ",".join(str(i) for i in range(n)))
         rows = timings(root / study)
         result["runs"].append({"gpus": n, "wall_s": wall, "cells": len(rows), "cells_per_hour": 3600 * len(rows) / wall,
                                "devices": sorted({r["cuda_visible_devices"] for r in rows}),
                                "breakdown": breakdown(rows)})
-    base = result["runs"][0]["wall_s"]
+    base = result["runs"][0]["wall_s"] if result["runs"] else None
     for r in result["runs"]:
         r["wall_ratio_vs_1gpu"] = r["wall_s"] / base
     if not args.skip_interference:
