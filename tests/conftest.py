@@ -45,3 +45,11 @@ def run_cli(args: List[str], cwd: Path, env_extra: dict | None = None, timeout: 
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env_extra or {})}
     return subprocess.run([sys.executable, "-m", "ecosweep", *args], cwd=cwd, env=env, text=True,
                           capture_output=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def smoke_study(tmp_path_factory, model_cache):
+    """The smoke study, run once per test session: (work dir, output root, completed process)."""
+    work = tmp_path_factory.mktemp("smoke")
+    out = work / "outputs"
+    return work, out, run_cli(["+experiment=smoke", f"output_root={out}"], cwd=work)

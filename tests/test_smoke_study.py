@@ -11,16 +11,8 @@ from ecosweep.results.schema import COLUMN_NAMES
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory, model_cache):
-    work = tmp_path_factory.mktemp("smoke")
-    out = work / "outputs"
-    first = run_cli(["+experiment=smoke", f"output_root={out}"], cwd=work)
-    return work, out, first
-
-
-def test_smoke_study_runs_every_cell_through_ray(smoke):
-    work, out, r = smoke
+def test_smoke_study_runs_every_cell_through_ray(smoke_study):
+    work, out, r = smoke_study
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert f"Results: {out}/smoke/cells/" in r.stdout
     df = pd.read_parquet(out / "smoke" / "cells")
@@ -43,8 +35,8 @@ def test_smoke_study_runs_every_cell_through_ray(smoke):
         assert cid in r.stdout
 
 
-def test_second_run_skips_every_cell(smoke):
-    work, out, _ = smoke
+def test_second_run_skips_every_cell(smoke_study):
+    work, out, _ = smoke_study
     before = {p.name: p.stat().st_mtime_ns for p in (out / "smoke" / "cells").iterdir()}
     again = run_cli(["+experiment=smoke", f"output_root={out}"], cwd=work)
     assert again.returncode == 0, again.stderr[-2000:]

@@ -1,0 +1,138 @@
+"""MLflow mirrors the Parquet results: parent + child runs, backfill idempotence, a real server."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pandas as pd
+import pytest
+
+from conftest import run_cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_smoke_study_appears_as_parent_and_one_child_per_cell(smoke_study):
+    from mlflow.tracking import MlflowClient
+
+    work, out, r = smoke_study
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    uri = f"sqlite:///{out}/mlflow.db"
+    assert f"mlflow ui --backend-store-uri {uri}" in r.stdout
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("smoke")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    parents = [x for x in runs if x.data.tags.get("ecosweep.role") == "study"]
+    children = [x for x in runs if x.data.tags.get("ecosweep.role") == "cell"]
+    assert len(parents) == 1 and len(children) == 8
+    assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
+    df = pd.read_parquet(out / "smoke" / "cells")
+    for child in children:
+        cid = child.data.tags["ecosweep.cell_id"]
+        cell = df[df.cell_id == cid]
+        assert child.data.params["quantization"] == cell.quantization.iloc[0]
+        assert int(child.data.params["batch_size"]) == cell.batch_size.iloc[0]
+        assert child.data.metrics["tok_s.mean"] == pytest.approx(cell.tok_s.mean(), rel=1e-9)
+        assert child.data.metrics["tok_s.n"] == 3
+        history = client.get_metric_history(child.info.run_id, "tok_s")
+        assert sorted(m.step for m in history) == [0, 1, 2]
+        assert child.data.tags["status"] == "ok" and child.data.tags["energy_source"] in ("none", "rapl")
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {f"{cid}.parquet", f"{cid}.yaml", "environment.json"} <= artifacts
+
+
+def test_backfill_is_idempotent(smoke_study, tmp_path):
+    work, out, _ = smoke_study
+    uri = f"sqlite:///{tmp_path}/fresh.db"
+    first = run_cli(["mlflow-backfill", str(out / "smoke"), "--uri", uri], cwd=work)
+    second = run_cli(["mlflow-backfill", str(out / "smoke"), "--uri", uri], cwd=work)
+    assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:]
+    assert "8 run(s) created, 0 already in MLflow" in first.stdout
+    assert "0 run(s) created, 8 already in MLflow" in second.stdout
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("smoke")
+    assert len(client.search_runs([exp.experiment_id])) == 9  # one parent, eight children
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                             "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
+                             "--default-artifact-root", str(tmp_path / "artifacts"), "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("mlflow server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def search_runs(url: str, experiment_id: str) -> list:
+    body = json.dumps({"experiment_ids": [experiment_id], "max_results": 100}).encode()
+    req = urllib.request.Request(url + "/api/2.0/mlflow/runs/search", data=body,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.load(resp).get("runs", [])
+
+
+def experiment_id(url: str, name: str) -> str:
+    with urllib.request.urlopen(f"{url}/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}", timeout=10) as r:
+        return json.load(r)["experiment"]["experiment_id"]
+
+
+def test_unreachable_server_does_not_stop_the_study_and_backfill_fills_it(tmp_path, model_cache, mlflow_server):
+    out = tmp_path / "outputs"
+    closed = f"http://127.0.0.1:{free_port()}"
+    args = ["study=offline", "hardware=cpu", "measurement=quick", "repetitions=2", "input_tokens=8",
+            "output_tokens=4", f"output_root={out}"]
+    r = run_cli([*args, f"tracking.uri={closed}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"WARNING: MLflow tracking at {closed} is unavailable" in r.stdout
+    assert f"python -m ecosweep mlflow-backfill {out}/offline --uri {closed}" in r.stdout
+    assert len(pd.read_parquet(out / "offline" / "cells")) == 2  # Parquet complete
+
+    for expected in ("1 run(s) created, 0 already", "0 run(s) created, 1 already"):
+        b = run_cli(["mlflow-backfill", str(out / "offline"), "--uri", mlflow_server], cwd=tmp_path)
+        assert b.returncode == 0 and expected in b.stdout, b.stdout + b.stderr[-2000:]
+    runs = search_runs(mlflow_server, experiment_id(mlflow_server, "offline"))
+    roles = sorted(t["value"] for run in runs for t in run["data"]["tags"] if t["key"] == "ecosweep.role")
+    assert roles == ["cell", "study"]
+
+
+def test_a_study_tracked_on_a_live_server_is_listed_by_its_rest_api(tmp_path, model_cache, mlflow_server):
+    out = tmp_path / "outputs"
+    r = run_cli(["study=served", "hardware=cpu", "measurement=quick", "repetitions=2", "input_tokens=8",
+                 "output_tokens=4", f"output_root={out}", f"tracking.uri={mlflow_server}"], cwd=tmp_path)
+    assert r.returncode == 0 and "WARNING" not in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    runs = search_runs(mlflow_server, experiment_id(mlflow_server, "served"))
+    cells = [run for run in runs if {"key": "ecosweep.role", "value": "cell"} in run["data"]["tags"]]
+    assert len(cells) == 1
+    metrics = {m["key"]: m["value"] for m in cells[0]["data"]["metrics"]}
+    parquet = pd.read_parquet(out / "served" / "cells")
+    assert metrics["tok_s.mean"] == pytest.approx(parquet.tok_s.mean(), rel=1e-9)
+    assert not any(math.isnan(v) for v in metrics.values())
