@@ -1,0 +1,123 @@
+"""Figures (matplotlib, headless): PNG and PDF at 300 dpi, legible in greyscale (hatches, markers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import numpy as np
+import pandas as pd
+
+HATCHES = ["", "//", "..", "xx", "\\\\", "++", "oo", "--"]
+GREYS = ["0.15", "0.45", "0.7", "0.9", "0.3", "0.6", "0.8", "0.55"]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out_dir: Path, name: str) -> List[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    for p in paths:
+        fig.savefig(p, dpi=300, bbox_inches="tight")
+    _plt().close(fig)
+    return paths
+
+
+LABELS = {"energy_j_per_1k_tok": "energy per 1k tokens (J)", "tok_s": "throughput (tok/s)"}
+
+
+def energy_by_model(configs: pd.DataFrame, comp: pd.DataFrame, out_dir: Path,
+                    metric: str = "energy_j_per_1k_tok") -> List[Path]:
+    """``metric`` (energy per 1k tokens by default) by model and quantization, 95 % CI bars, delta-% labels."""
+    plt = _plt()
+    paths: List[Path] = []
+    for hw, g in configs.groupby("hardware"):
+        models = list(dict.fromkeys(g.sort_values("params_b_nominal").model))
+        quants = list(dict.fromkeys(g.quantization))
+        width = 0.8 / max(1, len(quants))
+        fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(models) + 2), 4))
+        for qi, q in enumerate(quants):
+            sub = g[g.quantization == q].groupby("model").first().reindex(models)
+            x = np.arange(len(models)) + (qi - (len(quants) - 1) / 2) * width
+            err = np.vstack([sub[f"{metric}_mean"] - sub[f"{metric}_ci_low"],
+                             sub[f"{metric}_ci_high"] - sub[f"{metric}_mean"]])
+            ax.bar(x, sub[f"{metric}_mean"], width, yerr=np.nan_to_num(err), capsize=3, label=q,
+                   color=GREYS[qi % len(GREYS)], hatch=HATCHES[qi % len(HATCHES)], edgecolor="black")
+            if not comp.empty:
+                for xi, model in zip(x, models):
+                    row = comp[(comp.hardware == hw) & (comp.model == model) & (comp.quantization == q)]
+                    if len(row):
+                        top = sub.loc[model, f"{metric}_ci_high"]
+                        top = top if top == top else sub.loc[model, f"{metric}_mean"]
+                        ax.annotate(f"{row.delta_pct.iloc[0]:+.1f}%", (xi, top), ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(np.arange(len(models)), models, rotation=20)
+        ax.set_ylabel(LABELS.get(metric, metric))
+        ax.set_title(f"{hw}: {LABELS.get(metric, metric)}, mean and 95 % CI")
+        ax.legend(title="quantization", fontsize=8)
+        paths += _save(fig, out_dir, f"{metric}_by_model_{_slug(hw)}")
+    return paths
+
+
+def crossover_plot(comp: pd.DataFrame, out_dir: Path) -> List[Path]:
+    """Delta % against parameters (log axis): a line per quantization, a marker per hardware."""
+    plt = _plt()
+    if comp.empty:
+        return []
+    data = comp.dropna(subset=["params_b_nominal", "delta_pct"])
+    if data.empty:
+        return []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    styles = ["-", "--", ":", "-."]
+    hws = list(dict.fromkeys(data.hardware))
+    for qi, (q, g) in enumerate(data.groupby("quantization")):
+        for hw, h in g.groupby("hardware"):
+            h = h.sort_values("params_b_nominal")
+            ax.plot(h.params_b_nominal, h.delta_pct, linestyle=styles[qi % len(styles)], color="black",
+                    marker=MARKERS[hws.index(hw) % len(MARKERS)], label=f"{q} / {hw}")
+    ax.axhline(0, color="0.5", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters (billions)")
+    ax.set_ylabel(f"Δ {data.metric.iloc[0]} vs {data.baseline.iloc[0]} (%)")
+    ax.set_title("Where quantization stops costing energy")
+    ax.legend(fontsize=7)
+    return _save(fig, out_dir, "crossover")
+
+
+def batch_panel(configs: pd.DataFrame, out_dir: Path) -> List[Path]:
+    """Energy per request, throughput, GPU utilisation and power against batch size."""
+    plt = _plt()
+    paths: List[Path] = []
+    keys = ["hardware", "model", "quantization"]
+    for key, g in configs.groupby(keys):
+        if g.batch_size.nunique() < 2:
+            continue
+        g = g.sort_values("batch_size")
+        fig, axes = plt.subplots(2, 2, figsize=(8, 6), sharex=True)
+        for ax, (col, label) in zip(axes.flat, [("energy_j_per_request", "energy per request (J)"),
+                                                ("tok_s", "throughput (tok/s)"),
+                                                ("gpu_util_pct_mean", "GPU utilisation (%)"),
+                                                ("power_w_mean", "power (W)")]):
+            mean = g.get(f"{col}_mean")
+            if mean is None:
+                continue
+            err = np.vstack([mean - g.get(f"{col}_ci_low", mean), g.get(f"{col}_ci_high", mean) - mean])
+            ax.errorbar(g.batch_size, mean, yerr=np.nan_to_num(err), marker="o", color="black", capsize=3)
+            ax.set_xscale("log", base=2)
+            ax.set_ylabel(label)
+        for ax in axes[1]:
+            ax.set_xlabel("batch size")
+        fig.suptitle(" / ".join(map(str, key)))
+        paths += _save(fig, out_dir, "batch_" + _slug("_".join(map(str, key))))
+    return paths
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-." else "_" for c in str(text))

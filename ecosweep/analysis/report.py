@@ -1,0 +1,145 @@
+"""report.md: tables, figures, methods and warnings for any mix of results and summary tables.
+
+    python -m ecosweep report outputs/my_study experiments/published_rtx4090d/summary.csv --out reports/x
+
+Also written at the end of every study into the study folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Iterable, List, Optional
+
+import pandas as pd
+
+from ecosweep.analysis import figures, tables
+
+
+def _md(df: pd.DataFrame, cols: List[str], floats: str = "{:.4g}") -> str:
+    if df.empty:
+        return "_none_\n"
+    cols = [c for c in cols if c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in df[cols].iterrows():
+        cells = []
+        for v in r:
+            if isinstance(v, float):
+                cells.append("" if v != v else floats.format(v))
+            else:
+                cells.append(str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _methods(inputs: List[Path]) -> str:
+    from ecosweep.results.store import read_results
+
+    dirs = [p for p in inputs if p.is_dir()]
+    if not dirs:
+        return "Summary tables only: see each table's own documentation for its protocol.\n"
+    rows = read_results(dirs).to_pandas()
+    rows = rows[rows.status == "ok"]
+    if rows.empty:
+        return "No successful repetitions.\n"
+    facts = []
+    for col, label in [("device_name", "device"), ("driver_version", "NVIDIA driver"), ("cuda_version", "CUDA"),
+                       ("torch_version", "torch"), ("transformers_version", "transformers"),
+                       ("bitsandbytes_version", "bitsandbytes"), ("ecosweep_version", "ecosweep"),
+                       ("host", "host"), ("energy_source", "energy source"), ("weights", "weights"),
+                       ("min_window_s", "min window (s)"), ("warmup_calls", "warm-up calls")]:
+        values = sorted({str(v) for v in rows[col].dropna().unique()})
+        if values:
+            facts.append(f"- {label}: {', '.join(values)}")
+    facts.append(f"- repetitions per configuration: {rows.groupby('cell_id').size().min()}–"
+                 f"{rows.groupby('cell_id').size().max()}")
+    facts.append("- fixed-length greedy generation (min_new_tokens = max_new_tokens), synthetic prompts; each "
+                 "repetition repeats generate() until its window reaches the minimum; energy from the NVML "
+                 "counter on the cell's own GPU (by UUID), idle baseline with the CUDA context alive.")
+    return "\n".join(facts) + "\n"
+
+
+def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: str = "fp16",
+                 metric: str = "energy_j_per_1k_tok", title: Optional[str] = None) -> Path:
+    inputs = [Path(p) for p in inputs]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    configs = tables.load_inputs(inputs)
+    notes = []
+    if not configs.empty and not (f"{metric}_mean" in configs and configs[f"{metric}_mean"].notna().any()):
+        notes.append(f"No {metric} was measured (energy_source=none): tables and figures compare tok_s instead.")
+        metric = "tok_s"
+    present = set(configs.quantization) if not configs.empty else set()
+    if present and baseline not in present:
+        fallback = next((q for q in ("fp16", "bf16", "fp32") if q in present), None)
+        if fallback:
+            notes.append(f"No {baseline} cells: comparisons use {fallback} as the baseline.")
+            baseline = fallback
+    comp = tables.comparisons(configs, baseline, metric)
+    cross = tables.crossover(comp)
+    batch = tables.batch_scaling(configs)
+    roof = tables.roofline(configs)
+    warnings = tables.warnings_for(configs)
+    fig_dir = out_dir / "figures"
+    figs: List[Path] = []
+    if not configs.empty and f"{metric}_mean" in configs and configs[f"{metric}_mean"].notna().any():
+        figs += figures.energy_by_model(configs, comp, fig_dir, metric)
+        figs += figures.crossover_plot(comp, fig_dir)
+        figs += figures.batch_panel(configs, fig_dir)
+    for name, df in (("configurations", configs.drop(columns=[c for c in configs.columns if c.endswith("_values")],
+                                                      errors="ignore")),
+                     ("comparisons", comp), ("crossover", cross), ("batch_scaling", batch), ("roofline", roof)):
+        df.to_csv(out_dir / f"{name}.csv", index=False)
+    text = [f"# {title or 'ecosweep report'}\n", "Inputs:\n"] + [f"- `{p}`" for p in inputs] + [""] + notes
+    text += ["## Configurations\n", "Mean, sd, n and t-based 95 % CI; a bootstrap CI where raw repetitions exist.\n",
+             _md(configs, ["source", "hardware", "model", "quantization", "batch_size", "n", f"{metric}_mean",
+                           f"{metric}_sd", f"{metric}_cv_pct", f"{metric}_ci_low", f"{metric}_ci_high",
+                           f"{metric}_boot_low", f"{metric}_boot_high", "tok_s_mean", "power_w_mean"])]
+    text += [f"## Comparisons against {baseline} ({metric})\n",
+             "Δ% of means with a 95 % CI (delta method), Welch's t (df, two-sided p), Cohen's d with pooled "
+             "sd sqrt((s1²+s2²)/2), Hedges' g, Holm–Bonferroni adjusted p over all comparisons below.\n",
+             _md(comp, ["hardware", "model", "batch_size", "quantization", "baseline_mean", "mean", "delta_pct",
+                        "delta_pct_ci_low", "delta_pct_ci_high", "t", "df", "p", "p_holm", "cohens_d", "hedges_g"])]
+    text += ["## Crossover (Δ% = a + b·ln(parameters))\n",
+             _md(cross, ["hardware", "quantization", "points", "slope_pct_per_log_param", "crossover_params_b",
+                         "crossover_ci_low_b", "crossover_ci_high_b", "verdict"])]
+    text += ["## Batch scaling (relative to batch 1)\n",
+             _md(batch, ["hardware", "model", "quantization", "batch_size", "energy_j_per_request",
+                         "energy_per_request_change_pct", "tok_s", "speedup", "scaling_efficiency"])]
+    text += ["## Roofline context (decode)\n",
+             "Ceiling = batch × peak memory bandwidth ÷ weight bytes read per decode step.\n",
+             _md(roof, ["hardware", "model", "quantization", "batch_size", "weight_gb", "peak_bandwidth_gb_s",
+                        "decode_ceiling_tok_s", "decode_tok_s", "fraction_of_ceiling"])]
+    text += ["## Methods\n", _methods(inputs)]
+    text += ["## Warnings\n", "\n".join(f"- {w}" for w in warnings) + "\n" if warnings else "_none_\n"]
+    text += ["## Figures\n"] + [f"![{p.stem}](figures/{p.name})" for p in figs if p.suffix == ".png"] + [""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(text))
+    return path
+
+
+def report_for_run(run: Any) -> None:
+    """The end-of-study report, in each study folder the run touched."""
+    from ecosweep.study import store_for
+
+    for root in sorted({store_for(c).root for c in run.cells}):
+        if (root / "cells").is_dir():
+            path = build_report([root], root, title=f"Study {root.name}")
+            print(f"Report: {path}")
+
+
+def report_main(argv: List[str]) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ecosweep report",
+                                 description="Statistics, figures and report.md for result folders and summary tables.")
+    ap.add_argument("inputs", nargs="+", type=Path, help="study folders, Parquet files, summary CSV/Parquet tables")
+    ap.add_argument("--out", type=Path, default=Path("report"), help="output folder (default ./report)")
+    ap.add_argument("--baseline", default="fp16", help="baseline quantization for comparisons (default fp16)")
+    ap.add_argument("--metric", default="energy_j_per_1k_tok", help="metric compared (default energy_j_per_1k_tok)")
+    args = ap.parse_args(argv)
+    missing = [str(p) for p in args.inputs if not p.exists()]
+    if missing:
+        print(f"ecosweep report: no such file or folder: {', '.join(missing)}")
+        return 2
+    path = build_report(args.inputs, args.out, args.baseline, args.metric)
+    print(f"Report: {path}")
+    return 0

@@ -1,0 +1,268 @@
+"""Analysis tables from raw repetitions (our Parquet) and summary tables (mean, sd, n).
+
+Everything is reduced to one row per *configuration* (hardware x model x quantization x
+batch x tokens x weights) holding mean, sd, n and CIs of each metric; comparisons,
+crossover, batch scaling and roofline work on that table, so a published summary table
+and our own measurements are analysed by the same code.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional
+
+import numpy as np
+import pandas as pd
+
+from ecosweep.analysis.stats import compare, holm, linear_trend_p, summarize, summarize_stats
+
+METRICS = ["energy_j_per_1k_tok", "tok_s", "power_w_mean", "energy_j_per_request", "gpu_util_pct_mean",
+           "decode_tok_s", "static_energy_share", "net_energy_j_per_1k_tok"]
+KEYS = ["hardware", "model", "quantization", "batch_size", "input_tokens", "output_tokens", "weights"]
+# Column names of summary tables in other layouts (the published tables) -> ours.
+ALIASES = {"gpu": "hardware", "params_b": "params_b_nominal", "throughput_tok_s": "tok_s", "power_w": "power_w_mean",
+           "energy_j_per_1k_tok": "energy_j_per_1k_tok"}
+BYTES_PER_WEIGHT = {"none": {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0}, "bnb_8bit": 1.0, "bnb_4bit": 0.5}
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
+
+
+def summary_from_table(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """A summary table (``<metric>_mean``, ``<metric>_std|_sd``, ``n``) in our layout."""
+    out = pd.DataFrame()
+    cols = {c: c for c in df.columns}
+    for c in df.columns:
+        base = c
+        for suffix in ("_mean", "_std", "_sd"):
+            if c.endswith(suffix):
+                stem = c[: -len(suffix)]
+                base = ALIASES.get(stem, stem) + ("_mean" if suffix == "_mean" else "_sd")
+                break
+        else:
+            base = ALIASES.get(c, c)
+        cols[c] = base
+    df = df.rename(columns=cols)
+    for key in KEYS + ["params_b_nominal"]:
+        out[key] = df[key] if key in df else (np.nan if key == "params_b_nominal" else None)
+    out["weights"] = df["weights"] if "weights" in df else "published"
+    out["n"] = df["n"].astype(int)
+    for m in METRICS:
+        if f"{m}_mean" in df:
+            out[f"{m}_mean"] = df[f"{m}_mean"].astype(float)
+            out[f"{m}_sd"] = df.get(f"{m}_sd", pd.Series(np.nan, index=df.index)).astype(float)
+            out[f"{m}_n"] = out["n"]
+    out["source"] = source
+    out["raw"] = False
+    return out
+
+
+def summary_from_rows(rows: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Per-configuration summaries of raw repetitions (ok rows only), with raw values kept."""
+    ok = rows[rows.status == "ok"].copy()
+    if ok.empty:
+        return pd.DataFrame()
+    ok["hardware"] = ok["device_name"].fillna(ok["hardware"])
+    records = []
+    for key, g in ok.groupby(KEYS, dropna=False, sort=False):
+        rec = dict(zip(KEYS, key))
+        g = g.sort_values("repetition")
+        rec.update(params_b_nominal=g.params_b_nominal.iloc[0], n=len(g), source=source, raw=True,
+                   cell_ids=",".join(sorted(g.cell_id.unique())), hardware_profile=g.hardware.iloc[0],
+                   quant_method=g.quant_method.iloc[0], dtype=g.dtype.iloc[0], params_count=g.params_count.iloc[0],
+                   throttled_reps=int(g.throttled.fillna(False).sum()),
+                   contaminated_reps=int(g.contaminated.fillna(False).sum()),
+                   energy_source=g.energy_source.iloc[0],
+                   drift_p=linear_trend_p(g.energy_j_per_1k_tok.tolist())
+                   if g.energy_j_per_1k_tok.notna().sum() >= 4 else linear_trend_p(g.tok_s.tolist()))
+        for m in METRICS:
+            s = summarize(g[m].astype(float).tolist())
+            rec.update({f"{m}_mean": s.mean, f"{m}_sd": s.sd, f"{m}_n": s.n,
+                        f"{m}_boot_low": s.boot_ci95_low, f"{m}_boot_high": s.boot_ci95_high})
+            rec[f"{m}_values"] = g[m].astype(float).tolist()
+        records.append(rec)
+    return pd.DataFrame(records)
+
+
+def load_inputs(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Any mix of result folders / Parquet files (raw) and CSV / Parquet summary tables."""
+    from ecosweep.results.store import read_results
+
+    parts = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            parts.append(summary_from_rows(read_results([p]).to_pandas(), str(p)))
+        elif p.suffix.lower() in (".csv", ".parquet"):
+            df = _read_table(p)
+            if {"repetition", "cell_id"} <= set(df.columns):
+                parts.append(summary_from_rows(read_results([p]).to_pandas(), str(p)))
+            else:
+                parts.append(summary_from_table(df, str(p)))
+        else:
+            raise FileNotFoundError(f"not a results folder, Parquet file or CSV table: {p}")
+    parts = [p for p in parts if not p.empty]
+    if not parts:
+        return pd.DataFrame()
+    out = pd.concat(parts, ignore_index=True)
+    for m in METRICS:
+        if f"{m}_mean" in out:
+            ci = [summarize_stats(mu, sd, int(n)) if pd.notna(mu) and pd.notna(n) else None
+                  for mu, sd, n in zip(out[f"{m}_mean"], out[f"{m}_sd"], out[f"{m}_n"])]
+            out[f"{m}_ci_low"] = [c.ci95_low if c else np.nan for c in ci]
+            out[f"{m}_ci_high"] = [c.ci95_high if c else np.nan for c in ci]
+            out[f"{m}_cv_pct"] = 100 * out[f"{m}_sd"] / out[f"{m}_mean"].abs()
+    return out
+
+
+def comparisons(configs: pd.DataFrame, baseline: str = "fp16", metric: str = "energy_j_per_1k_tok") -> pd.DataFrame:
+    """Each quantization against ``baseline`` within hardware, model, batch, tokens; Holm over the family."""
+    if configs.empty or f"{metric}_mean" not in configs:
+        return pd.DataFrame()
+    group_keys = ["hardware", "model", "batch_size", "input_tokens", "output_tokens"]
+    records = []
+    for key, g in configs.groupby(group_keys, dropna=False, sort=False):
+        base = g[g.quantization == baseline]
+        if base.empty:
+            continue
+        b = base.iloc[0]
+        sb = summarize_stats(b[f"{metric}_mean"], b[f"{metric}_sd"], int(b[f"{metric}_n"]))
+        for _, t in g[g.quantization != baseline].iterrows():
+            st = summarize_stats(t[f"{metric}_mean"], t[f"{metric}_sd"], int(t[f"{metric}_n"]))
+            c = compare(sb, st)
+            records.append({**dict(zip(group_keys, key)), "params_b_nominal": t.params_b_nominal,
+                            "quantization": t.quantization, "baseline": baseline, "metric": metric,
+                            "baseline_mean": sb.mean, "mean": st.mean, "delta_pct": c.delta_pct,
+                            "delta_pct_ci_low": c.delta_pct_ci95_low, "delta_pct_ci_high": c.delta_pct_ci95_high,
+                            "t": c.t, "df": c.df, "p": c.p, "cohens_d": c.cohens_d, "hedges_g": c.hedges_g})
+    out = pd.DataFrame(records)
+    if not out.empty:
+        out["p_holm"] = holm(out.p.tolist())
+    return out
+
+
+def crossover(comp: pd.DataFrame) -> pd.DataFrame:
+    """Per hardware x quantization: fit delta% = a + b log(params) and solve delta% = 0."""
+    records = []
+    if comp.empty:
+        return pd.DataFrame()
+    for (hw, q), g in comp.dropna(subset=["params_b_nominal", "delta_pct"]).groupby(["hardware", "quantization"]):
+        x = np.log(g.params_b_nominal.astype(float).to_numpy())
+        y = g.delta_pct.to_numpy(dtype=float)
+        rec = {"hardware": hw, "quantization": q, "points": len(g), "params_b_min": float(np.exp(x.min())),
+               "params_b_max": float(np.exp(x.max()))}
+        if len(np.unique(x)) < 2:
+            records.append({**rec, "verdict": "too few model sizes to fit"})
+            continue
+        X = np.column_stack([np.ones_like(x), x])
+        beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+        a, b = beta
+        resid = y - X @ beta
+        dof = len(x) - 2
+        rec.update(intercept_pct=a, slope_pct_per_log_param=b)
+        if b == 0:
+            records.append({**rec, "verdict": "no crossover (flat fit)"})
+            continue
+        x0 = -a / b
+        rec["crossover_params_b"] = float(np.exp(x0))
+        if dof > 0:
+            from scipy import stats
+
+            sigma2 = float(resid @ resid) / dof
+            cov = sigma2 * np.linalg.inv(X.T @ X)
+            grad = np.array([-1 / b, a / b ** 2])
+            se = math.sqrt(max(0.0, float(grad @ cov @ grad)))
+            tq = float(stats.t.ppf(0.975, dof))
+            rec["crossover_ci_low_b"] = float(np.exp(x0 - tq * se))
+            rec["crossover_ci_high_b"] = float(np.exp(x0 + tq * se))
+        inside = x.min() <= x0 <= x.max()
+        rec["verdict"] = "crossover in range" if inside else "no crossover in range"
+        records.append(rec)
+    return pd.DataFrame(records)
+
+
+def batch_scaling(configs: pd.DataFrame) -> pd.DataFrame:
+    """Energy per request, throughput speed-up and scaling efficiency relative to batch 1."""
+    records = []
+    if configs.empty or "energy_j_per_request_mean" not in configs:
+        return pd.DataFrame()
+    keys = ["hardware", "model", "quantization", "input_tokens", "output_tokens"]
+    for key, g in configs.groupby(keys, dropna=False):
+        base = g[g.batch_size == 1]
+        if base.empty or len(g) < 2:
+            continue
+        b = base.iloc[0]
+        for _, r in g.sort_values("batch_size").iterrows():
+            speedup = r.tok_s_mean / b.tok_s_mean
+            records.append({**dict(zip(keys, key)), "batch_size": r.batch_size,
+                            "energy_j_per_request": r.energy_j_per_request_mean,
+                            "energy_per_request_change_pct": 100 * (r.energy_j_per_request_mean / b.energy_j_per_request_mean - 1),
+                            "tok_s": r.tok_s_mean, "speedup": speedup, "scaling_efficiency": speedup / r.batch_size})
+    return pd.DataFrame(records)
+
+
+def hardware_profiles(conf_dir: Optional[Path] = None) -> Dict[str, dict]:
+    import yaml
+
+    conf_dir = conf_dir or Path(__file__).resolve().parents[2] / "conf" / "hardware"
+    return {p.stem: yaml.safe_load(p.read_text()) for p in conf_dir.glob("*.yaml")}
+
+
+def _bandwidth_gb_s(row: pd.Series, profiles: Dict[str, dict]) -> float:
+    prof = profiles.get(str(row.get("hardware_profile")))
+    if prof and prof.get("peak_mem_bandwidth_gb_s"):
+        return float(prof["peak_mem_bandwidth_gb_s"])
+    for p in profiles.values():
+        pattern = p.get("gpu_name_pattern")
+        if pattern and pattern in str(row.get("hardware")):
+            return float(p["peak_mem_bandwidth_gb_s"])
+    return math.nan
+
+
+def roofline(configs: pd.DataFrame, profiles: Optional[Dict[str, dict]] = None) -> pd.DataFrame:
+    """Decode ceiling from bandwidth: batch x peak bandwidth / weight bytes read per step."""
+    profiles = profiles if profiles is not None else hardware_profiles()
+    records = []
+    if configs.empty or "decode_tok_s_mean" not in configs or "quant_method" not in configs:
+        return pd.DataFrame()
+    for _, r in configs.iterrows():
+        if not r.get("raw") or pd.isna(r.get("params_count")):
+            continue
+        per = BYTES_PER_WEIGHT.get(r.quant_method, 2.0)
+        per = per.get(r.dtype, 2.0) if isinstance(per, dict) else per
+        weight_gb = float(r.params_count) * per / 1e9
+        bw = _bandwidth_gb_s(r, profiles)
+        ceiling = r.batch_size * bw / weight_gb if weight_gb and bw == bw else math.nan
+        records.append({"hardware": r.hardware, "model": r.model, "quantization": r.quantization,
+                        "batch_size": r.batch_size, "weight_gb": weight_gb, "peak_bandwidth_gb_s": bw,
+                        "decode_ceiling_tok_s": ceiling, "decode_tok_s": r.decode_tok_s_mean,
+                        "fraction_of_ceiling": r.decode_tok_s_mean / ceiling if ceiling == ceiling else math.nan})
+    return pd.DataFrame(records)
+
+
+def warnings_for(configs: pd.DataFrame, cv_limit_pct: float = 5.0, static_limit: float = 0.7) -> List[str]:
+    out: List[str] = []
+    if configs.empty:
+        return out
+    if (configs.weights == "random").any():
+        out.append("Random weights: speed and energy follow the architecture, but LLM.int8() outlier handling "
+                   "depends on trained weights; int8 (threshold 6.0) results on random weights are not the "
+                   "published mechanism.")
+    for _, r in configs.iterrows():
+        label = f"{r.hardware} {r.model} {r.quantization} bs{r.batch_size}"
+        cv = r.get("energy_j_per_1k_tok_cv_pct")
+        if cv == cv and cv is not None and cv > cv_limit_pct:
+            out.append(f"High CV: {label} energy per 1k tokens CV {cv:.1f} % (> {cv_limit_pct:g} %).")
+        if r.get("raw"):
+            if r.get("drift_p") is not None and r.drift_p == r.drift_p and r.drift_p < 0.05:
+                out.append(f"Drift: {label} has a significant trend over its repetitions (p = {r.drift_p:.3g}).")
+            if r.get("throttled_reps"):
+                out.append(f"Throttled: {label} had {int(r.throttled_reps)} repetition(s) with a clock-event reason active.")
+            if r.get("contaminated_reps"):
+                out.append(f"Contaminated: {label} had {int(r.contaminated_reps)} repetition(s) with a foreign process on its GPU.")
+            share = r.get("static_energy_share_mean")
+            if share == share and share is not None and share > static_limit:
+                out.append(f"Launch-bound: {label} spends {100 * share:.0f} % of its energy as idle (static) power; "
+                           "its energy per token follows host speed more than the GPU.")
+    return out

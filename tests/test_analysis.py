@@ -1,0 +1,106 @@
+"""Statistics against scipy, the published table reproduced, crossover, figures and report."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from ecosweep.analysis import tables
+from ecosweep.analysis.report import build_report
+from ecosweep.analysis.stats import compare, holm, summarize, summarize_stats, welch
+
+PUBLISHED = Path(__file__).resolve().parent.parent / "experiments" / "published_rtx4090d"
+
+
+def test_summary_and_ci_match_scipy():
+    x = [10.0, 11.0, 9.5, 10.5, 12.0]
+    s = summarize(x)
+    assert s.mean == pytest.approx(np.mean(x)) and s.sd == pytest.approx(np.std(x, ddof=1)) and s.n == 5
+    low, high = stats.t.interval(0.95, 4, loc=np.mean(x), scale=stats.sem(x))
+    assert (s.ci95_low, s.ci95_high) == (pytest.approx(low), pytest.approx(high))
+    assert s.boot_ci95_low < s.mean < s.boot_ci95_high
+    assert summarize(x).boot_ci95_low == s.boot_ci95_low  # deterministic
+
+
+def test_welch_cohen_hedges_against_scipy_and_definitions():
+    a = summarize_stats(100.0, 5.0, 10)
+    b = summarize_stats(110.0, 8.0, 12)
+    c = compare(a, b)
+    ref = stats.ttest_ind_from_stats(110.0, 8.0, 12, 100.0, 5.0, 10, equal_var=False)
+    assert c.t == pytest.approx(ref.statistic) and c.p == pytest.approx(ref.pvalue)
+    assert c.delta_pct == pytest.approx(10.0)
+    assert c.cohens_d == pytest.approx(10.0 / math.sqrt((25 + 64) / 2))
+    assert c.hedges_g == pytest.approx(c.cohens_d * (1 - 3 / (4 * 22 - 9)))
+    assert c.delta_pct_ci95_low < 10.0 < c.delta_pct_ci95_high
+    t, df, p = welch(110.0, 8.0, 12, 100.0, 5.0, 10)
+    assert df == pytest.approx((64 / 12 + 25 / 10) ** 2 / ((64 / 12) ** 2 / 11 + (25 / 10) ** 2 / 9))
+
+
+def test_holm_adjustment():
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert math.isnan(holm([0.01, float("nan")])[1])
+
+
+def test_published_rtx4090d_table_is_reproduced():
+    raw = pd.read_csv(PUBLISHED / "summary_published_layout.csv")
+    for path in (PUBLISHED / "summary.csv", PUBLISHED / "summary_published_layout.csv"):  # both layouts, no code change
+        comp = tables.comparisons(tables.load_inputs([path]))
+        assert len(comp) == 8
+        for _, c in comp.iterrows():
+            fp16 = raw[(raw.model == c.model) & (raw.quantization == "fp16")].iloc[0]
+            q = raw[(raw.model == c.model) & (raw.quantization == c.quantization)].iloc[0]
+            published = round(100 * (q.energy_j_per_1k_tok_mean / fp16.energy_j_per_1k_tok_mean - 1), 1)
+            assert round(c.delta_pct, 1) == published
+            ref = stats.ttest_ind_from_stats(q.energy_j_per_1k_tok_mean, q.energy_j_per_1k_tok_std, q.n,
+                                             fp16.energy_j_per_1k_tok_mean, fp16.energy_j_per_1k_tok_std, fp16.n,
+                                             equal_var=False)
+            assert c.t == pytest.approx(ref.statistic) and c.p == pytest.approx(ref.pvalue)
+    int8 = comp[comp.quantization == "int8"].delta_pct
+    assert 17 <= int8.min() and int8.max() <= 33.5  # the published "+17-33 %"
+
+
+def test_crossover_finds_a_known_zero():
+    params = [0.5, 1.0, 2.0, 4.0, 8.0]
+    comp = pd.DataFrame({"hardware": "X", "quantization": "nf4", "params_b_nominal": params,
+                         "delta_pct": [20 - 10 * math.log(p) + e for p, e in zip(params, [0.3, -0.2, 0.1, -0.3, 0.2])]})
+    row = tables.crossover(comp).iloc[0]
+    assert row.crossover_params_b == pytest.approx(math.e ** 2, rel=0.05)
+    assert row.crossover_ci_low_b < math.e ** 2 < row.crossover_ci_high_b
+    assert row.verdict == "crossover in range"
+    far = comp.assign(delta_pct=comp.delta_pct + 100)
+    assert tables.crossover(far).iloc[0].verdict == "no crossover in range"
+
+
+def test_batch_scaling_relative_to_batch_one():
+    configs = pd.DataFrame({"hardware": "X", "model": "m", "quantization": "fp16", "input_tokens": 8,
+                            "output_tokens": 8, "batch_size": [1, 2, 4], "tok_s_mean": [10.0, 18.0, 30.0],
+                            "energy_j_per_request_mean": [100.0, 60.0, 40.0]})
+    b = tables.batch_scaling(configs)
+    assert b.speedup.tolist() == pytest.approx([1.0, 1.8, 3.0])
+    assert b.scaling_efficiency.tolist() == pytest.approx([1.0, 0.9, 0.75])
+    assert b.energy_per_request_change_pct.tolist() == pytest.approx([0.0, -40.0, -60.0])
+
+
+@pytest.mark.slow
+def test_report_with_figures_from_results_and_a_published_table(smoke_study, tmp_path):
+    import matplotlib.image as mpimg
+
+    work, out, r = smoke_study
+    assert r.returncode == 0
+    assert (out / "smoke" / "report.md").exists()  # written at the end of the study
+    smoke_figs = list((out / "smoke" / "figures").glob("*.png"))
+    assert smoke_figs and all(mpimg.imread(p).ndim == 3 for p in smoke_figs)
+    path = build_report([out / "smoke", PUBLISHED / "summary.csv"], tmp_path / "rep")
+    text = path.read_text()
+    for section in ("## Comparisons against fp16", "## Crossover", "## Methods", "## Warnings", "Random weights"):
+        assert section in text
+    pngs = list((tmp_path / "rep" / "figures").glob("*.png"))
+    pdfs = list((tmp_path / "rep" / "figures").glob("*.pdf"))
+    assert len(pngs) == len(pdfs) >= 3
+    for p in pngs:
+        assert mpimg.imread(p).shape[0] > 100
