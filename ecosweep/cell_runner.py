@@ -36,6 +36,7 @@ class CellOutcome:
     finished_unix_s: float = 0.0
     cuda_visible_devices: Optional[str] = None
     launched_unix_s: float = 0.0  # set by the driver: when it asked Ray for the actor
+    ray_node_id: Optional[str] = None
 
 
 def config_row(cell: Cell, run_id: str) -> Dict[str, Any]:
@@ -75,10 +76,32 @@ def failure_row(cell: Cell, run_id: str, status: str, error: str, extra: Optiona
 
 
 def is_oom(exc: BaseException) -> bool:
+    """CUDA or host out-of-memory, as torch and Python report it."""
     if isinstance(exc, MemoryError):
         return True
-    name = type(exc).__name__
-    return name == "OutOfMemoryError" or "out of memory" in str(exc).lower()
+    text = str(exc).lower()
+    return (type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text
+            or "can't allocate memory" in text)
+
+
+def _ray_node_id() -> Optional[str]:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+    except Exception:  # outside Ray (tests, scripts): no node id
+        return None
+
+
+# Fault injection for tests and for rehearsing a deployment: a cell whose label contains this
+# text makes its actor process exit at once, as a segfault would (the driver sees actor death).
+CRASH_ENV = "ECOSWEEP_TESTING_CRASH_CELL"
+
+
+def _testing_crash(cell: Cell) -> None:
+    marker = os.environ.get(CRASH_ENV)
+    if marker and marker in cell.label:
+        os._exit(17)
 
 
 def resolve_device(s: StudyConfig) -> str:
@@ -159,7 +182,10 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None) -> CellOutcome:
     phases: Dict[str, float] = {}
     extra: Dict[str, Any] = host_facts()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    node = _ray_node_id()
+    extra.update(cuda_visible_devices=visible, ray_node_id=node)
     try:
+        _testing_crash(cell)
         import torch
 
         if s.hardware.device == "cpu":
@@ -193,9 +219,11 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None) -> CellOutcome:
             result = protocol.run({**config_row(cell, run_id), **extra}, peak_memory_mb)
             trace = meter.trace()
         phases.update(result.phases_s)
-        return CellOutcome(cell.id, result.rows, "ok", None, trace, phases, started, time.time(), visible)
+        return CellOutcome(cell.id, result.rows, "ok", None, trace, phases, started, time.time(), visible,
+                           ray_node_id=node)
     except Exception as exc:  # the cell failed; the study goes on
         status = "oom" if is_oom(exc) else "failed"
         error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
         row = failure_row(cell, run_id, status, error, extra)
-        return CellOutcome(cell.id, [row], status, error, None, phases, started, time.time(), visible)
+        return CellOutcome(cell.id, [row], status, error, None, phases, started, time.time(), visible,
+                           ray_node_id=node)

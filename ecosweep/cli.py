@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, List, Sequence
@@ -36,12 +37,32 @@ def execute(configs: List[Any]) -> int:
 
     try:
         cells = plan_cells(configs)
+        check_output_roots(cells)
         run = run_study(cells)
     except EcosweepError as exc:
         _fail(exc)
     print_summary(run)
     _after_study(run)
     return EXIT_FAILED_CELLS if run.failed else 0
+
+
+# Set by Ray in the entry-point process of `ray job submit`, which runs in a temporary copy.
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+def check_output_roots(cells: List[Any]) -> None:
+    """Under `ray job submit` a relative output_root would land in Ray's temporary copy."""
+    from ecosweep.errors import ConfigError
+
+    if not os.environ.get(RAY_JOB_ENV):
+        return
+    relative = sorted({c.settings.output_root for c in cells if not os.path.isabs(os.path.expanduser(c.settings.output_root))})
+    if relative:
+        raise ConfigError(
+            f"output_root={relative[0]!r} is relative, and this command runs under `ray job submit` in a "
+            f"temporary copy of the working directory ({os.getcwd()}), which Ray deletes; give an absolute "
+            "path, e.g. output_root=/shared/ecosweep or ECOSWEEP_OUTPUT_ROOT=/shared/ecosweep."
+        )
 
 
 def _after_study(run: Any) -> None:

@@ -55,7 +55,7 @@ def persist_outcome(cell: Cell, outcome: CellOutcome) -> None:
         "cell_id": cell.id, "label": cell.label, "status": outcome.status,
         "run_id": outcome.rows[0].get("run_id") if outcome.rows else None,
         "host": outcome.rows[0].get("host") if outcome.rows else None,
-        "cuda_visible_devices": outcome.cuda_visible_devices,
+        "cuda_visible_devices": outcome.cuda_visible_devices, "ray_node_id": outcome.ray_node_id,
         "launched_unix_s": outcome.launched_unix_s, "actor_started_unix_s": outcome.started_unix_s,
         "finished_unix_s": outcome.finished_unix_s, "collected_unix_s": time.time(),
         "actor_start_s": max(0.0, outcome.started_unix_s - outcome.launched_unix_s) if outcome.launched_unix_s else None,

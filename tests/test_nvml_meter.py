@@ -129,12 +129,13 @@ class FakeGpuLoad:
     def _busy(self, call):
         self.gpu.set_power(self.busy_w)
         try:
+            time.sleep(0.05)  # GPU-sized calls (>= 50 ms busy), so the 100 ms counter steps matter
             return call()
         finally:
             self.gpu.set_power(self.idle_w)
 
     def generate(self):
-        time.sleep(0.05)  # a GPU-sized call, so the 100 ms counter steps matter
+        time.sleep(0.05)  # host-side gap between calls: the device idles
         return self._busy(self.w.generate)
 
     def prefill(self):
@@ -162,10 +163,12 @@ def protocol(**kw) -> MeasurementConfig:
 def test_protocol_extends_windows_and_subtracts_the_idle_baseline(gpu, tiny_workload):
     load = FakeGpuLoad(tiny_workload, gpu, idle_w=100.0, busy_w=300.0)
     with meter() as m:
-        rows = CellProtocol(load, m, protocol(), repetitions=2, warmup=1, observes_device=True).run({}).rows
+        # 2 s windows: the counter's 100 ms steps then err by < 0.1 s x 300 W = 30 J of >= 400 J
+        rows = CellProtocol(load, m, protocol(min_window_s=2.0), repetitions=2, warmup=1,
+                            observes_device=True).run({}).rows
     assert len(rows) == 2
     for r in rows:
-        assert r["seconds"] >= 1.0 and r["generate_calls"] >= 2  # window extended to min_window_s
+        assert r["seconds"] >= 2.0 and r["generate_calls"] >= 2  # window extended to min_window_s
         assert r["tokens_generated"] == r["generate_calls"] * 4
         assert r["idle_power_w"] == pytest.approx(100.0, rel=0.1)
         assert r["net_energy_j"] == pytest.approx(r["energy_j"] - r["idle_power_w"] * r["seconds"])

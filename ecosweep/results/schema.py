@@ -60,6 +60,8 @@ COLUMNS: List[Column] = [
     Column("driver_version", _S, "NVIDIA driver version."),
     Column("cuda_version", _S, "CUDA runtime torch was built with."),
     Column("host", _S, "Host name of the node that ran the cell."),
+    Column("ray_node_id", _S, "Ray node that ran the cell's actor."),
+    Column("cuda_visible_devices", _S, "CUDA_VISIBLE_DEVICES Ray gave the cell's actor (its GPU slot)."),
     Column("cpu_count", _I, "Logical CPUs on that host."),
     Column("python_version", _S, "Python version in the actor."),
     Column("torch_version", _S, "torch version."),
