@@ -1,0 +1,144 @@
+"""Parallel sweeps on Ray (CPU, logical GPUs): concurrency, fault isolation, resume, clusters."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from itertools import combinations
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import REPO, run_cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+SMALL = ["hardware=cpu", "measurement=quick", "repetitions=2", "input_tokens=8", "output_tokens=4", "tracking=none",
+         "ray.progress=plain"]
+
+
+def timings(study_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((study_dir / "timings").glob("*.json"))]
+
+
+def overlaps(a: dict, b: dict) -> bool:
+    return a["actor_started_unix_s"] < b["finished_unix_s"] and b["actor_started_unix_s"] < a["finished_unix_s"]
+
+
+def test_two_logical_gpus_run_two_cells_at_a_time_one_per_gpu(tmp_path, model_cache):
+    out = tmp_path / "outputs"
+    r = run_cli(["-m", "batch_size=1,2,4,8", *SMALL, "ray.num_gpus=2", "ray.num_cpus=2", "ray.gpus_per_cell=1",
+                 f"output_root={out}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    t = timings(out / "default")
+    assert len(t) == 4
+    assert {x["cuda_visible_devices"] for x in t} == {"0", "1"}
+    pairs = [(a, b) for a, b in combinations(t, 2) if overlaps(a, b)]
+    assert pairs, "no two cells ran at the same time"
+    assert all(a["cuda_visible_devices"] != b["cuda_visible_devices"] for a, b in pairs)  # never two on one GPU
+    for moment in [x["actor_started_unix_s"] + 1e-3 for x in t]:
+        assert sum(x["actor_started_unix_s"] <= moment < x["finished_unix_s"] for x in t) <= 2
+    df = pd.read_parquet(out / "default" / "cells")
+    assert set(df.cuda_visible_devices) == {"0", "1"} and (df.status == "ok").all()
+
+
+def test_crashes_and_oom_become_rows_and_the_other_cells_finish(tmp_path, model_cache):
+    out = tmp_path / "outputs"
+    r = run_cli(["-m", "batch_size=1,2", "model.intermediate_size=1024,100000000000", *SMALL, "ray.actor_retries=1",
+                 f"output_root={out}"], cwd=tmp_path, env_extra={"ECOSWEEP_TESTING_CRASH_CELL": "/bs2/"})
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    df = pd.read_parquet(out / "default" / "cells")
+    by = df.groupby("cell_id").agg(status=("status", "first"), bs=("batch_size", "first"), n=("status", "size"),
+                                   error=("error", "first"))
+    assert sorted(by.status) == ["failed", "failed", "ok", "oom"]
+    ok = by[by.status == "ok"]
+    assert ok.bs.tolist() == [1] and ok.n.tolist() == [2]
+    crashed = by[by.status == "failed"]
+    assert (crashed.bs == 2).all() and crashed.error.str.contains("actor died 2 time").all()
+    assert by[by.status == "oom"].error.str.contains("allocate memory").all()
+    assert "3 cell(s) failed" in r.stdout and r.stdout.count("retry  ") == 2
+
+
+def test_killed_driver_resumes_without_losing_or_duplicating_rows(tmp_path, model_cache):
+    out = tmp_path / "outputs"
+    args = [sys.executable, "-m", "ecosweep", "-m", "batch_size=1,2,3,4,5,6", *SMALL, f"output_root={out}"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    cells = out / "default" / "cells"
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and len(list(cells.glob("*.parquet")) if cells.exists() else []) < 2:
+            time.sleep(0.2)
+        os.kill(proc.pid, signal.SIGKILL)  # kill -9 of the driver alone
+        proc.wait()
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # then the Ray processes it left behind
+        except ProcessLookupError:
+            pass
+    done_before = len(list(cells.glob("*.parquet")))
+    assert 2 <= done_before < 6
+    r = run_cli(args[3:], cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert f"Skipping {done_before} of 6 cells already complete" in r.stdout
+    df = pd.read_parquet(cells)
+    assert df.cell_id.nunique() == 6 and len(df) == 12
+    assert not df.duplicated(["cell_id", "repetition"]).any()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def loopback_cluster(tmp_path, model_cache):
+    """A head and a second node on this machine, each with one logical GPU, and the job server."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled",
+           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    ray = os.path.join(os.path.dirname(sys.executable), "ray")
+    port, dash = _free_port(), _free_port()
+    subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=1", "--include-dashboard=true",
+                    f"--dashboard-port={dash}", "--disable-usage-stats"], env=env, check=True, capture_output=True)
+    try:
+        subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--num-gpus=1",
+                        "--disable-usage-stats"], env=env, check=True, capture_output=True)
+        address = f"http://127.0.0.1:{dash}"
+        deadline = time.time() + 120
+        while time.time() < deadline:  # the job agent comes up some seconds after `ray start` returns
+            probe = subprocess.run([ray, "job", "submit", "--address", address, "--", "true"], env=env,
+                                   capture_output=True, text=True)
+            if probe.returncode == 0:
+                break
+            time.sleep(2)
+        else:
+            pytest.fail("the Ray job server did not come up: " + probe.stderr[-500:])
+        yield env, ray, address
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
+
+
+def test_ray_job_submit_to_a_two_node_cluster(tmp_path, loopback_cluster):
+    env, ray, dashboard = loopback_cluster
+    out = tmp_path / "outputs"
+    submit = [ray, "job", "submit", "--address", dashboard, "--working-dir", str(REPO), "--", "python", "-m", "ecosweep"]
+    r = subprocess.run([*submit, "-m", "batch_size=1,2,4,8", *SMALL, "ray.gpus_per_cell=1", f"output_root={out}"],
+                       env=env, text=True, capture_output=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    df = pd.read_parquet(out / "default" / "cells")  # on the driver's absolute root, not in Ray's copy
+    assert df.cell_id.nunique() == 4 and (df.status == "ok").all()
+    assert df.ray_node_id.nunique() == 2  # both nodes ran cells
+    t = timings(out / "default")
+    assert any(overlaps(a, b) for a, b in combinations(t, 2))
+
+    relative = subprocess.run([*submit, *SMALL, "output_root=outputs"], env=env, text=True, capture_output=True,
+                              timeout=300)
+    assert relative.returncode != 0
+    assert "output_root='outputs' is relative" in relative.stdout + relative.stderr

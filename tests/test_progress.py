@@ -1,0 +1,47 @@
+"""Progress lines: counts, the cell on each slot, ETA; plain when not a terminal."""
+
+from __future__ import annotations
+
+import io
+
+from ecosweep.progress import Progress
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_plain_progress_counts_running_cells_and_eta():
+    out, clock = io.StringIO(), Clock()
+    p = Progress(4, "auto", stream=out, clock=clock)
+    assert p.mode == "plain"  # StringIO is not a terminal
+    p.started("a", "m/fp16/bs1", "GPU")
+    p.started("b", "m/nf4/bs1", "GPU")
+    assert "m/fp16/bs1 @ GPU; m/nf4/bs1 @ GPU" in p.status()
+    clock.t = 10.0
+    p.finished("a", "m/fp16/bs1", "ok", 10.0)
+    clock.t = 20.0
+    p.finished("b", "m/nf4/bs1", "oom", 20.0)
+    assert (p.done, p.failed) == (1, 1)
+    assert p.eta_s() == 20.0  # 10 s per finished cell, 2 to go
+    assert "[2/4 cells: 1 ok, 1 failed]" in p.status() and "ETA 20s" in p.status()
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("start  a m/fp16/bs1 on GPU")
+    assert lines[-1].startswith("oom    b m/nf4/bs1 in 20s (2/4)")
+
+
+def test_live_mode_rewrites_one_status_line():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Tty()
+    p = Progress(1, "auto", stream=out, clock=Clock())
+    assert p.mode == "live"
+    p.started("a", "x", "CPU")
+    p.tick()
+    assert "\r" in out.getvalue() and "[0/1 cells" in out.getvalue()
