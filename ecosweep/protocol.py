@@ -96,8 +96,10 @@ class CellProtocol:
 
         t = self.clock()
         self.sleep(self.p.idle_settle_s)
+        phases["settle_s"] = self.clock() - t
+        t = self.clock()
         idle = self._idle_baseline()
-        phases["idle_s"] = self.clock() - t
+        phases["idle_window_s"] = self.clock() - t
 
         rows: List[Dict[str, Any]] = []
         phases["cooldown_s"] = 0.0

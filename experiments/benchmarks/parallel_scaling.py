@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 GRID = ["model=TinyLlama-1.1B", "quantization=fp16,nf4", "batch_size=1,8", "input_tokens=128,512", "output_tokens=32"]
 GPU_BOUND = ["model=TinyLlama-1.1B", "quantization=fp16", "input_tokens=2046", "output_tokens=2"]
-PHASES = ["actor_start_s", "load_s", "warmup_s", "idle_s", "cooldown_s", "measure_s", "write_s"]
+PHASES = ["actor_start_s", "load_s", "warmup_s", "settle_s", "idle_window_s", "cooldown_s", "measure_s", "write_s"]
 
 
 def cli(args, root: Path, gpus: str) -> float:
@@ -51,7 +51,8 @@ def breakdown(rows: list[dict]) -> dict:
     total = {k: sum((r.get(k) or 0.0) for r in rows) for k in PHASES}
     span = sum(r["collected_unix_s"] - r["launched_unix_s"] for r in rows)
     total["other_s"] = span - sum(total.values())
-    return {"cell_seconds": span, **total, "measure_share": total["measure_s"] / span}
+    return {"cell_seconds": span, **total, "measure_share": total["measure_s"] / span,
+            "windows_share": (total["measure_s"] + total["idle_window_s"]) / span}
 
 
 def energy_per_1k(study_dir: Path, batch: int) -> dict:
@@ -72,11 +73,14 @@ def main() -> None:
     ap.add_argument("--interference-repetitions", type=int, default=5)
     ap.add_argument("--skip-interference", action="store_true")
     ap.add_argument("--skip-grid", action="store_true")
+    ap.add_argument("--default-protocol", action="store_true",
+                    help="run the grid at the default protocol (10 repetitions of 5 s windows, no adaptive extension)")
     args = ap.parse_args()
     root = args.out / "outputs"
-    protocol = [f"repetitions={args.repetitions}", f"measurement.min_window_s={args.min_window_s}",
-                "measurement.prefill_min_window_s=0.5", "measurement.warmup_min_s=1", "measurement.idle_settle_s=1",
-                "measurement.idle_window_s=2", "measurement.target_ci_pct=0"]
+    reduced = [f"repetitions={args.repetitions}", f"measurement.min_window_s={args.min_window_s}",
+               "measurement.prefill_min_window_s=0.5", "measurement.warmup_min_s=1", "measurement.idle_settle_s=1",
+               "measurement.idle_window_s=2", "measurement.target_ci_pct=0"]
+    protocol = ["measurement.target_ci_pct=0"] if args.default_protocol else reduced
     # build the random-weight checkpoint once, outside every timed run
     if not args.skip_grid:
         cli(["model=TinyLlama-1.1B", "quantization=fp16", "repetitions=1", "measurement=quick", "study=prebuild"],
@@ -104,9 +108,11 @@ def main() -> None:
     (args.out / "scaling.json").write_text(json.dumps(result, indent=1, default=float))
     for r in result["runs"]:
         b = r["breakdown"]
+        phases = ", ".join(f"{k} {b[k]:.1f}" for k in PHASES + ["other_s"])
         print(f"{r['gpus']} GPU(s): {r['cells']} cells in {r['wall_s']:.1f} s ({r['cells_per_hour']:.0f} cells/h), "
               f"ratio vs 1 GPU {r['wall_ratio_vs_1gpu']:.3f}; devices {r['devices']}; measurement share "
-              f"{100 * b['measure_share']:.1f} % (" + ", ".join(f"{k} {b[k]:.1f}" for k in PHASES + ['other_s']) + ")")
+              f"{100 * b['measure_share']:.1f} % (with the idle-baseline window {100 * b['windows_share']:.1f} %) "
+              f"({phases})")
     if "interference" in result:
         i = result["interference"]
         print(f"GPU-bound cell energy/1k tok alone {i['alone']['mean']:.1f} (CV {i['alone']['cv_pct']:.2f} %), "
