@@ -105,11 +105,13 @@ def loopback_cluster(tmp_path, model_cache):
            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     ray = os.path.join(os.path.dirname(sys.executable), "ray")
     port, dash = _free_port(), _free_port()
+    exclusive = '--resources={"ecosweep_exclusive": 1}'
     subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=1", "--include-dashboard=true",
-                    f"--dashboard-port={dash}", "--disable-usage-stats"], env=env, check=True, capture_output=True)
+                    f"--dashboard-port={dash}", "--disable-usage-stats", exclusive], env=env, check=True,
+                   capture_output=True)
     try:
         subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--num-gpus=1",
-                        "--disable-usage-stats"], env=env, check=True, capture_output=True)
+                        "--disable-usage-stats", exclusive], env=env, check=True, capture_output=True)
         address = f"http://127.0.0.1:{dash}"
         deadline = time.time() + 120
         while time.time() < deadline:  # the job agent comes up some seconds after `ray start` returns
@@ -129,7 +131,8 @@ def test_ray_job_submit_to_a_two_node_cluster(tmp_path, loopback_cluster):
     env, ray, dashboard = loopback_cluster
     out = tmp_path / "outputs"
     submit = [ray, "job", "submit", "--address", dashboard, "--working-dir", str(REPO), "--", "python", "-m", "ecosweep"]
-    r = subprocess.run([*submit, "-m", "batch_size=1,2,4,8", *SMALL, "ray.gpus_per_cell=1", f"output_root={out}"],
+    r = subprocess.run([*submit, "-m", "batch_size=1,2,4,8", *SMALL, "ray.gpus_per_cell=1",
+                        "+ray.resources.ecosweep_exclusive=1", f"output_root={out}"],
                        env=env, text=True, capture_output=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     df = pd.read_parquet(out / "default" / "cells")  # on the driver's absolute root, not in Ray's copy
@@ -142,3 +145,11 @@ def test_ray_job_submit_to_a_two_node_cluster(tmp_path, loopback_cluster):
                               timeout=300)
     assert relative.returncode != 0
     assert "output_root='outputs' is relative" in relative.stdout + relative.stderr
+
+
+def test_a_custom_resource_the_cluster_lacks_is_refused_before_anything_runs(tmp_path, model_cache):
+    out = tmp_path / "outputs"
+    r = run_cli([*SMALL, "+ray.resources.ecosweep_exclusive=1", f"output_root={out}"], cwd=tmp_path)
+    assert r.returncode == 2
+    assert "ray.resources asks for ecosweep_exclusive=1 per cell but the cluster offers 0" in r.stderr
+    assert not (out / "default" / "cells").exists()
