@@ -37,6 +37,9 @@ def execute(configs: List[Any]) -> int:
 
     try:
         cells = plan_cells(configs)
+        if cells[0].settings.dry_run:
+            print_plan(cells)
+            return 0
         check_output_roots(cells)
         run = run_study(cells)
     except EcosweepError as exc:
@@ -65,12 +68,22 @@ def check_output_roots(cells: List[Any]) -> None:
         )
 
 
+def print_plan(cells: List[Any]) -> None:
+    """The cells a command would run, with their ids and whether results exist already."""
+    from ecosweep.study import store_for
+
+    for c in cells:
+        s = c.settings
+        done = "done" if store_for(c).is_complete(c.id, s.retry_failed) else "todo"
+        print(f"{c.id}  {done}  {s.study}  {c.label}  hardware={s.hardware.name} weights={s.weights} "
+              f"repetitions={s.repetitions}")
+    print(f"{len(cells)} cell(s); dry run: nothing was run.")
+
+
 def _after_study(run: Any) -> None:
     """The end-of-study report (never fails the study: the data is already safe)."""
-    try:
-        from ecosweep.analysis.report import report_for_run
-    except ImportError:
-        return
+    from ecosweep.analysis.report import report_for_run
+
     try:
         report_for_run(run)
     except Exception as exc:  # report problems must not hide measured results

@@ -95,7 +95,8 @@ class CellScheduler:
         self.progress = progress
         self.poll_s = poll_s
 
-    def _plan_slots(self) -> Dict[str, float]:
+    def _plan_slots(self) -> None:
+        """Read the cluster's GPUs and refuse, before launching anything, cells it cannot host."""
         import ray
 
         resources = ray.cluster_resources()
@@ -118,7 +119,6 @@ class CellScheduler:
                     )
         if problems:
             raise ConfigError(sorted(set(problems)))
-        return {"GPU": gpus}
 
     def _capacity(self, cell: Cell) -> int:
         need = gpus_per_cell(cell, self._gpus)

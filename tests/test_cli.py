@@ -33,3 +33,22 @@ def test_a_bad_cell_in_a_sweep_stops_the_whole_sweep_before_it_runs(tmp_path):
     assert r.returncode == 2
     assert "batch_size=0 is out of range" in r.stderr and "Traceback" not in r.stderr
     assert not (out / "default" / "cells").exists()
+
+
+import pytest
+
+
+@pytest.mark.parametrize("experiment,cells,needle", [
+    ("smoke", 8, "tiny-llama/int8_pure/bs2/in32/out16"),
+    ("nf4_crossover", 8, "Qwen2-7B/nf4/bs1/in128/out128"),
+    ("int8_paradox", 12, "Phi-3-mini/int8/bs1/in128/out128"),
+    ("int8_ablation", 12, "Yi-1.5-6B/int8_pure/bs1/in128/out128"),
+    ("batch_size_sweep", 7, "Mistral-7B/int8_pure/bs64/in256/out256"),
+])
+def test_each_study_is_one_command_and_plans_its_grid(tmp_path, experiment, cells, needle):
+    out = tmp_path / "outputs"
+    r = run_cli([f"+experiment={experiment}", "dry_run=true", f"output_root={out}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"{cells} cell(s); dry run: nothing was run." in r.stdout
+    assert needle in r.stdout and r.stdout.count(" todo ") == cells
+    assert not (out / experiment / "cells").exists()

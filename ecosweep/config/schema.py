@@ -119,6 +119,7 @@ class StudyConfig:
     output_root: str = "outputs"
     model_cache: str = "~/.cache/ecosweep/models"
     retry_failed: bool = True
+    dry_run: bool = False  # plan, validate and list the cells; run nothing
     model: ModelConfig = MISSING
     quantization: QuantizationConfig = MISSING
     hardware: HardwareConfig = MISSING
