@@ -102,6 +102,7 @@ class CellScheduler:
         resources = ray.cluster_resources()
         gpus = float(resources.get("GPU", 0))
         self._gpus = gpus
+        self._resources = resources
         problems = []
         for cell in self.cells:
             need = gpus_per_cell(cell, gpus)
@@ -121,10 +122,12 @@ class CellScheduler:
             raise ConfigError(sorted(set(problems)))
 
     def _capacity(self, cell: Cell) -> int:
+        """Cells of this kind (GPU or CPU) to keep in flight: no more than the cluster can host."""
         need = gpus_per_cell(cell, self._gpus)
-        if need > 0:
-            return max(1, int(self._gpus // need))
-        return cell.settings.ray.max_concurrent_cpu_cells
+        caps = [int(self._gpus // need) if need > 0 else cell.settings.ray.max_concurrent_cpu_cells]
+        caps += [int(float(self._resources.get(name, 0)) // amount)
+                 for name, amount in cell.settings.ray.resources.items() if amount > 0]
+        return max(1, min(caps))
 
     def _launch(self, cell: Cell, attempt: int, inflight: Dict[Any, _Flight]) -> None:
         s = cell.settings
