@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -53,3 +54,10 @@ def smoke_study(tmp_path_factory, model_cache):
     work = tmp_path_factory.mktemp("smoke")
     out = work / "outputs"
     return work, out, run_cli(["+experiment=smoke", f"output_root={out}"], cwd=work)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (at the time of asking)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

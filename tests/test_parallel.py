@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, free_port, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -92,19 +91,13 @@ def test_killed_driver_resumes_without_losing_or_duplicating_rows(tmp_path, mode
     assert not df.duplicated(["cell_id", "repetition"]).any()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def loopback_cluster(tmp_path, model_cache):
     """A head and a second node on this machine, each with one logical GPU, and the job server."""
     env = {**os.environ, "RAY_AUTH_MODE": "disabled",
            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     ray = os.path.join(os.path.dirname(sys.executable), "ray")
-    port, dash = _free_port(), _free_port()
+    port, dash = free_port(), free_port()
     exclusive = '--resources={"ecosweep_exclusive": 1}'
     subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=1", "--include-dashboard=true",
                     f"--dashboard-port={dash}", "--disable-usage-stats", exclusive], env=env, check=True,
