@@ -1,0 +1,37 @@
+"""The RAPL CPU meter against a fake powercap tree (tests stand in for /sys/class/powercap)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ecosweep.errors import MeterError
+from ecosweep.meters.rapl import RaplMeter, find_domains, rapl_available
+
+
+def zone(root, name, energy_uj, max_uj=1_000_000_000, label="package-0"):
+    z = root / name
+    z.mkdir()
+    (z / "energy_uj").write_text(str(energy_uj))
+    (z / "max_energy_range_uj").write_text(str(max_uj))
+    (z / "name").write_text(label)
+    return z
+
+
+def test_package_energy_summed_over_packages_with_wraparound(tmp_path):
+    p0 = zone(tmp_path, "intel-rapl:0", 5_000_000)
+    p1 = zone(tmp_path, "intel-rapl:1", 999_000_000, label="package-1")
+    zone(tmp_path, "intel-rapl:0:0", 0, label="core")  # a sub-zone: not counted again
+    assert [d.name for d in find_domains(str(tmp_path))] == ["package-0", "package-1"]
+    meter = RaplMeter(root=str(tmp_path))
+    meter.begin_window()
+    (p0 / "energy_uj").write_text(str(5_000_000 + 30_000_000))  # +30 J
+    (p1 / "energy_uj").write_text(str(2_000_000))  # wrapped: +3 J
+    r = meter.end_window()
+    assert r.energy_source == "rapl"
+    assert r.energy_j == pytest.approx(33.0)
+
+
+def test_unreadable_rapl_is_reported_not_zero(tmp_path):
+    assert not rapl_available(str(tmp_path))
+    with pytest.raises(MeterError, match="no readable RAPL"):
+        RaplMeter(root=str(tmp_path))
