@@ -35,3 +35,20 @@ def test_unreadable_rapl_is_reported_not_zero(tmp_path):
     assert not rapl_available(str(tmp_path))
     with pytest.raises(MeterError, match="no readable RAPL"):
         RaplMeter(root=str(tmp_path))
+
+
+def test_meter_choice_on_cpu(monkeypatch, tmp_path):
+    import ecosweep.meters.rapl as rapl
+    from ecosweep.config.schema import MeasurementConfig
+    from ecosweep.meters import NullMeter, make_meter
+
+    monkeypatch.setattr(rapl, "POWERCAP_ROOT", str(tmp_path))  # a host whose powercap tree is empty
+    meter, observes = make_meter(MeasurementConfig(meter="auto"), "cpu", None)
+    assert isinstance(meter, NullMeter) and not observes
+    with pytest.raises(MeterError, match="measurement.meter=cpu needs readable RAPL"):
+        make_meter(MeasurementConfig(meter="cpu"), "cpu", None)
+    with pytest.raises(MeterError, match="needs a CUDA device"):
+        make_meter(MeasurementConfig(meter="nvml"), "cpu", None)
+    zone(tmp_path, "intel-rapl:0", 0)  # now one readable package counter
+    meter, _ = make_meter(MeasurementConfig(meter="cpu"), "cpu", None)
+    assert meter.energy_source == "rapl"

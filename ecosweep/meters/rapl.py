@@ -11,7 +11,7 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 from ecosweep.errors import MeterError
 from ecosweep.meters.base import Meter, WindowReading
@@ -26,8 +26,9 @@ class RaplDomain:
     max_range_uj: int
 
 
-def find_domains(root: str = POWERCAP_ROOT) -> List[RaplDomain]:
+def find_domains(root: Optional[str] = None) -> List[RaplDomain]:
     """Top-level package domains whose counters this process can read."""
+    root = root or POWERCAP_ROOT
     domains = []
     for zone in sorted(glob.glob(os.path.join(root, "intel-rapl:*"))):
         if os.path.basename(zone).count(":") != 1:  # skip sub-zones (core, uncore, dram)
@@ -46,18 +47,18 @@ def find_domains(root: str = POWERCAP_ROOT) -> List[RaplDomain]:
     return domains
 
 
-def rapl_available(root: str = POWERCAP_ROOT) -> bool:
+def rapl_available(root: Optional[str] = None) -> bool:
     return bool(find_domains(root))
 
 
 class RaplMeter(Meter):
     energy_source = "rapl"
 
-    def __init__(self, synchronize: Callable[[], None] = lambda: None, root: str = POWERCAP_ROOT, **kw):
+    def __init__(self, synchronize: Callable[[], None] = lambda: None, root: Optional[str] = None, **kw):
         super().__init__(synchronize, **kw)
         self.domains = find_domains(root)
         if not self.domains:
-            raise MeterError(f"no readable RAPL package counters under {root}")
+            raise MeterError(f"no readable RAPL package counters under {root or POWERCAP_ROOT}")
         self._start: Dict[str, int] = {}
 
     def _read(self) -> Dict[str, int]:
