@@ -191,3 +191,27 @@ def test_adaptive_extension_until_the_ci_target(gpu, tiny_workload):
         loose = CellProtocol(load, m, protocol(target_ci_pct=1e6, max_repetitions=4, **fast), 2, 0,
                              observes_device=True).run({}).rows
     assert len(strict) == 4 and len(loose) == 2
+
+
+def test_windows_aligned_to_counter_steps_remove_the_step_error(gpu):
+    """Short windows: unaligned, the 100 ms counter steps err by up to 0.1 s x P; aligned, by ~nothing."""
+    gpu.set_power(400.0)
+    with meter(align_to_counter_ticks=True) as m:
+        errors = []
+        for _ in range(5):
+            with m.window() as w:
+                time.sleep(0.33)
+            r = w.reading
+            errors.append(abs(r.energy_j - 400.0 * r.seconds) / (400.0 * r.seconds))
+    assert max(errors) < 0.03, errors  # unaligned, up to 40 J of 132 J (30 %) is possible
+
+
+def test_aligned_window_subtracts_the_tail_after_the_workload(gpu):
+    gpu.set_power(100.0)
+    with meter(align_to_counter_ticks=True) as m:
+        m.begin_window()
+        gpu.set_power(500.0)
+        time.sleep(0.42)
+        gpu.set_power(100.0)  # the workload ends; the counter's next step comes after this
+        r = m.end_window()
+    assert r.energy_j == pytest.approx(500.0 * 0.42, rel=0.06)

@@ -30,7 +30,8 @@ def make_meter(m: MeasurementConfig, device: str, gpu_uuid: Optional[str]) -> Tu
         from ecosweep.meters.nvml import NvmlMeter
 
         try:
-            return NvmlMeter(gpu_uuid, sample_hz=m.sampler_hz, synchronize=sync), True
+            return NvmlMeter(gpu_uuid, sample_hz=m.sampler_hz, synchronize=sync,
+                             align_to_counter_ticks=m.align_counter_ticks), True
         except MeterError as exc:
             if choice == "nvml":
                 raise

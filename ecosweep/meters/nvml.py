@@ -84,8 +84,10 @@ class NvmlMeter(Meter):
     """NVML energy for one GPU, with a sampler process while started."""
 
     def __init__(self, gpu_uuid: Optional[str], sample_hz: float = 20.0,
-                 synchronize: Callable[[], None] = lambda: None, nvml_module: str = "pynvml", **kw: Any):
+                 synchronize: Callable[[], None] = lambda: None, nvml_module: str = "pynvml",
+                 align_to_counter_ticks: bool = False, **kw: Any):
         super().__init__(synchronize, **kw)
+        self.align = align_to_counter_ticks
         if not gpu_uuid:
             raise MeterError("the NVML meter needs the GPU's UUID; none was detected for this cell")
         try:
@@ -202,6 +204,19 @@ class NvmlMeter(Meter):
         except self.nvml.NVMLError as exc:
             raise translate(exc, "energy counter read") from exc
 
+    def _await_tick(self, timeout_s: float = 0.3) -> Tuple[Optional[int], float]:
+        """Poll the counter until it advances; returns (value, Unix time seen). The counter
+        moves in steps (every 100 ms on Ampere/Hopper), so a value read just after a step is
+        current, while one read at a random moment is up to a step stale."""
+        first = self._energy_mj()
+        deadline = time.monotonic() + timeout_s
+        while first is not None and time.monotonic() < deadline:
+            value = self._energy_mj()
+            if value != first:
+                return value, time.time()
+            time.sleep(0.001)
+        return first, time.time()
+
     def device_temperature_c(self) -> float:
         try:
             return float(self.nvml.nvmlDeviceGetTemperature(self.handle, self.nvml.NVML_TEMPERATURE_GPU))
@@ -213,13 +228,22 @@ class NvmlMeter(Meter):
         self._flush()
         self._window_start_index = max(0, len(self._samples) - 1)  # the sample just before t0
         self._foreign_at_start = set(self._compute_pids()) - self.own_pids
-        self._t0_unix = time.time()
         self._cpu0 = (self._sampler_cpu_s(), time.monotonic())
-        self._e0 = self._energy_mj()
+        if self.align and self.energy_source == "nvml_counter":
+            self._e0, self._t0_unix = self._await_tick()  # the window opens on a fresh count
+        else:
+            self._t0_unix = time.time()
+            self._e0 = self._energy_mj()
 
     def _end(self, seconds: float, start_unix_s: float) -> WindowReading:
-        e1 = self._energy_mj()
         t1_unix = self._t0_unix + seconds
+        tail_until: Optional[float] = None
+        if self.align and self.energy_source == "nvml_counter":
+            # wait for the count that includes the window's last step, then take off the short
+            # tail between the window's end and that step, from the sampled power
+            e1, tail_until = self._await_tick()
+        else:
+            e1 = self._energy_mj()
         self._flush()  # takes one more sample, after t1
         cpu1 = (self._sampler_cpu_s(), time.monotonic())
         window = self._samples[self._window_start_index:]
@@ -227,6 +251,10 @@ class NvmlMeter(Meter):
         sampled = trapezoid_energy_j([s["t"] for s in window], [s["power_w"] for s in window], self._t0_unix, t1_unix)
         if self._e0 is not None and e1 is not None:
             energy = (e1 - self._e0) / 1000.0
+            if tail_until is not None and tail_until > t1_unix:
+                tail = trapezoid_energy_j([s["t"] for s in window], [s["power_w"] for s in window],
+                                          t1_unix, tail_until)
+                energy -= tail if math.isfinite(tail) else 0.0
         else:
             energy = sampled
         reasons = 0
