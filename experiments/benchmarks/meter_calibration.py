@@ -149,15 +149,19 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=12)
     ap.add_argument("--pair-window-s", type=float, default=3.0)
     ap.add_argument("--skip-cells", action="store_true")
+    ap.add_argument("--override", action="append", default=[],
+                    help="extra Hydra override for the cells, e.g. measurement.align_counter_ticks=true (repeatable)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     root = args.out / "outputs"
     summary: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     with open(args.out / "cli.log", "w") as log:
         if not args.skip_cells:
-            cli(["study=calib_gpu_bound", *GPU_BOUND, "repetitions=10", "measurement.target_ci_pct=0"], root, log)
+            cli(["study=calib_gpu_bound", *GPU_BOUND, "repetitions=10", "measurement.target_ci_pct=0", *args.override],
+                root, log)
             cli(["-m", "study=calib_decode", "model=TinyLlama-1.1B", "quantization=fp16,nf4", "batch_size=1",
-                 "input_tokens=128", "output_tokens=128", "repetitions=10", "measurement.target_ci_pct=0"], root, log)
+                 "input_tokens=128", "output_tokens=128", "repetitions=10", "measurement.target_ci_pct=0",
+                 *args.override], root, log)
             summary["gpu_bound"] = describe_cells(root / "calib_gpu_bound")
             summary["decode"] = describe_cells(root / "calib_decode")
     summary["sampler"] = sampler_cost(root, args.pairs, args.pair_window_s)
