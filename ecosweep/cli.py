@@ -70,11 +70,11 @@ def check_output_roots(cells: List[Any]) -> None:
 
 def print_plan(cells: List[Any]) -> None:
     """The cells a command would run, with their ids and whether results exist already."""
-    from ecosweep.study import store_for
+    from ecosweep.study import is_complete
 
     for c in cells:
         s = c.settings
-        done = "done" if store_for(c).is_complete(c.id, s.retry_failed) else "todo"
+        done = "done" if is_complete(c) else "todo"
         print(f"{c.id}  {done}  {s.study}  {c.label}  hardware={s.hardware.name} weights={s.weights} "
               f"repetitions={s.repetitions}")
     print(f"{len(cells)} cell(s); dry run: nothing was run.")

@@ -43,6 +43,11 @@ def store_for(cell: Cell) -> StudyStore:
     return StudyStore(cell.settings.output_root, cell.settings.study)
 
 
+def is_complete(cell: Cell) -> bool:
+    """Whether the cell's stored results make measuring it again unnecessary."""
+    return store_for(cell).is_complete(cell.id, cell.settings.retry_failed)
+
+
 def persist_outcome(cell: Cell, outcome: CellOutcome) -> None:
     """Write the cell's config, trace, rows and wall-time breakdown (rows last but one)."""
     store = store_for(cell)
@@ -68,7 +73,7 @@ def run_study(cells: List[Cell], out: TextIO = sys.stdout) -> StudyRun:
     run = StudyRun(run_id=uuid.uuid4().hex[:12], cells=cells)
     todo = []
     for cell in cells:
-        if store_for(cell).is_complete(cell.id, cell.settings.retry_failed):
+        if is_complete(cell):
             run.skipped.append(cell)
         else:
             todo.append(cell)

@@ -30,6 +30,15 @@ def _read_table(path: Path) -> pd.DataFrame:
     return pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
 
 
+def _is_raw_results(path: Path) -> bool:
+    """A Parquet file of repetitions (our results schema), judged from its schema alone."""
+    if path.suffix.lower() != ".parquet":
+        return False
+    import pyarrow.parquet as pq
+
+    return {"repetition", "cell_id"} <= set(pq.read_schema(path).names)
+
+
 def summary_from_table(df: pd.DataFrame, source: str) -> pd.DataFrame:
     """A summary table (``<metric>_mean``, ``<metric>_std|_sd``, ``n``) in our layout."""
     out = pd.DataFrame()
@@ -95,11 +104,10 @@ def load_inputs(paths: Iterable[str | Path]) -> pd.DataFrame:
         if p.is_dir():
             parts.append(summary_from_rows(read_results([p]).to_pandas(), str(p)))
         elif p.suffix.lower() in (".csv", ".parquet"):
-            df = _read_table(p)
-            if {"repetition", "cell_id"} <= set(df.columns):
+            if _is_raw_results(p):
                 parts.append(summary_from_rows(read_results([p]).to_pandas(), str(p)))
             else:
-                parts.append(summary_from_table(df, str(p)))
+                parts.append(summary_from_table(_read_table(p), str(p)))
         else:
             raise FileNotFoundError(f"not a results folder, Parquet file or CSV table: {p}")
     parts = [p for p in parts if not p.empty]

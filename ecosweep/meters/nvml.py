@@ -107,6 +107,7 @@ class NvmlMeter(Meter):
             self.energy_source = "nvml_counter"
         except self.nvml.NVMLError:
             self.energy_source = "nvml_sampled"
+        self.align = self.align and self.energy_source == "nvml_counter"  # steps exist only on a counter
         self.own_pids = {os.getpid()}
         self._proc: Optional[subprocess.Popen] = None
         self._samples: List[Dict[str, Any]] = []
@@ -229,7 +230,7 @@ class NvmlMeter(Meter):
         self._window_start_index = max(0, len(self._samples) - 1)  # the sample just before t0
         self._foreign_at_start = set(self._compute_pids()) - self.own_pids
         self._cpu0 = (self._sampler_cpu_s(), time.monotonic())
-        if self.align and self.energy_source == "nvml_counter":
+        if self.align:
             self._e0, self._t0_unix = self._await_tick()  # the window opens on a fresh count
         else:
             self._t0_unix = time.time()
@@ -238,7 +239,7 @@ class NvmlMeter(Meter):
     def _end(self, seconds: float, start_unix_s: float) -> WindowReading:
         t1_unix = self._t0_unix + seconds
         tail_until: Optional[float] = None
-        if self.align and self.energy_source == "nvml_counter":
+        if self.align:
             # wait for the count that includes the window's last step, then take off the short
             # tail between the window's end and that step, from the sampled power
             e1, tail_until = self._await_tick()
@@ -248,12 +249,12 @@ class NvmlMeter(Meter):
         cpu1 = (self._sampler_cpu_s(), time.monotonic())
         window = self._samples[self._window_start_index:]
         inside = [s for s in window if self._t0_unix <= s["t"] <= t1_unix]
-        sampled = trapezoid_energy_j([s["t"] for s in window], [s["power_w"] for s in window], self._t0_unix, t1_unix)
+        times, watts = [s["t"] for s in window], [s["power_w"] for s in window]
+        sampled = trapezoid_energy_j(times, watts, self._t0_unix, t1_unix)
         if self._e0 is not None and e1 is not None:
             energy = (e1 - self._e0) / 1000.0
             if tail_until is not None and tail_until > t1_unix:
-                tail = trapezoid_energy_j([s["t"] for s in window], [s["power_w"] for s in window],
-                                          t1_unix, tail_until)
+                tail = trapezoid_energy_j(times, watts, t1_unix, tail_until)
                 energy -= tail if math.isfinite(tail) else 0.0
         else:
             energy = sampled
