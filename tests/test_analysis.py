@@ -84,6 +84,18 @@ def test_batch_scaling_relative_to_batch_one():
     assert b.speedup.tolist() == pytest.approx([1.0, 1.8, 3.0])
     assert b.scaling_efficiency.tolist() == pytest.approx([1.0, 0.9, 0.75])
     assert b.energy_per_request_change_pct.tolist() == pytest.approx([0.0, -40.0, -60.0])
+    assert b.p.isna().all()  # means only: no test without sd and n
+
+
+def test_batch_scaling_change_has_welch_p_and_ci():
+    configs = pd.DataFrame({"hardware": "X", "model": "m", "quantization": "fp16", "input_tokens": 8,
+                            "output_tokens": 8, "batch_size": [1, 8], "tok_s_mean": [10.0, 70.0],
+                            "energy_j_per_request_mean": [100.0, 20.0], "energy_j_per_request_sd": [5.0, 1.0],
+                            "energy_j_per_request_n": [10, 10]})
+    row = tables.batch_scaling(configs).iloc[1]
+    t, p = stats.ttest_ind_from_stats(20.0, 1.0, 10, 100.0, 5.0, 10, equal_var=False)
+    assert row.p == pytest.approx(p)
+    assert row.change_ci_low < -80.0 < row.change_ci_high
 
 
 @pytest.mark.slow

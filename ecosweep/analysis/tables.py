@@ -124,6 +124,13 @@ def load_inputs(paths: Iterable[str | Path]) -> pd.DataFrame:
     return out
 
 
+def _summary(row: pd.Series, metric: str):
+    """Mean, sd and n of ``metric`` in one configuration row (sd and n NaN/0 when the table has none)."""
+    n = row.get(f"{metric}_n", 0)
+    return summarize_stats(row[f"{metric}_mean"], row.get(f"{metric}_sd", math.nan),
+                           int(n) if pd.notna(n) else 0)
+
+
 def comparisons(configs: pd.DataFrame, baseline: str = "fp16", metric: str = "energy_j_per_1k_tok") -> pd.DataFrame:
     """Each quantization against ``baseline`` within hardware, model, batch, tokens; Holm over the family."""
     if configs.empty or f"{metric}_mean" not in configs:
@@ -135,9 +142,9 @@ def comparisons(configs: pd.DataFrame, baseline: str = "fp16", metric: str = "en
         if base.empty:
             continue
         b = base.iloc[0]
-        sb = summarize_stats(b[f"{metric}_mean"], b[f"{metric}_sd"], int(b[f"{metric}_n"]))
+        sb = _summary(b, metric)
         for _, t in g[g.quantization != baseline].iterrows():
-            st = summarize_stats(t[f"{metric}_mean"], t[f"{metric}_sd"], int(t[f"{metric}_n"]))
+            st = _summary(t, metric)
             c = compare(sb, st)
             records.append({**dict(zip(group_keys, key)), "params_b_nominal": t.params_b_nominal,
                             "quantization": t.quantization, "baseline": baseline, "metric": metric,
@@ -201,11 +208,14 @@ def batch_scaling(configs: pd.DataFrame) -> pd.DataFrame:
         if base.empty or len(g) < 2:
             continue
         b = base.iloc[0]
+        base_energy = _summary(b, "energy_j_per_request")
         for _, r in g.sort_values("batch_size").iterrows():
             speedup = r.tok_s_mean / b.tok_s_mean
+            c = compare(base_energy, _summary(r, "energy_j_per_request"))
             records.append({**dict(zip(keys, key)), "batch_size": r.batch_size,
                             "energy_j_per_request": r.energy_j_per_request_mean,
-                            "energy_per_request_change_pct": 100 * (r.energy_j_per_request_mean / b.energy_j_per_request_mean - 1),
+                            "energy_per_request_change_pct": c.delta_pct,
+                            "change_ci_low": c.delta_pct_ci95_low, "change_ci_high": c.delta_pct_ci95_high, "p": c.p,
                             "tok_s": r.tok_s_mean, "speedup": speedup, "scaling_efficiency": speedup / r.batch_size})
     return pd.DataFrame(records)
 

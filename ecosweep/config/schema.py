@@ -76,7 +76,7 @@ class MeasurementConfig:
     idle_settle_s: float = 5.0
     idle_window_s: float = 5.0
     sampler_hz: float = 20.0
-    align_counter_ticks: bool = False
+    align_counter_ticks: bool = True
     cooldown_temp_c: Optional[float] = None
     cooldown_timeout_s: float = 120.0
 

@@ -6,12 +6,14 @@
     # then, anywhere (CPU is enough), over the folders the runs wrote
     python experiments/scaling/scaling.py summarize DIR [DIR ...] --out SUMMARY_DIR
 
-The grid: 16 GPU-bound cells (TinyLlama-1.1B x fp16/nf4 x batch 4/8/16/32 x 512/1024 prompt
-tokens, 2 new tokens), a reduced protocol (3 repetitions of >= 2.5 s windows). GPU-bound
-cells are chosen on purpose: batch-1 decode on these hosts is launch-bound and its energy
-moves by up to 2x between runs for host reasons (see experiments/benchmarks), which would
-hide what this run tests - that the scheduler spreads cells over N GPUs without changing
-what each one measures. The random-weight checkpoint is built before the timed run.
+The grid: 16 prefill-heavy cells (TinyLlama-1.1B x fp16/nf4 x batch 4/8/16/32 x 512/1024
+prompt tokens, 2 new tokens), a reduced protocol (3 repetitions of >= 2.5 s windows). Batch-1
+decode is left out on purpose: on these hosts it is launch-bound and its energy moves by up to
+2x between runs for host reasons (see experiments/benchmarks). Measured on H200s, only the
+cells at >= ~85 % GPU utilisation (batch 32, and nf4 batch 16-32 at 1024 tokens) were truly
+GPU-bound; the smaller ones still followed host timing. Extra Hydra overrides after ``--``
+replace the grid's, e.g. ``-- batch_size=16,32,48,64 input_tokens=1024,2046`` for a grid that
+is GPU-bound throughout. The random-weight checkpoint is built before the timed run.
 
 ``run`` writes DIR/run_<N>gpu.json (wall time, cells/hour, where the time went) and the
 study's results under DIR/outputs/scale_<N>gpu/. ``summarize`` compares every run with
@@ -102,7 +104,7 @@ def per_cell_energy(study_dir: Path):
                 tok_s=("tok_s", "mean"), power_w_mean=("power_w_mean", "mean"),
                 gpu_uuid=("gpu_uuid", "first"), quantization=("quantization", "first"),
                 batch_size=("batch_size", "first"), input_tokens=("input_tokens", "first"),
-                throttled_reps=("throttled", "sum"))
+                gpu_util_pct=("gpu_util_pct_mean", "mean"), throttled_reps=("throttled", "sum"))
     return out
 
 
@@ -127,7 +129,7 @@ def summarize(args: argparse.Namespace) -> None:
         r = runs[n]
         bound = WALL_TOLERANCE * base["wall_s"] / n
         cells = per_cell_energy(Path(r["study_dir"]))
-        joined = cells.merge(base_cells[["energy_j_per_1k_tok", "gpu_uuid"]], left_index=True, right_index=True,
+        joined = cells.merge(base_cells[["energy_j_per_1k_tok", "gpu_uuid", "gpu_util_pct"]], left_index=True, right_index=True,
                              suffixes=("", "_1gpu"))
         joined["delta_pct"] = 100 * (joined.energy_j_per_1k_tok / joined.energy_j_per_1k_tok_1gpu - 1)
         within = int((joined.delta_pct.abs() <= ENERGY_TOLERANCE_PCT).sum())
@@ -146,11 +148,11 @@ def summarize(args: argparse.Namespace) -> None:
             cell_tables.append((n, joined))
     for n, joined in cell_tables:
         lines += ["", f"Per cell, {n} GPUs vs 1 GPU (energy per 1k tokens, J):", "",
-                  "| cell | 1 GPU | GPU (1-GPU run) | N GPUs | GPU (N-GPU run) | Δ % | throttled reps |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| cell | 1 GPU | GPU (1-GPU run) | GPU util % (1 GPU) | N GPUs | GPU (N-GPU run) | Δ % | throttled reps |",
+                  "|---|---|---|---|---|---|---|---|"]
         for cid, c in joined.sort_values(["quantization", "batch_size", "input_tokens"]).iterrows():
             lines.append(f"| {c.quantization}/bs{c.batch_size}/in{c.input_tokens} | {c.energy_j_per_1k_tok_1gpu:.1f} | "
-                         f"{_short(c.gpu_uuid_1gpu)} | {c.energy_j_per_1k_tok:.1f} | {_short(c.gpu_uuid)} | "
+                         f"{_short(c.gpu_uuid_1gpu)} | {c.gpu_util_pct_1gpu:.0f} | {c.energy_j_per_1k_tok:.1f} | {_short(c.gpu_uuid)} | "
                          f"{c.delta_pct:+.2f} | {int(c.throttled_reps)} |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
