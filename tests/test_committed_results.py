@@ -1,0 +1,76 @@
+"""The GPU results committed under experiments/<study>/h200/: what each holds, and that its report
+rebuilds from it (the README quotes these reports)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from ecosweep.analysis.report import build_report
+from ecosweep.results.store import read_results
+
+REPO = Path(__file__).resolve().parent.parent
+STUDIES = ["nf4_crossover", "int8_paradox", "int8_ablation", "batch_size_sweep"]
+
+
+def sweep_values(study: str) -> dict:
+    params = OmegaConf.load(REPO / "conf" / "experiment" / f"{study}.yaml").hydra.sweeper.params
+    return {k: [v.strip() for v in str(val).split(",")] for k, val in params.items()}
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_committed_study_holds_cells_of_its_own_grid(study):
+    rows = read_results([REPO / "experiments" / study / "h200"]).to_pandas()
+    assert set(rows.study) == {study}
+    assert (rows.status == "ok").all()
+    assert set(rows.energy_source) == {"nvml_counter"}
+    assert set(rows.weights) == {"random"}
+    assert rows.device_name.str.contains("H200").all()
+    assert (rows.groupby("cell_id").size() == 5).all()  # the reduced protocol's 5 repetitions
+    for key, allowed in sweep_values(study).items():
+        column = {"model": "model", "quantization": "quantization", "batch_size": "batch_size"}[key]
+        assert set(rows[column].astype(str)) <= set(allowed), (key, set(rows[column]))
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_committed_study_report_rebuilds(study, tmp_path):
+    inputs = [REPO / "experiments" / study / "h200"]
+    if study == "int8_paradox":
+        inputs.append(REPO / "experiments" / "published_rtx4090d" / "summary.csv")
+    report = build_report(inputs, tmp_path / "report")
+    assert report.exists() and (tmp_path / "report" / "figures").is_dir()
+    if study == "batch_size_sweep":
+        batch = pd.read_csv(tmp_path / "report" / "batch_scaling.csv")
+        bs64 = batch[batch.batch_size == 64].iloc[0]
+        # README, "Results on Hopper GPUs": energy per request -97.7 % from batch 1 to 64
+        assert bs64.energy_per_request_change_pct == pytest.approx(-97.7, abs=0.05)
+        assert bs64.p < 0.001
+    else:
+        comparisons = pd.read_csv(tmp_path / "report" / "comparisons.csv")
+        h200 = comparisons[comparisons.hardware.str.contains("H200")]
+        assert len(h200) == {"nf4_crossover": 4, "int8_paradox": 8, "int8_ablation": 4}[study]
+    if study == "int8_paradox":
+        mistral = comparisons[(comparisons.model == "Mistral-7B") & (comparisons.quantization == "int8")]
+        by_hw = dict(zip(mistral.hardware, mistral.delta_pct))
+        assert by_hw["NVIDIA H200"] == pytest.approx(208.9, abs=0.05)  # README table
+        assert by_hw["RTX 4090D"] == pytest.approx(30.74, abs=0.01)    # published
+
+
+def test_scaling_summary_rebuilds_from_committed_runs(tmp_path):
+    import argparse
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("scaling", REPO / "experiments" / "scaling" / "scaling.py")
+    scaling = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scaling)
+    results = REPO / "experiments" / "scaling" / "results_h200x4_2026-11-26"
+    scaling.summarize(argparse.Namespace(dirs=[results / f"s{n}" for n in (1, 2, 4)], out=tmp_path))
+    runs = {r["gpus"]: r for r in json.loads((tmp_path / "summary.json").read_text())["runs"]}
+    assert runs[2]["wall_within_bound"] and not runs[4]["wall_within_bound"]  # README: N=4 missed by 6 s
+    assert runs[4]["wall_bound_s"] == pytest.approx(1.2 * runs[1]["wall_s"] / 4)
+    assert runs[4]["cells_compared"] == 16 and runs[4]["cells_within_energy_tolerance"] == 7
+    assert (tmp_path / "scaling.png").stat().st_size > 0
