@@ -30,9 +30,8 @@ def test_committed_study_holds_cells_of_its_own_grid(study):
     assert set(rows.weights) == {"random"}
     assert rows.device_name.str.contains("H200").all()
     assert (rows.groupby("cell_id").size() == 5).all()  # the reduced protocol's 5 repetitions
-    for key, allowed in sweep_values(study).items():
-        column = {"model": "model", "quantization": "quantization", "batch_size": "batch_size"}[key]
-        assert set(rows[column].astype(str)) <= set(allowed), (key, set(rows[column]))
+    for column, allowed in sweep_values(study).items():  # model, quantization, batch_size: result columns too
+        assert set(rows[column].astype(str)) <= set(allowed), (column, set(rows[column]))
 
 
 @pytest.mark.parametrize("study", STUDIES)

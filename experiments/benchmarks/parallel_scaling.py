@@ -30,20 +30,22 @@ GPU_BOUND = ["model=TinyLlama-1.1B", "quantization=fp16", "input_tokens=2046", "
 PHASES = ["actor_start_s", "load_s", "warmup_s", "settle_s", "idle_window_s", "cooldown_s", "measure_s", "write_s"]
 
 
-def cli(args, root: Path, gpus: str) -> float:
+def cli(args: list[str], root: Path, gpus: str) -> float:
+    """Run the ecosweep CLI with only GPUs ``gpus`` visible; returns its wall time in seconds."""
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpus}
     cmd = [sys.executable, "-m", "ecosweep", *args, f"output_root={root}", "tracking=none", "ray.progress=plain"]
     print("+ CUDA_VISIBLE_DEVICES=%s" % gpus, " ".join(cmd), flush=True)
     t = time.time()
     proc = subprocess.run(cmd, cwd=REPO, env=env, text=True, capture_output=True)
     wall = time.time() - t
-    print(proc.stdout[-1800:], proc.stderr[-800:], f"[{wall:.1f} s]", flush=True)
+    print(proc.stdout[-3000:], proc.stderr[-800:], f"[{wall:.1f} s]", flush=True)
     if proc.returncode != 0:
         raise SystemExit(f"command failed ({proc.returncode})")
     return wall
 
 
 def timings(study_dir: Path) -> list[dict]:
+    """The timings/<cell_id>.json records of a study folder."""
     return [json.loads(p.read_text()) for p in sorted((study_dir / "timings").glob("*.json"))]
 
 

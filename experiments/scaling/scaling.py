@@ -25,47 +25,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "experiments" / "benchmarks"))
+from parallel_scaling import PHASES, breakdown, cli, timings  # noqa: E402  (the same CLI runner and timings)
 
 GRID = ["model=TinyLlama-1.1B", "quantization=fp16,nf4", "batch_size=4,8,16,32", "input_tokens=512,1024",
         "output_tokens=2"]
 PROTOCOL = ["repetitions=3", "measurement.min_window_s=2.5", "measurement.prefill_min_window_s=0.3",
             "measurement.warmup_min_s=1", "measurement.idle_settle_s=1", "measurement.idle_window_s=1.5",
             "measurement.target_ci_pct=0"]
-PHASES = ["actor_start_s", "load_s", "warmup_s", "settle_s", "idle_window_s", "cooldown_s", "measure_s", "write_s"]
 WALL_TOLERANCE = 1.2   # wall(N) <= 1.2 * wall(1) / N
 ENERGY_TOLERANCE_PCT = 3.0
-
-
-def cli(args: list[str], root: Path, devices: str) -> float:
-    """Run the ecosweep CLI with only ``devices`` visible; returns its wall time in seconds."""
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": devices}
-    cmd = [sys.executable, "-m", "ecosweep", *args, f"output_root={root}", "tracking=none", "ray.progress=plain"]
-    print(f"+ CUDA_VISIBLE_DEVICES={devices}", " ".join(cmd), flush=True)
-    t = time.time()
-    proc = subprocess.run(cmd, cwd=REPO, env=env, text=True, capture_output=True)
-    wall = time.time() - t
-    print(proc.stdout[-3000:], proc.stderr[-800:], f"[{wall:.1f} s]", flush=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"command failed ({proc.returncode})")
-    return wall
 
 
 def merged(base: list[str], extra: list[str]) -> list[str]:
     """``base`` overrides with those of ``extra`` replacing the same keys (and added after)."""
     keys = {e.split("=", 1)[0] for e in extra}
     return [b for b in base if b.split("=", 1)[0] not in keys] + list(extra)
-
-
-def cell_timings(study_dir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((study_dir / "timings").glob("*.json"))]
 
 
 def run(args: argparse.Namespace) -> None:
@@ -81,12 +61,11 @@ def run(args: argparse.Namespace) -> None:
          f"study=prebuild_{args.gpus}gpu", *[e for e in args.extra if e.startswith("hardware=")]], root, first)
     study = f"scale_{args.gpus}gpu"
     wall = cli(["-m", f"study={study}", *grid], root, devices)
-    rows = cell_timings(root / study)
-    span = sum(r["collected_unix_s"] - r["launched_unix_s"] for r in rows)
-    phases = {k: sum((r.get(k) or 0.0) for r in rows) for k in PHASES}
+    rows = timings(root / study)
+    spent = breakdown(rows)
     result = {"gpus": args.gpus, "devices": devices, "wall_s": wall, "cells": len(rows),
               "cells_per_hour": 3600 * len(rows) / wall, "overrides": grid,
-              "cell_seconds": span, "phases_s": phases,
+              "cell_seconds": spent["cell_seconds"], "phases_s": {k: spent[k] for k in PHASES},
               "actor_devices": sorted({r["cuda_visible_devices"] for r in rows})}
     (args.out / f"run_{args.gpus}gpu.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "overrides"}, indent=1))
