@@ -1,4 +1,5 @@
-"""Run a planned study: skip finished cells, measure the rest on Ray, store, summarise.
+"""Run a planned study: skip finished cells, reuse cells other studies measured, measure the
+rest on Ray, store, summarise.
 
 The driver process is the only writer: each outcome is written to Parquet the moment it
 arrives (atomically), then mirrored to MLflow when tracking is on. A killed driver loses
@@ -12,6 +13,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Dict, List, Optional, TextIO
 
 from omegaconf import OmegaConf
@@ -32,6 +34,7 @@ class StudyRun:
     run_id: str
     cells: List[Cell]
     skipped: List[Cell] = field(default_factory=list)
+    reused: Dict[str, str] = field(default_factory=dict)  # cell id -> the study it was copied from
     outcomes: Dict[str, CellOutcome] = field(default_factory=dict)
 
     @property
@@ -46,6 +49,22 @@ def store_for(cell: Cell) -> StudyStore:
 def is_complete(cell: Cell) -> bool:
     """Whether the cell's stored results make measuring it again unnecessary."""
     return store_for(cell).is_complete(cell.id, cell.settings.retry_failed)
+
+
+def measured_by_another_study(cell: Cell) -> Optional[StudyStore]:
+    """Another study folder under the output root holding this cell complete and all ok, or None.
+
+    The cell id hashes everything the measurement depends on and nothing else (not the study
+    name), so a complete cell of the same id is the same measurement.
+    """
+    root = Path(cell.settings.output_root).expanduser().resolve()
+    if not root.is_dir():
+        return None
+    for study_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name != cell.settings.study):
+        other = StudyStore(root, study_dir.name)
+        if other.is_complete(cell.id, retry_failed=True):
+            return other
+    return None
 
 
 def persist_outcome(cell: Cell, outcome: CellOutcome) -> None:
@@ -75,19 +94,38 @@ def run_study(cells: List[Cell], out: TextIO = sys.stdout) -> StudyRun:
     for cell in cells:
         if is_complete(cell):
             run.skipped.append(cell)
+        elif cell.settings.reuse_cells and (source := measured_by_another_study(cell)) is not None:
+            store_for(cell).adopt_cell(source, cell.id, cell.settings.study,
+                                       OmegaConf.to_yaml(OmegaConf.structured(cell.settings)))
+            run.reused[cell.id] = source.root.name
         else:
             todo.append(cell)
     if run.skipped:
         print(f"Skipping {len(run.skipped)} of {len(cells)} cells already complete "
               f"(results under {store_for(run.skipped[0]).cells_dir}).", file=out)
-    if not todo:
+    if run.reused:
+        by_study: Dict[str, int] = {}
+        for name in run.reused.values():
+            by_study[name] = by_study.get(name, 0) + 1
+        print(f"Reusing {len(run.reused)} of {len(cells)} cells that "
+              + ", ".join(f"{name} ({n})" for name, n in sorted(by_study.items()))
+              + " already measured (same cell id; reuse_cells=false measures them again).", file=out)
+    if not todo and not run.reused:
         print("Nothing to run: every cell of this study is complete.", file=out)
         return run
 
     from ecosweep.tracking import make_tracker
 
+    tracker = make_tracker(todo or [c for c in cells if c.id in run.reused], run.run_id, out)
+    for cell in cells:
+        if cell.id in run.reused:
+            tracker.log_cell(cell, None, store_for(cell))
+    if not todo:
+        tracker.close(run)
+        print("Nothing left to measure: every other cell of this study is complete.", file=out)
+        return run
+
     first = todo[0].settings
-    tracker = make_tracker(todo, run.run_id, out)
     progress = Progress(len(todo), first.ray.progress, stream=out)
 
     def on_outcome(cell: Cell, outcome: CellOutcome) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -76,3 +77,46 @@ def test_read_results_unifies_files_written_with_an_older_schema(tmp_path):
     df = table.to_pandas().set_index("cell_id")
     assert df.loc["old", "tok_s"] == 12.5 and math.isnan(df.loc["old", "energy_j"])
     assert df.loc["new", "energy_j"] == 5.0
+
+
+def _stored_cell(store: StudyStore, cell_id: str, statuses, run_id: str = "r1") -> None:
+    rows = [{"study": store.root.name, "cell_id": cell_id, "run_id": run_id, "repetition": i, "status": s,
+             "tok_s": 10.0 + i} for i, s in enumerate(statuses)]
+    store.write_config(cell_id, f"study: {store.root.name}\n")
+    store.write_trace(cell_id, pa.table({"t_unix_s": [0.0, 0.1], "power_w": [100.0, 101.0]}))
+    store.write_timing(cell_id, {"cell_id": cell_id, "load_s": 2.5})
+    store.write_cell(cell_id, rows_to_table(rows))
+
+
+def test_adopted_cell_belongs_to_the_new_study_and_keeps_its_measurement(tmp_path):
+    source, target = StudyStore(tmp_path, "int8_paradox"), StudyStore(tmp_path, "int8_ablation")
+    _stored_cell(source, "abc", ["ok", "ok", "ok"], run_id="run42")
+    target.adopt_cell(source, "abc", "int8_ablation", "study: int8_ablation\n")
+    rows = read_results([target.root]).to_pandas()
+    assert list(rows.study.unique()) == ["int8_ablation"]
+    assert list(rows.run_id.unique()) == ["run42"]  # the shared measurement stays recognisable
+    assert rows.tok_s.tolist() == [10.0, 11.0, 12.0]
+    assert target.config_path("abc").read_text() == "study: int8_ablation\n"
+    assert target.trace_path("abc").read_bytes() == source.trace_path("abc").read_bytes()
+    timing = json.loads(target.timing_path("abc").read_text())
+    assert timing == {"cell_id": "abc", "load_s": 2.5, "reused_from": "int8_paradox"}
+    assert target.is_complete("abc")
+    # the source is untouched
+    assert list(read_results([source.root]).to_pandas().study.unique()) == ["int8_paradox"]
+
+
+def test_only_complete_ok_cells_of_other_studies_are_found_for_reuse(tmp_path):
+    from conftest import compose
+    from ecosweep.planner import Cell, to_settings
+    from ecosweep.study import measured_by_another_study
+
+    settings = to_settings(compose([f"output_root={tmp_path}", "study=mine", "hardware=cpu"]))
+    cell = Cell(id="abc", settings=settings)
+    assert measured_by_another_study(cell) is None  # no output root yet
+    _stored_cell(StudyStore(tmp_path, "mine"), "abc", ["ok"])  # its own study does not count
+    _stored_cell(StudyStore(tmp_path, "a_failed"), "abc", ["failed"])
+    _stored_cell(StudyStore(tmp_path, "b_other_cell"), "xyz", ["ok"])
+    assert measured_by_another_study(cell) is None
+    _stored_cell(StudyStore(tmp_path, "c_good"), "abc", ["ok", "ok"])
+    found = measured_by_another_study(cell)
+    assert found is not None and found.root.name == "c_good"

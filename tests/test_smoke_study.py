@@ -44,3 +44,36 @@ def test_second_run_skips_every_cell(smoke_study):
     assert "Nothing to run" in again.stdout
     after = {p.name: p.stat().st_mtime_ns for p in (out / "smoke" / "cells").iterdir()}
     assert before == after
+
+
+def test_another_study_reuses_the_cells_the_smoke_study_measured(smoke_study, tmp_path):
+    """Same cell ids under the same output root: copied into the new study, not measured again."""
+    import shutil
+
+    from mlflow.tracking import MlflowClient
+
+    work, out, _ = smoke_study
+    root = tmp_path / "outputs"
+    shutil.copytree(out / "smoke", root / "smoke")
+    plan = run_cli(["+experiment=smoke", "study=smoke_again", f"output_root={root}", "dry_run=true"], cwd=work)
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    assert plan.stdout.count("reuse:smoke") == 8
+    r = run_cli(["+experiment=smoke", "study=smoke_again", f"output_root={root}"], cwd=work)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "Reusing 8 of 8 cells that smoke (8) already measured" in r.stdout
+    assert "Nothing left to measure" in r.stdout
+    measured = pd.read_parquet(root / "smoke" / "cells")
+    reused = pd.read_parquet(root / "smoke_again" / "cells")
+    assert set(reused.study) == {"smoke_again"} and set(measured.study) == {"smoke"}
+    cols = ["cell_id", "run_id", "repetition", "tok_s"]
+    pd.testing.assert_frame_equal(reused[cols].sort_values(cols).reset_index(drop=True),
+                                  measured[cols].sort_values(cols).reset_index(drop=True))
+    assert (root / "smoke_again" / "report.md").exists()
+    client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
+    exp = client.get_experiment_by_name("smoke_again")
+    children = [x for x in client.search_runs([exp.experiment_id]) if x.data.tags.get("ecosweep.role") == "cell"]
+    assert sorted(c.data.tags["ecosweep.cell_id"] for c in children) == sorted(reused.cell_id.unique())
+    # reuse_cells=false measures them again (dry run: listed as todo)
+    fresh = run_cli(["+experiment=smoke", "study=third", f"output_root={root}", "dry_run=true", "reuse_cells=false"],
+                    cwd=work)
+    assert fresh.stdout.count(" todo ") == 8 and "reuse:" not in fresh.stdout

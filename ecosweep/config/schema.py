@@ -120,6 +120,7 @@ class StudyConfig:
     output_root: str = "outputs"
     model_cache: str = "~/.cache/ecosweep/models"
     retry_failed: bool = True
+    reuse_cells: bool = True  # copy a cell another study under output_root already measured
     dry_run: bool = False  # plan, validate and list the cells; run nothing
     model: ModelConfig = MISSING
     quantization: QuantizationConfig = MISSING

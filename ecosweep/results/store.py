@@ -94,7 +94,7 @@ class StudyStore:
         return path
 
     def write_timing(self, cell_id: str, timing: dict) -> Path:
-        path = self.timings_dir / f"{cell_id}.json"
+        path = self.timing_path(cell_id)
         atomic_write_bytes(path, json.dumps(timing, indent=1, sort_keys=True).encode())
         return path
 
@@ -102,6 +102,31 @@ class StudyStore:
         path = self.config_path(cell_id)
         atomic_write_bytes(path, yaml_text.encode())
         return path
+
+    def timing_path(self, cell_id: str) -> Path:
+        return self.timings_dir / f"{cell_id}.json"
+
+    def adopt_cell(self, source: "StudyStore", cell_id: str, study: str, config_yaml: str) -> Path:
+        """Copy a cell that another study measured into this study, as if measured here.
+
+        Same cell id means same measured identity (model, weights, precision, shapes, hardware
+        profile, protocol), so the repetitions are this study's too. The rows get this ``study``;
+        their ``run_id``, timestamps and environment columns stay, so a reader can tell that two
+        studies share them. The trace is copied as is, the timing gains ``reused_from``, the config
+        is this study's. Rows are written last: a crash midway leaves the cell incomplete.
+        """
+        rows = pq.read_table(source.cell_path(cell_id))
+        rows = rows.set_column(rows.schema.get_field_index("study"), rows.schema.field("study"),
+                               pa.array([study] * rows.num_rows, type=rows.schema.field("study").type))
+        self.write_config(cell_id, config_yaml)
+        if source.trace_path(cell_id).exists():
+            atomic_write_bytes(self.trace_path(cell_id), source.trace_path(cell_id).read_bytes())
+        timing = {}
+        if source.timing_path(cell_id).exists():
+            timing = json.loads(source.timing_path(cell_id).read_text())
+        timing["reused_from"] = source.root.name
+        self.write_timing(cell_id, timing)
+        return self.write_cell(cell_id, rows)
 
 
 def read_results(paths: Iterable[str | os.PathLike]) -> pa.Table:
