@@ -74,6 +74,8 @@ def test_crossover_finds_a_known_zero():
     assert row.verdict == "crossover in range"
     far = comp.assign(delta_pct=comp.delta_pct + 100)
     assert tables.crossover(far).iloc[0].verdict == "no crossover in range"
+    two = tables.crossover(comp.iloc[[0, 4]]).iloc[0]
+    assert two.verdict == "crossover in range (two model sizes: no CI)" and pd.isna(two.get("crossover_ci_low_b"))
 
 
 def test_batch_scaling_relative_to_batch_one():

@@ -26,7 +26,9 @@ def _save(fig, out_dir: Path, name: str) -> List[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
     for p in paths:
-        fig.savefig(p, dpi=300, bbox_inches="tight")
+        # no creation date in the PDF: a rebuilt report with the same data is byte-identical
+        metadata = {"CreationDate": None} if p.suffix == ".pdf" else None
+        fig.savefig(p, dpi=300, bbox_inches="tight", metadata=metadata)
     _plt().close(fig)
     return paths
 

@@ -193,6 +193,8 @@ def crossover(comp: pd.DataFrame) -> pd.DataFrame:
             rec["crossover_ci_high_b"] = float(np.exp(x0 + tq * se))
         inside = x.min() <= x0 <= x.max()
         rec["verdict"] = "crossover in range" if inside else "no crossover in range"
+        if dof == 0:  # a line through two points: the zero is exact arithmetic, not an estimate
+            rec["verdict"] += " (two model sizes: no CI)"
         records.append(rec)
     return pd.DataFrame(records)
 
