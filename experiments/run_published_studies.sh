@@ -1,11 +1,39 @@
 #!/usr/bin/env bash
-# Run the four published studies on this machine's GPUs and report each beside the published table.
-#   experiments/run_published_studies.sh OUTPUT_ROOT [extra overrides...]
-# e.g. on a lent GPU with little device time:
-#   experiments/run_published_studies.sh /tmp/studies measurement=short repetitions=5 output_tokens=64 tracking=none
+# Run the published studies on this machine's GPUs and report each beside the published table.
+#
+#   experiments/run_published_studies.sh OUTPUT_ROOT [overrides...]
+#
+# Environment:
+#   STUDIES="nf4_crossover int8_paradox int8_ablation batch_size_sweep"   which studies, in order
+#   RESUME_FROM=h100     first copy the committed cells of experiments/<study>/h100/ into
+#                        OUTPUT_ROOT/<study>/, so only the cells missing there are measured
+#   STUDY_TIMEOUT_S=0    stop each study after this many seconds (0: no limit); the cells finished by
+#                        then are complete on disk and the same command resumes
+#
+# int8_ablation after int8_paradox measures only its int8_pure cells: the fp16 and int8 cells have
+# the same ids and are reused (reuse_cells=true, the default).
+#
+# The reduced protocol of the committed H100 runs (README, "Results on H100"):
+#   R="measurement=short repetitions=5 warmup=1 tracking=none"
+#   STUDIES="nf4_crossover int8_paradox int8_ablation" experiments/run_published_studies.sh /tmp/st $R output_tokens=32
+#   STUDIES=batch_size_sweep experiments/run_published_studies.sh /tmp/st $R output_tokens=64
 set -euo pipefail
+[ $# -ge 1 ] || { sed -n 2,20p "$0"; exit 2; }
 root=$(realpath -m "$1"); shift
-for study in nf4_crossover int8_paradox int8_ablation batch_size_sweep; do
-  python3 -m ecosweep +experiment=$study output_root="$root" ray.progress=plain "$@" || echo "study $study: some cells failed"
-  python3 -m ecosweep report "$root/$study" experiments/published_rtx4090d/summary.csv --out "$root/$study/report_vs_published"
+repo=$(cd "$(dirname "$0")/.." && pwd)
+for study in ${STUDIES:-nf4_crossover int8_paradox int8_ablation batch_size_sweep}; do
+  [ -f "$repo/conf/experiment/$study.yaml" ] || { echo "unknown study '$study': choose from $(ls "$repo/conf/experiment" | sed 's/.yaml//' | tr '\n' ' ')"; exit 2; }
+  if [ -n "${RESUME_FROM:-}" ] && [ -d "$repo/experiments/$study/$RESUME_FROM/cells" ]; then
+    mkdir -p "$root/$study"
+    for part in cells configs timings traces; do
+      [ -d "$repo/experiments/$study/$RESUME_FROM/$part" ] && cp -rn "$repo/experiments/$study/$RESUME_FROM/$part" "$root/$study/"
+    done
+  fi
+  limit=()
+  [ "${STUDY_TIMEOUT_S:-0}" != 0 ] && limit=(timeout "$STUDY_TIMEOUT_S")
+  "${limit[@]}" python3 -m ecosweep +experiment="$study" output_root="$root" ray.progress=plain "$@" \
+    || echo "study $study: stopped early or some cells failed (run the same command again to resume)"
+  published=()
+  [ "$study" = int8_paradox ] && published=("$repo/experiments/published_rtx4090d/summary.csv")
+  python3 -m ecosweep report "$root/$study" "${published[@]}" --out "$root/$study/report"
 done
