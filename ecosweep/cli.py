@@ -15,6 +15,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, List, Sequence
 
@@ -33,20 +34,37 @@ def _fail(exc: BaseException) -> None:
 def execute(configs: List[Any]) -> int:
     """Plan, run and summarise. Returns the exit status (1 when a cell failed)."""
     from ecosweep.planner import plan_cells
-    from ecosweep.study import print_summary, run_study
+    from ecosweep.study import print_summary, run_study, write_driver_timing
 
+    marks = {"process_start": process_start_unix_s()}
     try:
         cells = plan_cells(configs)
+        marks["planned"] = time.time()
         if cells[0].settings.dry_run:
             print_plan(cells)
             return 0
         check_output_roots(cells)
-        run = run_study(cells)
+        run = run_study(cells, marks=marks)
     except EcosweepError as exc:
         _fail(exc)
     print_summary(run)
     _after_study(run)
+    run.marks["report_done"] = time.time()
+    try:
+        write_driver_timing(run)
+    except OSError as exc:  # bookkeeping only: the results are already stored
+        print(f"WARNING: the driver timing could not be written: {exc}", file=sys.stderr)
     return EXIT_FAILED_CELLS if run.failed else 0
+
+
+def process_start_unix_s() -> float:
+    """When this process started (unix seconds), so the timing includes interpreter and imports."""
+    try:
+        import psutil
+
+        return psutil.Process().create_time()
+    except Exception:  # no psutil or no permission: count from now
+        return time.time()
 
 
 # Set by Ray in the entry-point process of `ray job submit`, which runs in a temporary copy.

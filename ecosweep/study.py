@@ -35,6 +35,7 @@ class StudyRun:
     cells: List[Cell]
     skipped: List[Cell] = field(default_factory=list)
     reused: Dict[str, str] = field(default_factory=dict)  # cell id -> the study it was copied from
+    marks: Dict[str, float] = field(default_factory=dict)  # driver milestones, unix seconds (see DRIVER_PHASES)
     outcomes: Dict[str, CellOutcome] = field(default_factory=dict)
 
     @property
@@ -87,9 +88,12 @@ def persist_outcome(cell: Cell, outcome: CellOutcome) -> None:
     })
 
 
-def run_study(cells: List[Cell], out: TextIO = sys.stdout) -> StudyRun:
-    """Measure every cell not already complete. Cells may belong to several studies."""
-    run = StudyRun(run_id=uuid.uuid4().hex[:12], cells=cells)
+def run_study(cells: List[Cell], out: TextIO = sys.stdout, marks: Optional[Dict[str, float]] = None) -> StudyRun:
+    """Measure every cell not already complete. Cells may belong to several studies.
+
+    ``marks``: driver milestones recorded before this call (unix seconds), kept in ``run.marks``.
+    """
+    run = StudyRun(run_id=uuid.uuid4().hex[:12], cells=cells, marks=dict(marks or {}))
     todo = []
     for cell in cells:
         if is_complete(cell):
@@ -132,10 +136,13 @@ def run_study(cells: List[Cell], out: TextIO = sys.stdout) -> StudyRun:
         persist_outcome(cell, outcome)  # Parquet first: it is the source of truth
         run.outcomes[cell.id] = outcome
         tracker.log_cell(cell, outcome, store_for(cell))
+        run.marks["last_result"] = time.time()
 
     from ecosweep.driver import CellScheduler, connect_ray
 
+    run.marks["ray_connect"] = time.time()
     started_ray = connect_ray(first.ray)
+    run.marks["ray_ready"] = time.time()
     try:
         CellScheduler(todo, run.run_id, on_outcome, progress).run()
     finally:
@@ -145,7 +152,50 @@ def run_study(cells: List[Cell], out: TextIO = sys.stdout) -> StudyRun:
             import ray
 
             ray.shutdown()
+        run.marks["ray_stopped"] = time.time()
     return run
+
+
+# (phase, from mark, to mark): where one invocation's wall time went, in order.
+DRIVER_PHASES = [
+    ("start_and_plan_s", "process_start", "planned"),           # interpreter, imports, Hydra, planning
+    ("skip_reuse_track_s", "planned", "ray_connect"),           # finding complete cells, MLflow set-up
+    ("ray_start_s", "ray_connect", "ray_ready"),
+    ("until_first_launch_s", "ray_ready", "first_launch"),
+    ("cells_s", "first_launch", "last_result"),                 # first actor asked for -> last result stored
+    ("ray_stop_s", "last_result", "ray_stopped"),
+    ("summary_and_report_s", "ray_stopped", "report_done"),
+]
+
+
+def driver_timing(run: StudyRun) -> Optional[Dict[str, object]]:
+    """Where the invocation's wall time went outside and around the cells, or None when no cell ran.
+
+    Durations in seconds; a phase whose marks are missing is left out.
+    """
+    if not run.outcomes:
+        return None
+    marks = dict(run.marks)
+    launched = [o.launched_unix_s for o in run.outcomes.values() if o.launched_unix_s]
+    if launched:
+        marks["first_launch"] = min(launched)
+    phases = {name: marks[b] - marks[a] for name, a, b in DRIVER_PHASES if a in marks and b in marks}
+    first, last = min(marks.values()), max(marks.values())
+    return {"run_id": run.run_id, "cells_measured": len(run.outcomes), "cells_skipped": len(run.skipped),
+            "cells_reused": len(run.reused), "wall_s": last - first, **phases,
+            "marks_unix_s": {k: marks[k] for k in sorted(marks, key=marks.get)}}
+
+
+def write_driver_timing(run: StudyRun, out: TextIO = sys.stdout) -> None:
+    """Store the driver timing under each touched study's runs/ folder and print it on one line."""
+    timing = driver_timing(run)
+    if timing is None:
+        return
+    for store in {store_for(c).root: store_for(c) for c in run.cells if c.id in run.outcomes}.values():
+        store.write_run_timing(run.run_id, timing)
+    parts = ", ".join(f"{name[:-2].replace('_', ' ')} {timing[name]:.1f} s" for name, _, _ in DRIVER_PHASES
+                      if name in timing)
+    print(f"Driver: {timing['wall_s']:.1f} s wall = {parts}.", file=out)
 
 
 def summary_table(cells: List[Cell]):

@@ -77,3 +77,22 @@ def test_another_study_reuses_the_cells_the_smoke_study_measured(smoke_study, tm
     fresh = run_cli(["+experiment=smoke", "study=third", f"output_root={root}", "dry_run=true", "reuse_cells=false"],
                     cwd=work)
     assert fresh.stdout.count(" todo ") == 8 and "reuse:" not in fresh.stdout
+
+
+def test_driver_timing_accounts_for_the_wall_time_around_the_cells(smoke_study):
+    import json
+
+    from ecosweep.study import DRIVER_PHASES
+
+    work, out, r = smoke_study
+    runs = list((out / "smoke" / "runs").glob("*.json"))
+    assert len(runs) == 1
+    timing = json.loads(runs[0].read_text())
+    df = pd.read_parquet(out / "smoke" / "cells")
+    assert timing["run_id"] == df.run_id.iloc[0] and timing["cells_measured"] == 8
+    phases = [name for name, _, _ in DRIVER_PHASES]
+    assert set(phases) <= set(timing)
+    assert all(timing[p] >= 0 for p in phases)
+    assert sum(timing[p] for p in phases) == pytest.approx(timing["wall_s"], abs=1e-6)  # consecutive marks
+    assert timing["cells_s"] > timing["ray_start_s"] > 0
+    assert f"Driver: {timing['wall_s']:.1f} s wall" in r.stdout

@@ -6,6 +6,7 @@ Layout under ``<output_root>/<study>/``::
     traces/<cell_id>.parquet    the cell's power/utilisation trace (GPU cells)
     configs/<cell_id>.yaml      the cell's resolved config
     timings/<cell_id>.json      where the cell's wall time went (actor start, load, warm-up, ...)
+    runs/<run_id>.json          where one invocation's wall time went around the cells (Ray start, report, ...)
     report.md, figures/         written by the analysis at the end of a study
 
 Only the Ray driver writes here. Every file is written to a temporary name in the
@@ -59,6 +60,7 @@ class StudyStore:
         self.traces_dir = self.root / "traces"
         self.configs_dir = self.root / "configs"
         self.timings_dir = self.root / "timings"
+        self.runs_dir = self.root / "runs"
 
     def cell_path(self, cell_id: str) -> Path:
         return self.cells_dir / f"{cell_id}.parquet"
@@ -95,6 +97,11 @@ class StudyStore:
 
     def write_timing(self, cell_id: str, timing: dict) -> Path:
         path = self.timing_path(cell_id)
+        atomic_write_bytes(path, json.dumps(timing, indent=1, sort_keys=True).encode())
+        return path
+
+    def write_run_timing(self, run_id: str, timing: dict) -> Path:
+        path = self.runs_dir / f"{run_id}.json"
         atomic_write_bytes(path, json.dumps(timing, indent=1, sort_keys=True).encode())
         return path
 

@@ -66,9 +66,16 @@ def run(args: argparse.Namespace) -> None:
     result = {"gpus": args.gpus, "devices": devices, "wall_s": wall, "cells": len(rows),
               "cells_per_hour": 3600 * len(rows) / wall, "overrides": grid,
               "cell_seconds": spent["cell_seconds"], "phases_s": {k: spent[k] for k in PHASES},
-              "actor_devices": sorted({r["cuda_visible_devices"] for r in rows})}
+              "actor_devices": sorted({r["cuda_visible_devices"] for r in rows}),
+              "driver_s": driver_timing(root / study)}
     (args.out / f"run_{args.gpus}gpu.json").write_text(json.dumps(result, indent=1))
     print(json.dumps({k: v for k, v in result.items() if k != "overrides"}, indent=1))
+
+
+def driver_timing(study_dir: Path) -> dict | None:
+    """The study's newest runs/<run_id>.json: the driver's wall time around the cells (Ray start, report, ...)."""
+    found = sorted((study_dir / "runs").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(found[-1].read_text()) if found else None
 
 
 def per_cell_energy(study_dir: Path):
@@ -125,6 +132,14 @@ def summarize(args: argparse.Namespace) -> None:
                      f"{max_abs:.2f} | {within}/{len(joined)} |")
         if n != 1:
             cell_tables.append((n, joined))
+    drivers = [(n, runs[n]["driver_s"]) for n in sorted(runs) if runs[n].get("driver_s")]
+    if drivers:  # runs made before the driver timed itself have none
+        lines += ["", "Driver wall time around the cells (s):", "",
+                  "| GPUs | wall | start + plan | Ray start | cells | Ray stop | summary + report |", "|---|---|---|---|---|---|---|"]
+        for n, d in drivers:
+            lines.append(f"| {n} | {d['wall_s']:.1f} | {d.get('start_and_plan_s', math.nan):.1f} | "
+                         f"{d.get('ray_start_s', math.nan):.1f} | {d.get('cells_s', math.nan):.1f} | "
+                         f"{d.get('ray_stop_s', math.nan):.1f} | {d.get('summary_and_report_s', math.nan):.1f} |")
     for n, joined in cell_tables:
         lines += ["", f"Per cell, {n} GPUs vs 1 GPU (energy per 1k tokens, J):", "",
                   "| cell | 1 GPU | GPU (1-GPU run) | GPU util % (1 GPU) | N GPUs | GPU (N-GPU run) | Δ % | throttled reps |",
