@@ -44,6 +44,8 @@ def energy_by_model(configs: pd.DataFrame, comp: pd.DataFrame, out_dir: Path,
     for hw, g in configs.groupby("hardware"):
         models = list(dict.fromkeys(g.sort_values("params_b_nominal").model))
         quants = list(dict.fromkeys(g.quantization))
+        baselines = [] if comp.empty or "baseline" not in comp else [b for b in dict.fromkeys(comp.baseline) if b in quants]
+        quants = baselines + [q for q in quants if q not in baselines]  # the baseline's bar first
         width = 0.8 / max(1, len(quants))
         fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(models) + 2), 4))
         for qi, q in enumerate(quants):
@@ -69,7 +71,7 @@ def energy_by_model(configs: pd.DataFrame, comp: pd.DataFrame, out_dir: Path,
 
 
 def crossover_plot(comp: pd.DataFrame, out_dir: Path) -> List[Path]:
-    """Delta % against parameters (log axis): a line per quantization, a marker per hardware."""
+    """Delta % (95 % CI bars) against parameters (log axis): a line per quantization, a marker per hardware."""
     plt = _plt()
     if comp.empty:
         return []
@@ -82,10 +84,18 @@ def crossover_plot(comp: pd.DataFrame, out_dir: Path) -> List[Path]:
     for qi, (q, g) in enumerate(data.groupby("quantization")):
         for hw, h in g.groupby("hardware"):
             h = h.sort_values("params_b_nominal")
-            ax.plot(h.params_b_nominal, h.delta_pct, linestyle=styles[qi % len(styles)], color="black",
-                    marker=MARKERS[hws.index(hw) % len(MARKERS)], label=f"{q} / {hw}")
+            err = None
+            if {"delta_pct_ci_low", "delta_pct_ci_high"} <= set(h.columns):
+                err = np.nan_to_num(np.vstack([h.delta_pct - h.delta_pct_ci_low, h.delta_pct_ci_high - h.delta_pct]))
+            ax.errorbar(h.params_b_nominal, h.delta_pct, yerr=err, capsize=3, linestyle=styles[qi % len(styles)],
+                        color="black", marker=MARKERS[hws.index(hw) % len(MARKERS)], label=f"{q} / {hw}")
     ax.axhline(0, color="0.5", linewidth=0.8)
     ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _: f"{v:g}")  # 1, 2, 7 rather than 10^0, 2x10^0, ...
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
     ax.set_xlabel("parameters (billions)")
     ax.set_ylabel(f"Δ {data.metric.iloc[0]} vs {data.baseline.iloc[0]} (%)")
     ax.set_title("Where quantization stops costing energy")
