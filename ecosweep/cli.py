@@ -89,12 +89,12 @@ def check_output_roots(cells: List[Any]) -> None:
 def print_plan(cells: List[Any]) -> None:
     """The cells a command would run, with their ids and whether results exist already
     (done: in this study; reuse:<study>: another study under the output root measured it)."""
-    from ecosweep.study import is_complete, measured_by_another_study
+    from ecosweep.study import cell_state
 
     for c in cells:
         s = c.settings
-        source = None if is_complete(c) or not s.reuse_cells else measured_by_another_study(c)
-        done = "done" if is_complete(c) else f"reuse:{source.root.name}" if source else "todo"
+        state, source = cell_state(c)
+        done = f"reuse:{source.root.name}" if state == "reuse" else state
         print(f"{c.id}  {done}  {s.study}  {c.label}  hardware={s.hardware.name} weights={s.weights} "
               f"repetitions={s.repetitions}")
     print(f"{len(cells)} cell(s); dry run: nothing was run.")

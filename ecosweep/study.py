@@ -12,9 +12,10 @@ import logging
 import sys
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, TextIO
+from typing import Dict, List, Optional, TextIO, Tuple
 
 from omegaconf import OmegaConf
 
@@ -68,6 +69,15 @@ def measured_by_another_study(cell: Cell) -> Optional[StudyStore]:
     return None
 
 
+def cell_state(cell: Cell) -> Tuple[str, Optional[StudyStore]]:
+    """What a run does with the cell: ("done", None) skip it, ("reuse", store) copy it from the
+    study folder ``store`` that measured it, or ("todo", None) measure it."""
+    if is_complete(cell):
+        return "done", None
+    source = measured_by_another_study(cell) if cell.settings.reuse_cells else None
+    return ("reuse", source) if source is not None else ("todo", None)
+
+
 def persist_outcome(cell: Cell, outcome: CellOutcome) -> None:
     """Write the cell's config, trace, rows and wall-time breakdown (rows last but one)."""
     store = store_for(cell)
@@ -96,9 +106,10 @@ def run_study(cells: List[Cell], out: TextIO = sys.stdout, marks: Optional[Dict[
     run = StudyRun(run_id=uuid.uuid4().hex[:12], cells=cells, marks=dict(marks or {}))
     todo = []
     for cell in cells:
-        if is_complete(cell):
+        state, source = cell_state(cell)
+        if state == "done":
             run.skipped.append(cell)
-        elif cell.settings.reuse_cells and (source := measured_by_another_study(cell)) is not None:
+        elif state == "reuse":
             store_for(cell).adopt_cell(source, cell.id, cell.settings.study,
                                        OmegaConf.to_yaml(OmegaConf.structured(cell.settings)))
             run.reused[cell.id] = source.root.name
@@ -108,9 +119,7 @@ def run_study(cells: List[Cell], out: TextIO = sys.stdout, marks: Optional[Dict[
         print(f"Skipping {len(run.skipped)} of {len(cells)} cells already complete "
               f"(results under {store_for(run.skipped[0]).cells_dir}).", file=out)
     if run.reused:
-        by_study: Dict[str, int] = {}
-        for name in run.reused.values():
-            by_study[name] = by_study.get(name, 0) + 1
+        by_study = Counter(run.reused.values())
         print(f"Reusing {len(run.reused)} of {len(cells)} cells that "
               + ", ".join(f"{name} ({n})" for name, n in sorted(by_study.items()))
               + " already measured (same cell id; reuse_cells=false measures them again).", file=out)
@@ -191,7 +200,8 @@ def write_driver_timing(run: StudyRun, out: TextIO = sys.stdout) -> None:
     timing = driver_timing(run)
     if timing is None:
         return
-    for store in {store_for(c).root: store_for(c) for c in run.cells if c.id in run.outcomes}.values():
+    stores = [store_for(c) for c in run.cells if c.id in run.outcomes]
+    for store in {store.root: store for store in stores}.values():
         store.write_run_timing(run.run_id, timing)
     parts = ", ".join(f"{name[:-2].replace('_', ' ')} {timing[name]:.1f} s" for name, _, _ in DRIVER_PHASES
                       if name in timing)

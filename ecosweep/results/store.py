@@ -51,6 +51,11 @@ def atomic_write_parquet(path: Path, table: pa.Table) -> None:
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 
+def _write_json(path: Path, obj: dict) -> Path:
+    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True).encode())
+    return path
+
+
 class StudyStore:
     """The files of one study under the output root."""
 
@@ -96,14 +101,10 @@ class StudyStore:
         return path
 
     def write_timing(self, cell_id: str, timing: dict) -> Path:
-        path = self.timing_path(cell_id)
-        atomic_write_bytes(path, json.dumps(timing, indent=1, sort_keys=True).encode())
-        return path
+        return _write_json(self.timing_path(cell_id), timing)
 
     def write_run_timing(self, run_id: str, timing: dict) -> Path:
-        path = self.runs_dir / f"{run_id}.json"
-        atomic_write_bytes(path, json.dumps(timing, indent=1, sort_keys=True).encode())
-        return path
+        return _write_json(self.runs_dir / f"{run_id}.json", timing)
 
     def write_config(self, cell_id: str, yaml_text: str) -> Path:
         path = self.config_path(cell_id)
