@@ -118,3 +118,46 @@ def test_report_with_figures_from_results_and_a_published_table(smoke_study, tmp
     assert len(pngs) == len(pdfs) >= 3
     for p in pngs:
         assert mpimg.imread(p).shape[0] > 100
+
+
+def _config(quantization: str, gpu_uuids, batch_size: int = 1, mean: float = 100.0) -> dict:
+    return {"hardware": "H100", "model": "m", "quantization": quantization, "batch_size": batch_size,
+            "input_tokens": 8, "output_tokens": 8, "weights": "random", "params_b_nominal": 1.0, "raw": True,
+            "energy_j_per_1k_tok_mean": mean, "energy_j_per_1k_tok_sd": 5.0, "energy_j_per_1k_tok_n": 5,
+            "energy_j_per_request_mean": mean, "energy_j_per_request_sd": 5.0, "energy_j_per_request_n": 5,
+            "tok_s_mean": 10.0 * batch_size, "gpu_uuids": gpu_uuids}
+
+
+def test_comparisons_say_whether_both_sides_ran_on_one_gpu():
+    configs = pd.DataFrame([_config("fp16", "GPU-aaaaaaaa-1"), _config("int8", "GPU-aaaaaaaa-1", mean=150.0),
+                            _config("int8_pure", "GPU-bbbbbbbb-2", mean=130.0),
+                            _config("nf4", "GPU-aaaaaaaa-1,GPU-bbbbbbbb-2", mean=120.0)])
+    comp = tables.comparisons(configs).set_index("quantization")
+    assert comp.same_device.to_dict() == {"int8": True, "int8_pure": False, "nf4": False}
+    warnings = tables.device_warnings(configs, comp.reset_index())
+    assert any(w.startswith("Mixed devices") and "nf4" in w and "2 GPUs" in w for w in warnings)
+    cross = [w for w in warnings if w.startswith("Cross-device")]
+    assert len(cross) == 2
+    pure = next(w for w in cross if "int8_pure" in w)
+    assert "ran on GPU-bbbbbbbb" in pure and "baseline on GPU-aaaaaaaa" in pure
+    # the same warnings reach the report's list
+    assert set(warnings) <= set(tables.warnings_for(configs, comp=comp.reset_index()))
+
+
+def test_device_unknown_is_neither_same_nor_different():
+    # summary tables and CPU cells carry no GPU UUID: no claim either way, no warning
+    configs = pd.DataFrame([_config("fp16", ""), _config("int8", "", mean=150.0)])
+    comp = tables.comparisons(configs)
+    assert comp.same_device.tolist() == [None]
+    assert tables.device_warnings(configs, comp) == []
+    published = tables.load_inputs([PUBLISHED / "summary.csv"])
+    assert tables.comparisons(published).same_device.isna().all()
+
+
+def test_batch_scaling_flags_a_batch_measured_on_another_gpu():
+    configs = pd.DataFrame([_config("int8_pure", "GPU-aaaaaaaa-1", 1), _config("int8_pure", "GPU-aaaaaaaa-1", 2, 60.0),
+                            _config("int8_pure", "GPU-bbbbbbbb-2", 4, 40.0)])
+    batch = tables.batch_scaling(configs).set_index("batch_size")
+    assert batch.same_device.to_dict() == {1: True, 2: True, 4: False}
+    warnings = tables.device_warnings(configs, pd.DataFrame(), batch.reset_index())
+    assert len(warnings) == 1 and "bs4 ran on GPU-bbbbbbbb" in warnings[0] and "batch 1 on GPU-aaaaaaaa" in warnings[0]

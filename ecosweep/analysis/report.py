@@ -24,7 +24,9 @@ def _md(df: pd.DataFrame, cols: List[str], floats: str = "{:.4g}") -> str:
     for _, r in df[cols].iterrows():
         cells = []
         for v in r:
-            if isinstance(v, float):
+            if v is None:
+                cells.append("")
+            elif isinstance(v, float):
                 cells.append("" if v != v else floats.format(v))
             else:
                 cells.append(str(v))
@@ -79,7 +81,7 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
     cross = tables.crossover(comp)
     batch = tables.batch_scaling(configs)
     roof = tables.roofline(configs)
-    warnings = tables.warnings_for(configs)
+    warnings = tables.warnings_for(configs, comp=comp, batch=batch)
     fig_dir = out_dir / "figures"
     figs: List[Path] = []
     if not configs.empty and f"{metric}_mean" in configs and configs[f"{metric}_mean"].notna().any():
@@ -97,15 +99,17 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
                            f"{metric}_boot_low", f"{metric}_boot_high", "tok_s_mean", "power_w_mean"])]
     text += [f"## Comparisons against {baseline} ({metric})\n",
              "Δ% of means with a 95 % CI (delta method), Welch's t (df, two-sided p), Cohen's d with pooled "
-             "sd sqrt((s1²+s2²)/2), Hedges' g, Holm–Bonferroni adjusted p over all comparisons below.\n",
+             "sd sqrt((s1²+s2²)/2), Hedges' g, Holm–Bonferroni adjusted p over all comparisons below; "
+             "same_device: both sides ran on one physical GPU (blank where unknown: CPU cells, summary tables).\n",
              _md(comp, ["hardware", "model", "batch_size", "quantization", "baseline_mean", "mean", "delta_pct",
-                        "delta_pct_ci_low", "delta_pct_ci_high", "t", "df", "p", "p_holm", "cohens_d", "hedges_g"])]
+                        "delta_pct_ci_low", "delta_pct_ci_high", "t", "df", "p", "p_holm", "cohens_d", "hedges_g",
+                        "same_device"])]
     text += ["## Crossover (Δ% = a + b·ln(parameters))\n",
              _md(cross, ["hardware", "quantization", "points", "slope_pct_per_log_param", "crossover_params_b",
                          "crossover_ci_low_b", "crossover_ci_high_b", "verdict"])]
     text += ["## Batch scaling (relative to batch 1)\n",
              _md(batch, ["hardware", "model", "quantization", "batch_size", "energy_j_per_request",
-                         "energy_per_request_change_pct", "tok_s", "speedup", "scaling_efficiency"])]
+                         "energy_per_request_change_pct", "tok_s", "speedup", "scaling_efficiency", "same_device"])]
     text += ["## Roofline context (decode)\n",
              "Ceiling = batch × peak memory bandwidth ÷ weight bytes read per decode step.\n",
              _md(roof, ["hardware", "model", "quantization", "batch_size", "weight_gb", "peak_bandwidth_gb_s",

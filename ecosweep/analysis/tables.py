@@ -84,6 +84,7 @@ def summary_from_rows(rows: pd.DataFrame, source: str) -> pd.DataFrame:
                    throttled_reps=int(g.throttled.fillna(False).sum()),
                    contaminated_reps=int(g.contaminated.fillna(False).sum()),
                    energy_source=g.energy_source.iloc[0],
+                   gpu_uuids=",".join(sorted(g.gpu_uuid.dropna().unique())) if "gpu_uuid" in g else "",
                    drift_p=linear_trend_p(g.energy_j_per_1k_tok.tolist())
                    if g.energy_j_per_1k_tok.notna().sum() >= 4 else linear_trend_p(g.tok_s.tolist()))
         for m in METRICS:
@@ -131,6 +132,15 @@ def _summary(row: pd.Series, metric: str):
                            int(n) if pd.notna(n) else 0)
 
 
+def same_device(a: pd.Series, b: pd.Series) -> Optional[bool]:
+    """Whether two configuration rows were measured on one physical GPU; None where either has no GPU UUID
+    (CPU cells, summary tables)."""
+    devices = [r.get("gpu_uuids") for r in (a, b)]
+    if not all(isinstance(d, str) and d for d in devices):
+        return None
+    return devices[0] == devices[1] and "," not in devices[0]
+
+
 def comparisons(configs: pd.DataFrame, baseline: str = "fp16", metric: str = "energy_j_per_1k_tok") -> pd.DataFrame:
     """Each quantization against ``baseline`` within hardware, model, batch, tokens; Holm over the family."""
     if configs.empty or f"{metric}_mean" not in configs:
@@ -150,7 +160,8 @@ def comparisons(configs: pd.DataFrame, baseline: str = "fp16", metric: str = "en
                             "quantization": t.quantization, "baseline": baseline, "metric": metric,
                             "baseline_mean": sb.mean, "mean": st.mean, "delta_pct": c.delta_pct,
                             "delta_pct_ci_low": c.delta_pct_ci95_low, "delta_pct_ci_high": c.delta_pct_ci95_high,
-                            "t": c.t, "df": c.df, "p": c.p, "cohens_d": c.cohens_d, "hedges_g": c.hedges_g})
+                            "t": c.t, "df": c.df, "p": c.p, "cohens_d": c.cohens_d, "hedges_g": c.hedges_g,
+                            "same_device": same_device(b, t)})
     out = pd.DataFrame(records)
     if not out.empty:
         out["p_holm"] = holm(out.p.tolist())
@@ -218,7 +229,8 @@ def batch_scaling(configs: pd.DataFrame) -> pd.DataFrame:
                             "energy_j_per_request": r.energy_j_per_request_mean,
                             "energy_per_request_change_pct": c.delta_pct,
                             "change_ci_low": c.delta_pct_ci95_low, "change_ci_high": c.delta_pct_ci95_high, "p": c.p,
-                            "tok_s": r.tok_s_mean, "speedup": speedup, "scaling_efficiency": speedup / r.batch_size})
+                            "tok_s": r.tok_s_mean, "speedup": speedup, "scaling_efficiency": speedup / r.batch_size,
+                            "same_device": same_device(b, r)})
     return pd.DataFrame(records)
 
 
@@ -261,10 +273,51 @@ def roofline(configs: pd.DataFrame, profiles: Optional[Dict[str, dict]] = None) 
     return pd.DataFrame(records)
 
 
-def warnings_for(configs: pd.DataFrame, cv_limit_pct: float = 5.0, static_limit: float = 0.7) -> List[str]:
+def _short_uuids(devices: str) -> str:
+    return ", ".join(d[:12] for d in devices.split(","))
+
+
+def device_warnings(configs: pd.DataFrame, comp: pd.DataFrame, batch: Optional[pd.DataFrame] = None) -> List[str]:
+    """Comparisons whose two sides ran on different GPUs, and configurations pooled over several.
+
+    Lent GPUs of one model differ by more than the effects measured here when decode is launch-bound
+    (host speed, idle power), so a cross-device delta mixes device and precision (or batch size).
+    """
+    out: List[str] = []
+    if "gpu_uuids" not in configs:
+        return out
+    for _, r in configs.iterrows():
+        devices = r.get("gpu_uuids")
+        if isinstance(devices, str) and "," in devices:
+            out.append(f"Mixed devices: {r.hardware} {r.model} {r.quantization} bs{r.batch_size} pools "
+                       f"repetitions from {devices.count(',') + 1} GPUs ({_short_uuids(devices)}).")
+
+    def devices_of(row: pd.Series, **fixed) -> str:
+        keys = ["hardware", "model", "quantization", "batch_size", "input_tokens", "output_tokens"]
+        want = {k: fixed.get(k, row[k]) for k in keys}
+        match = configs[(configs[keys] == pd.Series(want)).all(axis=1)]
+        return _short_uuids(match.gpu_uuids.iloc[0]) if len(match) else "?"
+
+    crossed = comp[comp.same_device.eq(False)] if "same_device" in comp else comp.iloc[0:0]
+    for _, c in crossed.iterrows():
+        out.append(f"Cross-device: {c.hardware} {c.model} bs{c.batch_size} {c.quantization} ran on "
+                   f"{devices_of(c)}, its {c.baseline} baseline on {devices_of(c, quantization=c.baseline)}; "
+                   "the Δ mixes device and precision. Measure both on one GPU (reuse_cells=false) to separate them.")
+    if batch is not None and "same_device" in batch:
+        for _, c in batch[batch.same_device.eq(False)].iterrows():
+            out.append(f"Cross-device: {c.hardware} {c.model} {c.quantization} bs{c.batch_size} ran on "
+                       f"{devices_of(c)}, batch 1 on {devices_of(c, batch_size=1)}; its change against "
+                       "batch 1 mixes device and batch size.")
+    return out
+
+
+def warnings_for(configs: pd.DataFrame, cv_limit_pct: float = 5.0, static_limit: float = 0.7,
+                 comp: Optional[pd.DataFrame] = None, batch: Optional[pd.DataFrame] = None) -> List[str]:
     out: List[str] = []
     if configs.empty:
         return out
+    if comp is not None:
+        out += device_warnings(configs, comp, batch)
     if (configs.weights == "random").any():
         out.append("Random weights: speed and energy follow the architecture, but LLM.int8() outlier handling "
                    "depends on trained weights; int8 (threshold 6.0) results on random weights are not the "
