@@ -14,7 +14,7 @@ from ecosweep.results.store import read_results
 
 REPO = Path(__file__).resolve().parent.parent
 STUDIES = ["nf4_crossover", "int8_paradox", "int8_ablation", "batch_size_sweep"]
-RUNS = [(study, "h200") for study in STUDIES] + [(study, "h100") for study in STUDIES[:3]]
+RUNS = [(study, gpu) for gpu in ("h200", "h100") for study in STUDIES]
 GPU_NAME = {"h100": "NVIDIA H100 80GB HBM3", "h200": "NVIDIA H200"}
 
 
@@ -46,13 +46,13 @@ def test_committed_study_report_rebuilds(study, gpu, tmp_path):
     if study == "batch_size_sweep":
         batch = pd.read_csv(tmp_path / "report" / "batch_scaling.csv")
         bs64 = batch[batch.batch_size == 64].iloc[0]
-        # README, "Results on Hopper GPUs": energy per request -97.7 % from batch 1 to 64
-        assert bs64.energy_per_request_change_pct == pytest.approx(-97.7, abs=0.05)
+        # README, "Results on H100": energy per request -97.1 % (H100) / -97.7 % (H200) from batch 1 to 64
+        assert bs64.energy_per_request_change_pct == pytest.approx({"h100": -97.1, "h200": -97.7}[gpu], abs=0.05)
         assert bs64.p < 0.001
     else:
         comparisons = pd.read_csv(tmp_path / "report" / "comparisons.csv")
         measured = comparisons[comparisons.hardware == GPU_NAME[gpu]]
-        expected = {"nf4_crossover": 4, "int8_paradox": 8, "int8_ablation": {"h200": 4, "h100": 6}[gpu]}[study]
+        expected = {"nf4_crossover": 4, "int8_paradox": 8, "int8_ablation": {"h200": 4, "h100": 8}[gpu]}[study]
         assert len(measured) == expected
     if study == "int8_paradox":
         mistral = comparisons[(comparisons.model == "Mistral-7B") & (comparisons.quantization == "int8")]
@@ -61,23 +61,61 @@ def test_committed_study_report_rebuilds(study, gpu, tmp_path):
         assert by_hw["RTX 4090D"] == pytest.approx(30.74, abs=0.01)    # published
     if (study, gpu) == ("int8_ablation", "h100"):
         pure = comparisons[comparisons.quantization == "int8_pure"].set_index("model").delta_pct
-        assert pure["Yi-1.5-6B"] == pytest.approx(60.8, abs=0.05) and pure["Mistral-7B"] == pytest.approx(64.1, abs=0.05)
+        assert pure.round(1).to_dict() == {"Yi-1.5-6B": 60.8, "Mistral-7B": 64.1, "Phi-3-mini": 83.0, "Qwen2.5-7B": 56.7}
 
 
 def test_h100_ablation_reuses_the_paradox_cells_it_shares():
-    """fp16 and int8 cells of int8_ablation/h100 are int8_paradox/h100's measurements, not copies that drifted."""
+    """Yi-1.5-6B's and Mistral-7B's fp16 and int8 cells of int8_ablation/h100 are int8_paradox/h100's
+    measurements (reused, same GPU as their int8_pure); Phi-3-mini's and Qwen2.5-7B's were measured again
+    beside their int8_pure cells, on one GPU."""
     import json
 
-    ablation = read_results([REPO / "experiments" / "int8_ablation" / "h100"]).to_pandas()
+    folder = REPO / "experiments" / "int8_ablation" / "h100"
+    ablation = read_results([folder]).to_pandas()
     paradox = read_results([REPO / "experiments" / "int8_paradox" / "h100"]).to_pandas()
-    shared = ablation[ablation.quantization.isin(["fp16", "int8"])]
-    assert shared.cell_id.nunique() == 8
+    baselines = ablation[ablation.quantization.isin(["fp16", "int8"])]
+    reused = baselines[baselines.model.isin(["Yi-1.5-6B", "Mistral-7B"])]
+    assert reused.cell_id.nunique() == 4
     cols = ["cell_id", "run_id", "repetition", "energy_j", "tok_s"]
-    same = paradox[paradox.cell_id.isin(shared.cell_id)][cols].sort_values(cols).reset_index(drop=True)
-    pd.testing.assert_frame_equal(shared[cols].sort_values(cols).reset_index(drop=True), same)
-    for cid in shared.cell_id.unique():
-        timing = json.loads((REPO / "experiments" / "int8_ablation" / "h100" / "timings" / f"{cid}.json").read_text())
-        assert timing["reused_from"] == "int8_paradox"
+    same = paradox[paradox.cell_id.isin(reused.cell_id)][cols].sort_values(cols).reset_index(drop=True)
+    pd.testing.assert_frame_equal(reused[cols].sort_values(cols).reset_index(drop=True), same)
+    for cid in baselines.cell_id.unique():
+        timing = json.loads((folder / "timings" / f"{cid}.json").read_text())
+        assert timing.get("reused_from") == ("int8_paradox" if cid in set(reused.cell_id) else None)
+    assert (ablation.groupby("model").gpu_uuid.nunique() == 1).all()
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_h100_comparisons_each_ran_on_one_gpu(study, tmp_path):
+    build_report([REPO / "experiments" / study / "h100"], tmp_path)
+    table = "batch_scaling.csv" if study == "batch_size_sweep" else "comparisons.csv"
+    assert pd.read_csv(tmp_path / table).same_device.all()
+    assert "Cross-device" not in (tmp_path / "report.md").read_text()
+
+
+def test_cross_device_int8_pure_cells_are_flagged_against_the_paradox_baselines(tmp_path):
+    """The first Phi-3-mini / Qwen2.5-7B int8_pure cells ran on another H100 than their fp16 baselines:
+    the report says so (README, "Results on H100": +42.5 / +54.7 there, +83.0 / +56.7 on one GPU)."""
+    build_report([REPO / "experiments" / "int8_paradox" / "h100",
+                  REPO / "experiments" / "int8_ablation" / "h100_cross_device"], tmp_path)
+    comp = pd.read_csv(tmp_path / "comparisons.csv")
+    pure = comp[comp.quantization == "int8_pure"].set_index("model")
+    assert pure.delta_pct.round(1).to_dict() == {"Phi-3-mini": 42.5, "Qwen2.5-7B": 54.7}
+    assert not pure.same_device.any() and comp[comp.quantization != "int8_pure"].same_device.all()
+    assert (tmp_path / "report.md").read_text().count("Cross-device") == 2
+
+
+def test_h100_protocol_check_holds_the_full_protocol_cells(tmp_path):
+    """Mistral-7B fp16 vs LLM.int8() at n = 10, 128 new tokens and the default windows, on one GPU."""
+    folder = REPO / "experiments" / "int8_paradox" / "h100_protocol_check"
+    rows = read_results([folder]).to_pandas()
+    assert set(rows.quantization) == {"fp16", "int8"} and set(rows.model) == {"Mistral-7B"}
+    assert (rows.groupby("cell_id").size() == 10).all() and set(rows.output_tokens) == {128}
+    assert set(rows.min_window_s) == {5.0} and rows.gpu_uuid.nunique() == 1
+    build_report([folder], tmp_path)
+    row = pd.read_csv(tmp_path / "comparisons.csv").iloc[0]
+    assert row.delta_pct == pytest.approx(123.4, abs=0.05)  # README, "Results on H100"
+    assert (row.delta_pct_ci_low, row.delta_pct_ci_high) == (pytest.approx(111.4, abs=0.05), pytest.approx(135.4, abs=0.05))
 
 
 def test_scaling_summary_rebuilds_from_committed_runs(tmp_path):

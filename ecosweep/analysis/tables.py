@@ -302,7 +302,8 @@ def device_warnings(configs: pd.DataFrame, comp: pd.DataFrame, batch: Optional[p
     for _, c in crossed.iterrows():
         out.append(f"Cross-device: {c.hardware} {c.model} bs{c.batch_size} {c.quantization} ran on "
                    f"{devices_of(c)}, its {c.baseline} baseline on {devices_of(c, quantization=c.baseline)}; "
-                   "the Δ mixes device and precision. Measure both on one GPU (reuse_cells=false) to separate them.")
+                   "the Δ mixes device and precision. To separate them, measure both with one GPU visible "
+                   "(and reuse_cells=false where another study measured one of them).")
     if batch is not None and "same_device" in batch:
         for _, c in batch[batch.same_device.eq(False)].iterrows():
             out.append(f"Cross-device: {c.hardware} {c.model} {c.quantization} bs{c.batch_size} ran on "
