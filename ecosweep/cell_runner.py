@@ -35,8 +35,13 @@ class CellOutcome:
     started_unix_s: float = 0.0
     finished_unix_s: float = 0.0
     cuda_visible_devices: Optional[str] = None
-    launched_unix_s: float = 0.0  # set by the driver: when it asked Ray for the actor
+    launched_unix_s: float = 0.0  # set by the driver: when it asked Ray to run the cell
     ray_node_id: Optional[str] = None
+    process_id: Optional[int] = None  # the process that measured the cell (a fresh one per cell)
+
+
+class CellProcessDied(RuntimeError):
+    """The process measuring a cell exited without sending its outcome (segfault, os._exit, kill)."""
 
 
 def config_row(cell: Cell, run_id: str) -> Dict[str, Any]:
@@ -171,8 +176,9 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="bitsandbytes")
 
 
-def execute_cell(cell: Cell, run_id: Optional[str] = None) -> CellOutcome:
-    """Load, warm up, measure. Runs in the actor; returns rows instead of raising."""
+def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional[str] = None) -> CellOutcome:
+    """Load, warm up, measure. Runs in the actor (or a process it started; then ``ray_node_id`` is
+    the actor's node); returns rows instead of raising."""
     quiet_libraries()
     from ecosweep.meters import make_meter
 
@@ -182,7 +188,7 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None) -> CellOutcome:
     phases: Dict[str, float] = {}
     extra: Dict[str, Any] = host_facts()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    node = _ray_node_id()
+    node = ray_node_id or _ray_node_id()
     extra.update(cuda_visible_devices=visible, ray_node_id=node)
     try:
         _testing_crash(cell)
@@ -220,10 +226,58 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None) -> CellOutcome:
             trace = meter.trace()
         phases.update(result.phases_s)
         return CellOutcome(cell.id, result.rows, "ok", None, trace, phases, started, time.time(), visible,
-                           ray_node_id=node)
+                           ray_node_id=node, process_id=os.getpid())
     except Exception as exc:  # the cell failed; the study goes on
         status = "oom" if is_oom(exc) else "failed"
         error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
         row = failure_row(cell, run_id, status, error, extra)
         return CellOutcome(cell.id, [row], status, error, None, phases, started, time.time(), visible,
-                           ray_node_id=node)
+                           ray_node_id=node, process_id=os.getpid())
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to kill this process when its parent (the lane's actor) dies, so a killed study
+    leaves no orphan holding the GPU. Elsewhere a no-op."""
+    import ctypes
+    import signal
+
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        return
+    PR_SET_PDEATHSIG = 1
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def _measure_in_child(cell: Cell, run_id: str, ray_node_id: Optional[str], parent_pid: int, conn: Any) -> None:
+    _die_with_parent()
+    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
+        os._exit(1)
+    conn.send(execute_cell(cell, run_id, ray_node_id))
+    conn.close()
+
+
+def run_in_fresh_process(cell: Cell, run_id: str) -> CellOutcome:
+    """``execute_cell`` in a new (spawned) process: a fresh CUDA context per cell while the caller,
+    a lane's actor, keeps its GPU for the next cell. Raises CellProcessDied when the process exits
+    without an outcome."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_measure_in_child, args=(cell, run_id, _ray_node_id(), os.getpid(), send),
+                          name=f"ecosweep-cell-{cell.id}")
+    process.start()
+    send.close()  # only the child writes; EOF on our end then means it is gone
+    try:
+        return receive.recv()
+    except EOFError:
+        process.join()
+        raise CellProcessDied(f"the process measuring {cell.label} exited with code {process.exitcode} "
+                              "before sending its results") from None
+    finally:
+        receive.close()
+        process.join(timeout=60)
+        if process.is_alive():
+            process.kill()
+            process.join()

@@ -97,6 +97,13 @@ def print_plan(cells: List[Any]) -> None:
         done = f"reuse:{source.root.name}" if state == "reuse" else state
         print(f"{c.id}  {done}  {s.study}  {c.label}  hardware={s.hardware.name} weights={s.weights} "
               f"repetitions={s.repetitions}")
+    modes = sorted({c.settings.ray.one_gpu_per for c in cells} - {"cell"})
+    if modes:
+        from ecosweep.driver import plan_lanes
+
+        lanes = plan_lanes(cells, cluster_gpus=1.0)  # as on GPUs; CPU cells never share a lane
+        print(f"ray.one_gpu_per={','.join(modes)}: on GPUs these cells run in {len(lanes)} lane(s), each on one "
+              f"GPU with its cells in turn (cells per lane: {', '.join(str(len(lane.todo)) for lane in lanes)}).")
     print(f"{len(cells)} cell(s); dry run: nothing was run.")
 
 

@@ -1,12 +1,14 @@
-"""The Ray driver: one actor per cell, results collected as cells finish.
+"""The Ray driver: cells run on GPU-pinned actors, results collected as cells finish.
 
-Every cell gets a fresh actor (a fresh process, so a fresh CUDA context and no state
-carried from the previous cell). A GPU cell's actor asks for one whole GPU, so Ray
-never puts two cells on one device; the driver keeps at most as many cells in flight
-as there are slots (GPUs, or ``ray.max_concurrent_cpu_cells`` for CPU cells), polls
-them with ``ray.wait`` and hands each outcome to ``on_outcome`` as soon as it arrives.
-An actor that dies (segfault, ``os._exit``, lost node) is retried
-``ray.actor_retries`` times, then recorded as a failed cell.
+Every cell runs in a fresh process (a fresh CUDA context, no state carried from the previous
+cell). A GPU cell's actor asks for one whole GPU, so Ray never puts two cells on one device.
+Cells are grouped into *lanes* (``ray.one_gpu_per``): with ``cell`` (the default) each cell is
+its own lane and its own actor, on whichever GPU is free; with ``comparison`` or ``study`` the
+cells of a lane share one actor, and so one GPU, and run one after another, each in a process
+the actor starts. The driver keeps at most as many lanes in flight as there are slots (GPUs,
+or ``ray.max_concurrent_cpu_cells`` for CPU cells), polls them with ``ray.wait`` and hands each
+outcome to ``on_outcome`` as soon as it arrives. A cell whose process or actor dies (segfault,
+``os._exit``, lost node) is retried ``ray.actor_retries`` times, then recorded as a failed cell.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, List, Optional
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from ecosweep.cell_runner import CellOutcome, failure_row
+from ecosweep.cell_runner import CellOutcome, CellProcessDied, failure_row
 from ecosweep.config.schema import RayConfig
 from ecosweep.errors import ConfigError
-from ecosweep.planner import Cell
+from ecosweep.planner import Cell, lane_key
 from ecosweep.progress import Progress
 
 log = logging.getLogger("ecosweep")
@@ -41,6 +43,11 @@ def _actor_class():
                 from ecosweep.cell_runner import execute_cell
 
                 return execute_cell(cell, run_id)
+
+            def run_isolated(self, cell: Cell, run_id: str) -> CellOutcome:
+                from ecosweep.cell_runner import run_in_fresh_process
+
+                return run_in_fresh_process(cell, run_id)
 
         _ACTOR_CLASS = CellActor
     return _ACTOR_CLASS
@@ -75,9 +82,37 @@ def gpus_per_cell(cell: Cell, cluster_gpus: float) -> float:
 
 
 @dataclass
+class Lane:
+    """Cells that share one actor and so one GPU, run in order; one cell unless ``ray.one_gpu_per``
+    groups them."""
+
+    key: str
+    todo: Deque[Tuple[Cell, int]]  # (cell, attempt) still to run
+    shared: bool = False  # several cells: each runs in a fresh process the lane's actor starts
+    actor: Any = None
+
+
+def plan_lanes(cells: List[Cell], cluster_gpus: float) -> List[Lane]:
+    """Group cells into lanes in the order their first cell appears. CPU cells reserve no device,
+    so each is its own lane; GPU cells share a lane when their ``lane_key`` (and the resources
+    their actor asks for) agree."""
+    lanes: Dict[str, Lane] = {}
+    for cell in cells:
+        need = gpus_per_cell(cell, cluster_gpus)
+        if need > 0:
+            key = f"{lane_key(cell)}|gpus={need:g}|{sorted(cell.settings.ray.resources.items())}"
+        else:
+            key = f"cell:{cell.id}"
+        lanes.setdefault(key, Lane(key, deque())).todo.append((cell, 0))
+    for lane in lanes.values():
+        lane.shared = len(lane.todo) > 1
+    return list(lanes.values())
+
+
+@dataclass
 class _Flight:
     cell: Cell
-    actor: Any
+    lane: Lane
     attempt: int
     slot: str
     started: float
@@ -129,63 +164,91 @@ class CellScheduler:
                  for name, amount in cell.settings.ray.resources.items() if amount > 0]
         return max(1, min(caps))
 
-    def _launch(self, cell: Cell, attempt: int, inflight: Dict[Any, _Flight]) -> None:
+    def _launch_next(self, lane: Lane, inflight: Dict[Any, _Flight]) -> None:
+        """Run the lane's next cell on its actor (created on first use or after it died)."""
+        cell, attempt = lane.todo.popleft()
         s = cell.settings
         need = gpus_per_cell(cell, self._gpus)
-        actor = _actor_class().options(
-            num_cpus=s.ray.cpus_per_cell, num_gpus=need, resources=dict(s.ray.resources) or None,
-        ).remote()
-        ref = actor.run.remote(cell, self.run_id)
+        if lane.actor is None:
+            lane.actor = _actor_class().options(
+                num_cpus=s.ray.cpus_per_cell, num_gpus=need, resources=dict(s.ray.resources) or None,
+            ).remote()
+        method = lane.actor.run_isolated if lane.shared else lane.actor.run
+        ref = method.remote(cell, self.run_id)
         slot = "GPU" if need > 0 else "CPU"
-        inflight[ref] = _Flight(cell, actor, attempt, slot, time.monotonic(), time.time())
+        inflight[ref] = _Flight(cell, lane, attempt, slot, time.monotonic(), time.time())
         self.progress.started(cell.id, cell.label, slot)
+
+    @staticmethod
+    def _release(lane: Lane) -> None:
+        import ray
+
+        if lane.actor is not None:
+            ray.kill(lane.actor, no_restart=True)
+            lane.actor = None
 
     def run(self) -> None:
         import ray
         from ray.exceptions import RayActorError, WorkerCrashedError
 
         self._plan_slots()
-        pending: Deque[tuple[Cell, int]] = deque((c, 0) for c in self.cells)
+        pending: Deque[Lane] = deque(plan_lanes(self.cells, self._gpus))
         inflight: Dict[Any, _Flight] = {}
         try:
             while pending or inflight:
-                # launch while the next cell's kind of slot has room (keeps the given order)
+                # start lanes while the next lane's kind of slot has room (keeps the given order)
                 while pending:
-                    cell, attempt = pending[0]
-                    kind_busy = sum(1 for f in inflight.values()
-                                    if (gpus_per_cell(f.cell, self._gpus) > 0) == (gpus_per_cell(cell, self._gpus) > 0))
+                    cell = pending[0].todo[0][0]
+                    is_gpu = gpus_per_cell(cell, self._gpus) > 0
+                    kind_busy = sum(1 for f in inflight.values() if (gpus_per_cell(f.cell, self._gpus) > 0) == is_gpu)
                     if kind_busy >= self._capacity(cell):
                         break
-                    pending.popleft()
-                    self._launch(cell, attempt, inflight)
+                    self._launch_next(pending.popleft(), inflight)
                 ready, _ = ray.wait(list(inflight), num_returns=1, timeout=self.poll_s)
                 if not ready:
                     self.progress.tick()
                     continue
                 for ref in ready:
                     flight = inflight.pop(ref)
+                    lane = flight.lane
                     try:
                         outcome = ray.get(ref)
-                    except (RayActorError, WorkerCrashedError) as exc:
+                    except (RayActorError, WorkerCrashedError, CellProcessDied) as exc:
+                        if not isinstance(exc, CellProcessDied):  # the actor itself is gone
+                            self._release(lane)
                         if flight.attempt < flight.cell.settings.ray.actor_retries:
                             self.progress.retrying(flight.cell.id, flight.cell.label, flight.attempt + 1,
-                                                   f"actor died: {type(exc).__name__}")
-                            pending.appendleft((flight.cell, flight.attempt + 1))
+                                                   f"{self._what_died(exc)} died: {type(self._cause(exc)).__name__}")
+                            lane.todo.appendleft((flight.cell, flight.attempt + 1))
+                            self._launch_next(lane, inflight)  # the lane keeps its slot
                             continue
                         outcome = self._died(flight, exc)
-                    finally:
-                        ray.kill(flight.actor, no_restart=True)
                     outcome.launched_unix_s = flight.launched_unix_s
+                    if lane.todo:
+                        self._launch_next(lane, inflight)
+                    else:
+                        self._release(lane)
                     self.on_outcome(flight.cell, outcome)
                     self.progress.finished(flight.cell.id, flight.cell.label, outcome.status,
                                            time.monotonic() - flight.started)
         finally:
             for flight in inflight.values():  # driver interrupted: do not leave actors behind
-                ray.kill(flight.actor, no_restart=True)
+                self._release(flight.lane)
+
+    @staticmethod
+    def _what_died(exc: BaseException) -> str:
+        return "cell process" if isinstance(exc, CellProcessDied) else "actor"
+
+    @staticmethod
+    def _cause(exc: BaseException) -> BaseException:
+        """The exception raised inside the actor, without Ray's wrapper (RayTaskError)."""
+        cause = getattr(exc, "cause", None)
+        return cause if isinstance(exc, CellProcessDied) and isinstance(cause, BaseException) else exc
 
     def _died(self, flight: _Flight, exc: BaseException) -> CellOutcome:
-        error = (f"actor died {flight.attempt + 1} time(s) (retries: "
-                 f"{flight.cell.settings.ray.actor_retries}): {type(exc).__name__}: {exc}")
+        cause = self._cause(exc)
+        error = (f"{self._what_died(exc)} died {flight.attempt + 1} time(s) (retries: "
+                 f"{flight.cell.settings.ray.actor_retries}): {type(cause).__name__}: {cause}")
         row = failure_row(flight.cell, self.run_id, "failed", error)
         now = time.time()
         return CellOutcome(flight.cell.id, [row], "failed", error, None, {}, now, now)

@@ -58,6 +58,24 @@ def cell_id(s: StudyConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:CELL_ID_LENGTH]
 
 
+def lane_key(cell: Cell) -> str:
+    """Cells with the same key share one GPU, measured one after another (``ray.one_gpu_per``).
+
+    ``cell``: every cell its own key. ``comparison``: the cell's measured identity without
+    quantization and batch size, so the two sides of every comparison the report makes (a
+    precision against fp16, a batch against batch 1) meet on one device. ``study``: the study.
+    """
+    s = cell.settings
+    mode = s.ray.one_gpu_per
+    if mode == "study":
+        return f"study:{s.study}"
+    if mode == "comparison":
+        identity = {k: v for k, v in measured_identity(s).items() if k not in ("quantization", "batch_size")}
+        blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+        return "comparison:" + hashlib.sha256(blob.encode()).hexdigest()[:CELL_ID_LENGTH]
+    return f"cell:{cell.id}"
+
+
 def to_settings(cfg: DictConfig) -> StudyConfig:
     """Resolve a composed config (with or without its ``hydra`` node) into a StudyConfig."""
     cfg = cfg.copy()

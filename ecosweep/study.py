@@ -91,6 +91,7 @@ def persist_outcome(cell: Cell, outcome: CellOutcome) -> None:
         "run_id": outcome.rows[0].get("run_id") if outcome.rows else None,
         "host": outcome.rows[0].get("host") if outcome.rows else None,
         "cuda_visible_devices": outcome.cuda_visible_devices, "ray_node_id": outcome.ray_node_id,
+        "process_id": outcome.process_id,
         "launched_unix_s": outcome.launched_unix_s, "actor_started_unix_s": outcome.started_unix_s,
         "finished_unix_s": outcome.finished_unix_s, "collected_unix_s": time.time(),
         "actor_start_s": max(0.0, outcome.started_unix_s - outcome.launched_unix_s) if outcome.launched_unix_s else None,

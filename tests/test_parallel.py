@@ -47,6 +47,40 @@ def test_two_logical_gpus_run_two_cells_at_a_time_one_per_gpu(tmp_path, model_ca
     assert set(df.cuda_visible_devices) == {"0", "1"} and (df.status == "ok").all()
 
 
+def test_comparison_lanes_keep_each_comparison_on_one_gpu_each_cell_in_its_own_process(tmp_path, model_cache):
+    out = tmp_path / "outputs"
+    r = run_cli(["-m", *SMALL, "input_tokens=8,16", "quantization=fp32,bf16", "ray.num_gpus=2", "ray.num_cpus=2",
+                 "ray.gpus_per_cell=1", "ray.one_gpu_per=comparison", f"output_root={out}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    t = timings(out / "default")
+    assert len(t) == 4 and {x["status"] for x in t} == {"ok"}
+    lanes = {}
+    for x in t:
+        lanes.setdefault(x["label"].split("/in")[1], []).append(x)
+    for cells in lanes.values():  # fp32 and bf16 of one prompt length: one GPU, one after the other
+        assert len({x["cuda_visible_devices"] for x in cells}) == 1
+        assert not overlaps(*cells)
+    assert {lanes["8/out4"][0]["cuda_visible_devices"], lanes["16/out4"][0]["cuda_visible_devices"]} == {"0", "1"}
+    assert any(overlaps(a, b) for a in lanes["8/out4"] for b in lanes["16/out4"])  # the two lanes in parallel
+    assert len({x["process_id"] for x in t}) == 4  # a fresh process per cell
+    df = pd.read_parquet(out / "default" / "cells")
+    assert (df.groupby("input_tokens").cuda_visible_devices.nunique() == 1).all()
+
+
+def test_a_crashing_cell_in_a_lane_is_retried_and_its_lane_goes_on(tmp_path, model_cache):
+    out = tmp_path / "outputs"
+    r = run_cli(["-m", "quantization=fp32,bf16,fp16", *SMALL, "ray.num_gpus=1", "ray.num_cpus=2", "ray.gpus_per_cell=1",
+                 "ray.one_gpu_per=study", "ray.actor_retries=1", f"output_root={out}"], cwd=tmp_path,
+                env_extra={"ECOSWEEP_TESTING_CRASH_CELL": "/bf16/"})
+    assert r.returncode == 1, r.stdout[-2000:] + r.stderr[-2000:]
+    df = pd.read_parquet(out / "default" / "cells")
+    status = df.groupby("quantization").status.first().to_dict()
+    assert status == {"fp32": "ok", "bf16": "failed", "fp16": "ok"}
+    error = df[df.quantization == "bf16"].error.iloc[0]
+    assert error.startswith("cell process died 2 time(s) (retries: 1): CellProcessDied:") and "code 17" in error
+    assert r.stdout.count("retry  ") == 1 and "1 cell(s) failed" in r.stdout
+
+
 def test_crashes_and_oom_become_rows_and_the_other_cells_finish(tmp_path, model_cache):
     out = tmp_path / "outputs"
     r = run_cli(["-m", "batch_size=1,2", "model.intermediate_size=1024,100000000000", *SMALL, "ray.actor_retries=1",

@@ -14,6 +14,7 @@ from ecosweep.config.schema import (
     DEVICES,
     DTYPES,
     METERS,
+    ONE_GPU_PER,
     PROGRESS_MODES,
     QUANT_METHODS,
     WEIGHTS_CHOICES,
@@ -131,6 +132,7 @@ def validate_ray(r: RayConfig) -> List[str]:
     problems += _at_least("ray.actor_retries", r.actor_retries, 0, "an integer")
     problems += _at_least("ray.cpus_per_cell", r.cpus_per_cell, 0.0)
     problems += _choice("ray.progress", r.progress, PROGRESS_MODES)
+    problems += _choice("ray.one_gpu_per", r.one_gpu_per, ONE_GPU_PER)
     return problems
 
 
