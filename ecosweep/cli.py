@@ -88,22 +88,27 @@ def check_output_roots(cells: List[Any]) -> None:
 
 def print_plan(cells: List[Any]) -> None:
     """The cells a command would run, with their ids and whether results exist already
-    (done: in this study; reuse:<study>: another study under the output root measured it)."""
-    from ecosweep.study import cell_state
+    (done: in this study; reuse:<study>: another study under the output root measured it; todo:<study>:
+    it did, but its ray.one_gpu_per lane is measured whole)."""
+    from ecosweep.study import cell_states
 
-    for c in cells:
+    for c, (state, source) in zip(cells, cell_states(cells)):
         s = c.settings
-        state, source = cell_state(c)
-        done = f"reuse:{source.root.name}" if state == "reuse" else state
+        done = f"{state}:{source.root.name}" if source is not None else state  # todo:<study>: its lane is measured whole
         print(f"{c.id}  {done}  {s.study}  {c.label}  hardware={s.hardware.name} weights={s.weights} "
               f"repetitions={s.repetitions}")
     modes = sorted({c.settings.ray.one_gpu_per for c in cells} - {"cell"})
     if modes:
-        from ecosweep.driver import plan_lanes
+        from ecosweep.driver import gpus_per_cell, plan_lanes
 
-        lanes = plan_lanes(cells, cluster_gpus=1.0)  # as on GPUs; CPU cells never share a lane
-        print(f"ray.one_gpu_per={','.join(modes)}: on GPUs these cells run in {len(lanes)} lane(s), each on one "
-              f"GPU with its cells in turn (cells per lane: {', '.join(str(len(lane.todo)) for lane in lanes)}).")
+        lanes = [lane for lane in plan_lanes(cells, cluster_gpus=1.0)  # as where GPUs exist
+                 if gpus_per_cell(lane.todo[0][0], 1.0) > 0]
+        if lanes:
+            print(f"ray.one_gpu_per={','.join(modes)}: on GPUs these cells run in {len(lanes)} lane(s), each on one "
+                  f"GPU with its cells in turn (cells per lane: {', '.join(str(len(lane.todo)) for lane in lanes)}).")
+        else:
+            print(f"ray.one_gpu_per={','.join(modes)}: CPU cells reserve no GPU and run on their own; lanes still "
+                  "decide which cells are reused.")
     print(f"{len(cells)} cell(s); dry run: nothing was run.")
 
 

@@ -36,6 +36,7 @@ class StudyRun:
     cells: List[Cell]
     skipped: List[Cell] = field(default_factory=list)
     reused: Dict[str, str] = field(default_factory=dict)  # cell id -> the study it was copied from
+    remeasured: Dict[str, str] = field(default_factory=dict)  # cell id -> the study whose copy a lane did not use
     marks: Dict[str, float] = field(default_factory=dict)  # driver milestones, unix seconds (see DRIVER_PHASES)
     outcomes: Dict[str, CellOutcome] = field(default_factory=dict)
 
@@ -78,6 +79,31 @@ def cell_state(cell: Cell) -> Tuple[str, Optional[StudyStore]]:
     return ("reuse", source) if source is not None else ("todo", None)
 
 
+def cell_states(cells: List[Cell]) -> List[Tuple[str, Optional[StudyStore]]]:
+    """``cell_state`` of every cell, with the rule of ``ray.one_gpu_per`` lanes: a lane's cells
+    that other studies measured are reused only when the whole lane can be, from results taken on
+    one device; otherwise they are measured again beside the rest of the lane, so that every
+    comparison the lane holds is one device's; such a cell's state is ("todo", store). (Cells
+    already complete in this study stay done: a resumed lane keeps what it measured.)"""
+    from ecosweep.planner import lane_key
+
+    states = [cell_state(c) for c in cells]
+    lanes: Dict[str, List[int]] = {}
+    for i, cell in enumerate(cells):
+        if cell.settings.ray.one_gpu_per != "cell":
+            lanes.setdefault(lane_key(cell), []).append(i)
+    for members in lanes.values():
+        reused = [i for i in members if states[i][0] == "reuse"]
+        if not reused:
+            continue
+        whole = all(states[i][0] != "todo" for i in members)
+        devices = {d for i in reused for d in states[i][1].cell_devices(cells[i].id)}  # type: ignore[union-attr]
+        if not whole or len(devices) > 1:
+            for i in reused:
+                states[i] = ("todo", states[i][1])
+    return states
+
+
 def persist_outcome(cell: Cell, outcome: CellOutcome) -> None:
     """Write the cell's config, trace, rows and wall-time breakdown (rows last but one)."""
     store = store_for(cell)
@@ -106,8 +132,7 @@ def run_study(cells: List[Cell], out: TextIO = sys.stdout, marks: Optional[Dict[
     """
     run = StudyRun(run_id=uuid.uuid4().hex[:12], cells=cells, marks=dict(marks or {}))
     todo = []
-    for cell in cells:
-        state, source = cell_state(cell)
+    for cell, (state, source) in zip(cells, cell_states(cells)):
         if state == "done":
             run.skipped.append(cell)
         elif state == "reuse":
@@ -116,6 +141,8 @@ def run_study(cells: List[Cell], out: TextIO = sys.stdout, marks: Optional[Dict[
             run.reused[cell.id] = source.root.name
         else:
             todo.append(cell)
+            if source is not None:
+                run.remeasured[cell.id] = source.root.name
     if run.skipped:
         print(f"Skipping {len(run.skipped)} of {len(cells)} cells already complete "
               f"(results under {store_for(run.skipped[0]).cells_dir}).", file=out)
@@ -124,6 +151,11 @@ def run_study(cells: List[Cell], out: TextIO = sys.stdout, marks: Optional[Dict[
         print(f"Reusing {len(run.reused)} of {len(cells)} cells that "
               + ", ".join(f"{name} ({n})" for name, n in sorted(by_study.items()))
               + " already measured (same cell id; reuse_cells=false measures them again).", file=out)
+    if run.remeasured:
+        print(f"Measuring {len(run.remeasured)} cell(s) again that "
+              + ", ".join(sorted(set(run.remeasured.values())))
+              + " already measured: ray.one_gpu_per measures each lane's cells together on one GPU, and "
+                "the rest of their lane is not measured yet (ray.one_gpu_per=cell reuses them).", file=out)
     if not todo and not run.reused:
         print("Nothing to run: every cell of this study is complete.", file=out)
         return run

@@ -10,8 +10,9 @@
 #   STUDY_TIMEOUT_S=0    stop each study after this many seconds (0: no limit); the cells finished by
 #                        then are complete on disk and the same command resumes
 #
-# int8_ablation after int8_paradox measures only its int8_pure cells: the fp16 and int8 cells have
-# the same ids and are reused (reuse_cells=true, the default).
+# The studies place a model's cells on one GPU (ray.one_gpu_per=comparison), so int8_ablation after
+# int8_paradox measures its fp16 and int8 cells again beside int8_pure; add ray.one_gpu_per=cell to
+# reuse them instead (same cell ids; their deltas may then cross GPUs, and the report says so).
 #
 # The reduced protocol of the committed H100 runs (README, "Results on H100"):
 #   R="measurement=short repetitions=5 warmup=1 tracking=none"

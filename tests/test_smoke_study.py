@@ -79,6 +79,41 @@ def test_another_study_reuses_the_cells_the_smoke_study_measured(smoke_study, tm
     assert fresh.stdout.count(" todo ") == 8 and "reuse:" not in fresh.stdout
 
 
+def test_comparison_lanes_reuse_another_study_only_whole_and_from_one_device(smoke_study, tmp_path):
+    """With ray.one_gpu_per=comparison a lane's cells are copied only when all of them can be, from
+    results taken on one device; otherwise they are measured again beside the rest of the lane."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    work, out, _ = smoke_study
+    root = tmp_path / "outputs"
+    shutil.copytree(out / "smoke", root / "smoke")
+
+    def plan(*overrides):
+        r = run_cli(["+experiment=smoke", "study=other", f"output_root={root}", "dry_run=true", *overrides], cwd=work)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        return r.stdout
+
+    # the smoke grid is one lane (only quantization and batch size vary), complete in smoke: reused whole
+    assert plan("ray.one_gpu_per=comparison").count("reuse:smoke") == 8
+    # bf16 is not measured anywhere: the lane is measured whole, fp32 again beside it
+    widened = plan("ray.one_gpu_per=comparison", "quantization=fp32,bf16")
+    assert widened.count("todo:smoke") == 2 and widened.count(" todo ") == 2 and "reuse:" not in widened
+    assert "CPU cells reserve no GPU" in widened
+    on_gpus = plan("ray.one_gpu_per=comparison", "quantization=fp32,bf16", "ray.gpus_per_cell=1")
+    assert "1 lane(s)" in on_gpus and "cells per lane: 4" in on_gpus
+    assert plan("quantization=fp32,bf16").count("reuse:smoke") == 2  # per-cell placement reuses what it can
+    # a complete lane measured on two devices is measured again too
+    for i, path in enumerate(sorted((root / "smoke" / "cells").glob("*.parquet"))[:2]):
+        table = pq.read_table(path)
+        column = table.schema.get_field_index("gpu_uuid")
+        table = table.set_column(column, "gpu_uuid", pa.array([f"GPU-{i}"] * len(table), pa.string()))
+        pq.write_table(table, path)
+    assert plan("ray.one_gpu_per=comparison").count("todo:smoke") == 8
+
+
 def test_driver_timing_accounts_for_the_wall_time_around_the_cells(smoke_study):
     import json
 

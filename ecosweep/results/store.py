@@ -83,6 +83,16 @@ class StudyStore:
             return None
         return pq.read_table(path, columns=["status"]).column("status").to_pylist()
 
+    def cell_devices(self, cell_id: str) -> List[Optional[str]]:
+        """The distinct GPU UUIDs of a cell's rows (None for CPU rows); [] when it has no file."""
+        path = self.cell_path(cell_id)
+        if not path.exists():
+            return []
+        if "gpu_uuid" not in pq.read_schema(path).names:
+            return [None]
+        return sorted(set(pq.read_table(path, columns=["gpu_uuid"]).column("gpu_uuid").to_pylist()),
+                      key=lambda d: d or "")
+
     def is_complete(self, cell_id: str, retry_failed: bool = True) -> bool:
         """A cell is complete when its file exists and (with retry_failed) every row is ok."""
         statuses = self.cell_statuses(cell_id)
