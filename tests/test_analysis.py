@@ -161,3 +161,29 @@ def test_batch_scaling_flags_a_batch_measured_on_another_gpu():
     assert batch.same_device.to_dict() == {1: True, 2: True, 4: False}
     warnings = tables.device_warnings(configs, pd.DataFrame(), batch.reset_index())
     assert len(warnings) == 1 and "bs4 ran on GPU-bbbbbbbb" in warnings[0] and "batch 1 on GPU-aaaaaaaa" in warnings[0]
+
+
+def test_two_inputs_of_one_configuration_are_compared_within_each_input():
+    """Two result folders with the same hardware and model: each precision is compared with the
+    baseline of its own folder (its own run and GPU), and only falls back to another's."""
+    rows = [_config("fp16", "GPU-aaaaaaaa-1"), _config("int8", "GPU-aaaaaaaa-1", mean=180.0),
+            _config("fp16", "GPU-bbbbbbbb-2", mean=110.0), _config("int8", "GPU-bbbbbbbb-2", mean=150.0),
+            _config("nf4", "GPU-cccccccc-3", mean=120.0)]
+    configs = pd.DataFrame(rows).assign(source=["run_a", "run_a", "run_b", "run_b", "run_c"])
+    comp = tables.comparisons(configs)
+    by_source = comp.set_index("source")
+    assert by_source.loc["run_a"].delta_pct == pytest.approx(80.0) and by_source.loc["run_a"].baseline_source == "run_a"
+    assert by_source.loc["run_b"].delta_pct == pytest.approx(150.0 / 110.0 * 100 - 100)
+    assert by_source.loc["run_a"].same_device and by_source.loc["run_b"].same_device
+    # run_c has no fp16 of its own: compared with the first one, and flagged
+    assert by_source.loc["run_c"].baseline_source == "run_a" and not by_source.loc["run_c"].same_device
+    warnings = tables.device_warnings(configs, comp)
+    assert warnings == ["Cross-device: H100 m bs1 nf4 ran on GPU-cccccccc, its fp16 baseline on GPU-aaaaaaaa; "
+                        "the Δ mixes device and precision. To separate them, measure both with one GPU visible "
+                        "(and reuse_cells=false where another study measured one of them)."]
+    batch = tables.batch_scaling(pd.DataFrame([_config("fp16", "GPU-aaaaaaaa-1", 1), _config("fp16", "GPU-aaaaaaaa-1", 4, 30.0),
+                                               _config("fp16", "GPU-bbbbbbbb-2", 1, 200.0),
+                                               _config("fp16", "GPU-bbbbbbbb-2", 4, 40.0)]).assign(source=list("aabb")))
+    assert batch.set_index(["source", "batch_size"]).energy_per_request_change_pct.round(1).to_dict() == {
+        ("a", 1): 0.0, ("a", 4): -70.0, ("b", 1): 0.0, ("b", 4): -80.0}
+    assert batch.same_device.all()

@@ -92,6 +92,9 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
                                                       errors="ignore")),
                      ("comparisons", comp), ("crossover", cross), ("batch_scaling", batch), ("roofline", roof)):
         df.to_csv(out_dir / f"{name}.csv", index=False)
+    # several inputs: say which one each comparison's treatment came from (its baseline is that input's
+    # own where it has one)
+    by_source = ["source"] if not configs.empty and configs.source.nunique() > 1 else []
     text = [f"# {title or 'ecosweep report'}\n", "Inputs:\n"] + [f"- `{p}`" for p in inputs] + [""] + notes
     text += ["## Configurations\n", "Mean, sd, n and t-based 95 % CI; a bootstrap CI where raw repetitions exist.\n",
              _md(configs, ["source", "hardware", "model", "quantization", "batch_size", "n", f"{metric}_mean",
@@ -101,14 +104,14 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
              "Δ% of means with a 95 % CI (delta method), Welch's t (df, two-sided p), Cohen's d with pooled "
              "sd sqrt((s1²+s2²)/2), Hedges' g, Holm–Bonferroni adjusted p over all comparisons below; "
              "same_device: both sides ran on one physical GPU (blank where unknown: CPU cells, summary tables).\n",
-             _md(comp, ["hardware", "model", "batch_size", "quantization", "baseline_mean", "mean", "delta_pct",
+             _md(comp, [*by_source, "hardware", "model", "batch_size", "quantization", "baseline_mean", "mean", "delta_pct",
                         "delta_pct_ci_low", "delta_pct_ci_high", "t", "df", "p", "p_holm", "cohens_d", "hedges_g",
                         "same_device"])]
     text += ["## Crossover (Δ% = a + b·ln(parameters))\n",
              _md(cross, ["hardware", "quantization", "points", "slope_pct_per_log_param", "crossover_params_b",
                          "crossover_ci_low_b", "crossover_ci_high_b", "verdict"])]
     text += ["## Batch scaling (relative to batch 1)\n",
-             _md(batch, ["hardware", "model", "quantization", "batch_size", "energy_j_per_request",
+             _md(batch, [*by_source, "hardware", "model", "quantization", "batch_size", "energy_j_per_request",
                          "energy_per_request_change_pct", "tok_s", "speedup", "scaling_efficiency", "same_device"])]
     text += ["## Roofline context (decode)\n",
              "Ceiling = batch × peak memory bandwidth ÷ weight bytes read per decode step.\n",

@@ -132,6 +132,28 @@ def _summary(row: pd.Series, metric: str):
                            int(n) if pd.notna(n) else 0)
 
 
+def _baseline_for(candidates: pd.DataFrame, row: pd.Series) -> Optional[pd.Series]:
+    """The baseline row for ``row``: one from the same input (results folder or table) when there
+    is one, so a comparison stays within one run; else the first candidate."""
+    if candidates.empty:
+        return None
+    if "source" in candidates and "source" in row:
+        same = candidates[candidates.source == row["source"]]
+        if len(same):
+            return same.iloc[0]
+    return candidates.iloc[0]
+
+
+def _provenance(baseline: pd.Series, row: pd.Series) -> Dict[str, object]:
+    """Where both sides of a comparison come from: inputs, GPUs, and whether that is one GPU."""
+    def devices(r: pd.Series) -> Optional[str]:
+        d = r.get("gpu_uuids")
+        return d if isinstance(d, str) and d else None
+
+    return {"source": row.get("source"), "baseline_source": baseline.get("source"),
+            "devices": devices(row), "baseline_devices": devices(baseline), "same_device": same_device(baseline, row)}
+
+
 def same_device(a: pd.Series, b: pd.Series) -> Optional[bool]:
     """Whether two configuration rows were measured on one physical GPU; None where either has no GPU UUID
     (CPU cells, summary tables)."""
@@ -151,17 +173,16 @@ def comparisons(configs: pd.DataFrame, baseline: str = "fp16", metric: str = "en
         base = g[g.quantization == baseline]
         if base.empty:
             continue
-        b = base.iloc[0]
-        sb = _summary(b, metric)
         for _, t in g[g.quantization != baseline].iterrows():
-            st = _summary(t, metric)
+            b = _baseline_for(base, t)
+            sb, st = _summary(b, metric), _summary(t, metric)
             c = compare(sb, st)
             records.append({**dict(zip(group_keys, key)), "params_b_nominal": t.params_b_nominal,
                             "quantization": t.quantization, "baseline": baseline, "metric": metric,
                             "baseline_mean": sb.mean, "mean": st.mean, "delta_pct": c.delta_pct,
                             "delta_pct_ci_low": c.delta_pct_ci95_low, "delta_pct_ci_high": c.delta_pct_ci95_high,
                             "t": c.t, "df": c.df, "p": c.p, "cohens_d": c.cohens_d, "hedges_g": c.hedges_g,
-                            "same_device": same_device(b, t)})
+                            **_provenance(b, t)})
     out = pd.DataFrame(records)
     if not out.empty:
         out["p_holm"] = holm(out.p.tolist())
@@ -220,17 +241,16 @@ def batch_scaling(configs: pd.DataFrame) -> pd.DataFrame:
         base = g[g.batch_size == 1]
         if base.empty or len(g) < 2:
             continue
-        b = base.iloc[0]
-        base_energy = _summary(b, "energy_j_per_request")
-        for _, r in g.sort_values("batch_size").iterrows():
+        for _, r in g.sort_values("batch_size", kind="stable").iterrows():
+            b = _baseline_for(base, r)
             speedup = r.tok_s_mean / b.tok_s_mean
-            c = compare(base_energy, _summary(r, "energy_j_per_request"))
+            c = compare(_summary(b, "energy_j_per_request"), _summary(r, "energy_j_per_request"))
             records.append({**dict(zip(keys, key)), "batch_size": r.batch_size,
                             "energy_j_per_request": r.energy_j_per_request_mean,
                             "energy_per_request_change_pct": c.delta_pct,
                             "change_ci_low": c.delta_pct_ci95_low, "change_ci_high": c.delta_pct_ci95_high, "p": c.p,
                             "tok_s": r.tok_s_mean, "speedup": speedup, "scaling_efficiency": speedup / r.batch_size,
-                            "same_device": same_device(b, r)})
+                            **_provenance(b, r)})
     return pd.DataFrame(records)
 
 
@@ -292,22 +312,19 @@ def device_warnings(configs: pd.DataFrame, comp: pd.DataFrame, batch: Optional[p
             out.append(f"Mixed devices: {r.hardware} {r.model} {r.quantization} bs{r.batch_size} pools "
                        f"repetitions from {devices.count(',') + 1} GPUs ({_short_uuids(devices)}).")
 
-    def devices_of(row: pd.Series, **fixed) -> str:
-        keys = ["hardware", "model", "quantization", "batch_size", "input_tokens", "output_tokens"]
-        want = {k: fixed.get(k, row[k]) for k in keys}
-        match = configs[(configs[keys] == pd.Series(want)).all(axis=1)]
-        return _short_uuids(match.gpu_uuids.iloc[0]) if len(match) else "?"
+    def short(devices: object) -> str:
+        return _short_uuids(devices) if isinstance(devices, str) and devices else "?"
 
     crossed = comp[comp.same_device.eq(False)] if "same_device" in comp else comp.iloc[0:0]
     for _, c in crossed.iterrows():
         out.append(f"Cross-device: {c.hardware} {c.model} bs{c.batch_size} {c.quantization} ran on "
-                   f"{devices_of(c)}, its {c.baseline} baseline on {devices_of(c, quantization=c.baseline)}; "
+                   f"{short(c.devices)}, its {c.baseline} baseline on {short(c.baseline_devices)}; "
                    "the Δ mixes device and precision. To separate them, measure both with one GPU visible "
                    "(and reuse_cells=false where another study measured one of them).")
     if batch is not None and "same_device" in batch:
         for _, c in batch[batch.same_device.eq(False)].iterrows():
             out.append(f"Cross-device: {c.hardware} {c.model} {c.quantization} bs{c.batch_size} ran on "
-                       f"{devices_of(c)}, batch 1 on {devices_of(c, batch_size=1)}; its change against "
+                       f"{short(c.devices)}, batch 1 on {short(c.baseline_devices)}; its change against "
                        "batch 1 mixes device and batch size.")
     return out
 
