@@ -133,3 +133,21 @@ def test_scaling_summary_rebuilds_from_committed_runs(tmp_path):
     assert runs[4]["wall_bound_s"] == pytest.approx(1.2 * runs[1]["wall_s"] / 4)
     assert runs[4]["cells_compared"] == 16 and runs[4]["cells_within_energy_tolerance"] == 7
     assert (tmp_path / "scaling.png").stat().st_size > 0
+
+
+def test_gpu_pair_shows_one_host_two_gpus_apart(tmp_path):
+    """experiments/benchmarks/gpu_pair_h100x2_2026-11-27: the README's figures rebuild from its cells."""
+    from scipy import stats
+
+    folder = REPO / "experiments" / "benchmarks" / "gpu_pair_h100x2_2026-11-27"
+    gpu0, gpu1 = (read_results([folder / f"gpu{g}"]).to_pandas() for g in (0, 1))
+    assert gpu0.gpu_uuid.nunique() == gpu1.gpu_uuid.nunique() == 1 and gpu0.gpu_uuid[0] != gpu1.gpu_uuid[0]
+    pick = lambda df: df[(df.quantization == "int8_pure") & (df.batch_size == 1)].energy_j_per_1k_tok
+    a, b = pick(gpu0), pick(gpu1)
+    assert 100 * (b.mean() / a.mean() - 1) == pytest.approx(-17.9, abs=0.05)
+    assert stats.ttest_ind(b, a, equal_var=False).pvalue == pytest.approx(0.014, abs=0.0005)
+    build_report([folder / "gpu0", folder / "gpu1"], tmp_path)
+    comp = pd.read_csv(tmp_path / "comparisons.csv")
+    bs1 = comp[comp.batch_size == 1].set_index(comp[comp.batch_size == 1].source.str[-4:]).delta_pct
+    assert bs1.round(1).to_dict() == {"gpu0": 85.8, "gpu1": 49.9}
+    assert comp.same_device.all() and (comp.source == comp.baseline_source).all()
