@@ -99,10 +99,9 @@ def print_plan(cells: List[Any]) -> None:
               f"repetitions={s.repetitions}")
     modes = sorted({c.settings.ray.one_gpu_per for c in cells} - {"cell"})
     if modes:
-        from ecosweep.driver import gpus_per_cell, plan_lanes
+        from ecosweep.driver import plan_lanes
 
-        lanes = [lane for lane in plan_lanes(cells, cluster_gpus=1.0)  # as where GPUs exist
-                 if gpus_per_cell(lane.todo[0][0], 1.0) > 0]
+        lanes = [lane for lane in plan_lanes(cells, cluster_gpus=1.0) if lane.gpus > 0]  # as where GPUs exist
         if lanes:
             print(f"ray.one_gpu_per={','.join(modes)}: on GPUs these cells run in {len(lanes)} lane(s), each on one "
                   f"GPU with its cells in turn (cells per lane: {', '.join(str(len(lane.todo)) for lane in lanes)}).")

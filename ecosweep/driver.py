@@ -88,6 +88,7 @@ class Lane:
 
     key: str
     todo: Deque[Tuple[Cell, int]]  # (cell, attempt) still to run
+    gpus: float = 0.0  # GPUs its actor reserves (0: a CPU cell's lane)
     shared: bool = False  # several cells: each runs in a fresh process the lane's actor starts
     actor: Any = None
 
@@ -103,7 +104,7 @@ def plan_lanes(cells: List[Cell], cluster_gpus: float) -> List[Lane]:
             key = f"{lane_key(cell)}|gpus={need:g}|{sorted(cell.settings.ray.resources.items())}"
         else:
             key = f"cell:{cell.id}"
-        lanes.setdefault(key, Lane(key, deque())).todo.append((cell, 0))
+        lanes.setdefault(key, Lane(key, deque(), gpus=need)).todo.append((cell, 0))
     for lane in lanes.values():
         lane.shared = len(lane.todo) > 1
     return list(lanes.values())
@@ -168,14 +169,13 @@ class CellScheduler:
         """Run the lane's next cell on its actor (created on first use or after it died)."""
         cell, attempt = lane.todo.popleft()
         s = cell.settings
-        need = gpus_per_cell(cell, self._gpus)
         if lane.actor is None:
             lane.actor = _actor_class().options(
-                num_cpus=s.ray.cpus_per_cell, num_gpus=need, resources=dict(s.ray.resources) or None,
+                num_cpus=s.ray.cpus_per_cell, num_gpus=lane.gpus, resources=dict(s.ray.resources) or None,
             ).remote()
         method = lane.actor.run_isolated if lane.shared else lane.actor.run
         ref = method.remote(cell, self.run_id)
-        slot = "GPU" if need > 0 else "CPU"
+        slot = "GPU" if lane.gpus > 0 else "CPU"
         inflight[ref] = _Flight(cell, lane, attempt, slot, time.monotonic(), time.time())
         self.progress.started(cell.id, cell.label, slot)
 
@@ -198,10 +198,9 @@ class CellScheduler:
             while pending or inflight:
                 # start lanes while the next lane's kind of slot has room (keeps the given order)
                 while pending:
-                    cell = pending[0].todo[0][0]
-                    is_gpu = gpus_per_cell(cell, self._gpus) > 0
-                    kind_busy = sum(1 for f in inflight.values() if (gpus_per_cell(f.cell, self._gpus) > 0) == is_gpu)
-                    if kind_busy >= self._capacity(cell):
+                    is_gpu = pending[0].gpus > 0
+                    kind_busy = sum(1 for f in inflight.values() if (f.lane.gpus > 0) == is_gpu)
+                    if kind_busy >= self._capacity(pending[0].todo[0][0]):
                         break
                     self._launch_next(pending.popleft(), inflight)
                 ready, _ = ray.wait(list(inflight), num_returns=1, timeout=self.poll_s)

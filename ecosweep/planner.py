@@ -53,9 +53,14 @@ def measured_identity(s: StudyConfig) -> Dict[str, Any]:
     }
 
 
-def cell_id(s: StudyConfig) -> str:
-    blob = json.dumps(measured_identity(s), sort_keys=True, separators=(",", ":"))
+def _digest(obj: Dict[str, Any]) -> str:
+    """A stable short hash of plain data (sorted JSON: the same in every Python process)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:CELL_ID_LENGTH]
+
+
+def cell_id(s: StudyConfig) -> str:
+    return _digest(measured_identity(s))
 
 
 def lane_key(cell: Cell) -> str:
@@ -71,8 +76,7 @@ def lane_key(cell: Cell) -> str:
         return f"study:{s.study}"
     if mode == "comparison":
         identity = {k: v for k, v in measured_identity(s).items() if k not in ("quantization", "batch_size")}
-        blob = json.dumps(identity, sort_keys=True, separators=(",", ":"))
-        return "comparison:" + hashlib.sha256(blob.encode()).hexdigest()[:CELL_ID_LENGTH]
+        return "comparison:" + _digest(identity)
     return f"cell:{cell.id}"
 
 

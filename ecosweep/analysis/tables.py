@@ -144,23 +144,25 @@ def _baseline_for(candidates: pd.DataFrame, row: pd.Series) -> Optional[pd.Serie
     return candidates.iloc[0]
 
 
+def _devices(row: pd.Series) -> Optional[str]:
+    """A configuration row's GPU UUIDs (comma-joined), or None where it has none (CPU cells, summary tables)."""
+    devices = row.get("gpu_uuids")
+    return devices if isinstance(devices, str) and devices else None
+
+
 def _provenance(baseline: pd.Series, row: pd.Series) -> Dict[str, object]:
     """Where both sides of a comparison come from: inputs, GPUs, and whether that is one GPU."""
-    def devices(r: pd.Series) -> Optional[str]:
-        d = r.get("gpu_uuids")
-        return d if isinstance(d, str) and d else None
-
     return {"source": row.get("source"), "baseline_source": baseline.get("source"),
-            "devices": devices(row), "baseline_devices": devices(baseline), "same_device": same_device(baseline, row)}
+            "devices": _devices(row), "baseline_devices": _devices(baseline), "same_device": same_device(baseline, row)}
 
 
 def same_device(a: pd.Series, b: pd.Series) -> Optional[bool]:
     """Whether two configuration rows were measured on one physical GPU; None where either has no GPU UUID
     (CPU cells, summary tables)."""
-    devices = [r.get("gpu_uuids") for r in (a, b)]
-    if not all(isinstance(d, str) and d for d in devices):
+    da, db = _devices(a), _devices(b)
+    if da is None or db is None:
         return None
-    return devices[0] == devices[1] and "," not in devices[0]
+    return da == db and "," not in da
 
 
 def comparisons(configs: pd.DataFrame, baseline: str = "fp16", metric: str = "energy_j_per_1k_tok") -> pd.DataFrame:
