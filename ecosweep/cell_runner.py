@@ -57,6 +57,7 @@ def config_row(cell: Cell, run_id: str) -> Dict[str, Any]:
         "params_b_nominal": s.model.params_b,
         "weights": s.weights,
         "quantization": q.name,
+        "engine": s.engine.name,
         "quant_method": q.method,
         "dtype": q.dtype,
         "bnb_4bit_quant_type": q.bnb_4bit_quant_type,
@@ -201,14 +202,24 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
         check_device_runs(s, extra)
 
         t = time.perf_counter()
+        from ecosweep.workload.engines import build_workload, engine_facts, tolerance_for, verify_tokens
         from ecosweep.workload.generation import FixedLengthGeneration
         from ecosweep.workload.models import load_model
 
         loaded = load_model(s, device)
         phases["load_s"] = time.perf_counter() - t
         extra.update(params_count=loaded.params_count, weights_source=loaded.source)
-        workload = FixedLengthGeneration(loaded.model, loaded.vocab_size, s.batch_size, s.input_tokens,
-                                         s.output_tokens, s.seed, device)
+        shape = dict(model=loaded.model, vocab_size=loaded.vocab_size, batch_size=s.batch_size,
+                     input_tokens=s.input_tokens, output_tokens=s.output_tokens, seed=s.seed, device=device)
+        workload = build_workload(s.engine, **shape)
+        if s.engine.kind != "eager" and s.engine.verify_tokens:
+            t = time.perf_counter()
+            check = verify_tokens(workload, FixedLengthGeneration(**shape), s.engine.name,
+                                  tolerance_for(s.quantization.dtype, s.quantization.method))
+            extra.update(check.columns())
+            phases["token_check_s"] = time.perf_counter() - t
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()  # the reference's logits of every step
         is_cuda = device.startswith("cuda")
         if is_cuda:
             torch.cuda.reset_peak_memory_stats()
@@ -224,6 +235,9 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
                                     observes_device=observes_device)
             result = protocol.run({**config_row(cell, run_id), **extra}, peak_memory_mb)
             trace = meter.trace()
+        facts = engine_facts(workload)  # known once the workload ran (compiled: whether it compiled)
+        for row in result.rows:
+            row.update(facts)
         phases.update(result.phases_s)
         return CellOutcome(cell.id, result.rows, "ok", None, trace, phases, started, time.time(), visible,
                            ray_node_id=node, process_id=os.getpid())

@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterable, List
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ecosweep.config.schema import StudyConfig
+from ecosweep.config.schema import EngineConfig, StudyConfig
 from ecosweep.config.validate import validate_study
 from ecosweep.errors import ConfigError
 
@@ -33,12 +33,22 @@ class Cell:
     @property
     def label(self) -> str:
         s = self.settings
-        return f"{s.model.name}/{s.quantization.name}/bs{s.batch_size}/in{s.input_tokens}/out{s.output_tokens}"
+        engine = "" if is_default_engine(s) else f"/{s.engine.name}"
+        return f"{s.model.name}/{s.quantization.name}{engine}/bs{s.batch_size}/in{s.input_tokens}/out{s.output_tokens}"
+
+
+def is_default_engine(s: StudyConfig) -> bool:
+    """Whether the cell decodes with the default engine (eager ``generate()``, default attention): the
+    only engine before the engine axis existed, so such cells keep the ids they had then."""
+    return dataclasses.asdict(s.engine) == dataclasses.asdict(EngineConfig())
 
 
 def measured_identity(s: StudyConfig) -> Dict[str, Any]:
-    """What a measurement depends on; everything else (study name, paths, tracking) is not."""
-    return {
+    """What a measurement depends on; everything else (study name, paths, tracking) is not.
+
+    The engine enters only when it is not the default, so eager cells measured before the
+    engine axis existed keep their ids (and stay reusable)."""
+    identity = {
         "model": dataclasses.asdict(s.model),
         "weights": s.weights,
         "quantization": dataclasses.asdict(s.quantization),
@@ -51,6 +61,9 @@ def measured_identity(s: StudyConfig) -> Dict[str, Any]:
         "warmup": s.warmup,
         "seed": s.seed,
     }
+    if not is_default_engine(s):
+        identity["engine"] = dataclasses.asdict(s.engine)
+    return identity
 
 
 def _digest(obj: Dict[str, Any]) -> str:
@@ -67,15 +80,16 @@ def lane_key(cell: Cell) -> str:
     """Cells with the same key share one GPU, measured one after another (``ray.one_gpu_per``).
 
     ``cell``: every cell its own key. ``comparison``: the cell's measured identity without
-    quantization and batch size, so the two sides of every comparison the report makes (a
-    precision against fp16, a batch against batch 1) meet on one device. ``study``: the study.
+    quantization, engine and batch size, so the two sides of every comparison the report makes
+    (a precision against fp16, an engine against eager, a batch against batch 1) meet on one
+    device. ``study``: the study.
     """
     s = cell.settings
     mode = s.ray.one_gpu_per
     if mode == "study":
         return f"study:{s.study}"
     if mode == "comparison":
-        identity = {k: v for k, v in measured_identity(s).items() if k not in ("quantization", "batch_size")}
+        identity = {k: v for k, v in measured_identity(s).items() if k not in ("quantization", "engine", "batch_size")}
         return "comparison:" + _digest(identity)
     return f"cell:{cell.id}"
 

@@ -49,6 +49,32 @@ class QuantizationConfig:
 
 
 @dataclass
+class EngineConfig:
+    """How the tokens of a cell are decoded (the ``engine`` group).
+
+    ``eager``: transformers' ``generate()``, one kernel launch at a time from the host (the
+    published protocol). ``graph``: ecosweep's own fixed-length greedy loop - an uncaptured
+    prefill into a static KV cache, then every decode step replayed from one CUDA graph (on a
+    CPU the same loop runs uncaptured). ``compiled``: ``generate()`` with transformers' static
+    cache, which compiles the decode step where transformers agrees to (it declines for some
+    quantized models: rows record what ran in ``engine_effective``).
+    """
+
+    name: str = "eager"
+    kind: str = "eager"  # eager | graph | compiled
+    # attention kernel: null keeps the checkpoint's default (sdpa); sdpa | eager | ecosweep_sdpa
+    # (sdpa that runs a single decode token of a grouped-query model on its key/value heads,
+    # instead of copying every key/value head for each query head as transformers' sdpa does
+    # whenever an attention mask is passed, as a static cache needs)
+    attn_implementation: Optional[str] = None
+    # graph and compiled: run the engine once against generate() on the cell's own prompts before
+    # measuring, and fail the cell when the greedy tokens differ
+    verify_tokens: bool = True
+    # graph: decode steps run (and discarded) on a side stream before the capture
+    capture_warmup_steps: int = 3
+
+
+@dataclass
 class HardwareConfig:
     """A hardware profile: what to run on and the datasheet figures analysis needs."""
 
@@ -127,6 +153,7 @@ class StudyConfig:
     dry_run: bool = False  # plan, validate and list the cells; run nothing
     model: ModelConfig = MISSING
     quantization: QuantizationConfig = MISSING
+    engine: EngineConfig = field(default_factory=EngineConfig)
     hardware: HardwareConfig = MISSING
     measurement: MeasurementConfig = MISSING
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -142,6 +169,8 @@ DEVICES: List[str] = ["auto", "cpu", "cuda"]
 METERS: List[str] = ["auto", "nvml", "cpu", "none"]
 PROGRESS_MODES: List[str] = ["auto", "live", "plain", "off"]
 ONE_GPU_PER: List[str] = ["cell", "comparison", "study"]
+ENGINE_KINDS: List[str] = ["eager", "graph", "compiled"]
+ATTN_IMPLEMENTATIONS: List[str] = ["sdpa", "eager", "ecosweep_sdpa"]
 
 
 def register_configs() -> None:

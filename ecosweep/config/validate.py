@@ -12,12 +12,15 @@ from typing import List
 from ecosweep.config.schema import (
     BNB_4BIT_TYPES,
     DEVICES,
+    ATTN_IMPLEMENTATIONS,
     DTYPES,
+    ENGINE_KINDS,
     METERS,
     ONE_GPU_PER,
     PROGRESS_MODES,
     QUANT_METHODS,
     WEIGHTS_CHOICES,
+    EngineConfig,
     HardwareConfig,
     MeasurementConfig,
     ModelConfig,
@@ -90,6 +93,28 @@ def validate_quantization(q: QuantizationConfig) -> List[str]:
     return problems
 
 
+def validate_engine(e: EngineConfig) -> List[str]:
+    problems = _choice("engine.kind", e.kind, ENGINE_KINDS)
+    if e.attn_implementation is not None and e.attn_implementation not in ATTN_IMPLEMENTATIONS:
+        problems.append(f"engine.attn_implementation={e.attn_implementation!r} is not a valid choice; choose one "
+                        f"of: {', '.join(ATTN_IMPLEMENTATIONS)}, or null for the checkpoint's default.")
+    problems += _at_least("engine.capture_warmup_steps", e.capture_warmup_steps, 0, "an integer")
+    return problems
+
+
+def validate_engine_with_quantization(e: EngineConfig, q: QuantizationConfig) -> List[str]:
+    """Engine and quantization pairs that cannot run, known before anything loads."""
+    if e.kind == "graph" and q.method == "bnb_8bit" and (q.llm_int8_threshold or 0) > 0:
+        return [
+            f"engine={e.name} cannot run quantization={q.name} (LLM.int8(), llm_int8_threshold="
+            f"{q.llm_int8_threshold}): its outlier decomposition chooses, from each activation's values at "
+            "run time, which columns go to a separate fp16 matmul, and a CUDA graph replays fixed work only "
+            "(a failed capture also leaves the process's CUDA random-number state unusable). Measure "
+            "LLM.int8() with engine=eager, or use quantization=int8_pure (threshold 0.0) with engine=graph."
+        ]
+    return []
+
+
 def validate_hardware(h: HardwareConfig) -> List[str]:
     problems = _choice("hardware.device", h.device, DEVICES)
     for key in ("compute_capability", "peak_mem_bandwidth_gb_s", "tdp_w", "peak_fp16_tflops", "memory_gb"):
@@ -158,6 +183,8 @@ def validate_study(s: StudyConfig) -> List[str]:
         )
     problems += validate_model(s.model, s.weights)
     problems += validate_quantization(s.quantization)
+    problems += validate_engine(s.engine)
+    problems += validate_engine_with_quantization(s.engine, s.quantization)
     problems += validate_hardware(s.hardware)
     problems += validate_quantization_on_hardware(s.quantization, s.hardware)
     problems += validate_measurement(s.measurement, s.repetitions)

@@ -32,7 +32,7 @@ STEP_METRICS = [
 SUMMARY_METRICS = ["energy_j_per_1k_tok", "energy_j_per_request", "tok_s", "power_w_mean",
                    "latency_s_per_request", "net_energy_j_per_1k_tok"]
 PARAM_COLUMNS = ["cell_id", "model", "model_type", "params_count", "params_b_nominal", "weights", "quantization",
-                 "quant_method", "dtype", "bnb_4bit_quant_type", "bnb_4bit_compute_dtype", "llm_int8_threshold",
+                 "engine", "engine_effective", "attn_implementation", "quant_method", "dtype", "bnb_4bit_quant_type", "bnb_4bit_compute_dtype", "llm_int8_threshold",
                  "batch_size", "input_tokens", "output_tokens", "hardware", "device", "min_window_s"]
 ENV_COLUMNS = ["host", "cpu_count", "device", "device_name", "gpu_uuid", "compute_capability", "gpu_memory_total_mb",
                "driver_version", "cuda_version", "python_version", "torch_version", "transformers_version",
@@ -145,7 +145,9 @@ class MlflowMirror:
         }
         if first.get("error"):
             tags["error"] = str(first["error"])[:4000]
-        label = f"{first['model']}/{first['quantization']}/bs{first['batch_size']}"
+        engine = first.get("engine") or "eager"
+        label = f"{first['model']}/{first['quantization']}" + ("" if engine == "eager" else f"/{engine}") \
+            + f"/bs{first['batch_size']}"
         run = self.client.create_run(self.experiment_id(study), run_name=label, tags=tags)
         rid = run.info.run_id
         params = [Param(k, str(first.get(k))) for k in PARAM_COLUMNS if first.get(k) is not None]

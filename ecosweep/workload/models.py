@@ -23,6 +23,7 @@ from typing import Any, Dict
 
 from ecosweep.config.schema import ModelConfig, StudyConfig
 from ecosweep.errors import ModelNotFoundError
+from ecosweep.workload import attention as attention_impl
 from ecosweep.workload.quantization import bnb_config, torch_dtype
 
 _ARCH_KEYS = (
@@ -135,7 +136,8 @@ def pretrained_source(s: StudyConfig) -> str:
 
 
 def load_model(s: StudyConfig, device: str) -> LoadedModel:
-    """Load the cell's model on ``device`` ("cpu" or "cuda:0") with its quantization."""
+    """Load the cell's model on ``device`` ("cpu" or "cuda:0") with its quantization and the
+    engine's attention implementation (the checkpoint's default when the engine names none)."""
     from transformers import AutoModelForCausalLM
 
     q = s.quantization
@@ -145,12 +147,18 @@ def load_model(s: StudyConfig, device: str) -> LoadedModel:
     else:
         source = pretrained_source(s)
         local_only = not s.allow_download
+    attention = {}
+    if s.engine.attn_implementation is not None:
+        if s.engine.attn_implementation == attention_impl.NAME:
+            attention_impl.register()
+        attention = {"attn_implementation": s.engine.attn_implementation}
     model = AutoModelForCausalLM.from_pretrained(
         source,
         dtype=torch_dtype(q.dtype),
         quantization_config=bnb_config(q),
         device_map={"": device},
         local_files_only=local_only,
+        **attention,
     )
     model.eval()
     return LoadedModel(model, source, _logical_params(model), int(model.config.vocab_size))

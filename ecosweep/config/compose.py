@@ -1,0 +1,34 @@
+"""Compose the config tree from Python, as ``python -m ecosweep`` does from the command line.
+
+    from ecosweep.config.compose import compose_settings
+    s = compose_settings(["model=Mistral-7B", "quantization=nf4", "engine=graph"])
+
+Returns a validated-type :class:`ecosweep.config.schema.StudyConfig` (range checks are
+:func:`ecosweep.config.validate.validate_study`'s job), for scripts and tests that need one
+cell's settings without Hydra's command line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+def compose_config(overrides: Optional[Iterable[str]] = None) -> Any:
+    """The composed DictConfig of ``conf/config.yaml`` with ``overrides`` (no ``hydra`` node)."""
+    from hydra import compose, initialize_config_dir
+
+    from ecosweep.config.schema import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides or []))
+
+
+def compose_settings(overrides: Optional[Iterable[str]] = None) -> Any:
+    """One cell's StudyConfig from ``overrides``."""
+    from ecosweep.planner import to_settings
+
+    return to_settings(compose_config(overrides))

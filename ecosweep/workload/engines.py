@@ -1,0 +1,206 @@
+"""Decode engines: build a cell's workload for its engine, check its tokens, say what ran.
+
+``eager``    transformers' generate() (FixedLengthGeneration).
+``graph``    ecosweep's greedy loop with one CUDA graph replay per token (GraphDecodeGeneration).
+``compiled`` generate() with transformers' static cache, compiled where transformers agrees to.
+
+Whatever was asked, :func:`engine_facts` reports what actually ran (``engine_effective``) and the
+attention implementation the model used, and :func:`verify_tokens` fails a cell whose engine
+does not produce the greedy tokens of generate() on the cell's own prompts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from ecosweep.config.schema import EngineConfig
+from ecosweep.errors import EcosweepError
+from ecosweep.workload.generation import FixedLengthGeneration, eos_token_ids
+from ecosweep.workload.graph_decode import GraphDecodeGeneration
+
+
+class TokenMismatchError(EcosweepError):
+    """An engine's greedy tokens differ from generate()'s for the same model and prompts."""
+
+
+# How far an engine's logits may stray from generate()'s, in standard deviations of generate()'s
+# logits at the step, before the engine is judged to compute something else. Measured on the CPU
+# tiny model: a correct loop stays within 2e-6 sd in float32 and 0.07 sd in bf16 / nf4 / int8 (the
+# 16-bit rounding of logits and kernels that sum in another order); a mask one position off moves
+# them by 0.35 to 1.1 sd.
+LOGIT_TOLERANCE_SD = {"float32": 1e-3, "16bit": 0.25}
+
+
+@dataclass(frozen=True)
+class TokenCheck:
+    """How an engine's greedy decoding compares with generate()'s on the cell's own prompts.
+
+    ``tokens_equal``: one free-running call of each gave identical tokens. ``agreement``: the
+    fraction of greedy choices that agree where both saw the same tokens before (the graph engine
+    is fed generate()'s tokens at every step; the compiled engine is compared up to each request's
+    first difference). ``logit_diff_sd``: the largest |engine - generate()| logit over those
+    choices, in standard deviations of generate()'s logits: where it is small, a differing choice
+    can only be a near tie between two tokens, which random weights produce often.
+    """
+
+    tokens_equal: bool
+    first_mismatch_step: Optional[int]  # first new-token index where the free-running calls differ
+    choices: int
+    agreement: float
+    logit_diff_sd: float
+    tolerance_sd: float
+
+    @property
+    def passed(self) -> bool:
+        return self.tokens_equal or self.logit_diff_sd <= self.tolerance_sd
+
+    def columns(self) -> Dict[str, Any]:
+        return {"engine_tokens_equal": self.tokens_equal, "engine_token_agreement": self.agreement,
+                "engine_logit_diff_sd": self.logit_diff_sd}
+
+
+class _StepComparison:
+    """Accumulates per-step comparisons of (batch, vocab) scores whose rows saw identical inputs."""
+
+    def __init__(self, eos: Any):
+        self.eos = eos
+        self.choices = self.agreeing = 0
+        self.max_diff_sd = 0.0
+
+    def add(self, reference: Any, engine: Any, rows: Any = None) -> None:
+        import torch
+
+        reference, engine = reference.float().clone(), engine.float().to(reference.device)
+        if self.eos is not None and len(self.eos):
+            reference.index_fill_(1, self.eos.to(reference.device), -torch.inf)
+            engine = engine.clone().index_fill_(1, self.eos.to(reference.device), -torch.inf)
+        if rows is not None:
+            reference, engine = reference[rows], engine[rows]
+        if reference.shape[0] == 0:
+            return
+        finite = torch.isfinite(reference)
+        sd = float(reference[finite].std()) or 1.0
+        self.max_diff_sd = max(self.max_diff_sd, float((engine - reference).abs()[finite].max()) / sd)
+        self.choices += reference.shape[0]
+        self.agreeing += int((engine.argmax(-1) == reference.argmax(-1)).sum())
+
+
+def _first_difference(reference: Any, engine: Any) -> Optional[int]:
+    steps = (reference.cpu() != engine.cpu()).any(dim=0).nonzero()
+    return int(steps[0]) if len(steps) else None
+
+
+def check_tokens(workload: Any, reference: FixedLengthGeneration, tolerance_sd: float) -> TokenCheck:
+    """Compare ``workload`` (graph or compiled) with generate() on the same model and prompts."""
+    import torch
+
+    ref_tokens, ref_scores = reference.generate_with_scores()
+    eos = torch.tensor(eos_token_ids(reference.model), dtype=torch.long)
+    eos = eos[(eos >= 0) & (eos < ref_scores[0].shape[-1])]
+    steps = _StepComparison(eos)
+    if isinstance(workload, GraphDecodeGeneration):
+        workload.generate()
+        free_running = workload.last_tokens.clone()
+        for step, scores in workload.teacher_forced_scores(ref_tokens):
+            steps.add(ref_scores[step], scores)
+    else:
+        eng_tokens, eng_scores = workload.generate_with_scores()
+        free_running = eng_tokens
+        differs = (ref_tokens != eng_tokens).cpu()
+        for step in range(ref_tokens.shape[1]):
+            # a request's context is identical up to and including its first differing step
+            same_so_far = ~differs[:, :step].any(dim=1)
+            steps.add(ref_scores[step], eng_scores[step], rows=same_so_far.to(ref_scores[step].device))
+    first = _first_difference(ref_tokens, free_running)
+    agreement = steps.agreeing / steps.choices if steps.choices else float("nan")
+    return TokenCheck(first is None, first, steps.choices, agreement, steps.max_diff_sd, tolerance_sd)
+
+
+def tolerance_for(dtype: str, quant_method: str) -> float:
+    """LOGIT_TOLERANCE_SD for a cell: float32 only when nothing is quantized or 16-bit."""
+    return LOGIT_TOLERANCE_SD["float32" if dtype == "float32" and quant_method == "none" else "16bit"]
+
+
+def verify_tokens(workload: Any, reference: FixedLengthGeneration, engine_name: str,
+                  tolerance_sd: float) -> TokenCheck:
+    """:func:`check_tokens`, raising TokenMismatchError (before anything is measured) when the
+    engine's logits stray beyond rounding from generate()'s."""
+    check = check_tokens(workload, reference, tolerance_sd)
+    if not check.passed:
+        raise TokenMismatchError(
+            f"engine={engine_name} ({workload.engine_effective}) does not decode what generate() decodes on "
+            f"the cell's prompts: its logits differ from generate()'s by up to {check.logit_diff_sd:.3g} standard "
+            f"deviations (rounding allows {tolerance_sd:g}), {100 * (1 - check.agreement):.1f} % of its greedy "
+            f"choices differ where both saw the same tokens, and free-running tokens first differ at new token "
+            f"{check.first_mismatch_step}. Its energy would not be the same workload's, so nothing was measured "
+            "for this cell; engine.verify_tokens=false skips this check."
+        )
+    return check
+
+
+def build_workload(engine: EngineConfig, model: Any, vocab_size: int, batch_size: int, input_tokens: int,
+                   output_tokens: int, seed: int, device: str) -> Any:
+    """The cell's workload for ``engine`` (all share the interface CellProtocol drives)."""
+    common = dict(model=model, vocab_size=vocab_size, batch_size=batch_size, input_tokens=input_tokens,
+                  output_tokens=output_tokens, seed=seed, device=device)
+    if engine.kind == "eager":
+        return FixedLengthGeneration(**common)
+    if engine.kind == "graph":
+        return GraphDecodeGeneration(**common, capture=True, capture_warmup_steps=engine.capture_warmup_steps)
+    if engine.kind == "compiled":
+        return CompiledGeneration(**common)
+    raise ValueError(f"unknown engine kind {engine.kind!r}")
+
+
+class CompiledGeneration(FixedLengthGeneration):
+    """generate() with ``cache_implementation="static"``; transformers compiles the decode step when
+    its criteria hold (a CUDA device, a quantizer that supports compilation) and silently runs eager
+    otherwise. After the first call, ``engine_effective`` says which happened."""
+
+    engine_effective = "unknown"  # until the first call
+
+    def __init__(self, **kw: Any):
+        super().__init__(**kw, cache_implementation="static")
+        self.compile_note: Optional[str] = None
+
+    def generate(self) -> int:
+        tokens = super().generate()
+        if self.engine_effective == "unknown":
+            self._observe_compilation()
+        return tokens
+
+    def generate_with_scores(self) -> Any:
+        result = super().generate_with_scores()
+        if self.engine_effective == "unknown":
+            self._observe_compilation()
+        return result
+
+    def _observe_compilation(self) -> None:
+        """generate() keeps its compiled forward in ``_compiled_call`` once it chose to compile; dynamo's
+        counters say whether anything was actually compiled (it can fall back to eager quietly)."""
+        try:
+            from torch._dynamo.utils import counters
+
+            graphs = int(counters["stats"]["unique_graphs"])
+        except Exception:  # counters are internal: without them, trust generate()'s choice
+            graphs = 1
+        compiled = getattr(self.model, "_compiled_call", None) is not None and graphs > 0
+        self.engine_effective = "compiled" if compiled else "eager_static_cache"
+        if not compiled:
+            quantizer = getattr(self.model, "hf_quantizer", None)
+            if self.model.device.type != "cuda":
+                why = f"transformers compiles generate() only on an accelerator, not on {self.model.device.type}"
+            elif quantizer is not None and not getattr(quantizer, "is_compileable", True):
+                why = f"transformers does not compile models quantized by {type(quantizer).__name__}"
+            else:
+                why = "transformers' auto-compile criteria did not hold"
+            self.compile_note = f"asked for compiled, ran eager with a static cache: {why}"
+
+
+def engine_facts(workload: Any) -> Dict[str, Any]:
+    """Row columns saying what ran: ``engine_effective``, ``attn_implementation`` and, where what ran
+    is not what was asked, ``engine_note`` saying why."""
+    return {"engine_effective": workload.engine_effective,
+            "attn_implementation": getattr(workload.model.config, "_attn_implementation", None),
+            "engine_note": getattr(workload, "compile_note", None)}

@@ -1,0 +1,36 @@
+"""Shrink the device wheel folder (``../shared/device/wheelhouse .whl``) so that it and the
+checkout fit the device tool's 64 MiB: the device runs torch 2.11 + CUDA 13.0, so bitsandbytes'
+CUDA 13.2 and XPU libraries go, and so do Ray libraries ecosweep never imports (RLlib, Serve,
+Ray LLM, Data, Train, Tune). ``import ray``, local clusters and actors do not touch them.
+
+    python experiments/device/slim_wheels.py .whl
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import zipfile
+from pathlib import Path
+
+DROP = [
+    re.compile(r"^bitsandbytes/libbitsandbytes_(cuda13[1-9]|xpu\d+)\.so$"),
+    re.compile(r"^ray/(rllib|serve|llm|data|train|tune)/"),
+]
+
+
+def slim(wheel: Path) -> None:
+    tmp = wheel.with_suffix(".tmp")
+    with zipfile.ZipFile(wheel) as zin, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zout:
+        for info in zin.infolist():
+            if not any(p.search(info.filename) for p in DROP):
+                zout.writestr(info, zin.read(info.filename))
+    before, after = wheel.stat().st_size, tmp.stat().st_size
+    tmp.replace(wheel)
+    print(f"{before / 2**20:6.1f} -> {after / 2**20:6.1f} MiB  {wheel.name}")
+
+
+if __name__ == "__main__":
+    for path in sorted(Path(sys.argv[1] if len(sys.argv) > 1 else ".whl").glob("*.whl")):
+        if path.name.startswith(("ray-", "bitsandbytes-")):
+            slim(path)
