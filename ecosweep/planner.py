@@ -82,15 +82,18 @@ def lane_key(cell: Cell) -> str:
     ``cell``: every cell its own key. ``comparison``: the cell's measured identity without
     quantization, engine and batch size, so the two sides of every comparison the report makes
     (a precision against fp16, an engine against eager, a batch against batch 1) meet on one
-    device. ``study``: the study.
+    device. ``precision``: the same, but batch size stays in the key: each batch size's
+    precisions and engines share a GPU, and batch sizes spread over GPUs (changes against batch 1
+    then cross devices, which the report flags). ``study``: the study.
     """
     s = cell.settings
     mode = s.ray.one_gpu_per
     if mode == "study":
         return f"study:{s.study}"
-    if mode == "comparison":
-        identity = {k: v for k, v in measured_identity(s).items() if k not in ("quantization", "engine", "batch_size")}
-        return "comparison:" + _digest(identity)
+    if mode in ("comparison", "precision"):
+        varying = ("quantization", "engine") if mode == "precision" else ("quantization", "engine", "batch_size")
+        identity = {k: v for k, v in measured_identity(s).items() if k not in varying}
+        return f"{mode}:" + _digest(identity)
     return f"cell:{cell.id}"
 
 

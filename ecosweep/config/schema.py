@@ -128,8 +128,9 @@ class RayConfig:
     actor_retries: int = 1
     resources: Dict[str, float] = field(default_factory=dict)
     progress: str = "auto"
-    # cell: each GPU cell takes any free GPU; comparison: cells that differ only in quantization or
-    # batch size share one GPU, one after another; study: every GPU cell of the command on one GPU
+    # cell: each GPU cell takes any free GPU; comparison: cells that differ only in quantization, engine
+    # or batch size share one GPU, one after another; precision: the same with batch sizes on separate
+    # GPUs; study: every GPU cell of the command on one GPU
     one_gpu_per: str = "cell"
 
 
@@ -168,7 +169,7 @@ BNB_4BIT_TYPES: List[str] = ["nf4", "fp4"]
 DEVICES: List[str] = ["auto", "cpu", "cuda"]
 METERS: List[str] = ["auto", "nvml", "cpu", "none"]
 PROGRESS_MODES: List[str] = ["auto", "live", "plain", "off"]
-ONE_GPU_PER: List[str] = ["cell", "comparison", "study"]
+ONE_GPU_PER: List[str] = ["cell", "comparison", "precision", "study"]
 ENGINE_KINDS: List[str] = ["eager", "graph", "compiled"]
 ATTN_IMPLEMENTATIONS: List[str] = ["sdpa", "eager", "ecosweep_sdpa"]
 
