@@ -28,16 +28,35 @@ def _cache_keyword(model: Any) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def _reset_positions(cache: Any) -> None:
-    """Rewind every layer of a static cache to position 0 without clearing it: the next prefill
-    overwrites what it reads, and the mask hides the rest. (``Cache.reset()`` would also zero the
-    whole cache, a memset of the full KV cache per call.)"""
-    for layer in cache.layers:
-        length = getattr(layer, "cumulative_length", None)
-        if length is None or isinstance(length, int):
-            cache.reset()
-            return
-        length.zero_()
+def static_cache(model_config: Any, max_cache_len: int) -> Any:
+    """A StaticCache of full-attention layers, each ``max_cache_len`` positions long.
+
+    transformers gives a model with a sliding window (Mistral, Phi-3) sliding-window cache layers,
+    which keep their fill level in a Python int and roll the cache once it is full: host state that
+    a CUDA graph freezes at capture. When the whole cell (prompt + new tokens) fits in the window,
+    sliding-window attention is full attention, so the cache is built as full-attention layers;
+    a longer cell is refused.
+    """
+    import copy
+
+    from transformers import StaticCache
+
+    config = copy.deepcopy(model_config.get_text_config(decoder=True)
+                           if hasattr(model_config, "get_text_config") else model_config)
+    window = getattr(config, "sliding_window", None)
+    if window is not None and max_cache_len > window:
+        raise ValueError(
+            f"engine=graph needs the whole sequence ({max_cache_len} tokens) inside the model's sliding window "
+            f"({window} tokens): shorten input_tokens + output_tokens or use engine=eager")
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None:
+        other = sorted(set(layer_types) - {"full_attention", "sliding_attention"})
+        if other:
+            raise ValueError(f"engine=graph supports full and sliding-window attention layers, not {other}; "
+                             "use engine=eager for this architecture")
+        config.layer_types = ["full_attention"] * len(layer_types)
+    config.sliding_window = None
+    return StaticCache(config=config, max_cache_len=max_cache_len)
 
 
 class GraphDecodeGeneration:
@@ -46,8 +65,6 @@ class GraphDecodeGeneration:
     def __init__(self, model: Any, vocab_size: int, batch_size: int, input_tokens: int, output_tokens: int,
                  seed: int, device: str, capture: bool, capture_warmup_steps: int = 3):
         import torch
-        from transformers import StaticCache
-
         self.model = model
         self.batch_size = batch_size
         self.input_tokens = input_tokens
@@ -58,7 +75,7 @@ class GraphDecodeGeneration:
         self.capture_warmup_steps = capture_warmup_steps
         self.input_ids = synthetic_prompts(vocab_size, batch_size, input_tokens, seed, device)
         self.max_cache_len = input_tokens + output_tokens
-        self.cache = StaticCache(config=model.config, max_cache_len=self.max_cache_len)
+        self.cache = static_cache(model.config, self.max_cache_len)
         self._cache_kw = _cache_keyword(model)
         self._bool_mask = model.config._attn_implementation != "eager"
         dtype = next(p for p in model.parameters() if p.is_floating_point()).dtype
@@ -87,7 +104,7 @@ class GraphDecodeGeneration:
         return scores.argmax(dim=-1)
 
     def _prefill(self) -> None:
-        _reset_positions(self.cache)
+        self.cache.reset()  # in place (graph addresses stay); clearing costs < 0.1 % of a call
         out = self.model(input_ids=self.input_ids, position_ids=self._prefill_positions, use_cache=True,
                          logits_to_keep=1, **{self._cache_kw: self.cache})
         first = self._greedy(out.logits)

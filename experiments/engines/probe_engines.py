@@ -102,6 +102,7 @@ def main() -> int:
     ap.add_argument("--window-s", type=float, default=4.0)
     ap.add_argument("--cache", default="/tmp/ecosweep_models")
     ap.add_argument("--compiled-model", default="", help="also run engine=compiled on this model (fp16, nf4)")
+    ap.add_argument("--token-check-models", default="", help="comma-separated: fp16 token check at batch 1 only")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -191,6 +192,20 @@ def main() -> int:
             save()
         del model, loaded
         torch.cuda.empty_cache() if cuda else None
+
+    for name in filter(None, args.token_check_models.split(",")):
+        s = settings(name, "fp16", "graph", "ecosweep_sdpa", args.cache)
+        loaded = load_model(s, device)
+        shape1 = dict(model=loaded.model, vocab_size=loaded.vocab_size, batch_size=1, input_tokens=args.input_tokens,
+                      output_tokens=args.output_tokens, seed=0, device=device)
+        w = build_workload(s.engine, **shape1)
+        chk = check_tokens(w, FixedLengthGeneration(**shape1), tolerance_for("float16", "none"))
+        results["token_checks"].append({"model": name, "quantization": "fp16", "batch_size": 1,
+                                        "engine_effective": w.engine_effective, **chk.__dict__, "passed": chk.passed})
+        print(f"token check {name} fp16 bs1 {w.engine_effective}: {chk}", flush=True)
+        del w, loaded
+        torch.cuda.empty_cache() if cuda else None
+        save()
 
     if args.compiled_model:
         for q in ("fp16", "nf4"):

@@ -3,47 +3,45 @@
 # each fit one 10-minute device call. Results land under outputs/h100x4/ (kept on a warm machine
 # between calls) and a tarball of them under $OUT.
 #
-#   experiments/engines/run_on_device.sh A|B|C
+#   experiments/engines/run_on_device.sh A|B
 #
-# A  GPU 0: probe_engines.py (token checks, eager vs graph, attention at batch 64, compiled);
-#    GPUs 1 and 2: the batch-1 graph cells of Mistral-7B (fp16, nf4, int8_pure) at the default
-#    protocol, once per GPU (studies graph_gpu_a, graph_gpu_b); GPU 3: batch_size_sweep, engine=graph.
-# B  engine_crossover on all four GPUs (one lane per batch size), then nf4_crossover, engine=graph.
-# C  int8_ablation, engine=graph (fp16 and pure int8; LLM.int8() cannot be captured).
+# A  GPU 0: probe_engines.py (token checks, eager vs graph and the attention kernel at batch 64), then the
+#    batch-1 graph cells of Mistral-7B (fp16, nf4, int8_pure) at the default protocol (study graph_gpu_a);
+#    GPU 2: the same cells (graph_gpu_b); GPU 1: batch_size_sweep and GPU 3: nf4_crossover, engine=graph.
+# B  engine_crossover on all four GPUs (one lane per batch size), then int8_ablation, engine=graph
+#    (fp16 and pure int8; LLM.int8() cannot be captured).
 set -u
-phase=${1:?phase A, B or C}
+phase=${1:?phase A or B}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 root=$repo/outputs/h100x4
 mkdir -p "$root/logs"
 export ECOSWEEP_MODEL_CACHE=${ECOSWEEP_MODEL_CACHE:-/tmp/ecosweep_models} RAY_AUTH_MODE=disabled PYTHONUNBUFFERED=1
 limit=${LIMIT_S:-540}
 SHORT="measurement=short repetitions=5 warmup=1"
+# the batch-1 graph cells of Mistral-7B at the default protocol (5 s windows), 5 repetitions, no extension
+PAIR="-m model=Mistral-7B quantization=fp16,nf4,int8_pure engine=graph batch_size=1 input_tokens=128 output_tokens=128 measurement=default repetitions=5 measurement.max_repetitions=5 ray.one_gpu_per=study"
 common="tracking=none ray.progress=plain output_root=$root"
 nvidia-smi --query-gpu=index,name,uuid,power.draw,temperature.gpu --format=csv > "$root/logs/gpus_$phase.csv"
 cd "$repo"
 case $phase in
   A)
-    CUDA_VISIBLE_DEVICES=0 timeout "$limit" python3 experiments/engines/probe_engines.py --out "$root/probe" \
-      --cache "$ECOSWEEP_MODEL_CACHE" --compiled-model TinyLlama-1.1B > "$root/logs/probe.log" 2>&1 &
-    for gpu in 1 2; do
-      name=$([ $gpu = 1 ] && echo a || echo b)
-      CUDA_VISIBLE_DEVICES=$gpu timeout "$limit" python3 -m ecosweep -m model=Mistral-7B \
-        quantization=fp16,nf4,int8_pure engine=graph batch_size=1 input_tokens=128 output_tokens=128 \
-        measurement=default repetitions=10 measurement.max_repetitions=10 ray.one_gpu_per=study \
-        study=graph_gpu_$name $common > "$root/logs/graph_gpu_$name.log" 2>&1 &
-    done
-    CUDA_VISIBLE_DEVICES=3 timeout "$limit" python3 -m ecosweep +experiment=batch_size_sweep engine=graph \
+    ( CUDA_VISIBLE_DEVICES=0 timeout 240 python3 experiments/engines/probe_engines.py --out "$root/probe" \
+        --cache "$ECOSWEEP_MODEL_CACHE" --quantizations fp16 --batches 1,64 --token-check-models TinyLlama-1.1B \
+        > "$root/logs/probe.log" 2>&1
+      CUDA_VISIBLE_DEVICES=0 timeout $((limit - 240)) python3 -m ecosweep $PAIR study=graph_gpu_a $common \
+        > "$root/logs/graph_gpu_a.log" 2>&1 ) &
+    CUDA_VISIBLE_DEVICES=1 timeout "$limit" python3 -m ecosweep +experiment=batch_size_sweep engine=graph \
       $SHORT $common > "$root/logs/batch_size_sweep.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=2 timeout "$limit" python3 -m ecosweep $PAIR study=graph_gpu_b $common \
+      > "$root/logs/graph_gpu_b.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=3 timeout "$limit" python3 -m ecosweep +experiment=nf4_crossover engine=graph $SHORT $common \
+      > "$root/logs/nf4_crossover.log" 2>&1 &
     ;;
   B)
-    ( timeout "$limit" python3 -m ecosweep +experiment=engine_crossover $SHORT $common \
+    ( timeout $((limit - 150)) python3 -m ecosweep +experiment=engine_crossover $SHORT $common \
         > "$root/logs/engine_crossover.log" 2>&1
-      timeout $((limit - 30)) python3 -m ecosweep +experiment=nf4_crossover engine=graph $SHORT $common \
-        > "$root/logs/nf4_crossover.log" 2>&1 ) &
-    ;;
-  C)
-    timeout "$limit" python3 -m ecosweep +experiment=int8_ablation engine=graph \
-      'hydra.sweeper.params.quantization="fp16,int8_pure"' $SHORT $common > "$root/logs/int8_ablation.log" 2>&1 &
+      timeout 150 python3 -m ecosweep +experiment=int8_ablation engine=graph \
+        'hydra.sweeper.params.quantization="fp16,int8_pure"' $SHORT $common > "$root/logs/int8_ablation.log" 2>&1 ) &
     ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
