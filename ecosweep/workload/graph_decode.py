@@ -92,6 +92,7 @@ class GraphDecodeGeneration:
         self.graph: Any = None
         self.last_tokens: Any = None
         self.last_scores: Any = None  # (batch, vocab) float32 scores of the last step, EOS suppressed
+        self._graph_scores: Any = None
 
     # -- the two model calls -------------------------------------------------------------------
     def _greedy(self, logits: Any) -> Any:
@@ -146,6 +147,7 @@ class GraphDecodeGeneration:
         with torch.cuda.graph(graph):
             self._decode_step()
         self.graph = graph
+        self._graph_scores = self.last_scores  # where every replay writes its scores
 
     # -- the workload interface ---------------------------------------------------------------
     def generate(self) -> int:
@@ -181,9 +183,10 @@ class GraphDecodeGeneration:
                 self.next_token.copy_(tokens[:, step - 1:step].to(self.next_token.device))
                 if self.graph is not None:
                     self.graph.replay()
+                    yield step, self._graph_scores  # (the uncaptured prefill re-pointed last_scores)
                 else:
                     self._decode_step()
-                yield step, self.last_scores
+                    yield step, self.last_scores
 
     def prefill(self) -> int:
         """Prefill and the first token only; returns batch_size."""

@@ -5,9 +5,9 @@
 #
 #   experiments/engines/run_on_device.sh A|B
 #
-# A  GPU 0: probe_engines.py (token checks, eager vs graph and the attention kernel at batch 64), then the
-#    batch-1 graph cells of Mistral-7B (fp16, nf4, int8_pure) at the default protocol (study graph_gpu_a);
-#    GPU 2: the same cells (graph_gpu_b); GPU 1: batch_size_sweep and GPU 3: nf4_crossover, engine=graph.
+# A  GPU 0: probe_engines.py (token checks, eager vs graph and the attention kernel at batch 64); GPUs 1
+#    and 2: the batch-1 graph cells of Mistral-7B (fp16, nf4, int8_pure) at the default protocol, once
+#    on each (studies graph_gpu_a, graph_gpu_b); GPU 3: engine_crossover's fp16 cells at batch 16 and 64.
 # B  engine_crossover on all four GPUs (one lane per batch size), then int8_ablation, engine=graph
 #    (fp16 and pure int8; LLM.int8() cannot be captured).
 set -u
@@ -25,17 +25,16 @@ nvidia-smi --query-gpu=index,name,uuid,power.draw,temperature.gpu --format=csv >
 cd "$repo"
 case $phase in
   A)
-    ( CUDA_VISIBLE_DEVICES=0 timeout 240 python3 experiments/engines/probe_engines.py --out "$root/probe" \
-        --cache "$ECOSWEEP_MODEL_CACHE" --quantizations fp16 --batches 1,64 --token-check-models TinyLlama-1.1B \
-        > "$root/logs/probe.log" 2>&1
-      CUDA_VISIBLE_DEVICES=0 timeout $((limit - 240)) python3 -m ecosweep $PAIR study=graph_gpu_a $common \
-        > "$root/logs/graph_gpu_a.log" 2>&1 ) &
-    CUDA_VISIBLE_DEVICES=1 timeout "$limit" python3 -m ecosweep +experiment=batch_size_sweep engine=graph \
-      $SHORT $common > "$root/logs/batch_size_sweep.log" 2>&1 &
-    CUDA_VISIBLE_DEVICES=2 timeout "$limit" python3 -m ecosweep $PAIR study=graph_gpu_b $common \
-      > "$root/logs/graph_gpu_b.log" 2>&1 &
-    CUDA_VISIBLE_DEVICES=3 timeout "$limit" python3 -m ecosweep +experiment=nf4_crossover engine=graph $SHORT $common \
-      > "$root/logs/nf4_crossover.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=0 timeout 240 python3 experiments/engines/probe_engines.py --out "$root/probe" \
+      --cache "$ECOSWEEP_MODEL_CACHE" --quantizations fp16 --batches 1,64 --token-check-models TinyLlama-1.1B \
+      > "$root/logs/probe.log" 2>&1 &
+    for gpu in 1 2; do
+      name=$([ $gpu = 1 ] && echo a || echo b)
+      CUDA_VISIBLE_DEVICES=$gpu timeout "$limit" python3 -m ecosweep $PAIR study=graph_gpu_$name $common \
+        > "$root/logs/graph_gpu_$name.log" 2>&1 &
+    done
+    CUDA_VISIBLE_DEVICES=3 timeout "$limit" python3 -m ecosweep +experiment=engine_crossover quantization=fp16 \
+      batch_size=16,64 $SHORT $common > "$root/logs/engine_crossover.log" 2>&1 &
     ;;
   B)
     ( timeout $((limit - 150)) python3 -m ecosweep +experiment=engine_crossover $SHORT $common \
