@@ -92,7 +92,7 @@ def test_model_parameter_count_matches_nominal(name):
     ("measurement.meter=geiger", "choose one of: auto, nvml, cpu, none"),
     ("quantization.llm_int8_threshold=-1", "llm_int8_threshold"),
     ("ray.progress=fancy", "choose one of: auto, live, plain, off"),
-    ("ray.one_gpu_per=node", "ray.one_gpu_per='node' is not a valid choice; choose one of: cell, comparison, study"),
+    ("ray.one_gpu_per=node", "ray.one_gpu_per='node' is not a valid choice; choose one of: cell, comparison, precision, study"),
     ("study=a/b", "not a valid study name"),
 ])
 def test_bad_values_are_named_with_their_valid_range(override, needle):

@@ -41,15 +41,18 @@ def energy_by_model(configs: pd.DataFrame, comp: pd.DataFrame, out_dir: Path,
     """``metric`` (energy per 1k tokens by default) by model and quantization, 95 % CI bars, delta-% labels."""
     plt = _plt()
     paths: List[Path] = []
-    for hw, g in configs.groupby("hardware"):
+    configs = _with_series(configs)
+    comp = _with_series(comp) if not comp.empty else comp
+    for (hw, bs), g in configs.groupby(["hardware", "batch_size"]):
         models = list(dict.fromkeys(g.sort_values("params_b_nominal").model))
-        quants = list(dict.fromkeys(g.quantization))
-        baselines = [] if comp.empty or "baseline" not in comp else [b for b in dict.fromkeys(comp.baseline) if b in quants]
-        quants = baselines + [q for q in quants if q not in baselines]  # the baseline's bar first
+        quants = list(dict.fromkeys(g.series))
+        baselines = [] if comp.empty or "baseline" not in comp else [
+            s for s in quants if g[g.series == s].quantization.iloc[0] in set(comp.baseline)]
+        quants = baselines + [q for q in quants if q not in baselines]  # the baseline's bars first
         width = 0.8 / max(1, len(quants))
         fig, ax = plt.subplots(figsize=(max(5, 1.6 * len(models) + 2), 4))
         for qi, q in enumerate(quants):
-            sub = g[g.quantization == q].groupby("model").first().reindex(models)
+            sub = g[g.series == q].groupby("model").first().reindex(models)
             x = np.arange(len(models)) + (qi - (len(quants) - 1) / 2) * width
             err = np.vstack([sub[f"{metric}_mean"] - sub[f"{metric}_ci_low"],
                              sub[f"{metric}_ci_high"] - sub[f"{metric}_mean"]])
@@ -57,16 +60,62 @@ def energy_by_model(configs: pd.DataFrame, comp: pd.DataFrame, out_dir: Path,
                    color=GREYS[qi % len(GREYS)], hatch=HATCHES[qi % len(HATCHES)], edgecolor="black")
             if not comp.empty:
                 for xi, model in zip(x, models):
-                    row = comp[(comp.hardware == hw) & (comp.model == model) & (comp.quantization == q)]
+                    row = comp[(comp.hardware == hw) & (comp.model == model) & (comp.series == q)
+                               & (comp.batch_size == bs)]
                     if len(row):
                         top = sub.loc[model, f"{metric}_ci_high"]
                         top = top if top == top else sub.loc[model, f"{metric}_mean"]
                         ax.annotate(f"{row.delta_pct.iloc[0]:+.1f}%", (xi, top), ha="center", va="bottom", fontsize=7)
         ax.set_xticks(np.arange(len(models)), models, rotation=20)
         ax.set_ylabel(LABELS.get(metric, metric))
-        ax.set_title(f"{hw}: {LABELS.get(metric, metric)}, mean and 95 % CI")
-        ax.legend(title="quantization", fontsize=8)
-        paths += _save(fig, out_dir, f"{metric}_by_model_{_slug(hw)}")
+        several = configs.batch_size.nunique() > 1
+        ax.set_title(f"{hw}{f', batch {bs}' if several else ''}: {LABELS.get(metric, metric)}, mean and 95 % CI")
+        ax.legend(title="quantization" if g.engine.nunique() == 1 else "quantization / engine", fontsize=8)
+        paths += _save(fig, out_dir, f"{metric}_by_model_{_slug(hw)}" + (f"_bs{bs}" if several else ""))
+    return paths
+
+
+def _with_series(df: pd.DataFrame) -> pd.DataFrame:
+    """Add ``series``: the quantization, with the engine when a table holds several engines."""
+    df = df.copy()
+    if "engine" not in df:
+        df["engine"] = "eager"
+    several = df.engine.nunique() > 1
+    df["series"] = [f"{q} / {e}" if several else q for q, e in zip(df.quantization, df.engine)]
+    return df
+
+
+def delta_vs_batch(comp: pd.DataFrame, out_dir: Path) -> List[Path]:
+    """Δ % against the baseline (95 % CI bars) against batch size: one line per engine and precision,
+    one figure per hardware and model. Drawn where comparisons exist at two or more batch sizes."""
+    plt = _plt()
+    if comp.empty or comp.batch_size.nunique() < 2:
+        return []
+    comp = _with_series(comp)
+    paths: List[Path] = []
+    for (hw, model), g in comp.groupby(["hardware", "model"]):
+        if g.batch_size.nunique() < 2:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 4))
+        engines = list(dict.fromkeys(g.engine))
+        quants = list(dict.fromkeys(g.quantization))
+        styles = ["-", "--", ":", "-."]
+        for series, h in g.groupby("series", sort=False):
+            h = h.sort_values("batch_size")
+            err = np.nan_to_num(np.vstack([h.delta_pct - h.delta_pct_ci_low, h.delta_pct_ci_high - h.delta_pct]))
+            ax.errorbar(h.batch_size, h.delta_pct, yerr=err, capsize=3, color="black",
+                        linestyle=styles[engines.index(h.engine.iloc[0]) % len(styles)],
+                        marker=MARKERS[quants.index(h.quantization.iloc[0]) % len(MARKERS)], label=series)
+        ax.axhline(0, color="0.5", linewidth=0.8)
+        ax.set_xscale("log", base=2)
+        from matplotlib.ticker import FuncFormatter
+
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(f"Δ {g.metric.iloc[0]} vs {g.baseline.iloc[0]} (%)")
+        ax.set_title(f"{model} on {hw}: Δ vs {g.baseline.iloc[0]} by engine")
+        ax.legend(fontsize=7, title="quantization / engine")
+        paths += _save(fig, out_dir, f"delta_vs_batch_{_slug(hw)}_{_slug(model)}")
     return paths
 
 
@@ -81,7 +130,8 @@ def crossover_plot(comp: pd.DataFrame, out_dir: Path) -> List[Path]:
     fig, ax = plt.subplots(figsize=(6, 4))
     styles = ["-", "--", ":", "-."]
     hws = list(dict.fromkeys(data.hardware))
-    for qi, (q, g) in enumerate(data.groupby("quantization")):
+    data = _with_series(data)
+    for qi, (q, g) in enumerate(data.groupby("series")):
         for hw, h in g.groupby("hardware"):
             h = h.sort_values("params_b_nominal")
             err = None
@@ -107,7 +157,8 @@ def batch_panel(configs: pd.DataFrame, out_dir: Path) -> List[Path]:
     """Energy per request, throughput, GPU utilisation and power against batch size."""
     plt = _plt()
     paths: List[Path] = []
-    keys = ["hardware", "model", "quantization"]
+    keys = ["hardware", "model", "quantization", "engine"]
+    configs = _with_series(configs)
     for key, g in configs.groupby(keys):
         if g.batch_size.nunique() < 2:
             continue
@@ -126,8 +177,9 @@ def batch_panel(configs: pd.DataFrame, out_dir: Path) -> List[Path]:
             ax.set_ylabel(label)
         for ax in axes[1]:
             ax.set_xlabel("batch size")
-        fig.suptitle(" / ".join(map(str, key)))
-        paths += _save(fig, out_dir, "batch_" + _slug("_".join(map(str, key))))
+        name = key[:3] if key[3] == "eager" else key  # eager keeps the name it had before engines existed
+        fig.suptitle(" / ".join(map(str, name)))
+        paths += _save(fig, out_dir, "batch_" + _slug("_".join(map(str, name))))
     return paths
 
 

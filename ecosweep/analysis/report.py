@@ -49,6 +49,7 @@ def _methods(inputs: List[Path]) -> str:
                        ("torch_version", "torch"), ("transformers_version", "transformers"),
                        ("bitsandbytes_version", "bitsandbytes"), ("ecosweep_version", "ecosweep"),
                        ("host", "host"), ("energy_source", "energy source"), ("weights", "weights"),
+                       ("engine_effective", "decode engine (what ran)"), ("attn_implementation", "attention"),
                        ("min_window_s", "min window (s)"), ("warmup_calls", "warm-up calls")]:
         values = sorted({str(v) for v in rows[col].dropna().unique()})
         if values:
@@ -56,7 +57,7 @@ def _methods(inputs: List[Path]) -> str:
     facts.append(f"- repetitions per configuration: {rows.groupby('cell_id').size().min()}–"
                  f"{rows.groupby('cell_id').size().max()}")
     facts.append("- fixed-length greedy generation (min_new_tokens = max_new_tokens), synthetic prompts; each "
-                 "repetition repeats generate() until its window reaches the minimum; energy from the NVML "
+                 "repetition repeats whole calls of the cell's engine until its window reaches the minimum; energy from the NVML "
                  "counter on the cell's own GPU (by UUID), idle baseline with the CUDA context alive.")
     return "\n".join(facts) + "\n"
 
@@ -78,6 +79,8 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
             notes.append(f"No {baseline} cells: comparisons use {fallback} as the baseline.")
             baseline = fallback
     comp = tables.comparisons(configs, baseline, metric)
+    engines = tables.engine_comparisons(configs, metric=metric)
+    signs = tables.engine_sign_findings(comp)
     cross = tables.crossover(comp)
     batch = tables.batch_scaling(configs)
     roof = tables.roofline(configs)
@@ -87,35 +90,50 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
     if not configs.empty and f"{metric}_mean" in configs and configs[f"{metric}_mean"].notna().any():
         figs += figures.energy_by_model(configs, comp, fig_dir, metric)
         figs += figures.crossover_plot(comp, fig_dir)
+        figs += figures.delta_vs_batch(comp, fig_dir)
         figs += figures.batch_panel(configs, fig_dir)
     for name, df in (("configurations", configs.drop(columns=[c for c in configs.columns if c.endswith("_values")],
                                                       errors="ignore")),
-                     ("comparisons", comp), ("crossover", cross), ("batch_scaling", batch), ("roofline", roof)):
+                     ("comparisons", comp), ("engine_comparisons", engines), ("crossover", cross), ("batch_scaling", batch), ("roofline", roof)):
         df.to_csv(out_dir / f"{name}.csv", index=False)
     # several inputs: say which one each comparison's treatment came from (its baseline is that input's
     # own where it has one)
     by_source = ["source"] if not configs.empty and configs.source.nunique() > 1 else []
+    by_engine = ["engine"] if not configs.empty and configs.engine.nunique() > 1 else []
     text = [f"# {title or 'ecosweep report'}\n", "Inputs:\n"] + [f"- `{p}`" for p in inputs] + [""] + notes
     text += ["## Configurations\n", "Mean, sd, n and t-based 95 % CI; a bootstrap CI where raw repetitions exist.\n",
-             _md(configs, ["source", "hardware", "model", "quantization", "batch_size", "n", f"{metric}_mean",
+             _md(configs, ["source", "hardware", "model", "quantization", *by_engine, "batch_size", "n", f"{metric}_mean",
                            f"{metric}_sd", f"{metric}_cv_pct", f"{metric}_ci_low", f"{metric}_ci_high",
                            f"{metric}_boot_low", f"{metric}_boot_high", "tok_s_mean", "power_w_mean"])]
     text += [f"## Comparisons against {baseline} ({metric})\n",
              "Δ% of means with a 95 % CI (delta method), Welch's t (df, two-sided p), Cohen's d with pooled "
              "sd sqrt((s1²+s2²)/2), Hedges' g, Holm–Bonferroni adjusted p over all comparisons below; "
              "same_device: both sides ran on one physical GPU (blank where unknown: CPU cells, summary tables).\n",
-             _md(comp, [*by_source, "hardware", "model", "batch_size", "quantization", "baseline_mean", "mean", "delta_pct",
-                        "delta_pct_ci_low", "delta_pct_ci_high", "t", "df", "p", "p_holm", "cohens_d", "hedges_g",
-                        "same_device"])]
+             _md(comp, [*by_source, "hardware", "model", *by_engine, "batch_size", "quantization", "baseline_mean", "mean",
+                        "delta_pct", "delta_pct_ci_low", "delta_pct_ci_high", "t", "df", "p", "p_holm", "cohens_d",
+                        "hedges_g", "same_device"])]
+    if not engines.empty:
+        text += [f"## Engines against {tables.DEFAULT_ENGINE} ({metric})\n",
+                 "The same model, precision and batch decoded by another engine, against eager generate() "
+                 "(Δ% with 95 % CI, Welch's p, Holm-adjusted p; tok_s_ratio: its throughput over eager's; "
+                 "engine_effective: what actually ran).\n",
+                 _md(engines, ["hardware", "model", "quantization", "batch_size", "engine", "engine_effective",
+                               "baseline_mean", "mean", "delta_pct", "delta_pct_ci_low", "delta_pct_ci_high", "p",
+                               "p_holm", "tok_s_ratio", "same_device"])]
+    if signs:
+        text += ["## Does the engine decide the sign?\n",
+                 f"Each precision's effect against {baseline} under every engine that measured it "
+                 "(significant at p < 0.05, Welch):\n", "\n".join(f"- {line}" for line in signs) + "\n"]
     text += ["## Crossover (Δ% = a + b·ln(parameters))\n",
-             _md(cross, ["hardware", "quantization", "points", "slope_pct_per_log_param", "crossover_params_b",
+             _md(cross, ["hardware", "quantization", *(["engine"] if not cross.empty and cross.engine.nunique() > 1 else []),
+                         "points", "slope_pct_per_log_param", "crossover_params_b",
                          "crossover_ci_low_b", "crossover_ci_high_b", "verdict"])]
     text += ["## Batch scaling (relative to batch 1)\n",
-             _md(batch, [*by_source, "hardware", "model", "quantization", "batch_size", "energy_j_per_request",
+             _md(batch, [*by_source, "hardware", "model", "quantization", *by_engine, "batch_size", "energy_j_per_request",
                          "energy_per_request_change_pct", "tok_s", "speedup", "scaling_efficiency", "same_device"])]
     text += ["## Roofline context (decode)\n",
              "Ceiling = batch × peak memory bandwidth ÷ weight bytes read per decode step.\n",
-             _md(roof, ["hardware", "model", "quantization", "batch_size", "weight_gb", "peak_bandwidth_gb_s",
+             _md(roof, ["hardware", "model", "quantization", *by_engine, "batch_size", "weight_gb", "peak_bandwidth_gb_s",
                         "decode_ceiling_tok_s", "decode_tok_s", "fraction_of_ceiling"])]
     text += ["## Methods\n", _methods(inputs)]
     text += ["## Warnings\n", "\n".join(f"- {w}" for w in warnings) + "\n" if warnings else "_none_\n"]

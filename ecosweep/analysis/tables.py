@@ -19,11 +19,22 @@ from ecosweep.analysis.stats import compare, holm, linear_trend_p, summarize, su
 
 METRICS = ["energy_j_per_1k_tok", "tok_s", "power_w_mean", "energy_j_per_request", "gpu_util_pct_mean",
            "decode_tok_s", "static_energy_share", "net_energy_j_per_1k_tok"]
-KEYS = ["hardware", "model", "quantization", "batch_size", "input_tokens", "output_tokens", "weights"]
+KEYS = ["hardware", "model", "quantization", "engine", "batch_size", "input_tokens", "output_tokens", "weights"]
+# Rows written before the engine axis, and published tables, measured generate(): the eager engine.
+DEFAULT_ENGINE = "eager"
+# What may run for each engine asked for without a warning (graph runs uncaptured on a CPU by design).
+EXPECTED_EFFECTIVE = {"eager": {"eager"}, "graph": {"graph", "graph_uncaptured"}, "compiled": {"compiled"}}
 # Column names of summary tables in other layouts (the published tables) -> ours.
 ALIASES = {"gpu": "hardware", "params_b": "params_b_nominal", "throughput_tok_s": "tok_s", "power_w": "power_w_mean",
            "energy_j_per_1k_tok": "energy_j_per_1k_tok"}
 BYTES_PER_WEIGHT = {"none": {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0}, "bnb_8bit": 1.0, "bnb_4bit": 0.5}
+
+
+def _with_engine(configs: pd.DataFrame) -> pd.DataFrame:
+    """Configurations without an engine column (hand-made or older tables) were decoded eagerly."""
+    if "engine" in configs:
+        return configs.assign(engine=configs.engine.fillna(DEFAULT_ENGINE))
+    return configs.assign(engine=DEFAULT_ENGINE)
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -57,6 +68,7 @@ def summary_from_table(df: pd.DataFrame, source: str) -> pd.DataFrame:
     for key in KEYS + ["params_b_nominal"]:
         out[key] = df[key] if key in df else (np.nan if key == "params_b_nominal" else None)
     out["weights"] = df["weights"] if "weights" in df else "published"
+    out["engine"] = df["engine"].fillna(DEFAULT_ENGINE) if "engine" in df else DEFAULT_ENGINE
     out["n"] = df["n"].astype(int)
     for m in METRICS:
         if f"{m}_mean" in df:
@@ -74,6 +86,7 @@ def summary_from_rows(rows: pd.DataFrame, source: str) -> pd.DataFrame:
     if ok.empty:
         return pd.DataFrame()
     ok["hardware"] = ok["device_name"].fillna(ok["hardware"])
+    ok["engine"] = ok["engine"].fillna(DEFAULT_ENGINE)
     records = []
     for key, g in ok.groupby(KEYS, dropna=False, sort=False):
         rec = dict(zip(KEYS, key))
@@ -84,6 +97,8 @@ def summary_from_rows(rows: pd.DataFrame, source: str) -> pd.DataFrame:
                    throttled_reps=int(g.throttled.fillna(False).sum()),
                    contaminated_reps=int(g.contaminated.fillna(False).sum()),
                    energy_source=g.energy_source.iloc[0],
+                   engine_effective=",".join(sorted(g.engine_effective.dropna().unique())) or rec["engine"],
+                   attn_implementation=",".join(sorted(g.attn_implementation.dropna().unique())) or None,
                    gpu_uuids=",".join(sorted(g.gpu_uuid.dropna().unique())) if "gpu_uuid" in g else "",
                    drift_p=linear_trend_p(g.energy_j_per_1k_tok.tolist())
                    if g.energy_j_per_1k_tok.notna().sum() >= 4 else linear_trend_p(g.tok_s.tolist()))
@@ -166,10 +181,11 @@ def same_device(a: pd.Series, b: pd.Series) -> Optional[bool]:
 
 
 def comparisons(configs: pd.DataFrame, baseline: str = "fp16", metric: str = "energy_j_per_1k_tok") -> pd.DataFrame:
-    """Each quantization against ``baseline`` within hardware, model, batch, tokens; Holm over the family."""
+    """Each quantization against ``baseline`` within hardware, model, engine, batch, tokens; Holm over the family."""
     if configs.empty or f"{metric}_mean" not in configs:
         return pd.DataFrame()
-    group_keys = ["hardware", "model", "batch_size", "input_tokens", "output_tokens"]
+    configs = _with_engine(configs)
+    group_keys = ["hardware", "model", "engine", "batch_size", "input_tokens", "output_tokens"]
     records = []
     for key, g in configs.groupby(group_keys, dropna=False, sort=False):
         base = g[g.quantization == baseline]
@@ -191,15 +207,78 @@ def comparisons(configs: pd.DataFrame, baseline: str = "fp16", metric: str = "en
     return out
 
 
+def engine_comparisons(configs: pd.DataFrame, baseline: str = DEFAULT_ENGINE,
+                       metric: str = "energy_j_per_1k_tok") -> pd.DataFrame:
+    """Each engine against ``baseline`` (eager generate()) within hardware, model, quantization, batch,
+    tokens: what the decode engine alone does to ``metric``. Holm over the family."""
+    if configs.empty or f"{metric}_mean" not in configs:
+        return pd.DataFrame()
+    configs = _with_engine(configs)
+    if configs.engine.nunique() < 2:
+        return pd.DataFrame()
+    group_keys = ["hardware", "model", "quantization", "batch_size", "input_tokens", "output_tokens"]
+    records = []
+    for key, g in configs.groupby(group_keys, dropna=False, sort=False):
+        base = g[g.engine == baseline]
+        if base.empty:
+            continue
+        for _, t in g[g.engine != baseline].iterrows():
+            b = _baseline_for(base, t)
+            sb, st = _summary(b, metric), _summary(t, metric)
+            c = compare(sb, st)
+            records.append({**dict(zip(group_keys, key)), "engine": t.engine, "engine_effective": t.get("engine_effective"),
+                            "baseline_engine": baseline, "metric": metric, "baseline_mean": sb.mean, "mean": st.mean,
+                            "delta_pct": c.delta_pct, "delta_pct_ci_low": c.delta_pct_ci95_low,
+                            "delta_pct_ci_high": c.delta_pct_ci95_high, "p": c.p, "cohens_d": c.cohens_d,
+                            "tok_s_ratio": t.get("tok_s_mean", math.nan) / b.get("tok_s_mean", math.nan),
+                            **_provenance(b, t)})
+    out = pd.DataFrame(records)
+    if not out.empty:
+        out["p_holm"] = holm(out.p.tolist())
+    return out
+
+
+def _direction(row: pd.Series, alpha: float) -> str:
+    """'costs more', 'saves' or 'no significant change' for one comparison row."""
+    if not (row.p == row.p) or row.p >= alpha:
+        return "no significant change"
+    return "costs more" if row.delta_pct > 0 else "saves"
+
+
+def engine_sign_findings(comp: pd.DataFrame, alpha: float = 0.05) -> List[str]:
+    """Sentences saying, for each precision effect measured under several engines, whether its sign
+    holds or flips from one engine to another (significance at ``alpha``, Welch)."""
+    if comp.empty or "engine" not in comp or comp.engine.nunique() < 2:
+        return []
+    out = []
+    keys = ["hardware", "model", "quantization", "batch_size", "input_tokens", "output_tokens"]
+    for key, g in comp.groupby(keys, dropna=False, sort=False):
+        if g.engine.nunique() < 2:
+            continue
+        hw, model, q, bs = key[:4]
+        parts = [f"{_direction(r, alpha)} under {r.engine} ({r.delta_pct:+.1f} %, p = {r.p:.2g})"
+                 for _, r in g.sort_values("engine").iterrows()]
+        signs = {_direction(r, alpha) for _, r in g.iterrows()} - {"no significant change"}
+        verdict = "flips sign" if len(signs) == 2 else (
+            "keeps its sign" if len(signs) == 1 and all(_direction(r, alpha) != "no significant change"
+                                                       for _, r in g.iterrows()) else "is not significant under every engine")
+        out.append(f"{model} {q} vs {g.baseline.iloc[0]}, batch {bs} ({hw}): {verdict}: " + "; ".join(parts) + ".")
+    return out
+
+
 def crossover(comp: pd.DataFrame) -> pd.DataFrame:
-    """Per hardware x quantization: fit delta% = a + b log(params) and solve delta% = 0."""
+    """Per hardware x quantization x engine: fit delta% = a + b log(params) and solve delta% = 0."""
     records = []
     if comp.empty:
         return pd.DataFrame()
-    for (hw, q), g in comp.dropna(subset=["params_b_nominal", "delta_pct"]).groupby(["hardware", "quantization"]):
+    data = comp.dropna(subset=["params_b_nominal", "delta_pct"]).copy()
+    if "engine" not in data:
+        data["engine"] = DEFAULT_ENGINE
+    for (hw, q, engine), g in data.groupby(["hardware", "quantization", "engine"]):
         x = np.log(g.params_b_nominal.astype(float).to_numpy())
         y = g.delta_pct.to_numpy(dtype=float)
-        rec = {"hardware": hw, "quantization": q, "points": len(g), "params_b_min": float(np.exp(x.min())),
+        rec = {"hardware": hw, "quantization": q, "engine": engine, "points": len(g),
+               "params_b_min": float(np.exp(x.min())),
                "params_b_max": float(np.exp(x.max()))}
         if len(np.unique(x)) < 2:
             records.append({**rec, "verdict": "too few model sizes to fit"})
@@ -238,7 +317,8 @@ def batch_scaling(configs: pd.DataFrame) -> pd.DataFrame:
     records = []
     if configs.empty or "energy_j_per_request_mean" not in configs:
         return pd.DataFrame()
-    keys = ["hardware", "model", "quantization", "input_tokens", "output_tokens"]
+    keys = ["hardware", "model", "quantization", "engine", "input_tokens", "output_tokens"]
+    configs = _with_engine(configs)
     for key, g in configs.groupby(keys, dropna=False):
         base = g[g.batch_size == 1]
         if base.empty or len(g) < 2:
@@ -289,7 +369,7 @@ def roofline(configs: pd.DataFrame, profiles: Optional[Dict[str, dict]] = None) 
         bw = _bandwidth_gb_s(r, profiles)
         ceiling = r.batch_size * bw / weight_gb if weight_gb and bw == bw else math.nan
         records.append({"hardware": r.hardware, "model": r.model, "quantization": r.quantization,
-                        "batch_size": r.batch_size, "weight_gb": weight_gb, "peak_bandwidth_gb_s": bw,
+                        "engine": r.get("engine", DEFAULT_ENGINE), "batch_size": r.batch_size, "weight_gb": weight_gb, "peak_bandwidth_gb_s": bw,
                         "decode_ceiling_tok_s": ceiling, "decode_tok_s": r.decode_tok_s_mean,
                         "fraction_of_ceiling": r.decode_tok_s_mean / ceiling if ceiling == ceiling else math.nan})
     return pd.DataFrame(records)
@@ -319,7 +399,8 @@ def device_warnings(configs: pd.DataFrame, comp: pd.DataFrame, batch: Optional[p
 
     crossed = comp[comp.same_device.eq(False)] if "same_device" in comp else comp.iloc[0:0]
     for _, c in crossed.iterrows():
-        out.append(f"Cross-device: {c.hardware} {c.model} bs{c.batch_size} {c.quantization} ran on "
+        engine = "" if c.get("engine", DEFAULT_ENGINE) == DEFAULT_ENGINE else f" {c.engine}"
+        out.append(f"Cross-device: {c.hardware} {c.model} bs{c.batch_size} {c.quantization}{engine} ran on "
                    f"{short(c.devices)}, its {c.baseline} baseline on {short(c.baseline_devices)}; "
                    "the Δ mixes device and precision. To separate them, measure both with one GPU visible "
                    "(and reuse_cells=false where another study measured one of them).")
@@ -343,7 +424,13 @@ def warnings_for(configs: pd.DataFrame, cv_limit_pct: float = 5.0, static_limit:
                    "depends on trained weights; int8 (threshold 6.0) results on random weights are not the "
                    "published mechanism.")
     for _, r in configs.iterrows():
-        label = f"{r.hardware} {r.model} {r.quantization} bs{r.batch_size}"
+        engine = r.get("engine", DEFAULT_ENGINE)
+        label = f"{r.hardware} {r.model} {r.quantization}" + ("" if engine == DEFAULT_ENGINE else f" {engine}") \
+            + f" bs{r.batch_size}"
+        effective = r.get("engine_effective")
+        if r.get("raw") and isinstance(effective, str) and effective not in EXPECTED_EFFECTIVE.get(engine, {engine}):
+            out.append(f"Engine: {label} asked for engine={engine} but ran {effective}; its numbers are {effective}'s "
+                       "(rows: engine_note).")
         cv = r.get("energy_j_per_1k_tok_cv_pct")
         if cv == cv and cv is not None and cv > cv_limit_pct:
             out.append(f"High CV: {label} energy per 1k tokens CV {cv:.1f} % (> {cv_limit_pct:g} %).")

@@ -46,7 +46,7 @@ COLUMNS: List[Column] = [
     Column("engine_note", _S, "Why engine_effective differs from engine, else null."),
     Column("attn_implementation", _S, "Attention implementation the model ran: sdpa | eager | ecosweep_sdpa (sdpa with grouped-query decode on the key/value heads)."),
     Column("engine_tokens_equal", _B, "graph/compiled: one free-running call gave exactly generate()'s greedy tokens on the cell's prompts; null for eager or when not checked."),
-    Column("engine_token_agreement", _F, "graph/compiled: fraction of greedy choices equal to generate()'s where both saw the same tokens before (0..1)."),
+    Column("engine_token_agreement_share", _F, "graph/compiled: fraction of greedy choices equal to generate()'s where both saw the same tokens before (0..1)."),
     Column("engine_logit_diff_sd", _F, "graph/compiled: largest |engine - generate()| logit over those choices, in standard deviations of generate()'s logits (rounding: < 0.1 in 16-bit)."),
     Column("quant_method", _S, "none | bnb_4bit | bnb_8bit."),
     Column("dtype", _S, "Unquantized weight / activation dtype."),

@@ -58,7 +58,7 @@ class TokenCheck:
         return self.logit_diff_sd <= self.tolerance_sd
 
     def columns(self) -> Dict[str, Any]:
-        return {"engine_tokens_equal": self.tokens_equal, "engine_token_agreement": self.agreement,
+        return {"engine_tokens_equal": self.tokens_equal, "engine_token_agreement_share": self.agreement,
                 "engine_logit_diff_sd": self.logit_diff_sd}
 
 
