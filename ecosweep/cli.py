@@ -127,7 +127,13 @@ def launch_sweep(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_
 
     loader = launcher.hydra_context.config_loader
     configs = [loader.load_sweep_config(launcher.config, list(o)) for o in job_overrides]
-    status = execute(configs)
+    try:
+        status = execute(configs)
+    except SystemExit as exc:
+        if exc.code == EXIT_BAD_INPUT:
+            _undo_sweep_dir(Path(launcher.config.hydra.sweep.dir))
+        raise
+    
     if status:
         sys.exit(status)
     returns = []
@@ -137,6 +143,18 @@ def launch_sweep(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_
         ret.return_value = 0
         returns.append(ret)
     return returns
+
+
+def _undo_sweep_dir(sweep_dir: Path) -> None:
+    """Bad input writes nothing: remove the multirun.yaml Hydra saved before the launcher ran, and the
+    folders that held only it (the output root too, when this command created nothing else there)."""
+    try:
+        (sweep_dir / "multirun.yaml").unlink(missing_ok=True)
+        for folder in (sweep_dir, sweep_dir.parent):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+    except OSError:  # tidying only
+        pass
 
 
 def _hydra_entry() -> None:

@@ -12,7 +12,7 @@ from ecosweep.config.validate import validate_study
 from ecosweep.errors import ConfigError
 from ecosweep.planner import plan_cells, to_settings
 
-GROUPS = ["model", "quantization", "hardware", "measurement", "tracking"]
+GROUPS = ["model", "quantization", "engine", "hardware", "measurement", "tracking"]
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "model_architectures.csv"
 
 

@@ -1,0 +1,322 @@
+"""The engine axis on CPU: cell ids, validation, the graph loop against generate(), the token check,
+what ran (engine_effective), ecosweep_sdpa against transformers' sdpa, lanes and the report by engine."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from conftest import REPO, compose
+from ecosweep.config.schema import StudyConfig
+from ecosweep.config.validate import validate_study
+from ecosweep.planner import cell_id, lane_key, plan_cells, to_settings
+
+
+def settings(*overrides):
+    return to_settings(compose(["hardware=cpu", *overrides]))
+
+
+# -- cell ids -------------------------------------------------------------------------------------
+
+def test_eager_cells_keep_the_ids_they_had_before_the_engine_axis():
+    # ids printed by the code before conf/engine existed (commit 7415879)
+    assert cell_id(to_settings(compose([]))) == "3b05055be5fd"
+    assert cell_id(to_settings(compose(["model=Mistral-7B", "quantization=fp16", "hardware=h100"]))) == "2f604e688906"
+    assert cell_id(to_settings(compose(["engine=eager"]))) == "3b05055be5fd"
+
+
+def committed_configs():
+    return sorted((REPO / "experiments").glob("*/h100/configs/*.yaml"))
+
+
+@pytest.mark.parametrize("path", committed_configs()[::5], ids=lambda p: f"{p.parts[-4]}/{p.stem}")
+def test_committed_eager_cells_recompute_to_their_stored_ids(path):
+    """A config stored before the engine axis (no engine key) is the eager engine and hashes to its file name."""
+    stored = OmegaConf.merge(OmegaConf.structured(StudyConfig), OmegaConf.load(path))
+    s = OmegaConf.to_object(stored)
+    assert s.engine.name == "eager"
+    assert cell_id(s) == path.stem
+
+
+def test_engine_enters_the_id_and_the_label():
+    eager, graph = settings(), settings("engine=graph")
+    assert cell_id(graph) != cell_id(eager)
+    assert cell_id(settings("engine=graph", "engine.attn_implementation=sdpa")) != cell_id(graph)
+    assert cell_id(settings("engine=compiled")) not in (cell_id(graph), cell_id(eager))
+    cells = plan_cells([compose(["hardware=cpu", "engine=graph"]), compose(["hardware=cpu"])])
+    assert [c.label for c in cells] == ["tiny-llama/fp32/graph/bs1/in128/out64", "tiny-llama/fp32/bs1/in128/out64"]
+
+
+def test_lanes_keep_engines_together_and_precision_lanes_split_batch_sizes():
+    def grid(mode):
+        return plan_cells([compose(["hardware=h100", f"engine={e}", f"quantization={q}", f"batch_size={b}",
+                                    f"ray.one_gpu_per={mode}"])
+                           for e in ("eager", "graph") for q in ("fp16", "nf4") for b in (1, 16)])
+
+    comparison = {lane_key(c) for c in grid("comparison")}
+    precision = {}
+    for c in grid("precision"):
+        precision.setdefault(lane_key(c), set()).add((c.settings.engine.name, c.settings.quantization.name,
+                                                      c.settings.batch_size))
+    assert len(comparison) == 1  # engines, precisions and batch sizes of one model on one GPU
+    assert len(precision) == 2  # one lane per batch size, each holding both engines and both precisions
+    for members in precision.values():
+        assert len(members) == 4 and len({b for _, _, b in members}) == 1
+
+
+# -- validation -----------------------------------------------------------------------------------
+
+def test_llm_int8_under_graph_is_refused_with_the_reason_and_what_to_use():
+    problems = validate_study(settings("engine=graph", "quantization=int8"))
+    assert len(problems) == 1
+    text = problems[0]
+    assert "engine=graph" in text and "quantization=int8" in text and "6.0" in text
+    assert "engine=eager" in text and "int8_pure" in text
+
+
+@pytest.mark.parametrize("overrides", [["engine=graph", "quantization=int8_pure"], ["engine=graph", "quantization=nf4"],
+                                       ["engine=eager", "quantization=int8"], ["engine=compiled", "quantization=int8"],
+                                       ["engine=graph", "quantization=bf16"], ["engine=graph", "quantization=fp4"]])
+def test_engines_accept_what_they_can_run(overrides):
+    assert validate_study(settings(*overrides)) == []
+
+
+def test_bad_engine_values_name_the_choices():
+    problems = validate_study(settings("engine.kind=turbo", "engine.attn_implementation=flash", "engine.capture_warmup_steps=-1"))
+    assert any("engine.kind='turbo'" in p and "eager, graph, compiled" in p for p in problems)
+    assert any("engine.attn_implementation='flash'" in p and "ecosweep_sdpa" in p for p in problems)
+    assert any("engine.capture_warmup_steps=-1" in p for p in problems)
+
+
+def test_a_sweep_with_int8_under_graph_fails_before_anything_runs(tmp_path):
+    from conftest import run_cli
+
+    r = run_cli(["+experiment=int8_ablation", "engine=graph", f"output_root={tmp_path / 'out'}"], cwd=tmp_path)
+    assert r.returncode == 2
+    assert "cannot run quantization=int8" in r.stderr and "Nothing was run" in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# -- the graph loop and the token check -----------------------------------------------------------
+
+def workloads(model, vocab, engine, bs, inp, out):
+    from ecosweep.workload.engines import build_workload
+    from ecosweep.workload.generation import FixedLengthGeneration
+
+    shape = dict(model=model, vocab_size=vocab, batch_size=bs, input_tokens=inp, output_tokens=out, seed=3, device="cpu")
+    return build_workload(engine, **shape), FixedLengthGeneration(**shape)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bs,inp,out", [(1, 12, 9), (3, 7, 16)])
+def test_uncaptured_graph_loop_gives_generates_tokens_exactly_in_float32(model_cache, bs, inp, out):
+    from ecosweep.workload.engines import check_tokens, tolerance_for
+    from ecosweep.workload.models import load_model
+
+    s = settings("engine=graph")
+    loaded = load_model(s, "cpu")
+    graph, reference = workloads(loaded.model, loaded.vocab_size, s.engine, bs, inp, out)
+    assert graph.engine_effective == "graph_uncaptured"
+    assert graph.generate() == bs * out
+    reference.generate()
+    assert graph.last_tokens.equal(reference.last_tokens)  # free-running, token for token
+    check = check_tokens(graph, reference, tolerance_for("float32", "none"))
+    assert check.tokens_equal and check.agreement == 1.0 and check.logit_diff_sd < 1e-4 and check.passed
+    assert check.choices == bs * out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quantization", ["bf16", "nf4", "int8_pure"])
+def test_graph_loop_agrees_with_generate_within_rounding_for_16bit_and_quantized(model_cache, quantization):
+    from ecosweep.workload.engines import tolerance_for, verify_tokens
+    from ecosweep.workload.models import load_model
+
+    s = settings("engine=graph", f"quantization={quantization}")
+    loaded = load_model(s, "cpu")
+    graph, reference = workloads(loaded.model, loaded.vocab_size, s.engine, 2, 10, 12)
+    check = verify_tokens(graph, reference, "graph", tolerance_for(s.quantization.dtype, s.quantization.method))
+    assert check.agreement >= 0.9 and check.logit_diff_sd < 0.15
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("broken", ["mask_one_position_off", "cache_not_reset"])
+def test_token_check_fails_a_loop_that_computes_something_else(model_cache, broken, monkeypatch):
+    from ecosweep.workload.engines import TokenMismatchError, tolerance_for, verify_tokens
+    from ecosweep.workload.models import load_model
+
+    s = settings("engine=graph")
+    loaded = load_model(s, "cpu")
+    graph, reference = workloads(loaded.model, loaded.vocab_size, s.engine, 2, 10, 12)
+    if broken == "mask_one_position_off":
+        graph.kv_positions = graph.kv_positions + 1  # hides the newest key from every decode step
+        with pytest.raises(TokenMismatchError, match="does not decode what generate\\(\\) decodes"):
+            verify_tokens(graph, reference, "graph", tolerance_for("float32", "none"))
+    else:  # the second call (the teacher-forced one) writes past the first: on a CPU torch refuses the index
+        monkeypatch.setattr(graph.cache, "reset", lambda: None)
+        with pytest.raises(IndexError, match="out of bounds"):
+            verify_tokens(graph, reference, "graph", tolerance_for("float32", "none"))
+
+
+def tiny_mistral(sliding_window=4096):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from ecosweep.workload import attention
+
+    attention.register()
+    torch.manual_seed(0)
+    cfg = AutoConfig.for_model("mistral", hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, vocab_size=512,
+                               max_position_embeddings=256, sliding_window=sliding_window)
+    return AutoModelForCausalLM.from_config(cfg, attn_implementation="ecosweep_sdpa").eval()
+
+
+@pytest.mark.slow
+def test_sliding_window_models_decode_over_a_full_attention_cache():
+    """transformers' sliding-window cache layers keep their fill level on the host, which a CUDA graph
+    freezes (on an H100 every Mistral cell decoded garbage until the cache was built full-attention)."""
+    from ecosweep.config.schema import EngineConfig
+    from ecosweep.workload.engines import check_tokens
+
+    model = tiny_mistral()
+    graph, reference = workloads(model, 512, EngineConfig(name="graph", kind="graph"), 2, 10, 8)
+    assert {type(layer).__name__ for layer in graph.cache.layers} == {"StaticLayer"}
+    check = check_tokens(graph, reference, 1e-3)
+    assert check.passed and check.agreement == 1.0
+
+
+@pytest.mark.slow
+def test_a_cell_longer_than_the_sliding_window_is_refused():
+    from ecosweep.config.schema import EngineConfig
+
+    model = tiny_mistral(sliding_window=16)
+    with pytest.raises(ValueError, match="sliding window \\(16 tokens\\)"):
+        workloads(model, 512, EngineConfig(name="graph", kind="graph"), 1, 12, 8)
+
+
+def test_ecosweep_sdpa_equals_transformers_sdpa_on_a_masked_decode_step():
+    import torch
+    from transformers.integrations.sdpa_attention import repeat_kv
+
+    from ecosweep.workload.attention import sdpa_grouped_decode
+
+    class Module:
+        num_key_value_groups = 4
+
+    torch.manual_seed(0)
+    q = torch.randn(3, 8, 1, 16)
+    k, v = torch.randn(3, 2, 10, 16), torch.randn(3, 2, 10, 16)
+    mask = (torch.arange(10) <= 6).view(1, 1, 1, 10).expand(3, 1, 1, 10)
+    got, _ = sdpa_grouped_decode(Module(), q, k, v, mask, scaling=0.25)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, repeat_kv(k, 4), repeat_kv(v, 4), attn_mask=mask,
+                                                           scale=0.25).transpose(1, 2)
+    assert got.shape == (3, 1, 8, 16)
+    assert torch.allclose(got, ref, atol=1e-6)
+    masked_out = sdpa_grouped_decode(Module(), q, k.clone().index_fill_(2, torch.tensor([8, 9]), 1e4), v, mask,
+                                     scaling=0.25)[0]
+    assert torch.allclose(masked_out, got, atol=1e-6)  # hidden positions do not leak in
+
+
+@pytest.mark.slow
+def test_compiled_on_cpu_records_that_transformers_ran_it_eager(model_cache):
+    from ecosweep.workload.engines import engine_facts
+    from ecosweep.workload.models import load_model
+
+    s = settings("engine=compiled")
+    loaded = load_model(s, "cpu")
+    compiled, _ = workloads(loaded.model, loaded.vocab_size, s.engine, 1, 6, 4)
+    assert compiled.engine_effective == "unknown"
+    compiled.generate()
+    facts = engine_facts(compiled)
+    assert facts["engine_effective"] == "eager_static_cache"
+    assert "not on cpu" in facts["engine_note"] and facts["attn_implementation"] == "sdpa"
+
+
+# -- rows from a study ----------------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_rows_say_which_engine_ran_and_how_its_tokens_compared(tmp_path, model_cache):
+    from conftest import run_cli
+    from ecosweep.results.store import read_results
+
+    out = tmp_path / "out"
+    r = run_cli(["-m", "engine=eager,graph", "measurement=quick", "repetitions=2", "warmup=1", "input_tokens=8",
+                 "output_tokens=6", "tracking=none", f"output_root={out}", "study=engines"], cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = read_results([out / "engines"]).to_pandas().set_index("engine")
+    assert (rows.status == "ok").all() and len(rows) == 4
+    graph, eager = rows.loc["graph"], rows.loc["eager"]
+    assert set(graph.engine_effective) == {"graph_uncaptured"} and set(graph.attn_implementation) == {"ecosweep_sdpa"}
+    assert graph.engine_tokens_equal.all() and (graph.engine_token_agreement_share == 1.0).all()
+    assert (graph.engine_logit_diff_sd < 1e-4).all()
+    assert set(eager.engine_effective) == {"eager"} and set(eager.attn_implementation) == {"sdpa"}
+    assert eager.engine_tokens_equal.isna().all() and eager.engine_token_agreement_share.isna().all()
+    timings = list((out / "engines" / "timings").glob("*.json"))
+    import json
+
+    phases = [json.loads(p.read_text()) for p in timings]
+    assert sum("token_check_s" in p for p in phases) == 1  # the graph cell only
+
+
+# -- the report by engine -------------------------------------------------------------------------
+
+def configs_two_engines():
+    """fp16 and nf4 under eager and graph at batch 1 and 16: NF4 costs more under eager and saves under
+    graph at batch 1; at batch 16 it costs more under both."""
+    rows = []
+    means = {("eager", 1, "fp16"): 6000, ("eager", 1, "nf4"): 6600, ("graph", 1, "fp16"): 3000, ("graph", 1, "nf4"): 2400,
+             ("eager", 16, "fp16"): 430, ("eager", 16, "nf4"): 600, ("graph", 16, "fp16"): 250, ("graph", 16, "nf4"): 300}
+    for (engine, bs, q), mean in means.items():
+        rows.append({"hardware": "H", "model": "m", "quantization": q, "engine": engine, "batch_size": bs,
+                     "input_tokens": 8, "output_tokens": 8, "weights": "random", "params_b_nominal": 7.0,
+                     "energy_j_per_1k_tok_mean": float(mean), "energy_j_per_1k_tok_sd": mean * 0.01,
+                     "energy_j_per_1k_tok_n": 5, "tok_s_mean": 1e5 / mean, "raw": True,
+                     "engine_effective": "eager" if engine == "eager" else "graph"})
+    return pd.DataFrame(rows)
+
+
+def test_precisions_are_compared_within_each_engine_and_engines_within_each_precision():
+    from ecosweep.analysis import tables
+
+    configs = configs_two_engines()
+    comp = tables.comparisons(configs).set_index(["engine", "batch_size"])
+    assert comp.loc[("eager", 1)].delta_pct == pytest.approx(10.0)
+    assert comp.loc[("graph", 1)].delta_pct == pytest.approx(-20.0)
+    assert comp.loc[("graph", 16)].delta_pct == pytest.approx(20.0)
+    engines = tables.engine_comparisons(configs).set_index(["quantization", "batch_size"])
+    assert engines.loc[("fp16", 1)].delta_pct == pytest.approx(-50.0)
+    assert engines.loc[("nf4", 16)].delta_pct == pytest.approx(-50.0)
+    assert set(engines.engine) == {"graph"} and set(engines.baseline_engine) == {"eager"}
+    findings = tables.engine_sign_findings(tables.comparisons(configs))
+    bs1 = next(f for f in findings if "batch 1 " in f)
+    bs16 = next(f for f in findings if "batch 16 " in f)
+    assert "flips sign" in bs1 and "costs more under eager" in bs1 and "saves under graph" in bs1
+    assert "keeps its sign" in bs16
+
+
+def test_report_has_engine_sections_and_the_delta_vs_batch_figure(tmp_path):
+    from ecosweep.analysis import figures, tables
+
+    configs = configs_two_engines()
+    comp = tables.comparisons(configs)
+    paths = figures.delta_vs_batch(comp, tmp_path)
+    assert {p.name for p in paths} == {"delta_vs_batch_H_m.png", "delta_vs_batch_H_m.pdf"}
+    paths = figures.energy_by_model(configs.assign(energy_j_per_1k_tok_ci_low=math.nan,
+                                                   energy_j_per_1k_tok_ci_high=math.nan), comp, tmp_path)
+    assert {p.stem for p in paths} == {"energy_j_per_1k_tok_by_model_H_bs1", "energy_j_per_1k_tok_by_model_H_bs16"}
+
+
+def test_a_cell_that_ran_another_engine_than_asked_is_warned_about():
+    from ecosweep.analysis import tables
+
+    configs = configs_two_engines()
+    configs.loc[(configs.engine == "graph") & (configs.quantization == "nf4"), "engine"] = "compiled"
+    configs.loc[configs.engine == "compiled", "engine_effective"] = "eager_static_cache"
+    warnings = tables.warnings_for(configs)
+    flagged = [w for w in warnings if w.startswith("Engine:")]
+    assert len(flagged) == 2 and all("asked for engine=compiled but ran eager_static_cache" in w for w in flagged)
