@@ -201,3 +201,12 @@ def test_probe_shows_repeat_kv_as_the_cost_of_stock_sdpa_at_batch_64():
     checks = {(c["model"], c["batch_size"]): c for c in probe["token_checks"]}
     for key in (("Mistral-7B", 1), ("Mistral-7B", 64), ("TinyLlama-1.1B", 1)):
         assert checks[key]["passed"] and checks[key]["logit_diff_sd"] < 0.05 and checks[key]["agreement"] > 0.96
+
+
+def test_nf4_saves_energy_at_batch_1_under_the_graph_on_both_gpus(tmp_path):
+    """README, "Engines": NF4 vs fp16, Mistral-7B, batch 1, graph: -21.7 % and -20.1 %, each on one GPU."""
+    for gpu, expected in (("a", -21.7), ("b", -20.1)):
+        build_report([ENGINES / f"graph_gpu_{gpu}"], tmp_path / gpu)
+        row = pd.read_csv(tmp_path / gpu / "comparisons.csv").iloc[0]
+        assert (row.quantization, row.engine, bool(row.same_device)) == ("nf4", "graph", True)
+        assert row.delta_pct == pytest.approx(expected, abs=0.05) and row.delta_pct_ci_high < 0 and row.p < 1e-6
