@@ -24,6 +24,9 @@ from ecosweep.errors import EcosweepError
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 EXIT_FAILED_CELLS = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+# `--wait`: a study folder another command is writing is waited for instead of refused
+WAIT_FOR_LOCKS = False
 
 
 def _fail(exc: BaseException) -> None:
@@ -34,7 +37,9 @@ def _fail(exc: BaseException) -> None:
 def execute(configs: List[Any]) -> int:
     """Plan, run and summarise. Returns the exit status (1 when a cell failed)."""
     from ecosweep.planner import plan_cells
-    from ecosweep.study import print_summary, run_study, write_driver_timing
+    from ecosweep.preflight import check_before_running
+    from ecosweep.results.lock import study_locks
+    from ecosweep.study import cell_states, print_summary, run_study, store_for, write_driver_timing
 
     marks = {"process_start": process_start_unix_s()}
     try:
@@ -44,12 +49,21 @@ def execute(configs: List[Any]) -> int:
             print_plan(cells)
             return 0
         check_output_roots(cells)
-        run = run_study(cells, marks=marks)
+        to_measure = sum(state in ("todo", "damaged") for state, _ in cell_states(cells))
+        check_before_running(cells, to_measure)
+        with study_locks([store_for(c).root for c in cells], wait=WAIT_FOR_LOCKS):
+            run = run_study(cells, marks=marks)
+            if run.interrupted:
+                done = sum(o.status == "ok" for o in run.outcomes.values())
+                print(f"Interrupted after {len(run.outcomes)} of {len(cells) - len(run.skipped) - len(run.reused)} "
+                      f"cell(s) ({done} ok, stored under {store_for(cells[0]).root.parent}); run the same command "
+                      "to resume.", file=sys.stderr)
+                return EXIT_INTERRUPTED
+            print_summary(run)
+            _after_study(run)
+            run.marks["report_done"] = time.time()
     except EcosweepError as exc:
         _fail(exc)
-    print_summary(run)
-    _after_study(run)
-    run.marks["report_done"] = time.time()
     try:
         write_driver_timing(run)
     except OSError as exc:  # bookkeeping only: the results are already stored
@@ -198,8 +212,23 @@ SUBCOMMANDS = {"mlflow-backfill": _backfill, "report": _report}
 
 
 def main(argv: List[str] | None = None) -> None:
+    global WAIT_FOR_LOCKS
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in SUBCOMMANDS:
         sys.exit(SUBCOMMANDS[argv[0]](argv[1:]))
-    _hydra_entry()
+    if "--wait" in argv:
+        WAIT_FOR_LOCKS = True
+        argv = [a for a in argv if a != "--wait"]
+        sys.argv = [sys.argv[0], *argv]
+    from ecosweep.config.suggest import unknown_key_problems
+
+    problems = unknown_key_problems(argv)
+    if problems:
+        print("ecosweep: " + "\n".join(problems) + "\nNothing was run and no results were written.", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    try:
+        _hydra_entry()
+    except KeyboardInterrupt:  # before or after the cells (inside, run_study stops cleanly)
+        print("Interrupted; results stored so far are complete. Run the same command to resume.", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)

@@ -23,7 +23,7 @@ from ecosweep.cell_runner import CellOutcome
 from ecosweep.planner import Cell
 from ecosweep.progress import Progress
 from ecosweep.results.schema import rows_to_table
-from ecosweep.results.store import StudyStore, read_results
+from ecosweep.results.store import DamagedResultError, StudyStore, read_results
 
 log = logging.getLogger("ecosweep")
 
@@ -39,6 +39,7 @@ class StudyRun:
     remeasured: Dict[str, str] = field(default_factory=dict)  # cell id -> the study whose copy a lane did not use
     marks: Dict[str, float] = field(default_factory=dict)  # driver milestones, unix seconds (see DRIVER_PHASES)
     outcomes: Dict[str, CellOutcome] = field(default_factory=dict)
+    interrupted: bool = False  # stopped by Ctrl-C / SIGINT before every cell was measured
 
     @property
     def failed(self) -> List[Cell]:
@@ -65,16 +66,23 @@ def measured_by_another_study(cell: Cell) -> Optional[StudyStore]:
         return None
     for study_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name != cell.settings.study):
         other = StudyStore(root, study_dir.name)
-        if other.is_complete(cell.id, retry_failed=True):
-            return other
+        try:
+            if other.is_complete(cell.id, retry_failed=True):
+                return other
+        except DamagedResultError:  # another study's damaged copy is not a source; its own run repairs it
+            continue
     return None
 
 
 def cell_state(cell: Cell) -> Tuple[str, Optional[StudyStore]]:
     """What a run does with the cell: ("done", None) skip it, ("reuse", store) copy it from the
-    study folder ``store`` that measured it, or ("todo", None) measure it."""
-    if is_complete(cell):
-        return "done", None
+    study folder ``store`` that measured it, ("damaged", None) move its unreadable file aside and
+    measure it, or ("todo", None) measure it."""
+    try:
+        if is_complete(cell):
+            return "done", None
+    except DamagedResultError:
+        return "damaged", None
     source = measured_by_another_study(cell) if cell.settings.reuse_cells else None
     return ("reuse", source) if source is not None else ("todo", None)
 
@@ -96,7 +104,7 @@ def cell_states(cells: List[Cell]) -> List[Tuple[str, Optional[StudyStore]]]:
         reused = [i for i in members if states[i][0] == "reuse"]
         if not reused:
             continue
-        whole = all(states[i][0] != "todo" for i in members)
+        whole = all(states[i][0] not in ("todo", "damaged") for i in members)
         devices = {d for i in reused for d in states[i][1].cell_devices(cells[i].id)}  # type: ignore[union-attr]
         if not whole or len(devices) > 1:
             for i in reused:
@@ -133,7 +141,14 @@ def run_study(cells: List[Cell], out: TextIO = sys.stdout, marks: Optional[Dict[
     run = StudyRun(run_id=uuid.uuid4().hex[:12], cells=cells, marks=dict(marks or {}))
     todo = []
     for cell, (state, source) in zip(cells, cell_states(cells)):
-        if state == "done":
+        if state == "damaged":
+            store = store_for(cell)
+            reason = store.is_damaged(cell.id) or "unreadable"
+            moved = store.quarantine(cell.id, reason)
+            print(f"WARNING: {store.cell_path(cell.id)} was damaged ({reason}); moved to {moved}, and the cell "
+                  f"{cell.label} is measured again.", file=out)
+            todo.append(cell)
+        elif state == "done":
             run.skipped.append(cell)
         elif state == "reuse":
             store_for(cell).adopt_cell(source, cell.id, cell.settings.study,
@@ -187,6 +202,8 @@ def run_study(cells: List[Cell], out: TextIO = sys.stdout, marks: Optional[Dict[
     run.marks["ray_ready"] = time.time()
     try:
         CellScheduler(todo, run.run_id, on_outcome, progress).run()
+    except KeyboardInterrupt:
+        run.interrupted = True  # the cells stored so far are complete; the same command resumes
     finally:
         progress.close()
         tracker.close(run)

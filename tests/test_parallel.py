@@ -128,7 +128,11 @@ def test_killed_driver_resumes_without_losing_or_duplicating_rows(tmp_path, mode
 @pytest.fixture
 def loopback_cluster(tmp_path, model_cache):
     """A head and a second node on this machine, each with one logical GPU, and the job server."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled",
+    # as the README's recipe: token authentication on every node and in the submitting shell, and the
+    # project's environment first on the PATH when `ray start` runs (the job's `python` is that one)
+    import secrets
+
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
     ray = os.path.join(os.path.dirname(sys.executable), "ray")
     port, dash = free_port(), free_port()
@@ -167,6 +171,11 @@ def test_ray_job_submit_to_a_two_node_cluster(tmp_path, loopback_cluster):
     assert df.ray_node_id.nunique() == 2  # both nodes ran cells
     t = timings(out / "default")
     assert any(overlaps(a, b) for a, b in combinations(t, 2))
+
+    stranger = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"}
+    refused = subprocess.run([ray, "job", "submit", "--address", dashboard, "--", "true"], env=stranger, text=True,
+                             capture_output=True, timeout=120)
+    assert refused.returncode != 0 and "token" in (refused.stdout + refused.stderr).lower()
 
     relative = subprocess.run([*submit, *SMALL, "output_root=outputs"], env=env, text=True, capture_output=True,
                               timeout=300)

@@ -69,10 +69,21 @@ def energy_by_model(configs: pd.DataFrame, comp: pd.DataFrame, out_dir: Path,
         ax.set_xticks(np.arange(len(models)), models, rotation=20)
         ax.set_ylabel(LABELS.get(metric, metric))
         several = configs.batch_size.nunique() > 1
-        ax.set_title(f"{hw}{f', batch {bs}' if several else ''}: {LABELS.get(metric, metric)}, mean and 95 % CI")
+        ax.set_title(f"{hw}: {LABELS.get(metric, metric)}, mean and 95 % CI\n{_fixed(g)}", fontsize=10)
         ax.legend(title="quantization" if g.engine.nunique() == 1 else "quantization / engine", fontsize=8)
         paths += _save(fig, out_dir, f"{metric}_by_model_{_slug(hw)}" + (f"_bs{bs}" if several else ""))
     return paths
+
+
+def _fixed(g: pd.DataFrame) -> str:
+    """What a figure holds fixed: batch size, tokens and engine where they are single-valued."""
+    parts = []
+    for col, label in (("batch_size", "batch {}"), ("engine", "engine {}")):
+        if col in g and g[col].nunique() == 1:
+            parts.append(label.format(g[col].iloc[0]))
+    if {"input_tokens", "output_tokens"} <= set(g.columns) and g.input_tokens.nunique() == g.output_tokens.nunique() == 1:
+        parts.append(f"{int(g.input_tokens.iloc[0])} prompt + {int(g.output_tokens.iloc[0])} new tokens")
+    return ", ".join(parts)
 
 
 def _with_series(df: pd.DataFrame) -> pd.DataFrame:

@@ -8,12 +8,14 @@ Also written at the end of every study into the study folder.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any, Iterable, List, Optional
 
 import pandas as pd
 
 from ecosweep.analysis import figures, tables
+from ecosweep.errors import EcosweepError
 
 
 def _md(df: pd.DataFrame, cols: List[str], floats: str = "{:.4g}") -> str:
@@ -40,7 +42,7 @@ def _methods(inputs: List[Path]) -> str:
     dirs = [p for p in inputs if p.is_dir()]
     if not dirs:
         return "Summary tables only: see each table's own documentation for its protocol.\n"
-    rows = read_results(dirs).to_pandas()
+    rows = read_results(dirs, damaged=[]).to_pandas()
     rows = rows[rows.status == "ok"]
     if rows.empty:
         return "No successful repetitions.\n"
@@ -66,8 +68,13 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
                  metric: str = "energy_j_per_1k_tok", title: Optional[str] = None) -> Path:
     inputs = [Path(p) for p in inputs]
     out_dir = Path(out_dir)
+    damaged: List[Any] = []
+    configs = tables.load_inputs(inputs, damaged)
+    if configs.empty:
+        left_out = "".join(f" {d.path} is damaged ({d.reason})." for d in damaged)
+        raise EcosweepError(f"no usable results in {', '.join(map(str, inputs))}: no successful repetition and no "
+                            f"summary table row.{left_out} Nothing was written.")
     out_dir.mkdir(parents=True, exist_ok=True)
-    configs = tables.load_inputs(inputs)
     notes = []
     if not configs.empty and not (f"{metric}_mean" in configs and configs[f"{metric}_mean"].notna().any()):
         notes.append(f"No {metric} was measured (energy_source=none): tables and figures compare tok_s instead.")
@@ -84,7 +91,10 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
     cross = tables.crossover(comp)
     batch = tables.batch_scaling(configs)
     roof = tables.roofline(configs)
-    warnings = tables.warnings_for(configs, comp=comp, batch=batch)
+    warnings = [f"Damaged: {d.path} could not be read ({d.reason}) and is left out of this report. Run the "
+                "command that measured its study again: it moves the file to damaged/ and measures the cell again "
+                "(`dry_run=true` lists it as damaged)." for d in damaged]
+    warnings += tables.warnings_for(configs, comp=comp, batch=batch)
     fig_dir = out_dir / "figures"
     figs: List[Path] = []
     if not configs.empty and f"{metric}_mean" in configs and configs[f"{metric}_mean"].notna().any():
@@ -149,7 +159,11 @@ def report_for_run(run: Any) -> None:
 
     for root in sorted({store_for(c).root for c in run.cells}):
         if (root / "cells").is_dir():
-            path = build_report([root], root, title=f"Study {root.name}")
+            try:
+                path = build_report([root], root, title=f"Study {root.name}")
+            except EcosweepError as exc:  # e.g. every cell failed: nothing to report on
+                print(f"No report for {root.name}: {exc}")
+                continue
             print(f"Report: {path}")
 
 
@@ -157,14 +171,21 @@ def report_main(argv: List[str]) -> int:
     ap = argparse.ArgumentParser(prog="python -m ecosweep report",
                                  description="Statistics, figures and report.md for result folders and summary tables.")
     ap.add_argument("inputs", nargs="+", type=Path, help="study folders, Parquet files, summary CSV/Parquet tables")
-    ap.add_argument("--out", type=Path, default=Path("report"), help="output folder (default ./report)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="output folder (default: report/ beside the first input, e.g. outputs/my_study/report)")
     ap.add_argument("--baseline", default="fp16", help="baseline quantization for comparisons (default fp16)")
     ap.add_argument("--metric", default="energy_j_per_1k_tok", help="metric compared (default energy_j_per_1k_tok)")
     args = ap.parse_args(argv)
     missing = [str(p) for p in args.inputs if not p.exists()]
     if missing:
-        print(f"ecosweep report: no such file or folder: {', '.join(missing)}")
+        print(f"ecosweep report: no such file or folder: {', '.join(missing)}", file=sys.stderr)
         return 2
-    path = build_report(args.inputs, args.out, args.baseline, args.metric)
+    first = args.inputs[0]
+    out = args.out or ((first if first.is_dir() else first.parent) / "report")
+    try:
+        path = build_report(args.inputs, out, args.baseline, args.metric)
+    except EcosweepError as exc:
+        print(f"ecosweep report: {exc}", file=sys.stderr)
+        return 2
     print(f"Report: {path}")
     return 0

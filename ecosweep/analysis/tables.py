@@ -45,9 +45,13 @@ def _is_raw_results(path: Path) -> bool:
     """A Parquet file of repetitions (our results schema), judged from its schema alone."""
     if path.suffix.lower() != ".parquet":
         return False
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return {"repetition", "cell_id"} <= set(pq.read_schema(path).names)
+    try:
+        return {"repetition", "cell_id"} <= set(pq.read_schema(path).names)
+    except (pa.ArrowException, OSError):  # unreadable: let the results reader name it as damaged
+        return True
 
 
 def summary_from_table(df: pd.DataFrame, source: str) -> pd.DataFrame:
@@ -111,17 +115,18 @@ def summary_from_rows(rows: pd.DataFrame, source: str) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
-def load_inputs(paths: Iterable[str | Path]) -> pd.DataFrame:
-    """Any mix of result folders / Parquet files (raw) and CSV / Parquet summary tables."""
+def load_inputs(paths: Iterable[str | Path], damaged: Optional[list] = None) -> pd.DataFrame:
+    """Any mix of result folders / Parquet files (raw) and CSV / Parquet summary tables. Damaged
+    result files are left out and recorded in ``damaged`` when it is given (else they raise)."""
     from ecosweep.results.store import read_results
 
     parts = []
     for p in map(Path, paths):
         if p.is_dir():
-            parts.append(summary_from_rows(read_results([p]).to_pandas(), str(p)))
+            parts.append(summary_from_rows(read_results([p], damaged).to_pandas(), str(p)))
         elif p.suffix.lower() in (".csv", ".parquet"):
             if _is_raw_results(p):
-                parts.append(summary_from_rows(read_results([p]).to_pandas(), str(p)))
+                parts.append(summary_from_rows(read_results([p], damaged).to_pandas(), str(p)))
             else:
                 parts.append(summary_from_table(_read_table(p), str(p)))
         else:

@@ -26,13 +26,41 @@ from typing import Iterable, List, Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ecosweep.errors import EcosweepError
 from ecosweep.results.schema import SCHEMA
+
+
+class DamagedResultError(EcosweepError):
+    """A result file that cannot be read (truncated, not Parquet, wrong schema)."""
+
+    def __init__(self, path: Path, reason: str):
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{path} is damaged ({reason})")
+
+
+def read_cell_table(path: Path, columns: Optional[List[str]] = None) -> pa.Table:
+    """Read one cell file, or raise DamagedResultError naming it and why it cannot be read."""
+    try:
+        table = pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DamagedResultError(path, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}") from exc
+    missing = {"cell_id", "status"} - set(pq.read_schema(path).names)
+    if missing:
+        raise DamagedResultError(path, f"not a results file: no {', '.join(sorted(missing))} column")
+    return table
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; a result file is as readable as any other
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -81,17 +109,17 @@ class StudyStore:
         path = self.cell_path(cell_id)
         if not path.exists():
             return None
-        return pq.read_table(path, columns=["status"]).column("status").to_pylist()
+        return read_cell_table(path, columns=["status"]).column("status").to_pylist()
 
     def cell_devices(self, cell_id: str) -> List[Optional[str]]:
         """The distinct GPU UUIDs of a cell's rows (None for CPU rows); [] when it has no file."""
         path = self.cell_path(cell_id)
         if not path.exists():
             return []
-        if "gpu_uuid" not in pq.read_schema(path).names:
+        table = read_cell_table(path)
+        if "gpu_uuid" not in table.column_names:
             return [None]
-        return sorted(set(pq.read_table(path, columns=["gpu_uuid"]).column("gpu_uuid").to_pylist()),
-                      key=lambda d: d or "")
+        return sorted(set(table.column("gpu_uuid").to_pylist()), key=lambda d: d or "")
 
     def is_complete(self, cell_id: str, retry_failed: bool = True) -> bool:
         """A cell is complete when its file exists and (with retry_failed) every row is ok."""
@@ -121,6 +149,25 @@ class StudyStore:
         atomic_write_bytes(path, yaml_text.encode())
         return path
 
+    def is_damaged(self, cell_id: str) -> Optional[str]:
+        """Why the cell's stored file cannot be read, or None when it can (or does not exist)."""
+        try:
+            self.cell_statuses(cell_id)
+        except DamagedResultError as exc:
+            return exc.reason
+        return None
+
+    def quarantine(self, cell_id: str, reason: str) -> Path:
+        """Move a damaged cell file to ``damaged/`` (never deleted: it may be recoverable) and return
+        where it went; the cell is then missing, so the run measures it again."""
+        import time
+
+        target = self.root / "damaged" / f"{cell_id}.{time.strftime('%Y%m%dT%H%M%S')}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.cell_path(cell_id), target)
+        (target.parent / f"{target.name}.reason.txt").write_text(reason + "\n")
+        return target
+
     def timing_path(self, cell_id: str) -> Path:
         return self.timings_dir / f"{cell_id}.json"
 
@@ -133,7 +180,7 @@ class StudyStore:
         studies share them. The trace is copied as is, the timing gains ``reused_from``, the config
         is this study's. Rows are written last: a crash midway leaves the cell incomplete.
         """
-        rows = pq.read_table(source.cell_path(cell_id))
+        rows = read_cell_table(source.cell_path(cell_id))
         rows = rows.set_column(rows.schema.get_field_index("study"), rows.schema.field("study"),
                                pa.array([study] * rows.num_rows, type=rows.schema.field("study").type))
         self.write_config(cell_id, config_yaml)
@@ -147,11 +194,13 @@ class StudyStore:
         return self.write_cell(cell_id, rows)
 
 
-def read_results(paths: Iterable[str | os.PathLike]) -> pa.Table:
+def read_results(paths: Iterable[str | os.PathLike], damaged: Optional[List[DamagedResultError]] = None) -> pa.Table:
     """Read result files or folders (a study folder, its cells/ folder, or files) into one table.
 
     Every file is read with its own schema and cast onto the current SCHEMA (columns a
-    file lacks become null), so folders written by older versions still combine.
+    file lacks become null), so folders written by older versions still combine. A damaged
+    file raises DamagedResultError, or, when a ``damaged`` list is given, is left out and
+    recorded there.
     """
     files: List[Path] = []
     for p in paths:
@@ -165,7 +214,13 @@ def read_results(paths: Iterable[str | os.PathLike]) -> pa.Table:
             raise FileNotFoundError(f"not a results folder or Parquet file: {p}")
     tables = []
     for f in files:
-        t = pq.read_table(f)
+        try:
+            t = read_cell_table(f)
+        except DamagedResultError as exc:
+            if damaged is None:
+                raise
+            damaged.append(exc)
+            continue
         for field in SCHEMA:
             if field.name not in t.column_names:
                 t = t.append_column(field, pa.nulls(t.num_rows, field.type))

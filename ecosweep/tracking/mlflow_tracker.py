@@ -16,8 +16,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, List, Optional, TextIO
+from typing import Any, Dict, Iterator, List, Optional, TextIO
 
 from ecosweep.analysis.stats import summarize
 from ecosweep.config.schema import StudyConfig
@@ -60,6 +61,24 @@ def _reachable(uri: str, timeout_s: float = 3.0) -> Optional[str]:
             return None if resp.status == 200 else f"HTTP {resp.status}"
     except (urllib.error.URLError, OSError) as exc:
         return str(getattr(exc, "reason", exc))
+
+
+@contextmanager
+def _store_creation_lock(uri: str) -> Iterator[None]:
+    """Serialise the creation of a local sqlite store between processes (an flock beside the file)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri[len("sqlite:///"):])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.parent / f".{db.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _finite(v: Any) -> bool:
@@ -203,6 +222,7 @@ class MlflowTracker:
         self.out = out
         self.study_dir = study_dir
         self.failed_cells = 0
+        self.study: Optional[str] = None
 
     @classmethod
     def for_study(cls, settings: StudyConfig, out: TextIO = sys.stdout) -> "MlflowTracker":
@@ -214,8 +234,11 @@ class MlflowTracker:
             try:
                 root = Path(settings.output_root).expanduser().resolve()
                 root.mkdir(parents=True, exist_ok=True)
-                tracker.mirror = MlflowMirror(uri, artifact_root=root)
-                tracker.mirror.parent_run(settings.study)
+                with _store_creation_lock(uri):  # two studies creating one sqlite store at once break it
+                    tracker.mirror = MlflowMirror(uri, artifact_root=root)
+                    parent = tracker.mirror.parent_run(settings.study)
+                tracker.mirror.client.update_run(parent, status="RUNNING")
+                tracker.study = settings.study
             except Exception as exc:  # tracking must never stop a study
                 tracker.mirror = None
                 reason = f"{type(exc).__name__}: {exc}"
@@ -240,6 +263,14 @@ class MlflowTracker:
             self._warn(f"{type(exc).__name__}: {exc}")
 
     def close(self, run: Any) -> None:
+        """End the study's parent run: KILLED when interrupted, FAILED when a cell failed, else FINISHED."""
+        if self.mirror is not None and self.study is not None:
+            status = "KILLED" if getattr(run, "interrupted", False) else ("FAILED" if run.failed else "FINISHED")
+            try:
+                self.mirror.client.set_terminated(self.mirror.parent_run(self.study), status)
+            except Exception as exc:  # tracking must never fail a study
+                self._warn(f"{type(exc).__name__}: {exc}")
+                return
         if self.mirror is not None:
             print(f"MLflow: runs in {self.uri} (experiment '{self.study_dir.name}'); browse with:\n"
                   f"  mlflow ui --backend-store-uri {self.uri}", file=self.out)

@@ -61,6 +61,11 @@ def random_checkpoint_key(m: ModelConfig, dtype: str, seed: int) -> str:
     return f"{m.model_type}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}-{dtype}"
 
 
+def is_random_checkpoint_built(cache_dir: str, key: str) -> bool:
+    """Whether the model cache holds the complete checkpoint ``key``."""
+    return (Path(cache_dir).expanduser() / key / _COMPLETE_MARKER).exists()
+
+
 def ensure_random_checkpoint(m: ModelConfig, dtype: str, seed: int, cache_dir: str, build_device: str) -> Path:
     """Return the cached random-weight checkpoint folder, building it once if missing.
 
