@@ -126,13 +126,17 @@ def print_plan(cells: List[Any]) -> None:
 
 
 def _after_study(run: Any) -> None:
-    """The end-of-study report (never fails the study: the data is already safe)."""
+    """The end-of-study report, then the study's MLflow parent run with it (neither fails the study:
+    the data is already safe)."""
     from ecosweep.analysis.report import report_for_run
 
     try:
         report_for_run(run)
     except Exception as exc:  # report problems must not hide measured results
         print(f"WARNING: the report could not be written: {type(exc).__name__}: {exc}", file=sys.stderr)
+    finally:
+        if run.tracker is not None:
+            run.tracker.finish(run)
 
 
 def launch_sweep(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> List[Any]:
@@ -192,11 +196,15 @@ def _backfill(argv: List[str]) -> int:
                                      description="Mirror stored Parquet results into MLflow (idempotent).")
     parser.add_argument("study_dirs", nargs="+", type=Path, help="study folders, e.g. outputs/smoke")
     parser.add_argument("--uri", default=None, help="tracking URI (default: sqlite under the study's output root)")
+    parser.add_argument("--experiment", default=None,
+                        help="MLflow experiment name (default: the study's name), e.g. int8_paradox-h100")
     args = parser.parse_args(argv)
     from ecosweep.tracking.mlflow_tracker import backfill
 
+    if args.experiment and len(args.study_dirs) > 1:
+        _fail(ValueError("--experiment names one experiment: give one study folder with it"))
     try:
-        backfill(args.study_dirs, args.uri)
+        backfill(args.study_dirs, args.uri, experiment=args.experiment)
     except FileNotFoundError as exc:
         _fail(exc)
     return 0

@@ -15,7 +15,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, TextIO, Tuple
+from typing import Any, Dict, List, Optional, TextIO, Tuple
 
 from omegaconf import OmegaConf
 
@@ -40,6 +40,7 @@ class StudyRun:
     marks: Dict[str, float] = field(default_factory=dict)  # driver milestones, unix seconds (see DRIVER_PHASES)
     outcomes: Dict[str, CellOutcome] = field(default_factory=dict)
     interrupted: bool = False  # stopped by Ctrl-C / SIGINT before every cell was measured
+    tracker: Any = None  # the study's tracker, finished after the report (ecosweep.tracking)
 
     @property
     def failed(self) -> List[Cell]:
@@ -177,7 +178,7 @@ def run_study(cells: List[Cell], out: TextIO = sys.stdout, marks: Optional[Dict[
 
     from ecosweep.tracking import make_tracker
 
-    tracker = make_tracker(todo or [c for c in cells if c.id in run.reused], run.run_id, out)
+    tracker = run.tracker = make_tracker(todo or [c for c in cells if c.id in run.reused], run.run_id, out)
     for cell in cells:
         if cell.id in run.reused:
             tracker.log_cell(cell, None, store_for(cell))

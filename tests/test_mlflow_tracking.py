@@ -38,12 +38,36 @@ def test_smoke_study_appears_as_parent_and_one_child_per_cell(smoke_study):
         assert child.data.params["quantization"] == cell.quantization.iloc[0]
         assert int(child.data.params["batch_size"]) == cell.batch_size.iloc[0]
         assert child.data.metrics["tok_s.mean"] == pytest.approx(cell.tok_s.mean(), rel=1e-9)
+        assert child.data.metrics["tok_s"] == child.data.metrics["tok_s.mean"]  # the bare name is the mean
         assert child.data.metrics["tok_s.n"] == 3
-        history = client.get_metric_history(child.info.run_id, "tok_s")
+        history = client.get_metric_history(child.info.run_id, "rep.tok_s")  # repetitions: their own prefix
         assert sorted(m.step for m in history) == [0, 1, 2]
+        assert sorted(m.value for m in history) == pytest.approx(sorted(cell.tok_s), rel=1e-9)
+        timing = json.loads((out / "smoke" / "timings" / f"{cid}.json").read_text())
+        assert child.info.start_time == pytest.approx(1000 * timing["actor_started_unix_s"], abs=1000)
+        assert child.info.end_time == pytest.approx(1000 * timing["finished_unix_s"], abs=1000)
+        assert child.info.end_time - child.info.start_time > 500  # the cell's run, not the moment of logging
+        assert child.data.params["hardware"] == cell.device_name.iloc[0]  # what ran, not "auto"
+        assert "gpu_uuid" not in child.data.tags and "None" not in child.data.params.values()
         assert child.data.tags["status"] == "ok" and child.data.tags["energy_source"] in ("none", "rapl")
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {f"{cid}.parquet", f"{cid}.yaml", "environment.json"} <= artifacts
+    names = [c.info.run_name for c in children]
+    assert len(set(names)) == 8 and all(len(n) <= 40 for n in names)
+    assert any(n.startswith("nf4 bs2 · tiny-llama · ") for n in names)
+
+    parent = client.get_run(parents[0].info.run_id)
+    assert parent.info.status == "FINISHED" and parent.info.end_time > parent.info.start_time
+    assert parent.data.metrics["cells"] == 8 and parent.data.metrics["cells_ok"] == 8
+    assert parent.data.params["quantizations"] == "fp32,int8,int8_pure,nf4"
+    assert parent.data.params["batch_sizes"] == "1,2"
+    comparisons = pd.read_csv(out / "smoke" / "comparisons.csv")
+    nf4 = comparisons[(comparisons.quantization == "nf4") & (comparisons.batch_size == 1)].iloc[0]
+    assert parent.data.metrics["delta_pct.tiny-llama.nf4.bs1"] == pytest.approx(nf4.delta_pct, rel=1e-9)
+    report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.md", "report/comparisons.csv", "report/figures"} <= report
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the classic runs view
+    assert f"#/experiments/{exp.experiment_id}/runs" in r.stdout
 
 
 def test_backfill_is_idempotent(smoke_study, tmp_path):
@@ -54,6 +78,7 @@ def test_backfill_is_idempotent(smoke_study, tmp_path):
     assert first.returncode == 0 and second.returncode == 0, first.stderr[-2000:]
     assert "8 run(s) created, 0 already in MLflow" in first.stdout
     assert "0 run(s) created, 8 already in MLflow" in second.stdout
+    assert f"{uri}, experiment 'smoke'" in second.stdout
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
@@ -129,3 +154,30 @@ def test_a_study_tracked_on_a_live_server_is_listed_by_its_rest_api(tmp_path, mo
     parquet = pd.read_parquet(out / "served" / "cells")
     assert metrics["tok_s.mean"] == pytest.approx(parquet.tok_s.mean(), rel=1e-9)
     assert not any(math.isnan(v) for v in metrics.values())
+
+
+def test_a_committed_h100_study_loads_into_mlflow_with_one_command(tmp_path):
+    """README, "MLflow": experiments/<study>/<gpu> backfilled under a name of its own, report and all."""
+    from mlflow.tracking import MlflowClient
+
+    from conftest import REPO
+
+    uri = f"sqlite:///{tmp_path}/h100.db"
+    folder = REPO / "experiments" / "int8_paradox" / "h100"
+    r = run_cli(["mlflow-backfill", str(folder), "--uri", uri, "--experiment", "int8_paradox-h100"], cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "12 run(s) created" in r.stdout
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("int8_paradox-h100")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    parent = next(x for x in runs if x.data.tags["ecosweep.role"] == "study")
+    cells = [x for x in runs if x.data.tags["ecosweep.role"] == "cell"]
+    assert len(cells) == 12 and parent.info.status == "FINISHED"
+    assert all(c.data.metrics["energy_j_per_1k_tok"] > 1000 and c.data.tags["gpu_uuid"].startswith("GPU-")
+               for c in cells)
+    h100 = "NVIDIA_H100_80GB_HBM3.Mistral-7B.int8.bs1"  # the report puts the published RTX 4090D table beside it
+    assert parent.data.metrics[f"delta_pct.{h100}"] == pytest.approx(172.9, abs=0.05)  # README table
+    assert parent.data.metrics["delta_pct.RTX_4090D.Mistral-7B.int8.bs1"] == pytest.approx(30.7, abs=0.05)
+    assert parent.data.metrics[f"same_device.{h100}"] == 1.0
+    assert parent.data.params["hardware"] == "NVIDIA H100 80GB HBM3"
+    assert "report/report.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}

@@ -23,6 +23,9 @@ class NullTracker:
     def close(self, run: object) -> None:
         pass
 
+    def finish(self, run: object) -> None:
+        pass
+
 
 def make_tracker(cells: List["Cell"], run_id: str, out: TextIO):
     settings = cells[0].settings

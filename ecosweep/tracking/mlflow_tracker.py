@@ -33,8 +33,14 @@ STEP_METRICS = [
 SUMMARY_METRICS = ["energy_j_per_1k_tok", "energy_j_per_request", "tok_s", "power_w_mean",
                    "latency_s_per_request", "net_energy_j_per_1k_tok"]
 PARAM_COLUMNS = ["cell_id", "model", "model_type", "params_count", "params_b_nominal", "weights", "quantization",
-                 "engine", "engine_effective", "attn_implementation", "quant_method", "dtype", "bnb_4bit_quant_type", "bnb_4bit_compute_dtype", "llm_int8_threshold",
-                 "batch_size", "input_tokens", "output_tokens", "hardware", "device", "min_window_s"]
+                 "engine", "engine_effective", "attn_implementation", "quant_method", "dtype", "bnb_4bit_quant_type",
+                 "bnb_4bit_compute_dtype", "llm_int8_threshold", "batch_size", "input_tokens", "output_tokens",
+                 "device", "device_name", "min_window_s"]
+# Per-repetition series are logged under this prefix with step = repetition; the bare metric name is the
+# cell's mean, so the runs table's obvious column is the right number.
+REPETITION_PREFIX = "rep."
+# The MLflow 3 UI opens experiments of this kind in the classic runs view (not the GenAI overview).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 ENV_COLUMNS = ["host", "cpu_count", "device", "device_name", "gpu_uuid", "compute_capability", "gpu_memory_total_mb",
                "driver_version", "cuda_version", "python_version", "torch_version", "transformers_version",
                "bitsandbytes_version", "ecosweep_version"]
@@ -107,9 +113,12 @@ class MlflowMirror:
                 if self.artifact_root is not None and not self.uri.startswith(("http://", "https://")):
                     location = (self.artifact_root / "mlartifacts" / study).as_uri()
                 exp_id = self.client.create_experiment(study, artifact_location=location,
-                                                       tags={"ecosweep.study": study})
+                                                       tags={"ecosweep.study": study, **EXPERIMENT_KIND})
             else:
                 exp_id = exp.experiment_id
+                if exp.tags.get("mlflow.experimentKind") is None:  # made by an older ecosweep
+                    for key, value in EXPERIMENT_KIND.items():
+                        self.client.set_experiment_tag(exp_id, key, value)
             self._experiments[study] = exp_id
         return self._experiments[study]
 
@@ -134,12 +143,15 @@ class MlflowMirror:
         return self._search(self.experiment_id(study),
                             f"tags.`ecosweep.role` = 'cell' and tags.`ecosweep.cell_id` = '{cell_id}'")
 
-    def log_cell_rows(self, rows: List[Dict[str, Any]], artifacts: List[Path], config_yaml: Optional[Path]) -> bool:
-        """Mirror one cell's stored rows. Returns False when MLflow already mirrors them."""
+    def log_cell_rows(self, rows: List[Dict[str, Any]], artifacts: List[Path], config_yaml: Optional[Path],
+                      timing: Optional[Dict[str, Any]] = None, experiment: Optional[str] = None) -> bool:
+        """Mirror one cell's stored rows (into ``experiment``, default the rows' study). Returns False when
+        MLflow already mirrors them. ``timing`` (the cell's timings JSON) gives the run its real start and end."""
         from mlflow.entities import Metric, Param, RunTag
 
         first = rows[0]
-        study, cell_id, results_run_id = first["study"], first["cell_id"], first.get("run_id") or ""
+        study = experiment or first["study"]
+        cell_id, results_run_id = first["cell_id"], first.get("run_id") or ""
         existing = self.cell_children(study, cell_id)
         if any(r.data.tags.get("ecosweep.results_run_id") == results_run_id for r in existing):
             return False
@@ -157,32 +169,35 @@ class MlflowMirror:
             "status": status,
             "energy_source": str(first.get("energy_source")),
             "weights": str(first.get("weights")),
-            "gpu_uuid": str(first.get("gpu_uuid")),
+            "hardware_profile": str(first.get("hardware")),
             "throttled_repetitions": str(sum(bool(r.get("throttled")) for r in ok_rows)),
             "contaminated_repetitions": str(sum(bool(r.get("contaminated")) for r in ok_rows)),
             "energy_mismatch_repetitions": str(sum(bool(r.get("energy_mismatch")) for r in ok_rows)),
         }
+        if first.get("gpu_uuid"):
+            tags["gpu_uuid"] = str(first["gpu_uuid"])
         if first.get("error"):
             tags["error"] = str(first["error"])[:4000]
-        engine = first.get("engine") or "eager"
-        label = f"{first['model']}/{first['quantization']}" + ("" if engine == "eager" else f"/{engine}") \
-            + f"/bs{first['batch_size']}"
-        run = self.client.create_run(self.experiment_id(study), run_name=label, tags=tags)
+        start_ms, end_ms = _cell_span_ms(rows, timing)
+        run = self.client.create_run(self.experiment_id(study), run_name=cell_run_name(first), tags=tags,
+                                     start_time=start_ms)
         rid = run.info.run_id
-        params = [Param(k, str(first.get(k))) for k in PARAM_COLUMNS if first.get(k) is not None]
-        now = int(time.time() * 1000)
+        params = [Param(k, str(first.get(k))) for k in PARAM_COLUMNS if _present(first.get(k))]
+        if _present(first.get("device_name")):  # what ran, not the profile that was asked for
+            params.append(Param("hardware", str(first["device_name"])))
         metrics = []
         for r in ok_rows:
-            ts = int(r["timestamp_utc"].timestamp() * 1000) if r.get("timestamp_utc") is not None else now
-            metrics += [Metric(k, float(r[k]), ts, int(r["repetition"])) for k in STEP_METRICS if _finite(r.get(k))]
+            ts = int(r["timestamp_utc"].timestamp() * 1000) if r.get("timestamp_utc") is not None else end_ms
+            metrics += [Metric(REPETITION_PREFIX + k, float(r[k]), ts, int(r["repetition"])) for k in STEP_METRICS
+                        if _finite(r.get(k))]
         for k in SUMMARY_METRICS:
             s = summarize([r.get(k) for r in ok_rows if _finite(r.get(k))], bootstrap=False)
             if s.n == 0:
                 continue
-            for name, value in (("mean", s.mean), ("sd", s.sd), ("cv_pct", s.cv_pct), ("ci95_low", s.ci95_low),
-                                ("ci95_high", s.ci95_high), ("n", float(s.n))):
+            for name, value in (("", s.mean), (".mean", s.mean), (".sd", s.sd), (".cv_pct", s.cv_pct),
+                                (".ci95_low", s.ci95_low), (".ci95_high", s.ci95_high), (".n", float(s.n))):
                 if _finite(value):
-                    metrics.append(Metric(f"{k}.{name}", float(value), now, 0))
+                    metrics.append(Metric(f"{k}{name}", float(value), end_ms, 0))
         for i in range(0, len(metrics), 900):  # MLflow takes at most 1000 metrics per batch
             self.client.log_batch(rid, metrics=metrics[i:i + 900], params=params if i == 0 else [],
                                   tags=[RunTag(k, v) for k, v in tags.items()] if i == 0 else [])
@@ -195,8 +210,157 @@ class MlflowMirror:
                 self.client.log_artifact(rid, str(path))
         if config_yaml is not None and config_yaml.exists():
             self.client.log_artifact(rid, str(config_yaml))
-        self.client.set_terminated(rid, "FINISHED" if status == "ok" else "FAILED")
+        self.client.set_terminated(rid, "FINISHED" if status == "ok" else "FAILED", end_time=end_ms)
         return True
+
+    def update_study(self, study: str, study_dir: Path, status: Optional[str],
+                     run_metrics: Optional[Dict[str, float]] = None) -> str:
+        """The parent run of ``study``: its grid and what ran (params, or tags where a re-run changed them),
+        cell counts, ``run_metrics`` and headline comparisons (metrics), the report folder (artifacts), and
+        its status."""
+        parent = self.parent_run(study)
+        rows = _study_rows(study_dir)
+        _log_params_or_tags(self.client, parent, _study_facts(rows))
+        metrics = {**_cell_counts(rows), **(run_metrics or {}), **_headline_metrics(_report_dir(study_dir))}
+        now = int(time.time() * 1000)
+        from mlflow.entities import Metric
+
+        items = [Metric(k, float(v), now, 0) for k, v in metrics.items() if _finite(v)]
+        for i in range(0, len(items), 900):
+            self.client.log_batch(parent, metrics=items[i:i + 900])
+        report = _report_dir(study_dir)
+        if report is not None:
+            for path in sorted(report.iterdir()):
+                if path.is_file() and path.suffix in (".md", ".csv"):
+                    self.client.log_artifact(parent, str(path), "report")
+            if (report / "figures").is_dir():
+                self.client.log_artifacts(parent, str(report / "figures"), "report/figures")
+        if status is not None:
+            self.client.set_terminated(parent, status, end_time=now)
+        return parent
+
+    def runs_table_url(self, study: str, ui: str = "http://127.0.0.1:5000") -> str:
+        """The runs table of the study's experiment in MLflow's classic view."""
+        base = self.uri.rstrip("/") if self.uri.startswith(("http://", "https://")) else ui
+        return f"{base}/#/experiments/{self.experiment_id(study)}/runs"
+
+
+def _present(value: Any) -> bool:
+    """Absent values (None, NaN, '') stay out of MLflow instead of becoming the string 'None'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return str(value) not in ("", "None", "nan")
+
+
+def cell_run_name(row: Dict[str, Any]) -> str:
+    """Short, leading with what varies inside a study, unique within it: 'nf4 bs2 graph · tiny-llama · 3b0505'."""
+    engine = row.get("engine") or "eager"
+    head = f"{row['quantization']} bs{row['batch_size']}" + ("" if engine == "eager" else f" {engine}")
+    return f"{head} · {row['model']} · {str(row['cell_id'])[:6]}"
+
+
+def _cell_span_ms(rows: List[Dict[str, Any]], timing: Optional[Dict[str, Any]]) -> tuple:
+    """When the cell's process started and finished (ms), from its timings; else from its rows."""
+    if timing and timing.get("actor_started_unix_s") and timing.get("finished_unix_s"):
+        return int(timing["actor_started_unix_s"] * 1000), int(timing["finished_unix_s"] * 1000)
+    stamps = [r["timestamp_utc"].timestamp() for r in rows if r.get("timestamp_utc") is not None]
+    now = time.time()
+    start = min(stamps) if stamps else now
+    end = max(r["timestamp_utc"].timestamp() + (r.get("seconds") or 0) for r in rows
+              if r.get("timestamp_utc") is not None) if stamps else now
+    return int(start * 1000), int(end * 1000)
+
+
+def _study_rows(study_dir: Path) -> Any:
+    from ecosweep.results.store import read_results
+
+    return read_results([study_dir], damaged=[]).to_pandas()
+
+
+def _study_facts(rows: Any) -> Dict[str, str]:
+    """The study's grid and what ran, as strings (the values of a column, comma-joined)."""
+    if rows.empty:
+        return {}
+    def values(col: str) -> str:
+        if col not in rows:
+            return ""
+        vals = rows[col].dropna().unique().tolist()
+        return ",".join(str(v) for v in sorted(vals, key=lambda v: (isinstance(v, str), v)))
+    facts = {"models": values("model"), "quantizations": values("quantization"),
+             "engines": values("engine") or "eager", "engines_effective": values("engine_effective"),
+             "batch_sizes": values("batch_size"), "input_tokens": values("input_tokens"),
+             "output_tokens": values("output_tokens"), "hardware": values("device_name"),
+             "weights": values("weights"), "min_window_s": values("min_window_s"),
+             "energy_source": values("energy_source")}
+    return {k: v[:500] for k, v in facts.items() if v}
+
+
+def _cell_counts(rows: Any) -> Dict[str, float]:
+    if rows.empty:
+        return {}
+    by_cell = rows.groupby("cell_id").status.agg(lambda s: "ok" if (s == "ok").all() else s.iloc[0])
+    return {"cells": float(len(by_cell)), "cells_ok": float((by_cell == "ok").sum()),
+            "cells_failed": float((by_cell != "ok").sum())}
+
+
+def _report_dir(study_dir: Path) -> Optional[Path]:
+    """Where the study's report is: the study folder itself (study runs) or its report/ folder."""
+    for folder in (study_dir, study_dir / "report"):
+        if (folder / "report.md").exists():
+            return folder
+    return None
+
+
+def _metric_key(*parts: Any) -> str:
+    """An MLflow metric name from parts: letters, digits and _ - . / only."""
+    import re
+
+    return ".".join(re.sub(r"[^A-Za-z0-9_\-/]", "_", str(p)) for p in parts)
+
+
+def _headline_metrics(report: Optional[Path]) -> Dict[str, float]:
+    """The report's comparisons as metrics: delta_pct.[<hardware>.]<model>.<quantization>[.<engine>].bs<N>
+    (hardware where the report compares several, e.g. a study beside the published table), with p. and
+    same_device. (1 = both sides on one GPU) under the same name."""
+    if report is None:
+        return {}
+    import numpy as np
+    import pandas as pd
+
+    out: Dict[str, float] = {}
+    for name, prefix, label_col in (("comparisons.csv", "delta_pct", "quantization"),
+                                    ("engine_comparisons.csv", "engine_delta_pct", "engine")):
+        path = report / name
+        if not path.exists() or path.stat().st_size < 2:
+            continue
+        try:
+            table = pd.read_csv(path)
+        except Exception:  # an empty table has no header
+            continue
+        several_hardware = "hardware" in table and table.hardware.nunique() > 1
+        for _, r in table.iterrows():
+            engine = r.get("engine", "eager")
+            parts = ([r.hardware] if several_hardware else []) + [r.model, r.quantization]
+            if label_col == "engine" or (isinstance(engine, str) and engine != "eager"):
+                parts.append(engine)
+            key = _metric_key(prefix, *parts, f"bs{int(r.batch_size)}")
+            out[key] = r.delta_pct
+            out[key.replace(prefix, prefix.replace("delta_pct", "p"), 1)] = r.p
+            same = r.get("same_device")
+            if isinstance(same, (bool, np.bool_)) or same in ("True", "False"):
+                out[key.replace(prefix, prefix.replace("delta_pct", "same_device"), 1)] = float(same in (True, "True"))
+    return out
+
+
+def _log_params_or_tags(client: Any, run_id: str, facts: Dict[str, str]) -> None:
+    """Params where they are new or unchanged; a fact a re-run changed becomes a tag (params are immutable)."""
+    current = client.get_run(run_id).data.params
+    from mlflow.entities import Param, RunTag
+
+    params = [Param(k, v) for k, v in facts.items() if k not in current]
+    tags = [RunTag(f"study.{k}", v) for k, v in facts.items() if k in current and current[k] != v]
+    if params or tags:
+        client.log_batch(run_id, params=params, tags=tags)
 
 
 def _cell_rows(path: Path) -> List[Dict[str, Any]]:
@@ -205,12 +369,13 @@ def _cell_rows(path: Path) -> List[Dict[str, Any]]:
     return read_results([path]).to_pylist()
 
 
-def mirror_stored_cell(mirror: MlflowMirror, store: Any, cell_id: str) -> bool:
+def mirror_stored_cell(mirror: MlflowMirror, store: Any, cell_id: str, experiment: Optional[str] = None) -> bool:
     rows = _cell_rows(store.cell_path(cell_id))
     if not rows:
         return False
     artifacts = [store.cell_path(cell_id), store.trace_path(cell_id)]
-    return mirror.log_cell_rows(rows, artifacts, store.config_path(cell_id))
+    timing = json.loads(store.timing_path(cell_id).read_text()) if store.timing_path(cell_id).exists() else None
+    return mirror.log_cell_rows(rows, artifacts, store.config_path(cell_id), timing, experiment)
 
 
 class MlflowTracker:
@@ -263,21 +428,37 @@ class MlflowTracker:
             self._warn(f"{type(exc).__name__}: {exc}")
 
     def close(self, run: Any) -> None:
-        """End the study's parent run: KILLED when interrupted, FAILED when a cell failed, else FINISHED."""
-        if self.mirror is not None and self.study is not None:
-            status = "KILLED" if getattr(run, "interrupted", False) else ("FAILED" if run.failed else "FINISHED")
+        """After the cells: an interrupted study's parent run ends KILLED now (a finished one ends in
+        :meth:`finish`, once its report exists)."""
+        if self.mirror is not None and self.study is not None and getattr(run, "interrupted", False):
             try:
-                self.mirror.client.set_terminated(self.mirror.parent_run(self.study), status)
+                self.mirror.client.set_terminated(self.mirror.parent_run(self.study), "KILLED")
             except Exception as exc:  # tracking must never fail a study
                 self._warn(f"{type(exc).__name__}: {exc}")
-                return
-        if self.mirror is not None:
-            print(f"MLflow: runs in {self.uri} (experiment '{self.study_dir.name}'); browse with:\n"
-                  f"  mlflow ui --backend-store-uri {self.uri}", file=self.out)
+
+    def finish(self, run: Any) -> None:
+        """After the report: the parent run gets the grid, counts, headline comparisons and the report, and
+        ends FINISHED (FAILED when a cell failed)."""
+        if self.mirror is None or self.study is None or getattr(run, "interrupted", False):
+            return
+        try:
+            self.mirror.update_study(self.study, self.study_dir, "FAILED" if run.failed else "FINISHED",
+                                     {"cells_measured_last_run": len(run.outcomes),
+                                      "cells_reused_last_run": len(run.reused)})
+            url = self.mirror.runs_table_url(self.study)
+        except Exception as exc:  # tracking must never fail a study
+            self._warn(f"{type(exc).__name__}: {exc}")
+            return
+        serve = "" if self.uri.startswith(("http://", "https://")) else \
+            f"mlflow ui --backend-store-uri {self.uri}   # then open "
+        print(f"MLflow: experiment '{self.study}' in {self.uri}; runs table:\n  {serve}{url}", file=self.out)
 
 
-def backfill(study_dirs: List[Path], uri: Optional[str], out: TextIO = sys.stdout) -> int:
-    """Mirror stored cells into MLflow; idempotent. Returns the number of runs created."""
+def backfill(study_dirs: List[Path], uri: Optional[str], out: TextIO = sys.stdout,
+             experiment: Optional[str] = None) -> int:
+    """Mirror stored cells, and the study's report, into MLflow; idempotent. Returns the number of runs
+    created. ``experiment`` names the MLflow experiment (default: the study column of the rows), e.g. to
+    keep experiments/int8_paradox/h100 and .../h200 apart."""
     from ecosweep.results.store import StudyStore
 
     created = 0
@@ -289,7 +470,12 @@ def backfill(study_dirs: List[Path], uri: Optional[str], out: TextIO = sys.stdou
         mirror = MlflowMirror(uri or default_uri(str(root)), artifact_root=root)
         store = StudyStore(root, study_dir.name)
         cells = sorted(p.stem for p in store.cells_dir.glob("*.parquet") if not p.name.startswith("."))
-        n = sum(mirror_stored_cell(mirror, store, cid) for cid in cells)
+        rows = _study_rows(study_dir)
+        name = experiment or (rows.study.iloc[0] if not rows.empty and rows.study.nunique() == 1 else study_dir.name)
+        n = sum(mirror_stored_cell(mirror, store, cid, name) for cid in cells)
+        failed = _cell_counts(rows).get("cells_failed", 0)
+        mirror.update_study(name, study_dir, "FAILED" if failed else "FINISHED")
         created += n
-        print(f"{study_dir.name}: {n} run(s) created, {len(cells) - n} already in MLflow ({mirror.uri})", file=out)
+        print(f"{study_dir.name}: {n} run(s) created, {len(cells) - n} already in MLflow ({mirror.uri}, experiment "
+              f"'{name}'); runs table: {mirror.runs_table_url(name)}", file=out)
     return created
