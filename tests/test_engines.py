@@ -320,3 +320,25 @@ def test_a_cell_that_ran_another_engine_than_asked_is_warned_about():
     warnings = tables.warnings_for(configs)
     flagged = [w for w in warnings if w.startswith("Engine:")]
     assert len(flagged) == 2 and all("asked for engine=compiled but ran eager_static_cache" in w for w in flagged)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quantization", ["fp32", "int8_pure"])
+def test_past_rounding_the_engine_is_judged_against_generates_own_kernel_to_kernel_spread(model_cache, quantization):
+    """With no rounding allowed at all, a correct loop still passes (it differs from generate() about as much as
+    generate() with eager attention differs from generate() with sdpa), and a loop with its mask one position
+    off does not."""
+    from ecosweep.workload.engines import check_tokens
+    from ecosweep.workload.models import load_model
+
+    s = settings("engine=graph", f"quantization={quantization}")
+    loaded = load_model(s, "cpu")
+    graph, reference = workloads(loaded.model, loaded.vocab_size, s.engine, 2, 10, 12)
+    check = check_tokens(graph, reference, tolerance_sd=0.0)
+    assert check.floor_sd is not None and check.floor_sd > 0 and check.passed
+    assert check.logit_diff_sd <= 2 * check.floor_sd and check.columns()["engine_logit_floor_sd"] == check.floor_sd
+    assert loaded.model.config._attn_implementation == "ecosweep_sdpa"  # put back after the eager comparison
+    broken, reference = workloads(loaded.model, loaded.vocab_size, s.engine, 2, 10, 12)
+    broken.kv_positions = broken.kv_positions + 1
+    check = check_tokens(broken, reference, tolerance_sd=0.0)
+    assert not check.passed and check.logit_diff_sd > 5 * check.floor_sd

@@ -181,3 +181,7 @@ def test_a_committed_h100_study_loads_into_mlflow_with_one_command(tmp_path):
     assert parent.data.metrics[f"same_device.{h100}"] == 1.0
     assert parent.data.params["hardware"] == "NVIDIA H100 80GB HBM3"
     assert "report/report.md" in {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert (tmp_path / "mlartifacts" / "int8_paradox-h100").is_dir()  # beside the store, not in experiments/
+    assert not (folder.parent / "mlartifacts").exists()
+    starts = [c.info.start_time for c in cells]
+    assert parent.info.start_time <= min(starts) and parent.info.end_time >= max(c.info.end_time for c in cells)

@@ -48,6 +48,7 @@ COLUMNS: List[Column] = [
     Column("engine_tokens_equal", _B, "graph/compiled: one free-running call gave exactly generate()'s greedy tokens on the cell's prompts; null for eager or when not checked."),
     Column("engine_token_agreement_share", _F, "graph/compiled: fraction of greedy choices equal to generate()'s where both saw the same tokens before (0..1)."),
     Column("engine_logit_diff_sd", _F, "graph/compiled: largest |engine - generate()| logit over those choices, in standard deviations of generate()'s logits (rounding: < 0.1 in 16-bit)."),
+    Column("engine_logit_floor_sd", _F, "graph/compiled, only when engine_logit_diff_sd exceeds rounding: how far generate() moves from itself with another attention kernel, same units; the cell passes up to 2x this."),
     Column("quant_method", _S, "none | bnb_4bit | bnb_8bit."),
     Column("dtype", _S, "Unquantized weight / activation dtype."),
     Column("bnb_4bit_quant_type", _S, "nf4 | fp4 for 4-bit cells, else null."),

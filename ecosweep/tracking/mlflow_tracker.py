@@ -101,6 +101,8 @@ class MlflowMirror:
 
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
+        if uri.startswith("sqlite:///"):  # artifacts live beside the store they belong to, wherever the results are
+            artifact_root = Path(uri[len("sqlite:///"):]).parent
         self.artifact_root = artifact_root
         self._experiments: Dict[str, str] = {}
         self._parents: Dict[str, str] = {}
@@ -125,15 +127,16 @@ class MlflowMirror:
     def _search(self, exp_id: str, filter_string: str) -> List[Any]:
         return list(self.client.search_runs([exp_id], filter_string=filter_string, max_results=1000))
 
-    def parent_run(self, study: str) -> str:
-        """The study's parent run, created once and reused by later runs and backfills."""
+    def parent_run(self, study: str, start_ms: Optional[int] = None) -> str:
+        """The study's parent run, created once (starting at ``start_ms``, default now) and reused by later
+        runs and backfills."""
         if study not in self._parents:
             exp_id = self.experiment_id(study)
             found = self._search(exp_id, "tags.`ecosweep.role` = 'study'")
             if found:
                 run_id = found[0].info.run_id
             else:
-                run = self.client.create_run(exp_id, run_name=study,
+                run = self.client.create_run(exp_id, run_name=study, start_time=start_ms,
                                              tags={"ecosweep.role": "study", "ecosweep.study": study})
                 run_id = run.info.run_id
             self._parents[study] = run_id
@@ -214,7 +217,7 @@ class MlflowMirror:
         return True
 
     def update_study(self, study: str, study_dir: Path, status: Optional[str],
-                     run_metrics: Optional[Dict[str, float]] = None) -> str:
+                     run_metrics: Optional[Dict[str, float]] = None, end_ms: Optional[int] = None) -> str:
         """The parent run of ``study``: its grid and what ran (params, or tags where a re-run changed them),
         cell counts, ``run_metrics`` and headline comparisons (metrics), the report folder (artifacts), and
         its status."""
@@ -236,7 +239,7 @@ class MlflowMirror:
             if (report / "figures").is_dir():
                 self.client.log_artifacts(parent, str(report / "figures"), "report/figures")
         if status is not None:
-            self.client.set_terminated(parent, status, end_time=now)
+            self.client.set_terminated(parent, status, end_time=end_ms or now)
         return parent
 
     def runs_table_url(self, study: str, ui: str = "http://127.0.0.1:5000") -> str:
@@ -269,6 +272,20 @@ def _cell_span_ms(rows: List[Dict[str, Any]], timing: Optional[Dict[str, Any]]) 
     end = max(r["timestamp_utc"].timestamp() + (r.get("seconds") or 0) for r in rows
               if r.get("timestamp_utc") is not None) if stamps else now
     return int(start * 1000), int(end * 1000)
+
+
+def _study_span_ms(store: Any, cell_ids: List[str]) -> tuple:
+    """First cell start and last cell end of a stored study (ms), from the cells' timings; (None, None)
+    when none has them."""
+    starts, ends = [], []
+    for cid in cell_ids:
+        path = store.timing_path(cid)
+        if path.exists():
+            timing = json.loads(path.read_text())
+            if timing.get("actor_started_unix_s") and timing.get("finished_unix_s"):
+                starts.append(timing["actor_started_unix_s"])
+                ends.append(timing["finished_unix_s"])
+    return (int(min(starts) * 1000), int(max(ends) * 1000)) if starts else (None, None)
 
 
 def _study_rows(study_dir: Path) -> Any:
@@ -472,9 +489,11 @@ def backfill(study_dirs: List[Path], uri: Optional[str], out: TextIO = sys.stdou
         cells = sorted(p.stem for p in store.cells_dir.glob("*.parquet") if not p.name.startswith("."))
         rows = _study_rows(study_dir)
         name = experiment or (rows.study.iloc[0] if not rows.empty and rows.study.nunique() == 1 else study_dir.name)
+        start_ms, end_ms = _study_span_ms(store, cells)
+        mirror.parent_run(name, start_ms)  # a new parent spans the cells it holds, not the moment of backfill
         n = sum(mirror_stored_cell(mirror, store, cid, name) for cid in cells)
         failed = _cell_counts(rows).get("cells_failed", 0)
-        mirror.update_study(name, study_dir, "FAILED" if failed else "FINISHED")
+        mirror.update_study(name, study_dir, "FAILED" if failed else "FINISHED", end_ms=end_ms)
         created += n
         print(f"{study_dir.name}: {n} run(s) created, {len(cells) - n} already in MLflow ({mirror.uri}, experiment "
               f"'{name}'); runs table: {mirror.runs_table_url(name)}", file=out)

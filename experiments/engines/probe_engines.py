@@ -103,6 +103,8 @@ def main() -> int:
     ap.add_argument("--cache", default="/tmp/ecosweep_models")
     ap.add_argument("--compiled-model", default="", help="also run engine=compiled on this model (fp16, nf4)")
     ap.add_argument("--token-check-models", default="", help="comma-separated: fp16 token check at batch 1 only")
+    ap.add_argument("--uncaptured-check", action="store_true",
+                    help="also check the same loop without the CUDA graph (tells capture from numerics)")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -165,6 +167,16 @@ def main() -> int:
                                             "engine_effective": w.engine_effective, **chk.__dict__,
                                             "passed": chk.passed, "seconds": time.perf_counter() - t})
             print(f"token check {q} bs{bs} {w.engine_effective}: {chk}", flush=True)
+            if args.uncaptured_check and cuda:  # the same loop without the graph: capture vs numerics
+                from ecosweep.workload.graph_decode import GraphDecodeGeneration
+
+                plain = GraphDecodeGeneration(**shape(bs), capture=False)
+                chk2 = check_tokens(plain, FixedLengthGeneration(**shape(bs)), chk.tolerance_sd)
+                results["token_checks"].append({"model": args.model, "quantization": q, "batch_size": bs,
+                                                "engine_effective": "graph_uncaptured_on_gpu", **chk2.__dict__,
+                                                "passed": chk2.passed})
+                print(f"token check {q} bs{bs} uncaptured on the GPU: {chk2}", flush=True)
+                del plain
             del w
             torch.cuda.empty_cache() if cuda else None
         save()
