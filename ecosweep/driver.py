@@ -131,6 +131,10 @@ class CellScheduler:
         self.progress = progress
         self.poll_s = poll_s
 
+    def check_resources(self) -> None:
+        """Refuse (ConfigError), before anything is launched or written, cells the cluster cannot host."""
+        self._plan_slots()
+
     def _plan_slots(self) -> None:
         """Read the cluster's GPUs and refuse, before launching anything, cells it cannot host."""
         import ray

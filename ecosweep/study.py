@@ -140,21 +140,17 @@ def run_study(cells: List[Cell], out: TextIO = sys.stdout, marks: Optional[Dict[
     ``marks``: driver milestones recorded before this call (unix seconds), kept in ``run.marks``.
     """
     run = StudyRun(run_id=uuid.uuid4().hex[:12], cells=cells, marks=dict(marks or {}))
-    todo = []
+    todo: List[Cell] = []
+    damaged: List[Cell] = []
+    adopt: List[Tuple[Cell, StudyStore]] = []
     for cell, (state, source) in zip(cells, cell_states(cells)):
         if state == "damaged":
-            store = store_for(cell)
-            reason = store.is_damaged(cell.id) or "unreadable"
-            moved = store.quarantine(cell.id, reason)
-            print(f"WARNING: {store.cell_path(cell.id)} was damaged ({reason}); moved to {moved}, and the cell "
-                  f"{cell.label} is measured again.", file=out)
+            damaged.append(cell)
             todo.append(cell)
         elif state == "done":
             run.skipped.append(cell)
         elif state == "reuse":
-            store_for(cell).adopt_cell(source, cell.id, cell.settings.study,
-                                       OmegaConf.to_yaml(OmegaConf.structured(cell.settings)))
-            run.reused[cell.id] = source.root.name
+            adopt.append((cell, source))  # type: ignore[arg-type]
         else:
             todo.append(cell)
             if source is not None:
@@ -162,6 +158,37 @@ def run_study(cells: List[Cell], out: TextIO = sys.stdout, marks: Optional[Dict[
     if run.skipped:
         print(f"Skipping {len(run.skipped)} of {len(cells)} cells already complete "
               f"(results under {store_for(run.skipped[0]).cells_dir}).", file=out)
+    if not todo and not adopt:
+        print("Nothing to run: every cell of this study is complete.", file=out)
+        return run
+
+    from ecosweep.driver import CellScheduler, connect_ray
+
+    started_ray = False
+    scheduler = None
+    if todo:  # the cluster must host every cell before anything is written, reused copies included
+        run.marks["ray_connect"] = time.time()
+        started_ray = connect_ray(todo[0].settings.ray)
+        run.marks["ray_ready"] = time.time()
+        scheduler = CellScheduler(todo, run.run_id, lambda cell, outcome: None, None)  # type: ignore[arg-type]
+        try:
+            scheduler.check_resources()
+        except BaseException:
+            if started_ray:
+                import ray
+
+                ray.shutdown()
+            raise
+    for cell in damaged:
+        store = store_for(cell)
+        reason = store.is_damaged(cell.id) or "unreadable"
+        moved = store.quarantine(cell.id, reason)
+        print(f"WARNING: {store.cell_path(cell.id)} was damaged ({reason}); moved to {moved}, and the cell "
+              f"{cell.label} is measured again.", file=out)
+    for cell, source in adopt:
+        store_for(cell).adopt_cell(source, cell.id, cell.settings.study,
+                                   OmegaConf.to_yaml(OmegaConf.structured(cell.settings)))
+        run.reused[cell.id] = source.root.name
     if run.reused:
         by_study = Counter(run.reused.values())
         print(f"Reusing {len(run.reused)} of {len(cells)} cells that "
@@ -172,9 +199,6 @@ def run_study(cells: List[Cell], out: TextIO = sys.stdout, marks: Optional[Dict[
               + ", ".join(sorted(set(run.remeasured.values())))
               + " already measured: ray.one_gpu_per measures each lane's cells together on one GPU, and "
                 "the rest of their lane is not measured yet (ray.one_gpu_per=cell reuses them).", file=out)
-    if not todo and not run.reused:
-        print("Nothing to run: every cell of this study is complete.", file=out)
-        return run
 
     from ecosweep.tracking import make_tracker
 
@@ -196,13 +220,10 @@ def run_study(cells: List[Cell], out: TextIO = sys.stdout, marks: Optional[Dict[
         tracker.log_cell(cell, outcome, store_for(cell))
         run.marks["last_result"] = time.time()
 
-    from ecosweep.driver import CellScheduler, connect_ray
-
-    run.marks["ray_connect"] = time.time()
-    started_ray = connect_ray(first.ray)
-    run.marks["ray_ready"] = time.time()
+    assert scheduler is not None
+    scheduler.on_outcome, scheduler.progress = on_outcome, progress
     try:
-        CellScheduler(todo, run.run_id, on_outcome, progress).run()
+        scheduler.run()
     except KeyboardInterrupt:
         run.interrupted = True  # the cells stored so far are complete; the same command resumes
     finally:

@@ -86,28 +86,42 @@ def test_backfill_is_idempotent(smoke_study, tmp_path):
     assert len(client.search_runs([exp.experiment_id])) == 9  # one parent, eight children
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
+def start_mlflow_server(tmp_path):
+    """An `mlflow server` on loopback with its own sqlite store: (process, url)."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                              "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
                              "--default-artifact-root", str(tmp_path / "artifacts"), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:
         try:
             with urllib.request.urlopen(url + "/health", timeout=2) as resp:
                 if resp.status == 200:
-                    break
+                    return proc, url
         except OSError:
             time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("mlflow server did not start")
-    yield url
-    proc.terminate()
+    proc.kill()
+    pytest.fail("mlflow server did not start")
+
+
+def stop_mlflow_server(proc) -> None:
+    import os
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers
+    except ProcessLookupError:
+        return
     proc.wait(timeout=30)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    proc, url = start_mlflow_server(tmp_path)
+    yield url
+    stop_mlflow_server(proc)
 
 
 def search_runs(url: str, experiment_id: str) -> list:
@@ -185,3 +199,36 @@ def test_a_committed_h100_study_loads_into_mlflow_with_one_command(tmp_path):
     assert not (folder.parent / "mlartifacts").exists()
     starts = [c.info.start_time for c in cells]
     assert parent.info.start_time <= min(starts) and parent.info.end_time >= max(c.info.end_time for c in cells)
+
+
+def test_mlflow_going_down_mid_study_loses_nothing_and_backfill_completes_it(tmp_path, model_cache):
+    """The fault matrix's "MLflow down mid-study": the study finishes, Parquet is complete, one warning
+    names the backfill command, and the backfill (server back) fills in what was missed."""
+    proc, url = start_mlflow_server(tmp_path / "server")
+    out = tmp_path / "outputs"
+    args = ["-m", "batch_size=1,2,3", "study=midway", "hardware=cpu", "measurement=quick", "repetitions=2",
+            "warmup=0", "measurement.warmup_min_s=1.5", "input_tokens=8", "output_tokens=4", f"output_root={out}",
+            f"tracking.uri={url}", "ray.progress=plain"]
+    study = subprocess.Popen([sys.executable, "-m", "ecosweep", *args], cwd=tmp_path, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cells = out / "midway" / "cells"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(cells.glob("*.parquet")) if cells.exists() else []) < 1:
+        time.sleep(0.2)
+    stop_mlflow_server(proc)
+    stdout, stderr = study.communicate(timeout=300)
+    assert study.returncode == 0, stdout + stderr
+    assert stdout.count(f"WARNING: MLflow tracking at {url} is unavailable") == 1
+    assert f"python -m ecosweep mlflow-backfill {out}/midway --uri {url}" in stdout
+    rows = pd.read_parquet(cells)
+    assert rows.cell_id.nunique() == 3 and len(rows) == 6 and not rows.duplicated(["cell_id", "repetition"]).any()
+
+    proc, url2 = start_mlflow_server(tmp_path / "server")  # the same store, back on another port
+    try:
+        b = run_cli(["mlflow-backfill", str(out / "midway"), "--uri", url2], cwd=tmp_path)
+        assert b.returncode == 0, b.stdout + b.stderr
+        runs = search_runs(url2, experiment_id(url2, "midway"))
+        cell_runs = [r for r in runs if {"key": "ecosweep.role", "value": "cell"} in r["data"]["tags"]]
+        assert len(cell_runs) == 3  # what the study had mirrored, plus what the backfill added, once each
+    finally:
+        stop_mlflow_server(proc)
