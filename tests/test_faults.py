@@ -175,7 +175,7 @@ def test_a_second_command_into_a_study_folder_is_refused_or_waits(tmp_path, mode
 @pytest.mark.integration
 def test_ctrl_c_ends_in_one_line_keeps_finished_cells_and_the_same_command_resumes(tmp_path, model_cache):
     out = tmp_path / "out"
-    args = ["-m", "batch_size=1,2,3,4,5", *FAST, "measurement.warmup_min_s=1.5", f"output_root={out}",
+    args = ["-m", "batch_size=1,2,3", *FAST, "measurement.warmup_min_s=2", f"output_root={out}",
             "tracking=mlflow"]
     proc = subprocess.Popen([sys.executable, "-m", "ecosweep", *args], cwd=tmp_path, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -190,7 +190,7 @@ def test_ctrl_c_ends_in_one_line_keeps_finished_cells_and_the_same_command_resum
     lines = [line for line in stderr.splitlines() if "Interrupted" in line]
     assert len(lines) == 1 and "run the same command to resume" in lines[0]
     finished = len(list(cells.glob("*.parquet")))
-    assert 1 <= finished < 5
+    assert 1 <= finished < 3
     assert_store_exact(out / "default", cells=finished)
 
     from mlflow.tracking import MlflowClient
@@ -202,7 +202,7 @@ def test_ctrl_c_ends_in_one_line_keeps_finished_cells_and_the_same_command_resum
 
     again = run_cli(args, cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert f"Skipping {finished} of 5 cells already complete" in again.stdout
-    assert_store_exact(out / "default", cells=5)
+    assert f"Skipping {finished} of 3 cells already complete" in again.stdout
+    assert_store_exact(out / "default", cells=3)
     parent = client.search_runs([exp.experiment_id], "tags.`ecosweep.role` = 'study'")[0]
     assert parent.info.status == "FINISHED"
