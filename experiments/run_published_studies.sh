@@ -9,6 +9,8 @@
 #                        OUTPUT_ROOT/<study>/, so only the cells missing there are measured
 #   STUDY_TIMEOUT_S=0    stop each study after this many seconds (0: no limit); the cells finished by
 #                        then are complete on disk and the same command resumes
+#   ENGINE=eager         decode engine (conf/engine); under graph, int8_ablation measures fp16 and
+#                        int8_pure only (LLM.int8() cannot be captured) and int8_paradox is skipped
 #
 # The studies place a model's cells on one GPU (ray.one_gpu_per=comparison), so int8_ablation after
 # int8_paradox measures its fp16 and int8 cells again beside int8_pure; add ray.one_gpu_per=cell to
@@ -32,9 +34,15 @@ for study in ${STUDIES:-nf4_crossover int8_paradox int8_ablation batch_size_swee
   fi
   limit=()
   [ "${STUDY_TIMEOUT_S:-0}" != 0 ] && limit=(timeout "$STUDY_TIMEOUT_S")
-  "${limit[@]}" python3 -m ecosweep +experiment="$study" output_root="$root" ray.progress=plain "$@" \
+  engine=()
+  if [ "${ENGINE:-eager}" != eager ]; then
+    engine=(engine="$ENGINE")
+    [ "$ENGINE" = graph ] && [ "$study" = int8_paradox ] && { echo "int8_paradox: LLM.int8() cannot run under engine=graph; skipped"; continue; }
+    [ "$ENGINE" = graph ] && [ "$study" = int8_ablation ] && engine+=('hydra.sweeper.params.quantization="fp16,int8_pure"')
+  fi
+  "${limit[@]}" python3 -m ecosweep +experiment="$study" output_root="$root" ray.progress=plain "${engine[@]}" "$@" \
     || echo "study $study: stopped early or some cells failed (run the same command again to resume)"
   published=()
   [ "$study" = int8_paradox ] && published=("$repo/experiments/published_rtx4090d/summary.csv")
-  python3 -m ecosweep report "$root/$study" "${published[@]}" --out "$root/$study/report"
+  python3 -m ecosweep report "$root/$study" "${published[@]}" --out "$root/$study/report" || echo "study $study: no report (no usable results yet)"
 done
