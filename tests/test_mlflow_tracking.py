@@ -12,7 +12,7 @@ import urllib.request
 import pandas as pd
 import pytest
 
-from conftest import free_port, run_cli
+from conftest import free_port, run_cli, start_mlflow_server, stop_mlflow_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -86,37 +86,6 @@ def test_backfill_is_idempotent(smoke_study, tmp_path):
     assert len(client.search_runs([exp.experiment_id])) == 9  # one parent, eight children
 
 
-def start_mlflow_server(tmp_path):
-    """An `mlflow server` on loopback with its own sqlite store: (process, url)."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
-                             "--default-artifact-root", str(tmp_path / "artifacts"), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    pytest.fail("mlflow server did not start")
-
-
-def stop_mlflow_server(proc) -> None:
-    import os
-    import signal
-
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers
-    except ProcessLookupError:
-        return
-    proc.wait(timeout=30)
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     proc, url = start_mlflow_server(tmp_path)
@@ -157,17 +126,43 @@ def test_unreachable_server_does_not_stop_the_study_and_backfill_fills_it(tmp_pa
 
 
 def test_a_study_tracked_on_a_live_server_is_listed_by_its_rest_api(tmp_path, model_cache, mlflow_server):
+    """#21 on a live `mlflow server`: the parent ends FINISHED with the report and the counts, each cell run
+    spans its cell's own process, the bare metric is the mean, names are unique, a re-run adds nothing."""
     out = tmp_path / "outputs"
-    r = run_cli(["study=served", "hardware=cpu", "measurement=quick", "repetitions=2", "input_tokens=8",
-                 "output_tokens=4", f"output_root={out}", f"tracking.uri={mlflow_server}"], cwd=tmp_path)
+    args = ["-m", "batch_size=1,2", "study=served", "hardware=cpu", "measurement=quick", "repetitions=2",
+            "input_tokens=8", "output_tokens=4", f"output_root={out}", f"tracking.uri={mlflow_server}"]
+    r = run_cli(args, cwd=tmp_path)
     assert r.returncode == 0 and "WARNING" not in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
-    runs = search_runs(mlflow_server, experiment_id(mlflow_server, "served"))
-    cells = [run for run in runs if {"key": "ecosweep.role", "value": "cell"} in run["data"]["tags"]]
-    assert len(cells) == 1
-    metrics = {m["key"]: m["value"] for m in cells[0]["data"]["metrics"]}
+    exp_id = experiment_id(mlflow_server, "served")
+    assert f"{mlflow_server}/#/experiments/{exp_id}/runs" in r.stdout  # the link to the classic runs table
+    runs = search_runs(mlflow_server, exp_id)
+    role = lambda run: next(t["value"] for t in run["data"]["tags"] if t["key"] == "ecosweep.role")
+    cells = [run for run in runs if role(run) == "cell"]
+    parents = [run for run in runs if role(run) == "study"]
+    assert len(cells) == 2 and len(parents) == 1
     parquet = pd.read_parquet(out / "served" / "cells")
-    assert metrics["tok_s.mean"] == pytest.approx(parquet.tok_s.mean(), rel=1e-9)
-    assert not any(math.isnan(v) for v in metrics.values())
+    for cell in cells:
+        metrics = {m["key"]: m["value"] for m in cell["data"]["metrics"]}
+        tags = {t["key"]: t["value"] for t in cell["data"]["tags"]}
+        rows = parquet[parquet.cell_id == tags["ecosweep.cell_id"]]
+        assert metrics["tok_s"] == metrics["tok_s.mean"] == pytest.approx(rows.tok_s.mean(), rel=1e-9)
+        assert not any(math.isnan(v) for v in metrics.values())
+        timing = json.loads((out / "served" / "timings" / f"{tags['ecosweep.cell_id']}.json").read_text())
+        assert int(cell["info"]["start_time"]) == pytest.approx(1000 * timing["actor_started_unix_s"], abs=1000)
+        assert int(cell["info"]["end_time"]) == pytest.approx(1000 * timing["finished_unix_s"], abs=1000)
+    assert len({c["info"]["run_name"] for c in cells}) == 2
+    parent = parents[0]
+    assert parent["info"]["status"] == "FINISHED"
+    metrics = {m["key"]: m["value"] for m in parent["data"]["metrics"]}
+    assert metrics["cells"] == 2 and metrics["cells_ok"] == 2 and metrics["cells_failed"] == 0
+    with urllib.request.urlopen(f"{mlflow_server}/api/2.0/mlflow/artifacts/list?run_id={parent['info']['run_id']}"
+                                "&path=report", timeout=10) as resp:
+        listed = {f["path"] for f in json.load(resp)["files"]}
+    assert {"report/report.md", "report/comparisons.csv", "report/figures"} <= listed
+
+    again = run_cli(args, cwd=tmp_path)
+    assert again.returncode == 0 and "Nothing to run" in again.stdout
+    assert len(search_runs(mlflow_server, exp_id)) == 3  # idempotent: one parent, two cells
 
 
 def test_a_committed_h100_study_loads_into_mlflow_with_one_command(tmp_path):
