@@ -202,7 +202,8 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
         check_device_runs(s, extra)
 
         t = time.perf_counter()
-        from ecosweep.workload.engines import build_workload, engine_facts, tolerance_for, verify_tokens
+        from ecosweep.workload.engines import build_workload, engine_facts
+        from ecosweep.workload.token_check import tolerance_for, verify_tokens
         from ecosweep.workload.generation import FixedLengthGeneration
         from ecosweep.workload.models import load_model
 

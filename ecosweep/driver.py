@@ -18,7 +18,7 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Tuple
 
 from ecosweep.cell_runner import CellOutcome, CellProcessDied, failure_row
 from ecosweep.config.schema import RayConfig

@@ -4,7 +4,6 @@ what ran (engine_effective), ecosweep_sdpa against transformers' sdpa, lanes and
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -114,7 +113,7 @@ def workloads(model, vocab, engine, bs, inp, out):
 @pytest.mark.slow
 @pytest.mark.parametrize("bs,inp,out", [(1, 12, 9), (3, 7, 16)])
 def test_uncaptured_graph_loop_gives_generates_tokens_exactly_in_float32(model_cache, bs, inp, out):
-    from ecosweep.workload.engines import check_tokens, tolerance_for
+    from ecosweep.workload.token_check import check_tokens, tolerance_for
     from ecosweep.workload.models import load_model
 
     s = settings("engine=graph")
@@ -132,7 +131,7 @@ def test_uncaptured_graph_loop_gives_generates_tokens_exactly_in_float32(model_c
 @pytest.mark.slow
 @pytest.mark.parametrize("quantization", ["bf16", "nf4", "int8_pure"])
 def test_graph_loop_agrees_with_generate_within_rounding_for_16bit_and_quantized(model_cache, quantization):
-    from ecosweep.workload.engines import tolerance_for, verify_tokens
+    from ecosweep.workload.token_check import tolerance_for, verify_tokens
     from ecosweep.workload.models import load_model
 
     s = settings("engine=graph", f"quantization={quantization}")
@@ -145,7 +144,7 @@ def test_graph_loop_agrees_with_generate_within_rounding_for_16bit_and_quantized
 @pytest.mark.slow
 @pytest.mark.parametrize("broken", ["mask_one_position_off", "cache_not_reset"])
 def test_token_check_fails_a_loop_that_computes_something_else(model_cache, broken, monkeypatch):
-    from ecosweep.workload.engines import TokenMismatchError, tolerance_for, verify_tokens
+    from ecosweep.workload.token_check import TokenMismatchError, tolerance_for, verify_tokens
     from ecosweep.workload.models import load_model
 
     s = settings("engine=graph")
@@ -180,7 +179,7 @@ def test_sliding_window_models_decode_over_a_full_attention_cache():
     """transformers' sliding-window cache layers keep their fill level on the host, which a CUDA graph
     freezes (on an H100 every Mistral cell decoded garbage until the cache was built full-attention)."""
     from ecosweep.config.schema import EngineConfig
-    from ecosweep.workload.engines import check_tokens
+    from ecosweep.workload.token_check import check_tokens
 
     model = tiny_mistral()
     graph, reference = workloads(model, 512, EngineConfig(name="graph", kind="graph"), 2, 10, 8)
@@ -328,7 +327,7 @@ def test_past_rounding_the_engine_is_judged_against_generates_own_kernel_to_kern
     """With no rounding allowed at all, a correct loop still passes (it differs from generate() about as much as
     generate() with eager attention differs from generate() with sdpa), and a loop with its mask one position
     off does not."""
-    from ecosweep.workload.engines import check_tokens
+    from ecosweep.workload.token_check import check_tokens
     from ecosweep.workload.models import load_model
 
     s = settings("engine=graph", f"quantization={quantization}")

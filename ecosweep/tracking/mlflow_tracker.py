@@ -22,6 +22,7 @@ from typing import Any, Dict, Iterator, List, Optional, TextIO
 
 from ecosweep.analysis.stats import summarize
 from ecosweep.config.schema import StudyConfig
+from ecosweep.tracking import study_summary
 
 # Per-repetition metrics logged as steps, and summarised per cell.
 STEP_METRICS = [
@@ -222,16 +223,16 @@ class MlflowMirror:
         cell counts, ``run_metrics`` and headline comparisons (metrics), the report folder (artifacts), and
         its status."""
         parent = self.parent_run(study)
-        rows = _study_rows(study_dir)
-        _log_params_or_tags(self.client, parent, _study_facts(rows))
-        metrics = {**_cell_counts(rows), **(run_metrics or {}), **_headline_metrics(_report_dir(study_dir))}
+        rows = study_summary.study_rows(study_dir)
+        _log_params_or_tags(self.client, parent, study_summary.study_facts(rows))
+        report = study_summary.report_dir(study_dir)
+        metrics = {**study_summary.cell_counts(rows), **(run_metrics or {}), **study_summary.headline_metrics(report)}
         now = int(time.time() * 1000)
         from mlflow.entities import Metric
 
         items = [Metric(k, float(v), now, 0) for k, v in metrics.items() if _finite(v)]
         for i in range(0, len(items), 900):
             self.client.log_batch(parent, metrics=items[i:i + 900])
-        report = _report_dir(study_dir)
         if report is not None:
             for path in sorted(report.iterdir()):
                 if path.is_file() and path.suffix in (".md", ".csv"):
@@ -272,101 +273,6 @@ def _cell_span_ms(rows: List[Dict[str, Any]], timing: Optional[Dict[str, Any]]) 
     end = max(r["timestamp_utc"].timestamp() + (r.get("seconds") or 0) for r in rows
               if r.get("timestamp_utc") is not None) if stamps else now
     return int(start * 1000), int(end * 1000)
-
-
-def _study_span_ms(store: Any, cell_ids: List[str]) -> tuple:
-    """First cell start and last cell end of a stored study (ms), from the cells' timings; (None, None)
-    when none has them."""
-    starts, ends = [], []
-    for cid in cell_ids:
-        path = store.timing_path(cid)
-        if path.exists():
-            timing = json.loads(path.read_text())
-            if timing.get("actor_started_unix_s") and timing.get("finished_unix_s"):
-                starts.append(timing["actor_started_unix_s"])
-                ends.append(timing["finished_unix_s"])
-    return (int(min(starts) * 1000), int(max(ends) * 1000)) if starts else (None, None)
-
-
-def _study_rows(study_dir: Path) -> Any:
-    from ecosweep.results.store import read_results
-
-    return read_results([study_dir], damaged=[]).to_pandas()
-
-
-def _study_facts(rows: Any) -> Dict[str, str]:
-    """The study's grid and what ran, as strings (the values of a column, comma-joined)."""
-    if rows.empty:
-        return {}
-    def values(col: str) -> str:
-        if col not in rows:
-            return ""
-        vals = rows[col].dropna().unique().tolist()
-        return ",".join(str(v) for v in sorted(vals, key=lambda v: (isinstance(v, str), v)))
-    facts = {"models": values("model"), "quantizations": values("quantization"),
-             "engines": values("engine") or "eager", "engines_effective": values("engine_effective"),
-             "batch_sizes": values("batch_size"), "input_tokens": values("input_tokens"),
-             "output_tokens": values("output_tokens"), "hardware": values("device_name"),
-             "weights": values("weights"), "min_window_s": values("min_window_s"),
-             "energy_source": values("energy_source")}
-    return {k: v[:500] for k, v in facts.items() if v}
-
-
-def _cell_counts(rows: Any) -> Dict[str, float]:
-    if rows.empty:
-        return {}
-    by_cell = rows.groupby("cell_id").status.agg(lambda s: "ok" if (s == "ok").all() else s.iloc[0])
-    return {"cells": float(len(by_cell)), "cells_ok": float((by_cell == "ok").sum()),
-            "cells_failed": float((by_cell != "ok").sum())}
-
-
-def _report_dir(study_dir: Path) -> Optional[Path]:
-    """Where the study's report is: the study folder itself (study runs) or its report/ folder."""
-    for folder in (study_dir, study_dir / "report"):
-        if (folder / "report.md").exists():
-            return folder
-    return None
-
-
-def _metric_key(*parts: Any) -> str:
-    """An MLflow metric name from parts: letters, digits and _ - . / only."""
-    import re
-
-    return ".".join(re.sub(r"[^A-Za-z0-9_\-/]", "_", str(p)) for p in parts)
-
-
-def _headline_metrics(report: Optional[Path]) -> Dict[str, float]:
-    """The report's comparisons as metrics: delta_pct.[<hardware>.]<model>.<quantization>[.<engine>].bs<N>
-    (hardware where the report compares several, e.g. a study beside the published table), with p. and
-    same_device. (1 = both sides on one GPU) under the same name."""
-    if report is None:
-        return {}
-    import numpy as np
-    import pandas as pd
-
-    out: Dict[str, float] = {}
-    for name, prefix, label_col in (("comparisons.csv", "delta_pct", "quantization"),
-                                    ("engine_comparisons.csv", "engine_delta_pct", "engine")):
-        path = report / name
-        if not path.exists() or path.stat().st_size < 2:
-            continue
-        try:
-            table = pd.read_csv(path)
-        except Exception:  # an empty table has no header
-            continue
-        several_hardware = "hardware" in table and table.hardware.nunique() > 1
-        for _, r in table.iterrows():
-            engine = r.get("engine", "eager")
-            parts = ([r.hardware] if several_hardware else []) + [r.model, r.quantization]
-            if label_col == "engine" or (isinstance(engine, str) and engine != "eager"):
-                parts.append(engine)
-            key = _metric_key(prefix, *parts, f"bs{int(r.batch_size)}")
-            out[key] = r.delta_pct
-            out[key.replace(prefix, prefix.replace("delta_pct", "p"), 1)] = r.p
-            same = r.get("same_device")
-            if isinstance(same, (bool, np.bool_)) or same in ("True", "False"):
-                out[key.replace(prefix, prefix.replace("delta_pct", "same_device"), 1)] = float(same in (True, "True"))
-    return out
 
 
 def _log_params_or_tags(client: Any, run_id: str, facts: Dict[str, str]) -> None:
@@ -487,12 +393,12 @@ def backfill(study_dirs: List[Path], uri: Optional[str], out: TextIO = sys.stdou
         mirror = MlflowMirror(uri or default_uri(str(root)), artifact_root=root)
         store = StudyStore(root, study_dir.name)
         cells = sorted(p.stem for p in store.cells_dir.glob("*.parquet") if not p.name.startswith("."))
-        rows = _study_rows(study_dir)
+        rows = study_summary.study_rows(study_dir)
         name = experiment or (rows.study.iloc[0] if not rows.empty and rows.study.nunique() == 1 else study_dir.name)
-        start_ms, end_ms = _study_span_ms(store, cells)
+        start_ms, end_ms = study_summary.study_span_ms(store, cells)
         mirror.parent_run(name, start_ms)  # a new parent spans the cells it holds, not the moment of backfill
         n = sum(mirror_stored_cell(mirror, store, cid, name) for cid in cells)
-        failed = _cell_counts(rows).get("cells_failed", 0)
+        failed = study_summary.cell_counts(rows).get("cells_failed", 0)
         mirror.update_study(name, study_dir, "FAILED" if failed else "FINISHED", end_ms=end_ms)
         created += n
         print(f"{study_dir.name}: {n} run(s) created, {len(cells) - n} already in MLflow ({mirror.uri}, experiment "

@@ -1,180 +1,21 @@
-"""Decode engines: build a cell's workload for its engine, check its tokens, say what ran.
+"""Decode engines: build a cell's workload for its engine and say what ran.
 
 ``eager``    transformers' generate() (FixedLengthGeneration).
 ``graph``    ecosweep's greedy loop with one CUDA graph replay per token (GraphDecodeGeneration).
 ``compiled`` generate() with transformers' static cache, compiled where transformers agrees to.
 
 Whatever was asked, :func:`engine_facts` reports what actually ran (``engine_effective``) and the
-attention implementation the model used, and :func:`verify_tokens` fails a cell whose engine
-does not produce the greedy tokens of generate() on the cell's own prompts.
+attention implementation the model used; :mod:`ecosweep.workload.token_check` fails a cell whose
+engine does not decode what generate() decodes on the cell's own prompts.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 from ecosweep.config.schema import EngineConfig
-from ecosweep.errors import EcosweepError
-from ecosweep.workload.generation import FixedLengthGeneration, eos_token_ids
+from ecosweep.workload.generation import FixedLengthGeneration
 from ecosweep.workload.graph_decode import GraphDecodeGeneration
-
-
-class TokenMismatchError(EcosweepError):
-    """An engine's greedy tokens differ from generate()'s for the same model and prompts."""
-
-
-# How far an engine's logits may stray from generate()'s, in standard deviations of generate()'s
-# logits at the step, before the engine is judged to compute something else. Measured on the CPU
-# tiny model: a correct loop stays within 2e-6 sd in float32 and 0.07 sd in bf16 / nf4 / int8 (the
-# 16-bit rounding of logits and kernels that sum in another order); a mask one position off moves
-# them by 0.35 to 1.1 sd.
-LOGIT_TOLERANCE_SD = {"float32": 1e-3, "16bit": 0.25}
-# Past that tolerance an engine still passes when it differs from generate() by no more than this many
-# times generate() differs from itself with the other attention kernel (eager vs sdpa). Kernels that
-# quantize activations (bitsandbytes int8) turn a rounding difference in one input into a different
-# integer, so their spread is wider than rounding; a wrong loop (mask, positions, stale cache) is not
-# explained by any kernel and stays outside.
-FLOOR_FACTOR = 2.0
-
-
-@dataclass(frozen=True)
-class TokenCheck:
-    """How an engine's greedy decoding compares with generate()'s on the cell's own prompts.
-
-    ``tokens_equal``: one free-running call of each gave identical tokens. ``agreement``: the
-    fraction of greedy choices that agree where both saw the same tokens before (the graph engine
-    is fed generate()'s tokens at every step; the compiled engine is compared up to each request's
-    first difference). ``logit_diff_sd``: the largest |engine - generate()| logit over those
-    choices, in standard deviations of generate()'s logits: where it is small, a differing choice
-    can only be a near tie between two tokens, which random weights produce often.
-    """
-
-    tokens_equal: bool
-    first_mismatch_step: Optional[int]  # first new-token index where the free-running calls differ
-    choices: int
-    agreement: float
-    logit_diff_sd: float
-    tolerance_sd: float
-    # how far generate() strays from itself with another attention kernel (same comparison); measured
-    # only when logit_diff_sd exceeds tolerance_sd, else None
-    floor_sd: Optional[float] = None
-
-    @property
-    def allowed_sd(self) -> float:
-        """What the engine may differ by: rounding, or FLOOR_FACTOR x generate()'s own kernel-to-kernel spread."""
-        return max(self.tolerance_sd, FLOOR_FACTOR * self.floor_sd) if self.floor_sd is not None else self.tolerance_sd
-
-    @property
-    def passed(self) -> bool:
-        """Judged on the logits where both saw the same tokens: equal free-running tokens alone can hide an
-        engine that goes wrong only on its second call (a cache not reset, say)."""
-        return self.logit_diff_sd <= self.allowed_sd
-
-    def columns(self) -> Dict[str, Any]:
-        return {"engine_tokens_equal": self.tokens_equal, "engine_token_agreement_share": self.agreement,
-                "engine_logit_diff_sd": self.logit_diff_sd, "engine_logit_floor_sd": self.floor_sd}
-
-
-class _StepComparison:
-    """Accumulates per-step comparisons of (batch, vocab) scores whose rows saw identical inputs."""
-
-    def __init__(self, eos: Any):
-        self.eos = eos
-        self.choices = self.agreeing = 0
-        self.max_diff_sd = 0.0
-
-    def add(self, reference: Any, engine: Any, rows: Any = None) -> None:
-        import torch
-
-        reference, engine = reference.float().clone(), engine.float().to(reference.device)
-        if self.eos is not None and len(self.eos):
-            reference.index_fill_(1, self.eos.to(reference.device), -torch.inf)
-            engine = engine.clone().index_fill_(1, self.eos.to(reference.device), -torch.inf)
-        if rows is not None:
-            reference, engine = reference[rows], engine[rows]
-        if reference.shape[0] == 0:
-            return
-        finite = torch.isfinite(reference)
-        sd = float(reference[finite].std()) or 1.0
-        self.max_diff_sd = max(self.max_diff_sd, float((engine - reference).abs()[finite].max()) / sd)
-        self.choices += reference.shape[0]
-        self.agreeing += int((engine.argmax(-1) == reference.argmax(-1)).sum())
-
-
-def _first_difference(reference: Any, engine: Any) -> Optional[int]:
-    steps = (reference.cpu() != engine.cpu()).any(dim=0).nonzero()
-    return int(steps[0]) if len(steps) else None
-
-
-def check_tokens(workload: Any, reference: FixedLengthGeneration, tolerance_sd: float) -> TokenCheck:
-    """Compare ``workload`` (graph or compiled) with generate() on the same model and prompts."""
-    import torch
-
-    ref_tokens, ref_scores = reference.generate_with_scores()
-    eos = torch.tensor(eos_token_ids(reference.model), dtype=torch.long)
-    eos = eos[(eos >= 0) & (eos < ref_scores[0].shape[-1])]
-    steps = _StepComparison(eos)
-    if isinstance(workload, GraphDecodeGeneration):
-        workload.generate()
-        free_running = workload.last_tokens.clone()
-        for step, scores in workload.teacher_forced_scores(ref_tokens):
-            steps.add(ref_scores[step], scores)
-    else:
-        eng_tokens, eng_scores = workload.generate_with_scores()
-        free_running = eng_tokens
-        differs = (ref_tokens != eng_tokens).cpu()
-        for step in range(ref_tokens.shape[1]):
-            # a request's context is identical up to and including its first differing step
-            same_so_far = ~differs[:, :step].any(dim=1)
-            steps.add(ref_scores[step], eng_scores[step], rows=same_so_far.to(ref_scores[step].device))
-    first = _first_difference(ref_tokens, free_running)
-    agreement = steps.agreeing / steps.choices if steps.choices else float("nan")
-    floor = attention_floor_sd(reference, ref_tokens, ref_scores, eos) if steps.max_diff_sd > tolerance_sd else None
-    return TokenCheck(first is None, first, steps.choices, agreement, steps.max_diff_sd, tolerance_sd, floor)
-
-
-def attention_floor_sd(reference: FixedLengthGeneration, ref_tokens: Any, ref_scores: Any, eos: Any) -> float:
-    """How far generate() strays from itself when only the attention kernel changes (eager attention
-    against the model's own, or sdpa against eager), compared as the compiled engine is: up to each
-    request's first differing token. In standard deviations of the logits, like logit_diff_sd."""
-    model = reference.model
-    current = model.config._attn_implementation
-    model.set_attn_implementation("eager" if current != "eager" else "sdpa")
-    try:
-        other_tokens, other_scores = reference.generate_with_scores()
-    finally:
-        model.set_attn_implementation(current)
-    steps = _StepComparison(eos)
-    differs = (ref_tokens != other_tokens).cpu()
-    for step in range(ref_tokens.shape[1]):
-        same_so_far = ~differs[:, :step].any(dim=1)
-        steps.add(ref_scores[step], other_scores[step], rows=same_so_far.to(ref_scores[step].device))
-    return steps.max_diff_sd
-
-
-def tolerance_for(dtype: str, quant_method: str) -> float:
-    """LOGIT_TOLERANCE_SD for a cell: float32 only when nothing is quantized or 16-bit."""
-    return LOGIT_TOLERANCE_SD["float32" if dtype == "float32" and quant_method == "none" else "16bit"]
-
-
-def verify_tokens(workload: Any, reference: FixedLengthGeneration, engine_name: str,
-                  tolerance_sd: float) -> TokenCheck:
-    """:func:`check_tokens`, raising TokenMismatchError (before anything is measured) when the
-    engine's logits stray beyond rounding from generate()'s."""
-    check = check_tokens(workload, reference, tolerance_sd)
-    if not check.passed:
-        raise TokenMismatchError(
-            f"engine={engine_name} ({workload.engine_effective}) does not decode what generate() decodes on "
-            f"the cell's prompts: its logits differ from generate()'s by up to {check.logit_diff_sd:.3g} standard "
-            f"deviations (rounding allows {tolerance_sd:g}; generate() itself moves by {check.floor_sd:.3g} with "
-            f"another attention kernel, so up to {check.allowed_sd:.3g} would pass), "
-            f"{100 * (1 - check.agreement):.1f} % of its greedy "
-            f"choices differ where both saw the same tokens, and free-running tokens first differ at new token "
-            f"{check.first_mismatch_step}. Its energy would not be the same workload's, so nothing was measured "
-            "for this cell; engine.verify_tokens=false skips this check."
-        )
-    return check
 
 
 def build_workload(engine: EngineConfig, model: Any, vocab_size: int, batch_size: int, input_tokens: int,

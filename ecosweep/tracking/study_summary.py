@@ -1,0 +1,104 @@
+"""What a study's parent run says about it: the grid and what ran, cell counts, the report's
+comparisons as metric names, the study's time span. Read from the stored results and report (never
+from the run in memory), so a study run and a backfill describe a study the same way."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+
+def study_span_ms(store: Any, cell_ids: List[str]) -> tuple:
+    """First cell start and last cell end of a stored study (ms), from the cells' timings; (None, None)
+    when none has them."""
+    starts, ends = [], []
+    for cid in cell_ids:
+        path = store.timing_path(cid)
+        if path.exists():
+            timing = json.loads(path.read_text())
+            if timing.get("actor_started_unix_s") and timing.get("finished_unix_s"):
+                starts.append(timing["actor_started_unix_s"])
+                ends.append(timing["finished_unix_s"])
+    return (int(min(starts) * 1000), int(max(ends) * 1000)) if starts else (None, None)
+
+
+def study_rows(study_dir: Path) -> Any:
+    from ecosweep.results.store import read_results
+
+    return read_results([study_dir], damaged=[]).to_pandas()
+
+
+def study_facts(rows: Any) -> Dict[str, str]:
+    """The study's grid and what ran, as strings (the values of a column, comma-joined)."""
+    if rows.empty:
+        return {}
+    def values(col: str) -> str:
+        if col not in rows:
+            return ""
+        vals = rows[col].dropna().unique().tolist()
+        return ",".join(str(v) for v in sorted(vals, key=lambda v: (isinstance(v, str), v)))
+    facts = {"models": values("model"), "quantizations": values("quantization"),
+             "engines": values("engine") or "eager", "engines_effective": values("engine_effective"),
+             "batch_sizes": values("batch_size"), "input_tokens": values("input_tokens"),
+             "output_tokens": values("output_tokens"), "hardware": values("device_name"),
+             "weights": values("weights"), "min_window_s": values("min_window_s"),
+             "energy_source": values("energy_source")}
+    return {k: v[:500] for k, v in facts.items() if v}
+
+
+def cell_counts(rows: Any) -> Dict[str, float]:
+    if rows.empty:
+        return {}
+    by_cell = rows.groupby("cell_id").status.agg(lambda s: "ok" if (s == "ok").all() else s.iloc[0])
+    return {"cells": float(len(by_cell)), "cells_ok": float((by_cell == "ok").sum()),
+            "cells_failed": float((by_cell != "ok").sum())}
+
+
+def report_dir(study_dir: Path) -> Optional[Path]:
+    """Where the study's report is: the study folder itself (study runs) or its report/ folder."""
+    for folder in (study_dir, study_dir / "report"):
+        if (folder / "report.md").exists():
+            return folder
+    return None
+
+
+def metric_key(*parts: Any) -> str:
+    """An MLflow metric name from parts: letters, digits and _ - . / only."""
+    import re
+
+    return ".".join(re.sub(r"[^A-Za-z0-9_\-/]", "_", str(p)) for p in parts)
+
+
+def headline_metrics(report: Optional[Path]) -> Dict[str, float]:
+    """The report's comparisons as metrics: delta_pct.[<hardware>.]<model>.<quantization>[.<engine>].bs<N>
+    (hardware where the report compares several, e.g. a study beside the published table), with p. and
+    same_device. (1 = both sides on one GPU) under the same name."""
+    if report is None:
+        return {}
+    import numpy as np
+    import pandas as pd
+
+    out: Dict[str, float] = {}
+    for name, prefix, label_col in (("comparisons.csv", "delta_pct", "quantization"),
+                                    ("engine_comparisons.csv", "engine_delta_pct", "engine")):
+        path = report / name
+        if not path.exists() or path.stat().st_size < 2:
+            continue
+        try:
+            table = pd.read_csv(path)
+        except Exception:  # an empty table has no header
+            continue
+        several_hardware = "hardware" in table and table.hardware.nunique() > 1
+        for _, r in table.iterrows():
+            engine = r.get("engine", "eager")
+            parts = ([r.hardware] if several_hardware else []) + [r.model, r.quantization]
+            if label_col == "engine" or (isinstance(engine, str) and engine != "eager"):
+                parts.append(engine)
+            key = metric_key(prefix, *parts, f"bs{int(r.batch_size)}")
+            out[key] = r.delta_pct
+            out[key.replace(prefix, prefix.replace("delta_pct", "p"), 1)] = r.p
+            same = r.get("same_device")
+            if isinstance(same, (bool, np.bool_)) or same in ("True", "False"):
+                out[key.replace(prefix, prefix.replace("delta_pct", "same_device"), 1)] = float(same in (True, "True"))
+    return out
