@@ -134,12 +134,9 @@ def persist_outcome(cell: Cell, outcome: CellOutcome) -> None:
     })
 
 
-def run_study(cells: List[Cell], out: TextIO = sys.stdout, marks: Optional[Dict[str, float]] = None) -> StudyRun:
-    """Measure every cell not already complete. Cells may belong to several studies.
-
-    ``marks``: driver milestones recorded before this call (unix seconds), kept in ``run.marks``.
-    """
-    run = StudyRun(run_id=uuid.uuid4().hex[:12], cells=cells, marks=dict(marks or {}))
+def _sort_cells(cells: List[Cell], run: StudyRun) -> Tuple[List[Cell], List[Cell], List[Tuple[Cell, StudyStore]]]:
+    """Decide, without writing anything, what the run does with each cell: returns (cells to measure,
+    damaged ones among them, cells to copy from another study); skipped and re-measured cells go to ``run``."""
     todo: List[Cell] = []
     damaged: List[Cell] = []
     adopt: List[Tuple[Cell, StudyStore]] = []
@@ -155,30 +152,11 @@ def run_study(cells: List[Cell], out: TextIO = sys.stdout, marks: Optional[Dict[
             todo.append(cell)
             if source is not None:
                 run.remeasured[cell.id] = source.root.name
-    if run.skipped:
-        print(f"Skipping {len(run.skipped)} of {len(cells)} cells already complete "
-              f"(results under {store_for(run.skipped[0]).cells_dir}).", file=out)
-    if not todo and not adopt:
-        print("Nothing to run: every cell of this study is complete.", file=out)
-        return run
+    return todo, damaged, adopt
 
-    from ecosweep.driver import CellScheduler, connect_ray
 
-    started_ray = False
-    scheduler = None
-    if todo:  # the cluster must host every cell before anything is written, reused copies included
-        run.marks["ray_connect"] = time.time()
-        started_ray = connect_ray(todo[0].settings.ray)
-        run.marks["ray_ready"] = time.time()
-        scheduler = CellScheduler(todo, run.run_id, lambda cell, outcome: None, None)  # type: ignore[arg-type]
-        try:
-            scheduler.check_resources()
-        except BaseException:
-            if started_ray:
-                import ray
-
-                ray.shutdown()
-            raise
+def _prepare_store(run: StudyRun, damaged: List[Cell], adopt: List[Tuple[Cell, StudyStore]], out: TextIO) -> None:
+    """The writes before measuring: damaged files moved aside, other studies' cells copied in; says so."""
     for cell in damaged:
         store = store_for(cell)
         reason = store.is_damaged(cell.id) or "unreadable"
@@ -191,7 +169,7 @@ def run_study(cells: List[Cell], out: TextIO = sys.stdout, marks: Optional[Dict[
         run.reused[cell.id] = source.root.name
     if run.reused:
         by_study = Counter(run.reused.values())
-        print(f"Reusing {len(run.reused)} of {len(cells)} cells that "
+        print(f"Reusing {len(run.reused)} of {len(run.cells)} cells that "
               + ", ".join(f"{name} ({n})" for name, n in sorted(by_study.items()))
               + " already measured (same cell id; reuse_cells=false measures them again).", file=out)
     if run.remeasured:
@@ -200,40 +178,65 @@ def run_study(cells: List[Cell], out: TextIO = sys.stdout, marks: Optional[Dict[
               + " already measured: ray.one_gpu_per measures each lane's cells together on one GPU, and "
                 "the rest of their lane is not measured yet (ray.one_gpu_per=cell reuses them).", file=out)
 
-    from ecosweep.tracking import make_tracker
 
-    tracker = run.tracker = make_tracker(todo or [c for c in cells if c.id in run.reused], run.run_id, out)
-    for cell in cells:
-        if cell.id in run.reused:
-            tracker.log_cell(cell, None, store_for(cell))
-    if not todo:
-        tracker.close(run)
-        print("Nothing left to measure: every other cell of this study is complete.", file=out)
+def run_study(cells: List[Cell], out: TextIO = sys.stdout, marks: Optional[Dict[str, float]] = None) -> StudyRun:
+    """Measure every cell not already complete. Cells may belong to several studies.
+
+    ``marks``: driver milestones recorded before this call (unix seconds), kept in ``run.marks``.
+    """
+    run = StudyRun(run_id=uuid.uuid4().hex[:12], cells=cells, marks=dict(marks or {}))
+    todo, damaged, adopt = _sort_cells(cells, run)
+    if run.skipped:
+        print(f"Skipping {len(run.skipped)} of {len(cells)} cells already complete "
+              f"(results under {store_for(run.skipped[0]).cells_dir}).", file=out)
+    if not todo and not adopt:
+        print("Nothing to run: every cell of this study is complete.", file=out)
         return run
 
-    first = todo[0].settings
-    progress = Progress(len(todo), first.ray.progress, stream=out)
+    from ecosweep.driver import CellScheduler, connect_ray
+    from ecosweep.tracking import make_tracker
 
-    def on_outcome(cell: Cell, outcome: CellOutcome) -> None:
-        persist_outcome(cell, outcome)  # Parquet first: it is the source of truth
-        run.outcomes[cell.id] = outcome
-        tracker.log_cell(cell, outcome, store_for(cell))
-        run.marks["last_result"] = time.time()
-
-    assert scheduler is not None
-    scheduler.on_outcome, scheduler.progress = on_outcome, progress
+    started_ray = False
     try:
-        scheduler.run()
-    except KeyboardInterrupt:
-        run.interrupted = True  # the cells stored so far are complete; the same command resumes
+        if todo:  # the cluster must host every cell before anything is written, reused copies included
+            run.marks["ray_connect"] = time.time()
+            started_ray = connect_ray(todo[0].settings.ray)
+            run.marks["ray_ready"] = time.time()
+            scheduler = CellScheduler(todo, run.run_id, lambda cell, outcome: None, None)  # type: ignore[arg-type]
+            scheduler.check_resources()
+        _prepare_store(run, damaged, adopt, out)
+        tracker = run.tracker = make_tracker(todo or [c for c, _ in adopt], run.run_id, out)
+        for cell in cells:
+            if cell.id in run.reused:
+                tracker.log_cell(cell, None, store_for(cell))
+        if not todo:
+            tracker.close(run)
+            print("Nothing left to measure: every other cell of this study is complete.", file=out)
+            return run
+
+        progress = Progress(len(todo), todo[0].settings.ray.progress, stream=out)
+
+        def on_outcome(cell: Cell, outcome: CellOutcome) -> None:
+            persist_outcome(cell, outcome)  # Parquet first: it is the source of truth
+            run.outcomes[cell.id] = outcome
+            tracker.log_cell(cell, outcome, store_for(cell))
+            run.marks["last_result"] = time.time()
+
+        scheduler.on_outcome, scheduler.progress = on_outcome, progress
+        try:
+            scheduler.run()
+        except KeyboardInterrupt:
+            run.interrupted = True  # the cells stored so far are complete; the same command resumes
+        finally:
+            progress.close()
+            tracker.close(run)
     finally:
-        progress.close()
-        tracker.close(run)
         if started_ray:
             import ray
 
             ray.shutdown()
-        run.marks["ray_stopped"] = time.time()
+        if "ray_ready" in run.marks:
+            run.marks["ray_stopped"] = time.time()
     return run
 
 

@@ -185,27 +185,33 @@ def same_device(a: pd.Series, b: pd.Series) -> Optional[bool]:
     return da == db and "," not in da
 
 
+def _against_baseline(configs: pd.DataFrame, group_keys: List[str], column: str, baseline: str, metric: str):
+    """For every group, each row whose ``column`` is not ``baseline`` against the group's baseline row:
+    yields (group key values as a dict, baseline row, row, baseline summary, row summary, comparison)."""
+    for key, g in configs.groupby(group_keys, dropna=False, sort=False):
+        base = g[g[column] == baseline]
+        if base.empty:
+            continue
+        for _, t in g[g[column] != baseline].iterrows():
+            b = _baseline_for(base, t)
+            sb, st = _summary(b, metric), _summary(t, metric)
+            yield dict(zip(group_keys, key)), b, t, sb, st, compare(sb, st)
+
+
 def comparisons(configs: pd.DataFrame, baseline: str = "fp16", metric: str = "energy_j_per_1k_tok") -> pd.DataFrame:
     """Each quantization against ``baseline`` within hardware, model, engine, batch, tokens; Holm over the family."""
     if configs.empty or f"{metric}_mean" not in configs:
         return pd.DataFrame()
-    configs = _with_engine(configs)
     group_keys = ["hardware", "model", "engine", "batch_size", "input_tokens", "output_tokens"]
     records = []
-    for key, g in configs.groupby(group_keys, dropna=False, sort=False):
-        base = g[g.quantization == baseline]
-        if base.empty:
-            continue
-        for _, t in g[g.quantization != baseline].iterrows():
-            b = _baseline_for(base, t)
-            sb, st = _summary(b, metric), _summary(t, metric)
-            c = compare(sb, st)
-            records.append({**dict(zip(group_keys, key)), "params_b_nominal": t.params_b_nominal,
-                            "quantization": t.quantization, "baseline": baseline, "metric": metric,
-                            "baseline_mean": sb.mean, "mean": st.mean, "delta_pct": c.delta_pct,
-                            "delta_pct_ci_low": c.delta_pct_ci95_low, "delta_pct_ci_high": c.delta_pct_ci95_high,
-                            "t": c.t, "df": c.df, "p": c.p, "cohens_d": c.cohens_d, "hedges_g": c.hedges_g,
-                            **_provenance(b, t)})
+    for group, b, t, sb, st, c in _against_baseline(_with_engine(configs), group_keys, "quantization", baseline,
+                                                    metric):
+        records.append({**group, "params_b_nominal": t.params_b_nominal,
+                        "quantization": t.quantization, "baseline": baseline, "metric": metric,
+                        "baseline_mean": sb.mean, "mean": st.mean, "delta_pct": c.delta_pct,
+                        "delta_pct_ci_low": c.delta_pct_ci95_low, "delta_pct_ci_high": c.delta_pct_ci95_high,
+                        "t": c.t, "df": c.df, "p": c.p, "cohens_d": c.cohens_d, "hedges_g": c.hedges_g,
+                        **_provenance(b, t)})
     out = pd.DataFrame(records)
     if not out.empty:
         out["p_holm"] = holm(out.p.tolist())
@@ -223,20 +229,13 @@ def engine_comparisons(configs: pd.DataFrame, baseline: str = DEFAULT_ENGINE,
         return pd.DataFrame()
     group_keys = ["hardware", "model", "quantization", "batch_size", "input_tokens", "output_tokens"]
     records = []
-    for key, g in configs.groupby(group_keys, dropna=False, sort=False):
-        base = g[g.engine == baseline]
-        if base.empty:
-            continue
-        for _, t in g[g.engine != baseline].iterrows():
-            b = _baseline_for(base, t)
-            sb, st = _summary(b, metric), _summary(t, metric)
-            c = compare(sb, st)
-            records.append({**dict(zip(group_keys, key)), "engine": t.engine, "engine_effective": t.get("engine_effective"),
-                            "baseline_engine": baseline, "metric": metric, "baseline_mean": sb.mean, "mean": st.mean,
-                            "delta_pct": c.delta_pct, "delta_pct_ci_low": c.delta_pct_ci95_low,
-                            "delta_pct_ci_high": c.delta_pct_ci95_high, "p": c.p, "cohens_d": c.cohens_d,
-                            "tok_s_ratio": t.get("tok_s_mean", math.nan) / b.get("tok_s_mean", math.nan),
-                            **_provenance(b, t)})
+    for group, b, t, sb, st, c in _against_baseline(configs, group_keys, "engine", baseline, metric):
+        records.append({**group, "engine": t.engine, "engine_effective": t.get("engine_effective"),
+                        "baseline_engine": baseline, "metric": metric, "baseline_mean": sb.mean, "mean": st.mean,
+                        "delta_pct": c.delta_pct, "delta_pct_ci_low": c.delta_pct_ci95_low,
+                        "delta_pct_ci_high": c.delta_pct_ci95_high, "p": c.p, "cohens_d": c.cohens_d,
+                        "tok_s_ratio": t.get("tok_s_mean", math.nan) / b.get("tok_s_mean", math.nan),
+                        **_provenance(b, t)})
     out = pd.DataFrame(records)
     if not out.empty:
         out["p_holm"] = holm(out.p.tolist())
