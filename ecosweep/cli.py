@@ -151,7 +151,6 @@ def launch_sweep(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_
         if exc.code == EXIT_BAD_INPUT:
             _undo_sweep_dir(Path(launcher.config.hydra.sweep.dir))
         raise
-    
     if status:
         sys.exit(status)
     returns = []

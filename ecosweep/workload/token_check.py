@@ -98,6 +98,15 @@ class _StepComparison:
         self.agreeing += int((engine.argmax(-1) == reference.argmax(-1)).sum())
 
 
+def _add_common_prefixes(steps: _StepComparison, ref_tokens: Any, ref_scores: Any, tokens: Any, scores: Any) -> None:
+    """Compare two free-running calls step by step, each request only while both have produced the same
+    tokens: its context is identical up to and including its first differing step."""
+    differs = (ref_tokens != tokens).cpu()
+    for step in range(ref_tokens.shape[1]):
+        same_so_far = ~differs[:, :step].any(dim=1)
+        steps.add(ref_scores[step], scores[step], rows=same_so_far.to(ref_scores[step].device))
+
+
 def _first_difference(reference: Any, engine: Any) -> Optional[int]:
     steps = (reference.cpu() != engine.cpu()).any(dim=0).nonzero()
     return int(steps[0]) if len(steps) else None
@@ -117,13 +126,8 @@ def check_tokens(workload: Any, reference: FixedLengthGeneration, tolerance_sd: 
         for step, scores in workload.teacher_forced_scores(ref_tokens):
             steps.add(ref_scores[step], scores)
     else:
-        eng_tokens, eng_scores = workload.generate_with_scores()
-        free_running = eng_tokens
-        differs = (ref_tokens != eng_tokens).cpu()
-        for step in range(ref_tokens.shape[1]):
-            # a request's context is identical up to and including its first differing step
-            same_so_far = ~differs[:, :step].any(dim=1)
-            steps.add(ref_scores[step], eng_scores[step], rows=same_so_far.to(ref_scores[step].device))
+        free_running, eng_scores = workload.generate_with_scores()
+        _add_common_prefixes(steps, ref_tokens, ref_scores, free_running, eng_scores)
     first = _first_difference(ref_tokens, free_running)
     agreement = steps.agreeing / steps.choices if steps.choices else float("nan")
     floor = attention_floor_sd(reference, ref_tokens, ref_scores, eos) if steps.max_diff_sd > tolerance_sd else None
@@ -142,10 +146,7 @@ def attention_floor_sd(reference: FixedLengthGeneration, ref_tokens: Any, ref_sc
     finally:
         model.set_attn_implementation(current)
     steps = _StepComparison(eos)
-    differs = (ref_tokens != other_tokens).cpu()
-    for step in range(ref_tokens.shape[1]):
-        same_so_far = ~differs[:, :step].any(dim=1)
-        steps.add(ref_scores[step], other_scores[step], rows=same_so_far.to(ref_scores[step].device))
+    _add_common_prefixes(steps, ref_tokens, ref_scores, other_tokens, other_scores)
     return steps.max_diff_sd
 
 
