@@ -177,6 +177,35 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="bitsandbytes")
 
 
+def prepare_workload(s: StudyConfig, device: str, extra: Dict[str, Any], phases: Dict[str, float]) -> Any:
+    """Load the cell's model and build its engine's workload; for graph and compiled engines, check
+    their tokens against generate() first (raises TokenMismatchError). Adds what it learns to ``extra``
+    (row columns) and its wall times to ``phases``."""
+    import torch
+
+    from ecosweep.workload.engines import build_workload
+    from ecosweep.workload.generation import FixedLengthGeneration
+    from ecosweep.workload.models import load_model
+    from ecosweep.workload.token_check import tolerance_for, verify_tokens
+
+    t = time.perf_counter()
+    loaded = load_model(s, device)
+    phases["load_s"] = time.perf_counter() - t
+    extra.update(params_count=loaded.params_count, weights_source=loaded.source)
+    shape = dict(model=loaded.model, vocab_size=loaded.vocab_size, batch_size=s.batch_size,
+                 input_tokens=s.input_tokens, output_tokens=s.output_tokens, seed=s.seed, device=device)
+    workload = build_workload(s.engine, **shape)
+    if s.engine.kind != "eager" and s.engine.verify_tokens:
+        t = time.perf_counter()
+        check = verify_tokens(workload, FixedLengthGeneration(**shape), s.engine.name,
+                              tolerance_for(s.quantization.dtype, s.quantization.method))
+        extra.update(check.columns())
+        phases["token_check_s"] = time.perf_counter() - t
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()  # the reference's logits of every step
+    return workload
+
+
 def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional[str] = None) -> CellOutcome:
     """Load, warm up, measure. Runs in the actor (or a process it started; then ``ray_node_id`` is
     the actor's node); returns rows instead of raising."""
@@ -201,26 +230,9 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
         extra.update(device_facts(device))
         check_device_runs(s, extra)
 
-        t = time.perf_counter()
-        from ecosweep.workload.engines import build_workload, engine_facts
-        from ecosweep.workload.token_check import tolerance_for, verify_tokens
-        from ecosweep.workload.generation import FixedLengthGeneration
-        from ecosweep.workload.models import load_model
+        from ecosweep.workload.engines import engine_facts
 
-        loaded = load_model(s, device)
-        phases["load_s"] = time.perf_counter() - t
-        extra.update(params_count=loaded.params_count, weights_source=loaded.source)
-        shape = dict(model=loaded.model, vocab_size=loaded.vocab_size, batch_size=s.batch_size,
-                     input_tokens=s.input_tokens, output_tokens=s.output_tokens, seed=s.seed, device=device)
-        workload = build_workload(s.engine, **shape)
-        if s.engine.kind != "eager" and s.engine.verify_tokens:
-            t = time.perf_counter()
-            check = verify_tokens(workload, FixedLengthGeneration(**shape), s.engine.name,
-                                  tolerance_for(s.quantization.dtype, s.quantization.method))
-            extra.update(check.columns())
-            phases["token_check_s"] = time.perf_counter() - t
-            if device.startswith("cuda"):
-                torch.cuda.empty_cache()  # the reference's logits of every step
+        workload = prepare_workload(s, device, extra, phases)
         is_cuda = device.startswith("cuda")
         if is_cuda:
             torch.cuda.reset_peak_memory_stats()

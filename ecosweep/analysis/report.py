@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import pandas as pd
 
@@ -64,52 +64,38 @@ def _methods(inputs: List[Path]) -> str:
     return "\n".join(facts) + "\n"
 
 
-def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: str = "fp16",
-                 metric: str = "energy_j_per_1k_tok", title: Optional[str] = None) -> Path:
-    inputs = [Path(p) for p in inputs]
-    out_dir = Path(out_dir)
-    damaged: List[Any] = []
-    configs = tables.load_inputs(inputs, damaged)
-    if configs.empty:
-        left_out = "".join(f" {d.path} is damaged ({d.reason})." for d in damaged)
-        raise EcosweepError(f"no usable results in {', '.join(map(str, inputs))}: no successful repetition and no "
-                            f"summary table row.{left_out} Nothing was written.")
-    out_dir.mkdir(parents=True, exist_ok=True)
+def _metric_and_baseline(configs: pd.DataFrame, metric: str, baseline: str) -> Tuple[str, str, List[str]]:
+    """The metric and baseline the report can use on these configurations, and a note for each fallback."""
     notes = []
-    if not configs.empty and not (f"{metric}_mean" in configs and configs[f"{metric}_mean"].notna().any()):
+    if not (f"{metric}_mean" in configs and configs[f"{metric}_mean"].notna().any()):
         notes.append(f"No {metric} was measured (energy_source=none): tables and figures compare tok_s instead.")
         metric = "tok_s"
-    present = set(configs.quantization) if not configs.empty else set()
-    if present and baseline not in present:
+    present = set(configs.quantization)
+    if baseline not in present:
         fallback = next((q for q in ("fp16", "bf16", "fp32") if q in present), None)
         if fallback:
             notes.append(f"No {baseline} cells: comparisons use {fallback} as the baseline.")
             baseline = fallback
-    comp = tables.comparisons(configs, baseline, metric)
-    engines = tables.engine_comparisons(configs, metric=metric)
-    signs = tables.engine_sign_findings(comp)
-    cross = tables.crossover(comp)
-    batch = tables.batch_scaling(configs)
-    roof = tables.roofline(configs)
-    warnings = [f"Damaged: {d.path} could not be read ({d.reason}) and is left out of this report. Run the "
-                "command that measured its study again: it moves the file to damaged/ and measures the cell again "
-                "(`dry_run=true` lists it as damaged)." for d in damaged]
-    warnings += tables.warnings_for(configs, comp=comp, batch=batch)
-    fig_dir = out_dir / "figures"
-    figs: List[Path] = []
-    if not configs.empty and f"{metric}_mean" in configs and configs[f"{metric}_mean"].notna().any():
-        figs += figures.energy_by_model(configs, comp, fig_dir, metric)
-        figs += figures.crossover_plot(comp, fig_dir)
-        figs += figures.delta_vs_batch(comp, fig_dir)
-        figs += figures.batch_panel(configs, fig_dir)
-    for name, df in (("configurations", configs.drop(columns=[c for c in configs.columns if c.endswith("_values")],
-                                                      errors="ignore")),
-                     ("comparisons", comp), ("engine_comparisons", engines), ("crossover", cross), ("batch_scaling", batch), ("roofline", roof)):
-        df.to_csv(out_dir / f"{name}.csv", index=False)
+    return metric, baseline, notes
+
+
+def _write_figures(configs: pd.DataFrame, comp: pd.DataFrame, fig_dir: Path, metric: str) -> List[Path]:
+    if not (f"{metric}_mean" in configs and configs[f"{metric}_mean"].notna().any()):
+        return []
+    return (figures.energy_by_model(configs, comp, fig_dir, metric) + figures.crossover_plot(comp, fig_dir)
+            + figures.delta_vs_batch(comp, fig_dir) + figures.batch_panel(configs, fig_dir))
+
+
+def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], configs: pd.DataFrame, t: Dict[str, Any],
+              baseline: str, metric: str, warnings: List[str], figs: List[Path]) -> str:
+    """report.md from the tables ``t`` (comparisons, engine_comparisons, engine_signs, crossover, batch_scaling,
+    roofline)."""
+    comp, engines, signs, cross, batch, roof = (t[k] for k in ("comparisons", "engine_comparisons", "engine_signs",
+                                                                "crossover", "batch_scaling", "roofline"))
     # several inputs: say which one each comparison's treatment came from (its baseline is that input's
     # own where it has one)
-    by_source = ["source"] if not configs.empty and configs.source.nunique() > 1 else []
-    by_engine = ["engine"] if not configs.empty and configs.engine.nunique() > 1 else []
+    by_source = ["source"] if configs.source.nunique() > 1 else []
+    by_engine = ["engine"] if configs.engine.nunique() > 1 else []
     text = [f"# {title or 'ecosweep report'}\n", "Inputs:\n"] + [f"- `{p}`" for p in inputs] + [""] + notes
     text += ["## Configurations\n", "Mean, sd, n and t-based 95 % CI; a bootstrap CI where raw repetitions exist.\n",
              _md(configs, ["source", "hardware", "model", "quantization", *by_engine, "batch_size", "n", f"{metric}_mean",
@@ -148,8 +134,39 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
     text += ["## Methods\n", _methods(inputs)]
     text += ["## Warnings\n", "\n".join(f"- {w}" for w in warnings) + "\n" if warnings else "_none_\n"]
     text += ["## Figures\n"] + [f"![{p.stem}](figures/{p.name})" for p in figs if p.suffix == ".png"] + [""]
+    return "\n".join(text)
+
+
+def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: str = "fp16",
+                 metric: str = "energy_j_per_1k_tok", title: Optional[str] = None) -> Path:
+    """report.md, figures/ and the CSV tables in ``out_dir``; raises EcosweepError (writing nothing) when no
+    input holds a usable result."""
+    inputs = [Path(p) for p in inputs]
+    out_dir = Path(out_dir)
+    damaged: List[Any] = []
+    configs = tables.load_inputs(inputs, damaged)
+    if configs.empty:
+        left_out = "".join(f" {d.path} is damaged ({d.reason})." for d in damaged)
+        raise EcosweepError(f"no usable results in {', '.join(map(str, inputs))}: no successful repetition and no "
+                            f"summary table row.{left_out} Nothing was written.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    metric, baseline, notes = _metric_and_baseline(configs, metric, baseline)
+    comp = tables.comparisons(configs, baseline, metric)
+    t = {"comparisons": comp, "engine_comparisons": tables.engine_comparisons(configs, metric=metric),
+         "engine_signs": tables.engine_sign_findings(comp), "crossover": tables.crossover(comp),
+         "batch_scaling": tables.batch_scaling(configs), "roofline": tables.roofline(configs)}
+    warnings = [f"Damaged: {d.path} could not be read ({d.reason}) and is left out of this report. Run the "
+                "command that measured its study again: it moves the file to damaged/ and measures the cell again "
+                "(`dry_run=true` lists it as damaged)." for d in damaged]
+    warnings += tables.warnings_for(configs, comp=comp, batch=t["batch_scaling"])
+    figs = _write_figures(configs, comp, out_dir / "figures", metric)
+    csv_tables = {"configurations": configs.drop(columns=[c for c in configs.columns if c.endswith("_values")],
+                                                 errors="ignore"),
+                  **{k: t[k] for k in ("comparisons", "engine_comparisons", "crossover", "batch_scaling", "roofline")}}
+    for name, df in csv_tables.items():
+        df.to_csv(out_dir / f"{name}.csv", index=False)
     path = out_dir / "report.md"
-    path.write_text("\n".join(text))
+    path.write_text(_markdown(title, inputs, notes, configs, t, baseline, metric, warnings, figs))
     return path
 
 

@@ -151,7 +151,7 @@ class MlflowMirror:
                       timing: Optional[Dict[str, Any]] = None, experiment: Optional[str] = None) -> bool:
         """Mirror one cell's stored rows (into ``experiment``, default the rows' study). Returns False when
         MLflow already mirrors them. ``timing`` (the cell's timings JSON) gives the run its real start and end."""
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Param, RunTag
 
         first = rows[0]
         study = experiment or first["study"]
@@ -189,24 +189,7 @@ class MlflowMirror:
         params = [Param(k, str(first.get(k))) for k in PARAM_COLUMNS if _present(first.get(k))]
         if _present(first.get("device_name")):  # what ran, not the profile that was asked for
             params.append(Param("hardware", str(first["device_name"])))
-        metrics = []
-        for r in ok_rows:
-            ts = int(r["timestamp_utc"].timestamp() * 1000) if r.get("timestamp_utc") is not None else end_ms
-            metrics += [Metric(REPETITION_PREFIX + k, float(r[k]), ts, int(r["repetition"])) for k in STEP_METRICS
-                        if _finite(r.get(k))]
-        for k in SUMMARY_METRICS:
-            s = summarize([r.get(k) for r in ok_rows if _finite(r.get(k))], bootstrap=False)
-            if s.n == 0:
-                continue
-            for name, value in (("", s.mean), (".mean", s.mean), (".sd", s.sd), (".cv_pct", s.cv_pct),
-                                (".ci95_low", s.ci95_low), (".ci95_high", s.ci95_high), (".n", float(s.n))):
-                if _finite(value):
-                    metrics.append(Metric(f"{k}{name}", float(value), end_ms, 0))
-        for i in range(0, len(metrics), 900):  # MLflow takes at most 1000 metrics per batch
-            self.client.log_batch(rid, metrics=metrics[i:i + 900], params=params if i == 0 else [],
-                                  tags=[RunTag(k, v) for k, v in tags.items()] if i == 0 else [])
-        if not metrics:
-            self.client.log_batch(rid, params=params)
+        self._log_batches(rid, _cell_metrics(ok_rows, end_ms), params, [RunTag(k, v) for k, v in tags.items()])
         env = {k: first.get(k) for k in ENV_COLUMNS}
         self.client.log_text(rid, json.dumps(env, indent=1, default=str), "environment.json")
         for path in artifacts:
@@ -230,9 +213,7 @@ class MlflowMirror:
         now = int(time.time() * 1000)
         from mlflow.entities import Metric
 
-        items = [Metric(k, float(v), now, 0) for k, v in metrics.items() if _finite(v)]
-        for i in range(0, len(items), 900):
-            self.client.log_batch(parent, metrics=items[i:i + 900])
+        self._log_batches(parent, [Metric(k, float(v), now, 0) for k, v in metrics.items() if _finite(v)])
         if report is not None:
             for path in sorted(report.iterdir()):
                 if path.is_file() and path.suffix in (".md", ".csv"):
@@ -242,6 +223,16 @@ class MlflowMirror:
         if status is not None:
             self.client.set_terminated(parent, status, end_time=end_ms or now)
         return parent
+
+    def _log_batches(self, run_id: str, metrics: List[Any], params: Optional[List[Any]] = None,
+                     tags: Optional[List[Any]] = None) -> None:
+        """Log metrics in batches MLflow accepts (at most 1000 per call), params and tags with the first."""
+        params, tags = params or [], tags or []
+        if not (metrics or params or tags):
+            return
+        for i in range(0, max(len(metrics), 1), 900):
+            self.client.log_batch(run_id, metrics=metrics[i:i + 900], params=params if i == 0 else [],
+                                  tags=tags if i == 0 else [])
 
     def runs_table_url(self, study: str, ui: str = "http://127.0.0.1:5000") -> str:
         """The runs table of the study's experiment in MLflow's classic view."""
@@ -261,6 +252,27 @@ def cell_run_name(row: Dict[str, Any]) -> str:
     engine = row.get("engine") or "eager"
     head = f"{row['quantization']} bs{row['batch_size']}" + ("" if engine == "eager" else f" {engine}")
     return f"{head} · {row['model']} · {str(row['cell_id'])[:6]}"
+
+
+def _cell_metrics(ok_rows: List[Dict[str, Any]], end_ms: int) -> List[Any]:
+    """Every repetition under rep.<metric> (step = repetition), and per summary metric its mean under the
+    bare name with .mean .sd .cv_pct .ci95_low .ci95_high .n."""
+    from mlflow.entities import Metric
+
+    metrics = []
+    for r in ok_rows:
+        ts = int(r["timestamp_utc"].timestamp() * 1000) if r.get("timestamp_utc") is not None else end_ms
+        metrics += [Metric(REPETITION_PREFIX + k, float(r[k]), ts, int(r["repetition"])) for k in STEP_METRICS
+                    if _finite(r.get(k))]
+    for k in SUMMARY_METRICS:
+        s = summarize([r.get(k) for r in ok_rows if _finite(r.get(k))], bootstrap=False)
+        if s.n == 0:
+            continue
+        for name, value in (("", s.mean), (".mean", s.mean), (".sd", s.sd), (".cv_pct", s.cv_pct),
+                            (".ci95_low", s.ci95_low), (".ci95_high", s.ci95_high), (".n", float(s.n))):
+            if _finite(value):
+                metrics.append(Metric(f"{k}{name}", float(value), end_ms, 0))
+    return metrics
 
 
 def _cell_span_ms(rows: List[Dict[str, Any]], timing: Optional[Dict[str, Any]]) -> tuple:
