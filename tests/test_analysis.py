@@ -106,8 +106,8 @@ def test_report_with_figures_from_results_and_a_published_table(smoke_study, tmp
 
     work, out, r = smoke_study
     assert r.returncode == 0
-    assert (out / "smoke" / "report.md").exists()  # written at the end of the study
-    smoke_figs = list((out / "smoke" / "figures").glob("*.png"))
+    assert (out / "smoke" / "report" / "report.md").exists()  # written at the end of the study
+    smoke_figs = list((out / "smoke" / "report" / "figures").glob("*.png"))
     assert smoke_figs and all(mpimg.imread(p).ndim == 3 for p in smoke_figs)
     path = build_report([out / "smoke", PUBLISHED / "summary.csv"], tmp_path / "rep")
     text = path.read_text()

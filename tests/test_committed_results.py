@@ -210,3 +210,51 @@ def test_nf4_saves_energy_at_batch_1_under_the_graph_on_both_gpus(tmp_path):
         row = pd.read_csv(tmp_path / gpu / "comparisons.csv").iloc[0]
         assert (row.quantization, row.engine, bool(row.same_device)) == ("nf4", "graph", True)
         assert row.delta_pct == pytest.approx(expected, abs=0.05) and row.delta_pct_ci_high < 0 and row.p < 1e-6
+
+
+ENGINES_H200 = REPO / "experiments" / "engines" / "h200x2_2026-11-27"
+
+
+def test_graph_batch_1_mistral_on_two_h200s_every_precision_measured_and_quiet():
+    """experiments/engines/README.md, second session: all three precisions pass the token check (pure int8
+    through generate()'s own 0.95 sd spread), CV <= 2 %, and the two GPUs' gross and net gaps as quoted."""
+    a, b = (read_results([ENGINES_H200 / f"graph_gpu_{g}"]).to_pandas() for g in ("a", "b"))
+    assert a.gpu_uuid.iloc[0] != b.gpu_uuid.iloc[0] and set(a.device_name) == {"NVIDIA H200"}
+    for rows in (a, b):
+        assert (rows.status == "ok").all() and set(rows.engine_effective) == {"graph"}
+        assert set(rows.quantization) == {"fp16", "nf4", "int8_pure"} and set(rows.min_window_s) == {5.0}
+        cv = rows.groupby("quantization").energy_j_per_1k_tok.agg(lambda s: 100 * s.std() / s.mean())
+        assert (cv <= 2.0).all(), cv
+        int8 = rows[rows.quantization == "int8_pure"].iloc[0]
+        assert int8.engine_logit_diff_sd == pytest.approx(1.114, abs=0.001)
+        assert int8.engine_logit_floor_sd == pytest.approx(0.950, abs=0.001)
+        assert int8.engine_logit_diff_sd <= 2 * int8.engine_logit_floor_sd  # the check's pass rule
+        assert rows[rows.quantization != "int8_pure"].engine_logit_floor_sd.isna().all()  # within rounding
+    gap = lambda q, col: round(100 * abs(b[b.quantization == q][col].mean() / a[a.quantization == q][col].mean() - 1), 1)
+    assert {q: gap(q, "energy_j_per_1k_tok") for q in ("fp16", "nf4", "int8_pure")} == {"fp16": 3.1, "nf4": 4.3, "int8_pure": 3.9}
+    assert {q: gap(q, "net_energy_j_per_1k_tok") for q in ("fp16", "nf4", "int8_pure")} == {"fp16": 2.3, "nf4": 3.0, "int8_pure": 2.7}
+
+
+def test_engine_crossover_on_h200_flips_pure_int8_at_batch_1(tmp_path):
+    """experiments/engines/README.md: graph below eager everywhere, pure int8 flips sign at batch 1, and the
+    figure of delta against batch size is drawn."""
+    build_report([ENGINES_H200 / "engine_crossover"], tmp_path)
+    engines = pd.read_csv(tmp_path / "engine_comparisons.csv")
+    assert len(engines) == 9 and (engines.delta_pct_ci_high < 0).all() and engines.same_device.all()
+    fp16 = engines[engines.quantization == "fp16"].set_index("batch_size").delta_pct.round(1).to_dict()
+    assert fp16 == {1: -48.7, 4: -49.3, 16: -38.9, 64: -32.5}
+    comp = pd.read_csv(tmp_path / "comparisons.csv")
+    pick = lambda e, q, bs: comp[(comp.engine == e) & (comp.quantization == q) & (comp.batch_size == bs)].iloc[0]
+    assert round(pick("eager", "int8_pure", 1).delta_pct, 1) == 45.5 and round(pick("graph", "int8_pure", 1).delta_pct, 1) == -17.2
+    assert not pick("graph", "int8_pure", 1).same_device  # batch 1's lane was split over the two GPUs: flagged
+    text = (tmp_path / "report.md").read_text()
+    assert "Mistral-7B int8_pure vs fp16, batch 1 (NVIDIA H200): flips sign" in text
+    assert (tmp_path / "figures" / "delta_vs_batch_NVIDIA_H200_Mistral-7B.png").exists()
+
+
+def test_nf4_small_model_penalty_is_gone_under_the_graph_on_h200(tmp_path):
+    """README results table, graph column: NF4 saves 6-9 % at 1.1-3B where eager generate() cost +32 to +37 %."""
+    build_report([ENGINES_H200 / "nf4_crossover"], tmp_path)
+    comp = pd.read_csv(tmp_path / "comparisons.csv").set_index("model")
+    assert comp.delta_pct.round(1).to_dict() == {"TinyLlama-1.1B": -7.6, "Qwen2-1.5B": -5.8, "Qwen2.5-3B": -8.9}
+    assert (comp.delta_pct_ci_high < 0).all() and comp.same_device.all() and set(comp.engine) == {"graph"}

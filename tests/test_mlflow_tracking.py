@@ -61,7 +61,7 @@ def test_smoke_study_appears_as_parent_and_one_child_per_cell(smoke_study):
     assert parent.data.metrics["cells"] == 8 and parent.data.metrics["cells_ok"] == 8
     assert parent.data.params["quantizations"] == "fp32,int8,int8_pure,nf4"
     assert parent.data.params["batch_sizes"] == "1,2"
-    comparisons = pd.read_csv(out / "smoke" / "comparisons.csv")
+    comparisons = pd.read_csv(out / "smoke" / "report" / "comparisons.csv")
     nf4 = comparisons[(comparisons.quantization == "nf4") & (comparisons.batch_size == 1)].iloc[0]
     assert parent.data.metrics["delta_pct.tiny-llama.nf4.bs1"] == pytest.approx(nf4.delta_pct, rel=1e-9)
     report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}

@@ -68,7 +68,7 @@ def test_another_study_reuses_the_cells_the_smoke_study_measured(smoke_study, tm
     cols = ["cell_id", "run_id", "repetition", "tok_s"]
     pd.testing.assert_frame_equal(reused[cols].sort_values(cols).reset_index(drop=True),
                                   measured[cols].sort_values(cols).reset_index(drop=True))
-    assert (root / "smoke_again" / "report.md").exists()
+    assert (root / "smoke_again" / "report" / "report.md").exists()
     client = MlflowClient(tracking_uri=f"sqlite:///{root}/mlflow.db")
     exp = client.get_experiment_by_name("smoke_again")
     children = [x for x in client.search_runs([exp.experiment_id]) if x.data.tags.get("ecosweep.role") == "cell"]

@@ -111,12 +111,16 @@ def delta_vs_batch(comp: pd.DataFrame, out_dir: Path) -> List[Path]:
         engines = list(dict.fromkeys(g.engine))
         quants = list(dict.fromkeys(g.quantization))
         styles = ["-", "--", ":", "-."]
+        shades = ["0.0", "0.45", "0.65"]  # a grey per precision (print-safe), dark enough to read
+        # engines a little apart on the batch axis, so equal deltas at one batch size do not hide each other
+        nudge = {e: 2 ** (0.04 * (i - (len(engines) - 1) / 2)) for i, e in enumerate(engines)}
         for series, h in g.groupby("series", sort=False):
             h = h.sort_values("batch_size")
+            qi, ei = quants.index(h.quantization.iloc[0]), engines.index(h.engine.iloc[0])
             err = np.nan_to_num(np.vstack([h.delta_pct - h.delta_pct_ci_low, h.delta_pct_ci_high - h.delta_pct]))
-            ax.errorbar(h.batch_size, h.delta_pct, yerr=err, capsize=3, color="black",
-                        linestyle=styles[engines.index(h.engine.iloc[0]) % len(styles)],
-                        marker=MARKERS[quants.index(h.quantization.iloc[0]) % len(MARKERS)], label=series)
+            ax.errorbar(h.batch_size * nudge[h.engine.iloc[0]], h.delta_pct, yerr=err, capsize=3,
+                        color=shades[qi % len(shades)], linestyle=styles[ei % len(styles)],
+                        marker=MARKERS[qi % len(MARKERS)], markerfacecolor="white" if ei else None, label=series)
         ax.axhline(0, color="0.5", linewidth=0.8)
         ax.set_xscale("log", base=2)
         from matplotlib.ticker import FuncFormatter

@@ -171,13 +171,14 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
 
 
 def report_for_run(run: Any) -> None:
-    """The end-of-study report, in each study folder the run touched."""
+    """The end-of-study report, in the report/ folder of each study folder the run touched (where
+    ``python -m ecosweep report <study>`` writes it too)."""
     from ecosweep.study import store_for
 
     for root in sorted({store_for(c).root for c in run.cells}):
         if (root / "cells").is_dir():
             try:
-                path = build_report([root], root, title=f"Study {root.name}")
+                path = build_report([root], root / "report", title=f"Study {root.name}")
             except EcosweepError as exc:  # e.g. every cell failed: nothing to report on
                 print(f"No report for {root.name}: {exc}")
                 continue

@@ -410,7 +410,8 @@ def device_warnings(configs: pd.DataFrame, comp: pd.DataFrame, batch: Optional[p
                    "(and reuse_cells=false where another study measured one of them).")
     if batch is not None and "same_device" in batch:
         for _, c in batch[batch.same_device.eq(False)].iterrows():
-            out.append(f"Cross-device: {c.hardware} {c.model} {c.quantization} bs{c.batch_size} ran on "
+            engine = "" if c.get("engine", DEFAULT_ENGINE) == DEFAULT_ENGINE else f" {c.engine}"
+            out.append(f"Cross-device: {c.hardware} {c.model} {c.quantization}{engine} bs{c.batch_size} ran on "
                        f"{short(c.devices)}, batch 1 on {short(c.baseline_devices)}; its change against "
                        "batch 1 mixes device and batch size.")
     return out

@@ -7,7 +7,7 @@ Layout under ``<output_root>/<study>/``::
     configs/<cell_id>.yaml      the cell's resolved config
     timings/<cell_id>.json      where the cell's wall time went (actor start, load, warm-up, ...)
     runs/<run_id>.json          where one invocation's wall time went around the cells (Ray start, report, ...)
-    report.md, figures/         written by the analysis at the end of a study
+    report/                     report.md, figures/ and CSV tables, written at the end of a study
 
 Only the Ray driver writes here. Every file is written to a temporary name in the
 same folder, flushed to disk and renamed over its final name, so a killed driver

@@ -56,8 +56,9 @@ def cell_counts(rows: Any) -> Dict[str, float]:
 
 
 def report_dir(study_dir: Path) -> Optional[Path]:
-    """Where the study's report is: the study folder itself (study runs) or its report/ folder."""
-    for folder in (study_dir, study_dir / "report"):
+    """Where the study's report is: its report/ folder, or the study folder itself (where study runs
+    before 2026-11-27 wrote it)."""
+    for folder in (study_dir / "report", study_dir):
         if (folder / "report.md").exists():
             return folder
     return None

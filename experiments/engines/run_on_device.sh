@@ -11,11 +11,26 @@
 # B  GPU 0: the int8_pure token-check diagnosis (captured vs uncaptured, generate()'s own spread);
 #    GPUs 1-3: engine_crossover (one lane per batch size; 4 lanes on 3 GPUs).
 # C  GPU 0: batch_size_sweep; GPUs 1-3: nf4_crossover, then int8_ablation (fp16, int8_pure), engine=graph.
-# (Not run yet: the 2026-11-27 session's device time ended after phase A.)
+# (B and C were not run: the first 2026-11-27 session's device time ended after phase A.)
+#
+# On a 2-GPU host (asked as nvidia-h100-x2, given 2 x H200 in the second 2026-11-27 session), results
+# under outputs/h200x2/ (or h100x2/):
+# D  GPUs 0 and 1: the batch-1 graph cells of Mistral-7B at the default protocol, once on each
+#    (graph_gpu_a, graph_gpu_b); then GPU 0: engine_crossover at batch 1, GPU 1: the int8_pure
+#    diagnosis probe if its token check failed, then nf4_crossover under the graph.
+# E  GPUs 0-1: engine_crossover (every batch size; cells already on disk are reused), then
+#    nf4_crossover's remaining cells.
+# F  GPU 0: int8_ablation (fp16, int8_pure) under the graph; GPU 1: batch_size_sweep under the graph;
+#    both resume whatever an earlier phase left.
+# Each study stops at the phase's time limit; what finished is complete on disk and the next phase
+# (on the same warm machine) resumes it.
 set -u
-phase=${1:?phase A, B or C}
+phase=${1:?phase A-F}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
-root=$repo/outputs/h100x4
+# the results folder names the card it ran on: a lease for H100s may give H200s (it did on 2026-11-27)
+card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -q H200 && echo h200 || echo h100)
+host=${card}x$(nvidia-smi -L | wc -l)
+root=$repo/outputs/$host
 mkdir -p "$root/logs"
 export ECOSWEEP_MODEL_CACHE=${ECOSWEEP_MODEL_CACHE:-/tmp/ecosweep_models} RAY_AUTH_MODE=disabled PYTHONUNBUFFERED=1
 limit=${LIMIT_S:-540}
@@ -25,6 +40,7 @@ PAIR="-m model=Mistral-7B quantization=fp16,nf4,int8_pure engine=graph batch_siz
 common="tracking=none ray.progress=plain output_root=$root"
 nvidia-smi --query-gpu=index,name,uuid,power.draw,temperature.gpu --format=csv > "$root/logs/gpus_$phase.csv"
 cd "$repo"
+ray_stop() { python3 -m ray.scripts.scripts stop --force > /dev/null 2>&1; }  # after a study cut off by its time limit
 case $phase in
   A)
     CUDA_VISIBLE_DEVICES=0 timeout 240 python3 experiments/engines/probe_engines.py --out "$root/probe" \
@@ -56,11 +72,44 @@ case $phase in
       CUDA_VISIBLE_DEVICES=1,2,3 timeout $((limit / 2)) python3 -m ecosweep +experiment=int8_ablation engine=graph \
         'hydra.sweeper.params.quantization="fp16,int8_pure"' $SHORT $common > "$root/logs/int8_ablation.log" 2>&1 ) &
     ;;
+  D)
+    for gpu in 0 1; do
+      name=$([ $gpu = 0 ] && echo a || echo b)
+      ( CUDA_VISIBLE_DEVICES=$gpu timeout -s INT -k 30 "$limit" python3 -m ecosweep $PAIR study=graph_gpu_$name $common \
+          > "$root/logs/graph_gpu_$name.log" 2>&1
+        left=$((limit - SECONDS - 10))
+        if [ $gpu = 0 ]; then
+          CUDA_VISIBLE_DEVICES=0 timeout -s INT -k 30 $left python3 -m ecosweep +experiment=engine_crossover batch_size=1 \
+            $SHORT $common > "$root/logs/engine_crossover_D.log" 2>&1
+        else
+          if grep -q "int8_pure.*TokenMismatchError" "$root/logs/graph_gpu_b.log"; then
+            CUDA_VISIBLE_DEVICES=1 timeout -s INT -k 30 200 python3 experiments/engines/probe_engines.py --out "$root/probe_int8" \
+              --cache "$ECOSWEEP_MODEL_CACHE" --quantizations int8_pure --batches 1 --uncaptured-check \
+              > "$root/logs/probe_int8.log" 2>&1
+            left=$((limit - SECONDS - 10))
+          fi
+          CUDA_VISIBLE_DEVICES=1 timeout -s INT -k 30 $left python3 -m ecosweep +experiment=nf4_crossover engine=graph \
+            $SHORT $common > "$root/logs/nf4_crossover_D.log" 2>&1
+        fi ) &
+    done
+    ;;
+  E)
+    CUDA_VISIBLE_DEVICES=0,1 timeout -s INT -k 30 $((limit - 120)) python3 -m ecosweep +experiment=engine_crossover $SHORT $common \
+      > "$root/logs/engine_crossover_E.log" 2>&1
+    CUDA_VISIBLE_DEVICES=0,1 timeout -s INT -k 30 $((limit - SECONDS - 10)) python3 -m ecosweep +experiment=nf4_crossover \
+      engine=graph $SHORT $common > "$root/logs/nf4_crossover_E.log" 2>&1
+    ;;
+  F)
+    CUDA_VISIBLE_DEVICES=0 timeout -s INT -k 30 "$limit" python3 -m ecosweep +experiment=int8_ablation engine=graph \
+      'hydra.sweeper.params.quantization="fp16,int8_pure"' $SHORT $common > "$root/logs/int8_ablation_F.log" 2>&1 &
+    CUDA_VISIBLE_DEVICES=1 timeout -s INT -k 30 "$limit" python3 -m ecosweep +experiment=batch_size_sweep engine=graph \
+      $SHORT $common > "$root/logs/batch_size_sweep_F.log" 2>&1 &
+    ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
 wait
+ray_stop
 nvidia-smi --query-gpu=index,power.draw,temperature.gpu,memory.used --format=csv >> "$root/logs/gpus_$phase.csv"
 if [ -n "${OUT:-}" ]; then
-  tar czf "$OUT/results_$phase.tgz" -C "$repo/outputs" h100x4
-  cp "$root"/logs/*.log "$OUT/" 2>/dev/null | true
+  tar czf "$OUT/results_$phase.tgz" -C "$repo/outputs" "$host"
 fi
