@@ -178,20 +178,33 @@ def quiet_libraries() -> None:
 
 
 def prepare_workload(s: StudyConfig, device: str, extra: Dict[str, Any], phases: Dict[str, float]) -> Any:
-    """Load the cell's model and build its engine's workload; for graph and compiled engines, check
-    their tokens against generate() first (raises TokenMismatchError). Adds what it learns to ``extra``
-    (row columns) and its wall times to ``phases``."""
+    """Load the cell's model (for a quantized cell, its unquantized reference first: fidelity) and build
+    its engine's workload; for graph and compiled engines, check their tokens against generate() first
+    (raises TokenMismatchError). Adds what it learns to ``extra`` (row columns) and its wall times to
+    ``phases``. Nothing here is inside an energy window."""
     import torch
 
     from ecosweep.workload.engines import build_workload
+    from ecosweep.workload.fidelity import cell_fidelity, prepare_reference
     from ecosweep.workload.generation import FixedLengthGeneration
     from ecosweep.workload.models import load_model
     from ecosweep.workload.token_check import tolerance_for, verify_tokens
 
     t = time.perf_counter()
+    reference = prepare_reference(s, device)
+    fidelity_s = time.perf_counter() - t
+    t = time.perf_counter()
     loaded = load_model(s, device)
     phases["load_s"] = time.perf_counter() - t
     extra.update(params_count=loaded.params_count, weights_source=loaded.source)
+    t = time.perf_counter()
+    fidelity = cell_fidelity(s, loaded.model, reference, device)
+    del reference
+    if fidelity is not None:
+        extra.update(fidelity.columns())
+        phases["fidelity_s"] = fidelity_s + time.perf_counter() - t
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
     shape = dict(model=loaded.model, vocab_size=loaded.vocab_size, batch_size=s.batch_size,
                  input_tokens=s.input_tokens, output_tokens=s.output_tokens, seed=s.seed, device=device)
     workload = build_workload(s.engine, **shape)

@@ -2,8 +2,9 @@
 
 Everything that can fail a study for a reason known in advance fails it here, with one message
 and exit status 2: an output root that cannot be created or written, too little free space for
-the results or for the random-weight checkpoints the cells will build. A tracking server that
-does not answer is not fatal (the study goes on with Parquet only): it is said here, once.
+the results, or (CPU cells on this machine) a model whose random weights cannot fit in its memory.
+A tracking server that does not answer is not fatal (the study goes on with Parquet only): it is
+said here, once.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Iterable, List, Optional
 
 from ecosweep.errors import ConfigError
 
@@ -69,22 +70,48 @@ def free_space_problem(path: Path, needed_bytes: int, what: str, why: str) -> Op
             f"free some space or point {what} at a larger disk.")
 
 
-def checkpoints_to_build(cells: Iterable[object]) -> Dict[Tuple[str, str], Tuple[str, int]]:
-    """Random-weight checkpoints the cells will build that are not in the model cache yet:
-    {(cache folder, checkpoint key): (model name, bytes)}."""
-    from ecosweep.workload.models import is_random_checkpoint_built, random_checkpoint_key
+# Bytes one parameter takes once loaded: the 16-bit (or fp32) weights random ones are built in, and
+# the quantized copy made from them (NF4 packs two weights a byte plus block scales).
+QUANTIZED_BYTES_PER_PARAMETER = {"bnb_4bit": 0.55, "bnb_8bit": 1.0}
 
-    todo: Dict[Tuple[str, str], Tuple[str, int]] = {}
-    for cell in cells:
-        s = cell.settings  # type: ignore[attr-defined]
-        if s.weights != "random":
-            continue
-        key = random_checkpoint_key(s.model, s.quantization.dtype, s.seed)
-        if (s.model_cache, key) in todo or is_random_checkpoint_built(s.model_cache, key):
-            continue
-        size = int(s.model.params_b * 1e9 * BYTES_PER_PARAMETER.get(s.quantization.dtype, 2))
-        todo[(s.model_cache, key)] = (s.model.name, size)
-    return todo
+
+def cell_memory_bytes(s: object) -> int:
+    """Memory a CPU cell's random-weight model needs at its peak: while it loads, its weights in
+    ``quantization.dtype`` plus the quantized copy made from them; before that, for fidelity, the same
+    weights plus their copy in the reference dtype (float32 on a CPU). The two phases do not overlap."""
+    q, f = s.quantization, s.fidelity  # type: ignore[attr-defined]
+    params = s.model.params_b * 1e9  # type: ignore[attr-defined]
+    built = BYTES_PER_PARAMETER.get(q.dtype, 2)
+    loading = built + QUANTIZED_BYTES_PER_PARAMETER.get(q.method, 0.0)
+    ref_dtype = "float32" if f.reference_dtype == "auto" else f.reference_dtype
+    compared = f.enabled and not (q.method == "none" and q.dtype == ref_dtype)
+    reference = built + BYTES_PER_PARAMETER.get(ref_dtype, 4) if compared else 0.0
+    return int(params * max(loading, reference))
+
+
+def runs_on_this_cpu(s: object) -> bool:
+    """A cell that will run on this machine's CPU: local Ray, and a CPU device (asked, or auto on a
+    machine without an NVIDIA driver)."""
+    device = s.hardware.device  # type: ignore[attr-defined]
+    local = s.ray.address is None and not os.environ.get("RAY_ADDRESS")  # type: ignore[attr-defined]
+    return local and (device == "cpu" or (device == "auto" and not Path("/dev/nvidiactl").exists()))
+
+
+def memory_problem(cells: Iterable[object]) -> Optional[str]:
+    """The largest random-weight CPU cell against this machine's memory (cells run one at a time per lane)."""
+    import psutil
+
+    cpu_cells = [c.settings for c in cells if c.settings.weights == "random" and runs_on_this_cpu(c.settings)]  # type: ignore
+    if not cpu_cells:
+        return None
+    biggest = max(cpu_cells, key=cell_memory_bytes)
+    needed, total = cell_memory_bytes(biggest), psutil.virtual_memory().total
+    if needed <= 0.9 * total:
+        return None
+    return (f"model={biggest.model.name} quantization={biggest.quantization.name} on the CPU needs about "  # type: ignore
+            f"{needed / 2**30:.1f} GiB of memory to build its random weights ({biggest.model.params_b:g}B parameters "  # type: ignore
+            f"in {biggest.quantization.dtype}), but this machine has {total / 2**30:.1f} GiB; choose a smaller "  # type: ignore
+            "model (e.g. model=tiny-llama) or run it on a GPU.")
 
 
 def check_before_running(cells: List[object], cells_to_measure: int) -> None:
@@ -98,18 +125,9 @@ def check_before_running(cells: List[object], cells_to_measure: int) -> None:
                                          "output_root", f"storing {cells_to_measure} cell(s)")
         if problem:
             problems.append(problem)
-    local = all(c.settings.ray.address is None for c in cells) and not os.environ.get("RAY_ADDRESS")  # type: ignore
-    if local and cells_to_measure:  # on a cluster the checkpoints are built on the worker nodes
-        by_cache: Dict[str, List[Tuple[str, int]]] = {}
-        for (cache, _key), model in checkpoints_to_build(cells).items():
-            by_cache.setdefault(cache, []).append(model)
-        for cache, models in sorted(by_cache.items()):
-            problem = writable_folder_problem(Path(cache), "model_cache")
-            if problem is None:
-                names = ", ".join(sorted({name for name, _ in models}))
-                problem = free_space_problem(Path(cache), int(1.05 * sum(size for _, size in models)), "model_cache",
-                                             f"building the random-weight checkpoint(s) of {names}")
-            if problem:
-                problems.append(problem)
+    if cells_to_measure:
+        problem = memory_problem(cells)
+        if problem:
+            problems.append(problem)
     if problems:
         raise ConfigError(problems)

@@ -1,4 +1,4 @@
-"""Shared fixtures: composing configs, an isolated output root, a shared model cache."""
+"""Shared fixtures: composing configs, an isolated output root, the smoke study, a live MLflow server."""
 
 from __future__ import annotations
 
@@ -29,16 +29,8 @@ def compose(overrides: List[str] | None = None):
         return hydra_compose("config", overrides=list(overrides or []))
 
 
-@pytest.fixture(scope="session")
-def model_cache(tmp_path_factory) -> Path:
-    """One random-weight cache for the whole session (the tiny model is built once)."""
-    path = tmp_path_factory.mktemp("model_cache")
-    os.environ["ECOSWEEP_MODEL_CACHE"] = str(path)
-    return path
-
-
 @pytest.fixture
-def output_root(tmp_path, model_cache) -> Path:
+def output_root(tmp_path) -> Path:
     root = tmp_path / "outputs"
     return root
 
@@ -51,7 +43,7 @@ def run_cli(args: List[str], cwd: Path, env_extra: dict | None = None, timeout: 
 
 
 @pytest.fixture(scope="session")
-def smoke_study(tmp_path_factory, model_cache):
+def smoke_study(tmp_path_factory):
     """The smoke study, run once per test session: (work dir, output root, completed process)."""
     work = tmp_path_factory.mktemp("smoke")
     out = work / "outputs"

@@ -7,10 +7,9 @@ import math
 
 import pandas as pd
 import pytest
-from omegaconf import OmegaConf
 
 from conftest import REPO, compose
-from ecosweep.config.schema import StudyConfig
+from ecosweep.config.compose import load_cell_config
 from ecosweep.config.validate import validate_study
 from ecosweep.planner import cell_id, lane_key, plan_cells, to_settings
 
@@ -34,9 +33,9 @@ def committed_configs():
 
 @pytest.mark.parametrize("path", committed_configs()[::5], ids=lambda p: f"{p.parts[-4]}/{p.stem}")
 def test_committed_eager_cells_recompute_to_their_stored_ids(path):
-    """A config stored before the engine axis (no engine key) is the eager engine and hashes to its file name."""
-    stored = OmegaConf.merge(OmegaConf.structured(StudyConfig), OmegaConf.load(path))
-    s = OmegaConf.to_object(stored)
+    """A config stored before the engine axis (no engine key; a model_cache key since retired) is the eager engine
+    and hashes to its file name."""
+    s = load_cell_config(path)
     assert s.engine.name == "eager"
     assert cell_id(s) == path.stem
 
@@ -112,7 +111,7 @@ def workloads(model, vocab, engine, bs, inp, out):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("bs,inp,out", [(1, 12, 9), (3, 7, 16)])
-def test_uncaptured_graph_loop_gives_generates_tokens_exactly_in_float32(model_cache, bs, inp, out):
+def test_uncaptured_graph_loop_gives_generates_tokens_exactly_in_float32(bs, inp, out):
     from ecosweep.workload.token_check import check_tokens, tolerance_for
     from ecosweep.workload.models import load_model
 
@@ -130,7 +129,7 @@ def test_uncaptured_graph_loop_gives_generates_tokens_exactly_in_float32(model_c
 
 @pytest.mark.slow
 @pytest.mark.parametrize("quantization", ["bf16", "nf4", "int8_pure"])
-def test_graph_loop_agrees_with_generate_within_rounding_for_16bit_and_quantized(model_cache, quantization):
+def test_graph_loop_agrees_with_generate_within_rounding_for_16bit_and_quantized(quantization):
     from ecosweep.workload.token_check import tolerance_for, verify_tokens
     from ecosweep.workload.models import load_model
 
@@ -143,7 +142,7 @@ def test_graph_loop_agrees_with_generate_within_rounding_for_16bit_and_quantized
 
 @pytest.mark.slow
 @pytest.mark.parametrize("broken", ["mask_one_position_off", "cache_not_reset"])
-def test_token_check_fails_a_loop_that_computes_something_else(model_cache, broken, monkeypatch):
+def test_token_check_fails_a_loop_that_computes_something_else(broken, monkeypatch):
     from ecosweep.workload.token_check import TokenMismatchError, tolerance_for, verify_tokens
     from ecosweep.workload.models import load_model
 
@@ -221,7 +220,7 @@ def test_ecosweep_sdpa_equals_transformers_sdpa_on_a_masked_decode_step():
 
 
 @pytest.mark.slow
-def test_compiled_on_cpu_records_that_transformers_ran_it_eager(model_cache):
+def test_compiled_on_cpu_records_that_transformers_ran_it_eager():
     from ecosweep.workload.engines import engine_facts
     from ecosweep.workload.models import load_model
 
@@ -239,7 +238,7 @@ def test_compiled_on_cpu_records_that_transformers_ran_it_eager(model_cache):
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_rows_say_which_engine_ran_and_how_its_tokens_compared(tmp_path, model_cache):
+def test_rows_say_which_engine_ran_and_how_its_tokens_compared(tmp_path):
     from conftest import run_cli
     from ecosweep.results.store import read_results
 
@@ -323,7 +322,7 @@ def test_a_cell_that_ran_another_engine_than_asked_is_warned_about():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("quantization", ["fp32", "int8_pure"])
-def test_past_rounding_the_engine_is_judged_against_generates_own_kernel_to_kernel_spread(model_cache, quantization):
+def test_past_rounding_the_engine_is_judged_against_generates_own_kernel_to_kernel_spread(quantization):
     """With no rounding allowed at all, a correct loop still passes (it differs from generate() about as much as
     generate() with eager attention differs from generate() with sdpa), and a loop with its mask one position
     off does not."""

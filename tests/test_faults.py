@@ -48,19 +48,26 @@ def test_unwritable_output_root_is_refused_before_anything_loads(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
-def test_too_little_space_for_the_checkpoints_is_refused(tmp_path, monkeypatch):
+def test_a_cpu_cell_too_large_for_this_machine_is_refused(tmp_path, monkeypatch):
+    """Random weights are built in memory: a 7B model in fp32 on a CPU with 24 GiB cannot load, and says so
+    before Ray starts; on a GPU host (no CPU cells) the same check has nothing to say."""
+    import psutil
+
     from conftest import compose
     from ecosweep.errors import ConfigError
     from ecosweep.planner import plan_cells
     from ecosweep.preflight import check_before_running
 
-    cells = plan_cells([compose(["model=Mistral-7B", "quantization=fp16", f"model_cache={tmp_path / 'cache'}",
-                                 f"output_root={tmp_path / 'out'}"])])
-    monkeypatch.setattr("shutil.disk_usage", lambda p: type("U", (), {"free": 10 * 2**30})())
-    with pytest.raises(ConfigError, match=r"model_cache=.* has 10.0 GiB free, but building the random-weight "
-                                          r"checkpoint\(s\) of Mistral-7B needs about 14.2 GiB"):
-        check_before_running(cells, cells_to_measure=1)
-    assert not (tmp_path / "cache").exists() and not (tmp_path / "out").exists()
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: type("M", (), {"total": 24 * 2**30})())
+    cpu = plan_cells([compose(["model=Mistral-7B", "quantization=fp32", "hardware=cpu", f"output_root={tmp_path / 'out'}"])])
+    with pytest.raises(ConfigError, match=r"model=Mistral-7B quantization=fp32 on the CPU needs about 27.0 GiB of "
+                                          r"memory .* but this machine has 24.0 GiB; choose a smaller model"):
+        check_before_running(cpu, cells_to_measure=1)
+    assert not (tmp_path / "out").exists()
+    tiny = plan_cells([compose(["quantization=nf4", "hardware=cpu", f"output_root={tmp_path / 'out'}"])])
+    check_before_running(tiny, cells_to_measure=1)  # the tiny model fits
+    gpu = plan_cells([compose(["model=Mistral-7B", "quantization=fp16", "hardware=h100", f"output_root={tmp_path / 'out'}"])])
+    check_before_running(gpu, cells_to_measure=1)
 
 
 def test_a_typo_in_a_key_gets_did_you_mean(tmp_path):
@@ -122,7 +129,7 @@ def test_study_lock_names_its_holder_and_is_freed_by_a_dead_process(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_damaged_cell_file_is_moved_aside_listed_reported_and_measured_again(tmp_path, model_cache):
+def test_damaged_cell_file_is_moved_aside_listed_reported_and_measured_again(tmp_path):
     out = tmp_path / "out"
     args = ["-m", "batch_size=1,2", *FAST, f"output_root={out}"]
     assert run_cli(args, cwd=tmp_path).returncode == 0
@@ -147,7 +154,7 @@ def test_damaged_cell_file_is_moved_aside_listed_reported_and_measured_again(tmp
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_a_second_command_into_a_study_folder_is_refused_or_waits(tmp_path, model_cache):
+def test_a_second_command_into_a_study_folder_is_refused_or_waits(tmp_path):
     from ecosweep.results.lock import StudyLock
 
     out = tmp_path / "out"
@@ -173,7 +180,7 @@ def test_a_second_command_into_a_study_folder_is_refused_or_waits(tmp_path, mode
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_ctrl_c_ends_in_one_line_keeps_finished_cells_and_the_same_command_resumes(tmp_path, model_cache):
+def test_ctrl_c_ends_in_one_line_keeps_finished_cells_and_the_same_command_resumes(tmp_path):
     out = tmp_path / "out"
     server, url = start_mlflow_server(tmp_path / "server")  # the parent run's status, on a live server
     args = ["-m", "batch_size=1,2,3", *FAST, "measurement.warmup_min_s=2", f"output_root={out}",

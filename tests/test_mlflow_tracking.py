@@ -48,6 +48,8 @@ def test_smoke_study_appears_as_parent_and_one_child_per_cell(smoke_study):
         assert child.info.end_time == pytest.approx(1000 * timing["finished_unix_s"], abs=1000)
         assert child.info.end_time - child.info.start_time > 500  # the cell's run, not the moment of logging
         assert child.data.params["hardware"] == cell.device_name.iloc[0]  # what ran, not "auto"
+        assert child.data.params["fidelity_reference"] == cell.fidelity_reference.iloc[0]
+        assert child.data.metrics["fidelity_kl_nats_mean"] == pytest.approx(cell.fidelity_kl_nats_mean.iloc[0], rel=1e-9)
         assert "gpu_uuid" not in child.data.tags and "None" not in child.data.params.values()
         assert child.data.tags["status"] == "ok" and child.data.tags["energy_source"] in ("none", "rapl")
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
@@ -106,7 +108,7 @@ def experiment_id(url: str, name: str) -> str:
         return json.load(r)["experiment"]["experiment_id"]
 
 
-def test_unreachable_server_does_not_stop_the_study_and_backfill_fills_it(tmp_path, model_cache, mlflow_server):
+def test_unreachable_server_does_not_stop_the_study_and_backfill_fills_it(tmp_path, mlflow_server):
     out = tmp_path / "outputs"
     closed = f"http://127.0.0.1:{free_port()}"
     args = ["study=offline", "hardware=cpu", "measurement=quick", "repetitions=2", "input_tokens=8",
@@ -125,7 +127,7 @@ def test_unreachable_server_does_not_stop_the_study_and_backfill_fills_it(tmp_pa
     assert roles == ["cell", "study"]
 
 
-def test_a_study_tracked_on_a_live_server_is_listed_by_its_rest_api(tmp_path, model_cache, mlflow_server):
+def test_a_study_tracked_on_a_live_server_is_listed_by_its_rest_api(tmp_path, mlflow_server):
     """#21 on a live `mlflow server`: the parent ends FINISHED with the report and the counts, each cell run
     spans its cell's own process, the bare metric is the mean, names are unique, a re-run adds nothing."""
     out = tmp_path / "outputs"
@@ -196,7 +198,7 @@ def test_a_committed_h100_study_loads_into_mlflow_with_one_command(tmp_path):
     assert parent.info.start_time <= min(starts) and parent.info.end_time >= max(c.info.end_time for c in cells)
 
 
-def test_mlflow_going_down_mid_study_loses_nothing_and_backfill_completes_it(tmp_path, model_cache):
+def test_mlflow_going_down_mid_study_loses_nothing_and_backfill_completes_it(tmp_path):
     """The fault matrix's "MLflow down mid-study": the study finishes, Parquet is complete, one warning
     names the backfill command, and the backfill (server back) fills in what was missed."""
     proc, url = start_mlflow_server(tmp_path / "server")

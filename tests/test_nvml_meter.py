@@ -143,7 +143,7 @@ class FakeGpuLoad:
 
 
 @pytest.fixture(scope="module")
-def tiny_workload(model_cache):
+def tiny_workload():
     from ecosweep.workload.generation import FixedLengthGeneration
     from ecosweep.workload.models import load_model
 

@@ -30,7 +30,7 @@ def overlaps(a: dict, b: dict) -> bool:
     return a["actor_started_unix_s"] < b["finished_unix_s"] and b["actor_started_unix_s"] < a["finished_unix_s"]
 
 
-def test_two_logical_gpus_run_two_cells_at_a_time_one_per_gpu(tmp_path, model_cache):
+def test_two_logical_gpus_run_two_cells_at_a_time_one_per_gpu(tmp_path):
     out = tmp_path / "outputs"
     r = run_cli(["-m", "batch_size=1,2,4,8", *SMALL, "ray.num_gpus=2", "ray.num_cpus=2", "ray.gpus_per_cell=1",
                  f"output_root={out}"], cwd=tmp_path)
@@ -47,7 +47,7 @@ def test_two_logical_gpus_run_two_cells_at_a_time_one_per_gpu(tmp_path, model_ca
     assert set(df.cuda_visible_devices) == {"0", "1"} and (df.status == "ok").all()
 
 
-def test_comparison_lanes_keep_each_comparison_on_one_gpu_each_cell_in_its_own_process(tmp_path, model_cache):
+def test_comparison_lanes_keep_each_comparison_on_one_gpu_each_cell_in_its_own_process(tmp_path):
     out = tmp_path / "outputs"
     r = run_cli(["-m", *SMALL, "input_tokens=8,16", "quantization=fp32,bf16", "ray.num_gpus=2", "ray.num_cpus=2",
                  "ray.gpus_per_cell=1", "ray.one_gpu_per=comparison", f"output_root={out}"], cwd=tmp_path)
@@ -67,7 +67,7 @@ def test_comparison_lanes_keep_each_comparison_on_one_gpu_each_cell_in_its_own_p
     assert (df.groupby("input_tokens").cuda_visible_devices.nunique() == 1).all()
 
 
-def test_a_crashing_cell_in_a_lane_is_retried_and_its_lane_goes_on(tmp_path, model_cache):
+def test_a_crashing_cell_in_a_lane_is_retried_and_its_lane_goes_on(tmp_path):
     out = tmp_path / "outputs"
     r = run_cli(["-m", "quantization=fp32,bf16,fp16", *SMALL, "ray.num_gpus=1", "ray.num_cpus=2", "ray.gpus_per_cell=1",
                  "ray.one_gpu_per=study", "ray.actor_retries=1", f"output_root={out}"], cwd=tmp_path,
@@ -81,7 +81,7 @@ def test_a_crashing_cell_in_a_lane_is_retried_and_its_lane_goes_on(tmp_path, mod
     assert r.stdout.count("retry  ") == 1 and "1 cell(s) failed" in r.stdout
 
 
-def test_crashes_and_oom_become_rows_and_the_other_cells_finish(tmp_path, model_cache):
+def test_crashes_and_oom_become_rows_and_the_other_cells_finish(tmp_path):
     out = tmp_path / "outputs"
     r = run_cli(["-m", "batch_size=1,2", "model.intermediate_size=1024,100000000000", *SMALL, "ray.actor_retries=1",
                  f"output_root={out}"], cwd=tmp_path, env_extra={"ECOSWEEP_TESTING_CRASH_CELL": "/bs2/"})
@@ -98,7 +98,7 @@ def test_crashes_and_oom_become_rows_and_the_other_cells_finish(tmp_path, model_
     assert "3 cell(s) failed" in r.stdout and r.stdout.count("retry  ") == 2
 
 
-def test_killed_driver_resumes_without_losing_or_duplicating_rows(tmp_path, model_cache):
+def test_killed_driver_resumes_without_losing_or_duplicating_rows(tmp_path):
     out = tmp_path / "outputs"
     args = [sys.executable, "-m", "ecosweep", "-m", "batch_size=1,2,3,4,5,6", *SMALL, f"output_root={out}"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -126,7 +126,7 @@ def test_killed_driver_resumes_without_losing_or_duplicating_rows(tmp_path, mode
 
 
 @pytest.fixture
-def loopback_cluster(tmp_path, model_cache):
+def loopback_cluster(tmp_path):
     """A head and a second node on this machine, each with one logical GPU, and the job server."""
     # as the README's recipe: token authentication on every node and in the submitting shell, and the
     # project's environment first on the PATH when `ray start` runs (the job's `python` is that one)
@@ -183,7 +183,7 @@ def test_ray_job_submit_to_a_two_node_cluster(tmp_path, loopback_cluster):
     assert "output_root='outputs' is relative" in relative.stdout + relative.stderr
 
 
-def test_a_custom_resource_the_cluster_lacks_is_refused_before_anything_runs(tmp_path, model_cache):
+def test_a_custom_resource_the_cluster_lacks_is_refused_before_anything_runs(tmp_path):
     out = tmp_path / "outputs"
     r = run_cli([*SMALL, "+ray.resources.ecosweep_exclusive=1", f"output_root={out}"], cwd=tmp_path)
     assert r.returncode == 2

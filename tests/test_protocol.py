@@ -16,7 +16,7 @@ from ecosweep.workload.models import load_model
 
 
 @pytest.fixture(scope="module")
-def workload(model_cache):
+def workload():
     s = to_settings(compose(["hardware=cpu"]))
     loaded = load_model(s, "cpu")
     return FixedLengthGeneration(loaded.model, loaded.vocab_size, batch_size=2, input_tokens=16,

@@ -33,6 +33,13 @@ def test_smoke_study_runs_every_cell_through_ray(smoke_study):
     # the summary table lists every cell
     for cid in df.cell_id.unique():
         assert cid in r.stdout
+    # fidelity: fp32 is the reference on a CPU; every quantized cell was compared with it, before its windows
+    fidelity = df.groupby("quantization").first()
+    assert fidelity.fidelity_reference.to_dict() == {"fp32": "itself (float32)", "nf4": "float32 (same weights)",
+                                                     "int8": "float32 (same weights)", "int8_pure": "float32 (same weights)"}
+    assert fidelity.fidelity_kl_nats_mean["fp32"] == 0.0 and (fidelity.drop("fp32").fidelity_kl_nats_mean > 0).all()
+    report = (out / "smoke" / "report" / "report.md").read_text()
+    assert "## Fidelity beside energy" in report and "measure the quantized kernels' numerical error" in report
 
 
 def test_second_run_skips_every_cell(smoke_study):

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
-from pathlib import Path
-
 import pytest
 
 from conftest import compose
 from ecosweep.errors import ModelNotFoundError
 from ecosweep.planner import to_settings
 from ecosweep.workload.generation import FixedLengthGeneration
-from ecosweep.workload.models import ensure_random_checkpoint, load_model, pretrained_source
+from ecosweep.workload.models import load_model, pretrained_source
 
 
 def settings(*overrides):
@@ -23,13 +20,13 @@ def settings(*overrides):
     ("fp32", "Linear"), ("bf16", "Linear"), ("nf4", "Linear4bit"), ("nf4_dq", "Linear4bit"),
     ("fp4", "Linear4bit"), ("int8", "Linear8bitLt"), ("int8_pure", "Linear8bitLt"),
 ])
-def test_every_quantization_loads_through_from_pretrained_and_generates_exactly(model_cache, quantization, layer):
+def test_every_quantization_loads_through_from_pretrained_and_generates_exactly(quantization, layer):
     s = settings(f"quantization={quantization}")
     loaded = load_model(s, "cpu")
     down = loaded.model.model.layers[0].mlp.down_proj
     assert type(down).__name__ == layer
     assert abs(loaded.params_count - 8_128_768) < 1000  # logical count, also for packed 4-bit weights
-    assert Path(loaded.source).parent == model_cache
+    assert loaded.source.startswith("random:")  # built in memory, nothing on disk
     w = FixedLengthGeneration(loaded.model, loaded.vocab_size, batch_size=2, input_tokens=12, output_tokens=5,
                               seed=0, device="cpu")
     assert tuple(w.input_ids.shape) == (2, 12)
@@ -37,7 +34,7 @@ def test_every_quantization_loads_through_from_pretrained_and_generates_exactly(
     assert w.prefill() == 2
 
 
-def test_prompts_are_deterministic_and_exact(model_cache):
+def test_prompts_are_deterministic_and_exact():
     s = settings()
     loaded = load_model(s, "cpu")
     a = FixedLengthGeneration(loaded.model, loaded.vocab_size, 3, 7, 2, seed=5, device="cpu")
@@ -47,7 +44,7 @@ def test_prompts_are_deterministic_and_exact(model_cache):
     assert int(a.input_ids.min()) >= 100 and int(a.input_ids.max()) < loaded.vocab_size
 
 
-def test_eos_cannot_end_generation_early(model_cache):
+def test_eos_cannot_end_generation_early():
     """Make EOS the most likely token everywhere: generation must still run to the full length."""
     import torch
 
@@ -62,29 +59,51 @@ def test_eos_cannot_end_generation_early(model_cache):
     assert w.generate() == 12
 
 
-def _build(args):
-    m, cache = args
-    return str(ensure_random_checkpoint(m, "float32", 0, cache, "cpu"))
+def _weights(model) -> dict:
+    return {k: v.clone() for k, v in model.state_dict().items()}
 
 
-def test_random_checkpoint_is_built_once_when_two_processes_ask_together(tmp_path):
-    m = settings().model
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(2) as pool:
-        paths = pool.map(_build, [(m, str(tmp_path))] * 2)
-    assert paths[0] == paths[1]
-    entries = [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")]
-    assert entries == [Path(paths[0]).name]  # one checkpoint, no leftovers
-    assert (Path(paths[0]) / "model.safetensors").exists()
+def test_random_weights_are_the_same_for_a_seed_and_differ_for_another():
+    """Built in memory, no checkpoint: the same (architecture, dtype, seed) gives bit-identical tensors in
+    every load, another seed other tensors; the caller's RNG is left where it was."""
+    import torch
 
-
-def test_checkpoint_key_follows_architecture_and_dtype(tmp_path):
-    from ecosweep.workload.models import random_checkpoint_key
+    from ecosweep.workload.random_weights import build_random_model
 
     m = settings().model
-    other = settings("model=TinyLlama-1.1B").model
-    assert random_checkpoint_key(m, "float16", 0) != random_checkpoint_key(m, "float32", 0)
-    assert random_checkpoint_key(m, "float16", 0) != random_checkpoint_key(other, "float16", 0)
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    first = _weights(build_random_model(m, "float32", 0, "cpu"))
+    assert torch.rand(3).equal(before)  # fork_rng: the build consumed none of the caller's random numbers
+    again = _weights(build_random_model(m, "float32", 0, "cpu"))
+    other = _weights(build_random_model(m, "float32", 1, "cpu"))
+    assert first.keys() == again.keys() == other.keys()
+    assert all(first[k].equal(again[k]) for k in first)
+    linear = [k for k in first if k.endswith("proj.weight")]
+    assert linear and not any(first[k].equal(other[k]) for k in linear)
+    assert first["model.norm.weight"].eq(1).all()  # the architecture's own init: norms at one
+
+
+def test_every_precision_of_a_seed_quantizes_the_same_weights():
+    """fp32 loads the built tensors as they are; NF4 and pure int8 quantize those same tensors (their
+    dequantized weights are the fp32 ones within each format's rounding), and nothing is written to disk."""
+    import bitsandbytes.functional as bnbf
+    import torch
+
+    from ecosweep.workload.random_weights import build_random_model
+
+    reference = build_random_model(settings().model, "float32", 0, "cpu").model.layers[0].mlp.down_proj.weight
+    fp32 = load_model(settings("quantization=fp32"), "cpu")
+    assert fp32.source.startswith("random:llama-") and fp32.source.endswith("-float32")
+    assert fp32.model.model.layers[0].mlp.down_proj.weight.equal(reference)
+    nf4 = load_model(settings("quantization=nf4"), "cpu").model.model.layers[0].mlp.down_proj.weight
+    dequantized = bnbf.dequantize_4bit(nf4.data, nf4.quant_state).float()
+    assert (dequantized - reference).abs().max() < 0.25 * reference.abs().max()  # 16 levels per 64-block
+    assert torch.corrcoef(torch.stack([dequantized.flatten(), reference.flatten()]))[0, 1] > 0.99
+    int8 = load_model(settings("quantization=int8_pure"), "cpu").model.model.layers[0].mlp.down_proj
+    rows_scaled = int8.weight.data.float() * int8.weight.SCB.float().unsqueeze(1) / 127
+    assert (rows_scaled - reference).abs().max() <= reference.abs().max() / 127
 
 
 def test_pretrained_missing_model_is_a_clear_error_without_network(tmp_path, monkeypatch):
@@ -97,9 +116,14 @@ def test_pretrained_missing_model_is_a_clear_error_without_network(tmp_path, mon
         pretrained_source(s)
 
 
-def test_pretrained_local_path_loads(model_cache, tmp_path):
-    random_dir = ensure_random_checkpoint(settings().model, "float32", 0, str(model_cache), "cpu")
-    s = settings("weights=pretrained", f"model.path={random_dir}")
-    loaded = load_model(s, "cpu")
-    assert loaded.source == str(random_dir)
+def test_pretrained_local_path_loads_the_folder_a_user_saved(tmp_path):
+    """weights=pretrained still reads a checkpoint: here the random model saved with save_pretrained, which
+    must load back to the same tensors."""
+    from ecosweep.workload.random_weights import build_random_model
+
+    saved = build_random_model(settings().model, "float32", 0, "cpu")
+    saved.save_pretrained(tmp_path / "model")
+    loaded = load_model(settings("weights=pretrained", f"model.path={tmp_path / 'model'}"), "cpu")
+    assert loaded.source == str(tmp_path / "model")
+    assert all(v.equal(loaded.model.state_dict()[k]) for k, v in saved.state_dict().items())
     assert FixedLengthGeneration(loaded.model, loaded.vocab_size, 1, 4, 3, 0, "cpu").generate() == 3

@@ -33,12 +33,14 @@ def _save(fig, out_dir: Path, name: str) -> List[Path]:
     return paths
 
 
-LABELS = {"energy_j_per_1k_tok": "energy per 1k tokens (J)", "tok_s": "throughput (tok/s)"}
+LABELS = {"energy_j_per_1k_tok": "energy per 1k tokens (J)", "tok_s": "throughput (tok/s)",
+          "gco2e_per_1m_tok": "g CO2e per 1M tokens"}
 
 
 def energy_by_model(configs: pd.DataFrame, comp: pd.DataFrame, out_dir: Path,
-                    metric: str = "energy_j_per_1k_tok") -> List[Path]:
-    """``metric`` (energy per 1k tokens by default) by model and quantization, 95 % CI bars, delta-% labels."""
+                    metric: str = "energy_j_per_1k_tok", note: str = "") -> List[Path]:
+    """``metric`` (energy per 1k tokens by default) by model and quantization, 95 % CI bars, delta-% labels;
+    ``note``: a line the title adds (e.g. the settings a derived metric used)."""
     plt = _plt()
     paths: List[Path] = []
     configs = _with_series(configs)
@@ -69,10 +71,21 @@ def energy_by_model(configs: pd.DataFrame, comp: pd.DataFrame, out_dir: Path,
         ax.set_xticks(np.arange(len(models)), models, rotation=20)
         ax.set_ylabel(LABELS.get(metric, metric))
         several = configs.batch_size.nunique() > 1
-        ax.set_title(f"{hw}: {LABELS.get(metric, metric)}, mean and 95 % CI\n{_fixed(g)}", fontsize=10)
+        ax.set_title(f"{hw}: {LABELS.get(metric, metric)}, mean and 95 % CI\n{_fixed(g)}"
+                     + (f"\n{note}" if note else ""), fontsize=10)
         ax.legend(title="quantization" if g.engine.nunique() == 1 else "quantization / engine", fontsize=8)
         paths += _save(fig, out_dir, f"{metric}_by_model_{_slug(hw)}" + (f"_bs{bs}" if several else ""))
     return paths
+
+
+def carbon_by_model(configs: pd.DataFrame, costs: pd.DataFrame, settings: str, out_dir: Path) -> List[Path]:
+    """g CO2e per 1M generated tokens by model and quantization (95 % CI of the energy), the settings in the title."""
+    if costs.empty or "gco2e_per_1m_tok" not in costs:
+        return []
+    frame = configs.assign(**{f"gco2e_per_1m_tok{suffix}": costs[f"gco2e_per_1m_tok{tag}"].values
+                              if f"gco2e_per_1m_tok{tag}" in costs else np.nan
+                              for suffix, tag in (("_mean", ""), ("_ci_low", "_ci_low"), ("_ci_high", "_ci_high"))})
+    return energy_by_model(frame, pd.DataFrame(), out_dir, "gco2e_per_1m_tok", note=settings)
 
 
 def _fixed(g: pd.DataFrame) -> str:

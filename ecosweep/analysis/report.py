@@ -14,7 +14,8 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import pandas as pd
 
-from ecosweep.analysis import figures, tables
+from ecosweep.analysis import cost, figures, tables
+from ecosweep.config.schema import ReportConfig
 from ecosweep.errors import EcosweepError
 
 
@@ -79,19 +80,33 @@ def _metric_and_baseline(configs: pd.DataFrame, metric: str, baseline: str) -> T
     return metric, baseline, notes
 
 
-def _write_figures(configs: pd.DataFrame, comp: pd.DataFrame, fig_dir: Path, metric: str) -> List[Path]:
+def _write_figures(configs: pd.DataFrame, comp: pd.DataFrame, costs: pd.DataFrame, settings: ReportConfig,
+                   fig_dir: Path, metric: str) -> List[Path]:
     if not (f"{metric}_mean" in configs and configs[f"{metric}_mean"].notna().any()):
         return []
     return (figures.energy_by_model(configs, comp, fig_dir, metric) + figures.crossover_plot(comp, fig_dir)
-            + figures.delta_vs_batch(comp, fig_dir) + figures.batch_panel(configs, fig_dir))
+            + figures.delta_vs_batch(comp, fig_dir) + figures.batch_panel(configs, fig_dir)
+            + figures.carbon_by_model(configs, costs, cost.describe(settings), fig_dir))
+
+
+def _fidelity_beside_energy(configs: pd.DataFrame, comp: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Configurations that carry fidelity columns, with their energy and its Δ % against the baseline."""
+    if "fidelity_reference" not in configs or not configs.fidelity_reference.notna().any():
+        return pd.DataFrame()
+    table = configs[configs.fidelity_reference.notna()].copy()
+    if not comp.empty:
+        keys = [k for k in ("source", "hardware", "model", "quantization", "engine", "batch_size", "input_tokens",
+                            "output_tokens") if k in comp and k in table]
+        table = table.merge(comp[keys + ["delta_pct"]].drop_duplicates(keys), on=keys, how="left")
+    return table
 
 
 def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], configs: pd.DataFrame, t: Dict[str, Any],
               baseline: str, metric: str, warnings: List[str], figs: List[Path]) -> str:
     """report.md from the tables ``t`` (comparisons, engine_comparisons, engine_signs, crossover, batch_scaling,
     roofline)."""
-    comp, engines, signs, cross, batch, roof = (t[k] for k in ("comparisons", "engine_comparisons", "engine_signs",
-                                                                "crossover", "batch_scaling", "roofline"))
+    comp, engines, signs, cross, batch, roof, costs = (t[k] for k in (
+        "comparisons", "engine_comparisons", "engine_signs", "crossover", "batch_scaling", "roofline", "cost"))
     # several inputs: say which one each comparison's treatment came from (its baseline is that input's
     # own where it has one)
     by_source = ["source"] if configs.source.nunique() > 1 else []
@@ -131,6 +146,32 @@ def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], config
              "Ceiling = batch × peak memory bandwidth ÷ weight bytes read per decode step.\n",
              _md(roof, ["hardware", "model", "quantization", *by_engine, "batch_size", "weight_gb", "peak_bandwidth_gb_s",
                         "decode_ceiling_tok_s", "decode_tok_s", "fraction_of_ceiling"])]
+    fidelity = _fidelity_beside_energy(configs, comp, metric)
+    if not fidelity.empty:
+        random_note = (" With random weights the next-token distributions are near uniform: these figures measure "
+                       "the quantized kernels' numerical error, not the loss of model quality (use weights=pretrained "
+                       "with fidelity.text for perplexity)." if (configs.get("weights") == "random").any() else "")
+        text += ["## Fidelity beside energy\n",
+                 "Each cell against its unquantized reference (the same weights in float16 on a GPU, float32 on a CPU), "
+                 "on the cell's prompts, teacher-forced on the reference's greedy continuation, before any energy "
+                 "window: greedy agreement over the generated positions, top-1 match over all positions, KL(reference "
+                 f"|| cell) in nats (mean, 95th percentile), the largest logit error.{random_note}\n",
+                 _md(fidelity, [*by_source, "hardware", "model", "quantization", *by_engine, "batch_size",
+                                f"{metric}_mean", "delta_pct", "fidelity_reference", "fidelity_greedy_agreement_share",
+                                "fidelity_top1_match_share", "fidelity_kl_nats_mean", "fidelity_kl_nats_p95",
+                                "fidelity_max_abs_logit_error", "fidelity_ppl", "fidelity_reference_ppl"])]
+    if not costs.empty:
+        text += ["## Carbon and cost\n",
+                 f"Settings: {costs.cost_settings.iloc[0]} (`report.*` in the study config, or `--grid-gco2e-per-kwh`, "
+                 "`--pue`, `--usd-per-kwh`, `--usd-per-gpu-hour` of `ecosweep report`). Energy: the metered GPU "
+                 "energy × PUE, in kWh, CO2e and $ per 1M generated tokens (with the energy's 95 % CI) and per "
+                 "request. GPU time: hours one GPU is held per 1M tokens at the measured throughput, priced per "
+                 "GPU-hour; a cloud price already includes the electricity, so add the two only for a GPU-hour "
+                 "price that leaves it out.\n",
+                 _md(costs, [*by_source, "hardware", "model", "quantization", *by_engine, "batch_size", "kwh_per_1m_tok",
+                             "gco2e_per_1m_tok", "gco2e_per_1m_tok_ci_low", "gco2e_per_1m_tok_ci_high",
+                             "usd_energy_per_1m_tok", "gpu_hours_per_1m_tok", "usd_gpu_time_per_1m_tok",
+                             "gco2e_per_request", "usd_energy_per_request", "usd_gpu_time_per_request"])]
     text += ["## Methods\n", _methods(inputs)]
     text += ["## Warnings\n", "\n".join(f"- {w}" for w in warnings) + "\n" if warnings else "_none_\n"]
     text += ["## Figures\n"] + [f"![{p.stem}](figures/{p.name})" for p in figs if p.suffix == ".png"] + [""]
@@ -138,9 +179,11 @@ def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], config
 
 
 def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: str = "fp16",
-                 metric: str = "energy_j_per_1k_tok", title: Optional[str] = None) -> Path:
+                 metric: str = "energy_j_per_1k_tok", title: Optional[str] = None,
+                 cost_settings: Optional[ReportConfig] = None) -> Path:
     """report.md, figures/ and the CSV tables in ``out_dir``; raises EcosweepError (writing nothing) when no
-    input holds a usable result."""
+    input holds a usable result. ``cost_settings``: carbon and money (default: the documented defaults)."""
+    cost_settings = cost_settings or ReportConfig()
     inputs = [Path(p) for p in inputs]
     out_dir = Path(out_dir)
     damaged: List[Any] = []
@@ -154,15 +197,17 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
     comp = tables.comparisons(configs, baseline, metric)
     t = {"comparisons": comp, "engine_comparisons": tables.engine_comparisons(configs, metric=metric),
          "engine_signs": tables.engine_sign_findings(comp), "crossover": tables.crossover(comp),
-         "batch_scaling": tables.batch_scaling(configs), "roofline": tables.roofline(configs)}
+         "batch_scaling": tables.batch_scaling(configs), "roofline": tables.roofline(configs),
+         "cost": cost.cost_table(configs, cost_settings)}
     warnings = [f"Damaged: {d.path} could not be read ({d.reason}) and is left out of this report. Run the "
                 "command that measured its study again: it moves the file to damaged/ and measures the cell again "
                 "(`dry_run=true` lists it as damaged)." for d in damaged]
     warnings += tables.warnings_for(configs, comp=comp, batch=t["batch_scaling"])
-    figs = _write_figures(configs, comp, out_dir / "figures", metric)
+    figs = _write_figures(configs, comp, t["cost"], cost_settings, out_dir / "figures", metric)
     csv_tables = {"configurations": configs.drop(columns=[c for c in configs.columns if c.endswith("_values")],
                                                  errors="ignore"),
-                  **{k: t[k] for k in ("comparisons", "engine_comparisons", "crossover", "batch_scaling", "roofline")}}
+                  **{k: t[k] for k in ("comparisons", "engine_comparisons", "crossover", "batch_scaling", "roofline",
+                                       "cost")}}
     for name, df in csv_tables.items():
         df.to_csv(out_dir / f"{name}.csv", index=False)
     path = out_dir / "report.md"
@@ -175,10 +220,11 @@ def report_for_run(run: Any) -> None:
     ``python -m ecosweep report <study>`` writes it too)."""
     from ecosweep.study import store_for
 
+    settings = run.cells[0].settings.report if run.cells else None  # the study's report.* settings
     for root in sorted({store_for(c).root for c in run.cells}):
         if (root / "cells").is_dir():
             try:
-                path = build_report([root], root / "report", title=f"Study {root.name}")
+                path = build_report([root], root / "report", title=f"Study {root.name}", cost_settings=settings)
             except EcosweepError as exc:  # e.g. every cell failed: nothing to report on
                 print(f"No report for {root.name}: {exc}")
                 continue
@@ -193,7 +239,21 @@ def report_main(argv: List[str]) -> int:
                     help="output folder (default: report/ beside the first input, e.g. outputs/my_study/report)")
     ap.add_argument("--baseline", default="fp16", help="baseline quantization for comparisons (default fp16)")
     ap.add_argument("--metric", default="energy_j_per_1k_tok", help="metric compared (default energy_j_per_1k_tok)")
+    defaults = ReportConfig()
+    for key, help_text in (("grid_gco2e_per_kwh", "grid carbon intensity, g CO2e per kWh"),
+                           ("pue", "data-centre power usage effectiveness, >= 1"),
+                           ("usd_per_kwh", "electricity price, US$ per kWh"),
+                           ("usd_per_gpu_hour", "price of one GPU for one hour, US$")):
+        ap.add_argument("--" + key.replace("_", "-"), dest=key, type=float, default=getattr(defaults, key),
+                        help=f"{help_text} (default {getattr(defaults, key):g}; sources in the README)")
     args = ap.parse_args(argv)
+    from ecosweep.config.validate import cost_settings_problems
+
+    settings = ReportConfig(args.grid_gco2e_per_kwh, args.pue, args.usd_per_kwh, args.usd_per_gpu_hour)
+    problems = cost_settings_problems(settings, name=lambda key: "--" + key.replace("_", "-"))
+    if problems:
+        print("ecosweep report: " + " ".join(problems) + " Nothing was written.", file=sys.stderr)
+        return 2
     missing = [str(p) for p in args.inputs if not p.exists()]
     if missing:
         print(f"ecosweep report: no such file or folder: {', '.join(missing)}", file=sys.stderr)
@@ -201,7 +261,7 @@ def report_main(argv: List[str]) -> int:
     first = args.inputs[0]
     out = args.out or ((first if first.is_dir() else first.parent) / "report")
     try:
-        path = build_report(args.inputs, out, args.baseline, args.metric)
+        path = build_report(args.inputs, out, args.baseline, args.metric, cost_settings=settings)
     except EcosweepError as exc:
         print(f"ecosweep report: {exc}", file=sys.stderr)
         return 2

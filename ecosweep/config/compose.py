@@ -32,3 +32,22 @@ def compose_settings(overrides: Optional[Iterable[str]] = None) -> Any:
     from ecosweep.planner import to_settings
 
     return to_settings(compose_config(overrides))
+
+
+# Keys stored cell configs may hold that the schema no longer has: none of them was part of what a cell
+# measures (the cell id), so dropping them reads the cell as it was. model_cache: the random-weight
+# checkpoint folder, before random weights were built in memory (2026-11-27).
+RETIRED_KEYS = ("model_cache",)
+
+
+def load_cell_config(path: str | Path) -> Any:
+    """A stored ``<study>/configs/<cell_id>.yaml`` as a StudyConfig, whatever ecosweep version wrote it:
+    retired keys dropped, keys added since taking their defaults."""
+    from omegaconf import OmegaConf
+
+    from ecosweep.config.schema import StudyConfig
+
+    stored = OmegaConf.load(path)
+    for key in RETIRED_KEYS:
+        stored.pop(key, None)
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(StudyConfig), stored))

@@ -116,6 +116,26 @@ class TrackingConfig:
 
 
 @dataclass
+class FidelityConfig:
+    """Quantized cells against their unquantized reference, outside the energy windows."""
+
+    enabled: bool = True  # compare every cell that is not its own reference
+    reference_dtype: str = "auto"  # auto: float16 on a GPU, float32 on a CPU; or float32 | float16 | bfloat16
+    text: Optional[str] = None  # a UTF-8 text file: perplexity of cell and reference on it (weights=pretrained)
+    text_max_tokens: int = 4096  # of that text, at most this many tokens
+
+
+@dataclass
+class ReportConfig:
+    """How the report turns energy and GPU time into carbon and money (sources in the README)."""
+
+    grid_gco2e_per_kwh: float = 436.0  # grid carbon intensity, g CO2e per kWh (world 2022, Ember)
+    pue: float = 1.58  # data-centre power usage effectiveness, >= 1 (Uptime Institute 2023 average)
+    usd_per_kwh: float = 0.10  # electricity price, US dollars per kWh
+    usd_per_gpu_hour: float = 2.49  # one GPU for one hour, US dollars (on-demand H100, early 2026)
+
+
+@dataclass
 class RayConfig:
     """Where and how cells run."""
 
@@ -124,7 +144,7 @@ class RayConfig:
     num_gpus: Optional[int] = None
     max_concurrent_cpu_cells: int = 1
     cpus_per_cell: float = 1.0
-    gpus_per_cell: Optional[float] = None  # None: 1 for CUDA cells, 0 for CPU cells
+    gpus_per_cell: Optional[float] = None  # None: 1 for CUDA cells, 0 for CPU cells; only 0 or 1 (one metered GPU per cell)
     actor_retries: int = 1
     resources: Dict[str, float] = field(default_factory=dict)
     progress: str = "auto"
@@ -148,7 +168,6 @@ class StudyConfig:
     warmup: int = 3
     seed: int = 0
     output_root: str = "outputs"
-    model_cache: str = "~/.cache/ecosweep/models"
     retry_failed: bool = True
     reuse_cells: bool = True  # copy a cell another study under output_root already measured
     dry_run: bool = False  # plan, validate and list the cells; run nothing
@@ -159,6 +178,8 @@ class StudyConfig:
     measurement: MeasurementConfig = MISSING
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     ray: RayConfig = field(default_factory=RayConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
+    fidelity: FidelityConfig = field(default_factory=FidelityConfig)
 
 
 # Choices that are not Hydra groups, checked by ecosweep.config.validate.

@@ -6,8 +6,10 @@ range, so one message can list all problems of a study before anything runs.
 
 from __future__ import annotations
 
+import math
 import re
-from typing import List
+from pathlib import Path
+from typing import Callable, List
 
 from ecosweep.config.schema import (
     BNB_4BIT_TYPES,
@@ -21,11 +23,13 @@ from ecosweep.config.schema import (
     QUANT_METHODS,
     WEIGHTS_CHOICES,
     EngineConfig,
+    FidelityConfig,
     HardwareConfig,
     MeasurementConfig,
     ModelConfig,
     QuantizationConfig,
     RayConfig,
+    ReportConfig,
     StudyConfig,
 )
 
@@ -158,6 +162,40 @@ def validate_ray(r: RayConfig) -> List[str]:
     problems += _at_least("ray.cpus_per_cell", r.cpus_per_cell, 0.0)
     problems += _choice("ray.progress", r.progress, PROGRESS_MODES)
     problems += _choice("ray.one_gpu_per", r.one_gpu_per, ONE_GPU_PER)
+    if r.gpus_per_cell is not None and r.gpus_per_cell not in (0, 1):
+        problems.append(
+            f"ray.gpus_per_cell={r.gpus_per_cell:g} is not supported: a cell loads its model on one GPU and meters "
+            "that GPU alone, so a fraction would share a GPU's power reading between cells and more than one "
+            "would reserve GPUs that nothing measures. Use 1 (a whole GPU per cell, the default for CUDA cells), "
+            "0 (CPU cells), or leave it unset.")
+    return problems
+
+
+def cost_settings_problems(r: ReportConfig, name: Callable[[str], str] = lambda key: f"report.{key}") -> List[str]:
+    """One sentence per bad carbon/cost setting, naming it (as ``name(key)``: how the user set it) and its range."""
+    problems = []
+    for key in ("grid_gco2e_per_kwh", "usd_per_kwh", "usd_per_gpu_hour"):
+        value = getattr(r, key)
+        if value is None or not math.isfinite(value) or value < 0:
+            problems.append(f"{name(key)}={value} is out of range: it must be a number >= 0.")
+    if r.pue is None or not math.isfinite(r.pue) or r.pue < 1:
+        problems.append(f"{name('pue')}={r.pue} is out of range: a power usage effectiveness is >= 1 "
+                        "(1.0: every watt goes to the IT equipment; typical data centres 1.1-1.6).")
+    return problems
+
+
+def validate_fidelity(f: FidelityConfig, weights: str) -> List[str]:
+    problems = _choice("fidelity.reference_dtype", f.reference_dtype, ["auto", *DTYPES])
+    problems += _at_least("fidelity.text_max_tokens", f.text_max_tokens, 2, "an integer")
+    if f.text:
+        path = Path(f.text).expanduser()
+        if not path.is_file():
+            problems.append(f"fidelity.text={f.text!r} is not a readable file; give a UTF-8 text file, or "
+                            "fidelity.text=null to measure fidelity without perplexity.")
+        if weights != "pretrained":
+            problems.append(f"fidelity.text={f.text!r} needs weights=pretrained: perplexity on a text means "
+                            "nothing for random weights (and they have no tokenizer); drop fidelity.text or "
+                            "use weights=pretrained with model.path or a cached hub model.")
     return problems
 
 
@@ -189,4 +227,6 @@ def validate_study(s: StudyConfig) -> List[str]:
     problems += validate_quantization_on_hardware(s.quantization, s.hardware)
     problems += validate_measurement(s.measurement, s.repetitions)
     problems += validate_ray(s.ray)
+    problems += cost_settings_problems(s.report)
+    problems += validate_fidelity(s.fidelity, s.weights)
     return problems

@@ -36,7 +36,10 @@ SUMMARY_METRICS = ["energy_j_per_1k_tok", "energy_j_per_request", "tok_s", "powe
 PARAM_COLUMNS = ["cell_id", "model", "model_type", "params_count", "params_b_nominal", "weights", "quantization",
                  "engine", "engine_effective", "attn_implementation", "quant_method", "dtype", "bnb_4bit_quant_type",
                  "bnb_4bit_compute_dtype", "llm_int8_threshold", "batch_size", "input_tokens", "output_tokens",
-                 "device", "device_name", "min_window_s"]
+                 "device", "device_name", "min_window_s", "fidelity_reference"]
+# One value per cell (computed once, before its windows): logged as plain metrics.
+CELL_METRICS = ["fidelity_greedy_agreement_share", "fidelity_top1_match_share", "fidelity_kl_nats_mean",
+                "fidelity_kl_nats_p95", "fidelity_max_abs_logit_error", "fidelity_ppl", "fidelity_reference_ppl"]
 # Per-repetition series are logged under this prefix with step = repetition; the bare metric name is the
 # cell's mean, so the runs table's obvious column is the right number.
 REPETITION_PREFIX = "rep."
@@ -272,6 +275,8 @@ def _cell_metrics(ok_rows: List[Dict[str, Any]], end_ms: int) -> List[Any]:
                             (".ci95_low", s.ci95_low), (".ci95_high", s.ci95_high), (".n", float(s.n))):
             if _finite(value):
                 metrics.append(Metric(f"{k}{name}", float(value), end_ms, 0))
+    if ok_rows:
+        metrics += [Metric(k, float(ok_rows[0][k]), end_ms, 0) for k in CELL_METRICS if _finite(ok_rows[0].get(k))]
     return metrics
 
 

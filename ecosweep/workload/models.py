@@ -1,118 +1,28 @@
-"""Model sources: random weights built from an architecture, or pretrained checkpoints.
-
-Random weights are materialised once per (architecture, dtype, seed) as a safetensors
-checkpoint in the model cache, and every cell - quantized or not - then loads that
-checkpoint with ``from_pretrained(..., quantization_config=...)``, the same path a
-user with real weights takes. Concurrent builders (two actors on two GPUs asking for
-the same checkpoint) are serialised by a file lock; the checkpoint is built in a
-temporary folder and renamed into place, so a reader never sees half of one.
+"""Model sources: random weights built in memory from an architecture (``random_weights``), or
+pretrained weights from a local folder or the Hugging Face cache. Either way the model goes through
+``from_pretrained(..., quantization_config=...)``, so every precision is made the way a user with
+real weights makes it.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import fcntl
-import hashlib
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
-from ecosweep.config.schema import ModelConfig, StudyConfig
+from ecosweep.config.schema import StudyConfig
 from ecosweep.errors import ModelNotFoundError
 from ecosweep.workload import attention as attention_impl
 from ecosweep.workload.quantization import bnb_config, torch_dtype
-
-_ARCH_KEYS = (
-    "model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-    "num_key_value_heads", "vocab_size", "tie_word_embeddings", "max_position_embeddings",
-)
-_COMPLETE_MARKER = "ECOSWEEP_COMPLETE"
+from ecosweep.workload.random_weights import load_random_model, random_weights_id
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     model: Any
-    source: str  # checkpoint folder or hub id
+    source: str  # "random:<architecture hash>-<dtype>", a local folder or a hub id
     params_count: int
     vocab_size: int
-
-
-def architecture(m: ModelConfig) -> Dict[str, Any]:
-    arch = {k: getattr(m, k) for k in _ARCH_KEYS}
-    if arch["max_position_embeddings"] is None:
-        del arch["max_position_embeddings"]
-    return arch
-
-
-def hf_config(m: ModelConfig) -> Any:
-    """A transformers config for the architecture (no weights, no network)."""
-    from transformers import AutoConfig
-
-    arch = architecture(m)
-    return AutoConfig.for_model(arch.pop("model_type"), **arch)
-
-
-def random_checkpoint_key(m: ModelConfig, dtype: str, seed: int) -> str:
-    blob = json.dumps({"arch": architecture(m), "dtype": dtype, "seed": seed}, sort_keys=True)
-    return f"{m.model_type}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}-{dtype}"
-
-
-def is_random_checkpoint_built(cache_dir: str, key: str) -> bool:
-    """Whether the model cache holds the complete checkpoint ``key``."""
-    return (Path(cache_dir).expanduser() / key / _COMPLETE_MARKER).exists()
-
-
-def ensure_random_checkpoint(m: ModelConfig, dtype: str, seed: int, cache_dir: str, build_device: str) -> Path:
-    """Return the cached random-weight checkpoint folder, building it once if missing.
-
-    ``build_device`` is where the weights are initialised ("cuda" is much faster for
-    7B models); the saved tensors are the same format either way.
-    """
-    cache = Path(cache_dir).expanduser()
-    cache.mkdir(parents=True, exist_ok=True)
-    key = random_checkpoint_key(m, dtype, seed)
-    final = cache / key
-    if (final / _COMPLETE_MARKER).exists():
-        return final
-    with open(cache / f".{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # blocks while another process builds it
-        try:
-            if (final / _COMPLETE_MARKER).exists():
-                return final
-            _build_random_checkpoint(m, dtype, seed, cache, final, build_device)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return final
-
-
-def _build_random_checkpoint(m: ModelConfig, dtype: str, seed: int, cache: Path, final: Path, device: str) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    tmp = Path(tempfile.mkdtemp(dir=cache, prefix=f".{final.name}."))
-    try:
-        torch.manual_seed(seed)
-        with torch.device(device):
-            model = AutoModelForCausalLM.from_config(hf_config(m), dtype=torch_dtype(dtype))
-        model.save_pretrained(tmp, safe_serialization=True)
-        del model
-        (tmp / "ecosweep_model.json").write_text(
-            json.dumps({"model": dataclasses.asdict(m), "dtype": dtype, "seed": seed, "weights": "random"}, indent=1)
-        )
-        (tmp / _COMPLETE_MARKER).write_text("")
-        if final.exists():  # an incomplete leftover of a killed build
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if device.startswith("cuda"):
-            torch.cuda.empty_cache()
 
 
 def pretrained_source(s: StudyConfig) -> str:
@@ -146,27 +56,42 @@ def load_model(s: StudyConfig, device: str) -> LoadedModel:
     from transformers import AutoModelForCausalLM
 
     q = s.quantization
-    if s.weights == "random":
-        source = str(ensure_random_checkpoint(s.model, q.dtype, s.seed, s.model_cache, device))
-        local_only = True
-    else:
-        source = pretrained_source(s)
-        local_only = not s.allow_download
     attention = {}
     if s.engine.attn_implementation is not None:
         if s.engine.attn_implementation == attention_impl.NAME:
             attention_impl.register()
         attention = {"attn_implementation": s.engine.attn_implementation}
-    model = AutoModelForCausalLM.from_pretrained(
-        source,
-        dtype=torch_dtype(q.dtype),
-        quantization_config=bnb_config(q),
-        device_map={"": device},
-        local_files_only=local_only,
-        **attention,
-    )
+    if s.weights == "random":
+        source = random_weights_id(s.model, q.dtype, s.seed)
+        model = load_random_model(s.model, q.dtype, s.seed, device, bnb_config(q), **attention)
+    else:
+        source = pretrained_source(s)
+        model = AutoModelForCausalLM.from_pretrained(
+            source,
+            dtype=torch_dtype(q.dtype),
+            quantization_config=bnb_config(q),
+            device_map={"": device},
+            local_files_only=not s.allow_download,
+            **attention,
+        )
     model.eval()
     return LoadedModel(model, source, _logical_params(model), int(model.config.vocab_size))
+
+
+def load_reference_model(s: StudyConfig, device: str, dtype: str) -> Any:
+    """The cell's model unquantized in ``dtype``, with the cell's weights: for random weights the tensors the
+    cell quantizes (built in the cell's dtype, then cast), for pretrained ones the same checkpoint."""
+    from transformers import AutoModelForCausalLM
+
+    if s.weights == "random":
+        from ecosweep.workload.random_weights import build_random_model
+
+        model = build_random_model(s.model, s.quantization.dtype, s.seed, device).to(torch_dtype(dtype))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(pretrained_source(s), dtype=torch_dtype(dtype),
+                                                     device_map={"": device},
+                                                     local_files_only=not s.allow_download)
+    return model.eval()
 
 
 def _logical_params(model: Any) -> int:

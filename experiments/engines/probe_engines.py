@@ -25,10 +25,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 
-def settings(model: str, quantization: str, engine: str, attn: str | None, cache: str):
+def settings(model: str, quantization: str, engine: str, attn: str | None):
     from ecosweep.config.compose import compose_settings
 
-    overrides = [f"model={model}", f"quantization={quantization}", f"engine={engine}", f"model_cache={cache}"]
+    overrides = [f"model={model}", f"quantization={quantization}", f"engine={engine}"]
     overrides.append(f"engine.attn_implementation={attn if attn else 'null'}")
     return compose_settings(overrides)
 
@@ -100,7 +100,6 @@ def main() -> int:
     ap.add_argument("--input-tokens", type=int, default=128)
     ap.add_argument("--output-tokens", type=int, default=128)
     ap.add_argument("--window-s", type=float, default=4.0)
-    ap.add_argument("--cache", default="/tmp/ecosweep_models")
     ap.add_argument("--compiled-model", default="", help="also run engine=compiled on this model (fp16, nf4)")
     ap.add_argument("--token-check-models", default="", help="comma-separated: fp16 token check at batch 1 only")
     ap.add_argument("--uncaptured-check", action="store_true",
@@ -149,7 +148,7 @@ def main() -> int:
 
     for q in args.quantizations.split(","):
         t = time.perf_counter()
-        s = settings(args.model, q, "graph", "ecosweep_sdpa", args.cache)
+        s = settings(args.model, q, "graph", "ecosweep_sdpa")
         loaded = load_model(s, device)
         print(f"loaded {args.model} {q} in {time.perf_counter() - t:.1f} s", flush=True)
         model = loaded.model
@@ -207,7 +206,7 @@ def main() -> int:
         torch.cuda.empty_cache() if cuda else None
 
     for name in filter(None, args.token_check_models.split(",")):
-        s = settings(name, "fp16", "graph", "ecosweep_sdpa", args.cache)
+        s = settings(name, "fp16", "graph", "ecosweep_sdpa")
         loaded = load_model(s, device)
         shape1 = dict(model=loaded.model, vocab_size=loaded.vocab_size, batch_size=1, input_tokens=args.input_tokens,
                       output_tokens=args.output_tokens, seed=0, device=device)
@@ -222,7 +221,7 @@ def main() -> int:
 
     if args.compiled_model:
         for q in ("fp16", "nf4"):
-            s = settings(args.compiled_model, q, "compiled", None, args.cache)
+            s = settings(args.compiled_model, q, "compiled", None)
             loaded = load_model(s, device)
             w = build_workload(s.engine, model=loaded.model, vocab_size=loaded.vocab_size, batch_size=1,
                                input_tokens=args.input_tokens, output_tokens=args.output_tokens, seed=0,

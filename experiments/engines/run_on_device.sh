@@ -32,7 +32,7 @@ card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -q H20
 host=${card}x$(nvidia-smi -L | wc -l)
 root=$repo/outputs/$host
 mkdir -p "$root/logs"
-export ECOSWEEP_MODEL_CACHE=${ECOSWEEP_MODEL_CACHE:-/tmp/ecosweep_models} RAY_AUTH_MODE=disabled PYTHONUNBUFFERED=1
+export RAY_AUTH_MODE=disabled PYTHONUNBUFFERED=1
 limit=${LIMIT_S:-540}
 SHORT="measurement=short repetitions=5 warmup=1"
 # the batch-1 graph cells of Mistral-7B at the default protocol (5 s windows), 5 repetitions, no extension
@@ -44,7 +44,7 @@ ray_stop() { python3 -m ray.scripts.scripts stop --force > /dev/null 2>&1; }  # 
 case $phase in
   A)
     CUDA_VISIBLE_DEVICES=0 timeout 240 python3 experiments/engines/probe_engines.py --out "$root/probe" \
-      --cache "$ECOSWEEP_MODEL_CACHE" --quantizations fp16 --batches 1,64 --token-check-models TinyLlama-1.1B \
+      --quantizations fp16 --batches 1,64 --token-check-models TinyLlama-1.1B \
       > "$root/logs/probe.log" 2>&1 &
     for gpu in 1 2; do
       name=$([ $gpu = 1 ] && echo a || echo b)
@@ -59,7 +59,7 @@ case $phase in
     # numerics? The probe checks captured and uncaptured loops; the check now also measures generate()'s own
     # spread between attention kernels and passes an engine within 2x of it.
     CUDA_VISIBLE_DEVICES=0 timeout 200 python3 experiments/engines/probe_engines.py --out "$root/probe_int8" \
-      --cache "$ECOSWEEP_MODEL_CACHE" --quantizations int8_pure,nf4 --batches 1 --uncaptured-check \
+      --quantizations int8_pure,nf4 --batches 1 --uncaptured-check \
       > "$root/logs/probe_int8.log" 2>&1 &
     CUDA_VISIBLE_DEVICES=1,2,3 timeout "$limit" python3 -m ecosweep +experiment=engine_crossover $SHORT $common \
       > "$root/logs/engine_crossover.log" 2>&1 &
@@ -84,7 +84,7 @@ case $phase in
         else
           if grep -q "int8_pure.*TokenMismatchError" "$root/logs/graph_gpu_b.log"; then
             CUDA_VISIBLE_DEVICES=1 timeout -s INT -k 30 200 python3 experiments/engines/probe_engines.py --out "$root/probe_int8" \
-              --cache "$ECOSWEEP_MODEL_CACHE" --quantizations int8_pure --batches 1 --uncaptured-check \
+      --quantizations int8_pure --batches 1 --uncaptured-check \
               > "$root/logs/probe_int8.log" 2>&1
             left=$((limit - SECONDS - 10))
           fi

@@ -1,0 +1,191 @@
+"""What a precision does to the model's outputs: a quantized cell against its unquantized reference.
+
+The reference is the cell's own model with the same weights in ``fidelity.reference_dtype`` (auto:
+float16 on a GPU, float32 on a CPU): for random weights the very tensors the cell quantizes, cast;
+for pretrained ones the same checkpoint. On the cell's own prompts the reference decodes greedily
+(its continuation), then both models read prompt + continuation in one forward pass each (teacher
+forcing: one early difference does not decide the rest), and every position's next-token
+distribution is compared. All of it runs while the cell prepares, before its energy windows; its
+time is the timings' ``fidelity_s``, never part of a measured window.
+
+With random weights the next-token distributions are close to uniform, so these numbers measure the
+numerical error of the quantized kernels, not the loss of model quality; with ``weights=pretrained``
+and ``fidelity.text`` they come with the perplexity of both sides on the user's text.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+# KL divergences are computed this many sequences at a time (bounds the float32 copies of the logits).
+_ROWS_PER_CHUNK = 4
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """One quantized cell against its reference; shares in 0..1, KL in nats, logit errors in logit units."""
+
+    fidelity_reference: str  # what the cell was compared with, e.g. "float16 (same weights)"
+    fidelity_greedy_agreement_share: float  # cell's argmax == reference's greedy token, over generated positions
+    fidelity_top1_match_share: float  # cell's argmax == reference's argmax, over every position (prompt too)
+    fidelity_kl_nats_mean: float  # mean KL(reference || cell) of the next-token distributions, generated positions
+    fidelity_kl_nats_p95: float  # its 95th percentile
+    fidelity_max_abs_logit_error: float  # largest |cell - reference| logit over generated positions
+    fidelity_ppl: float = math.nan  # perplexity of the cell on fidelity.text (pretrained weights only)
+    fidelity_reference_ppl: float = math.nan  # perplexity of the reference on the same text
+
+    def columns(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ReferenceRun:
+    """The reference's view of the cell's prompts: prompt + greedy continuation, and its logits there."""
+
+    sequences: Any  # (batch, input + output) token ids
+    logits: Any  # (batch, input + output - 1, vocab) float32: position i predicts token i + 1
+    input_tokens: int
+    label: str
+    ppl: float = math.nan
+
+
+def reference_dtype(fidelity_dtype: str, device: str) -> str:
+    if fidelity_dtype != "auto":
+        return fidelity_dtype
+    return "float16" if device.startswith("cuda") else "float32"
+
+
+def is_reference(method: str, dtype: str, ref_dtype: str) -> bool:
+    """Whether a cell is its own reference (unquantized, in the reference dtype): nothing to compare."""
+    return method == "none" and dtype == ref_dtype
+
+
+def self_reference(ref_dtype: str) -> Fidelity:
+    """The reference cell's own columns: identical to itself by definition (tests compute it)."""
+    return Fidelity(f"itself ({ref_dtype})", 1.0, 1.0, 0.0, 0.0, 0.0)
+
+
+def _logits(model: Any, sequences: Any) -> Any:
+    import torch
+
+    with torch.inference_mode():
+        return model(input_ids=sequences, attention_mask=torch.ones_like(sequences)).logits[:, :-1].float()
+
+
+def run_reference(model: Any, prompts: Any, output_tokens: int, label: str) -> ReferenceRun:
+    """Greedy continuation of ``prompts`` (exactly ``output_tokens`` new tokens, EOS suppressed) and the
+    reference's logits over prompt + continuation."""
+    import torch
+    from transformers import GenerationConfig
+
+    from ecosweep.workload.generation import eos_token_ids
+
+    eos = eos_token_ids(model)
+    config = GenerationConfig(max_new_tokens=output_tokens, min_new_tokens=output_tokens, do_sample=False,
+                              num_beams=1, eos_token_id=eos or None, pad_token_id=eos[0] if eos else 0)
+    with torch.inference_mode():
+        sequences = model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts),
+                                   generation_config=config)
+    return ReferenceRun(sequences, _logits(model, sequences), prompts.shape[1], label)
+
+
+def compare(model: Any, ref: ReferenceRun) -> Fidelity:
+    """The cell's model on the reference's sequences, position by position."""
+    import torch
+
+    logits = _logits(model, ref.sequences)
+    first = ref.input_tokens - 1  # the position that predicts the first generated token
+    generated = ref.sequences[:, ref.input_tokens:]
+    agree = (logits[:, first:].argmax(-1) == generated).float().mean().item()
+    top1 = (logits.argmax(-1) == ref.logits.argmax(-1)).float().mean().item()
+    kls, max_err = [], 0.0
+    for start in range(0, logits.shape[0], _ROWS_PER_CHUNK):
+        cell = logits[start:start + _ROWS_PER_CHUNK, first:]
+        base = ref.logits[start:start + _ROWS_PER_CHUNK, first:]
+        log_p, log_q = torch.log_softmax(base, -1), torch.log_softmax(cell, -1)
+        kls.append((log_p.exp() * (log_p - log_q)).sum(-1).flatten())
+        max_err = max(max_err, (cell - base).abs().max().item())
+    kl = torch.cat(kls).clamp_min(0.0)  # rounding can give -1e-9
+    return Fidelity(ref.label, agree, top1, kl.mean().item(), torch.quantile(kl, 0.95).item(), max_err)
+
+
+def perplexity(model: Any, token_ids: Any, window: int) -> float:
+    """exp(mean next-token negative log-likelihood) over ``token_ids`` (1-D), in windows of ``window`` tokens."""
+    import torch
+
+    nll, count = 0.0, 0
+    with torch.inference_mode():
+        for start in range(0, token_ids.numel() - 1, window):
+            chunk = token_ids[start:start + window + 1].unsqueeze(0)
+            if chunk.shape[1] < 2:
+                break
+            logits = model(input_ids=chunk[:, :-1]).logits.float()
+            nll += torch.nn.functional.cross_entropy(logits[0], chunk[0, 1:], reduction="sum").item()
+            count += chunk.shape[1] - 1
+    return math.exp(nll / count)
+
+
+def text_token_ids(source: str, text_path: str, max_tokens: int, device: str, local_only: bool) -> Any:
+    """The user's text through the model's own tokenizer, at most ``max_tokens`` tokens."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    text = Path(text_path).expanduser().read_text(encoding="utf-8")
+    ids = tokenizer(text, return_tensors="pt").input_ids[0][:max_tokens]
+    return ids.to(device)
+
+
+def with_perplexity(fidelity: Fidelity, cell_ppl: Optional[float], reference_ppl: Optional[float]) -> Fidelity:
+    if cell_ppl is None:
+        return fidelity
+    return Fidelity(**{**fidelity.columns(), "fidelity_ppl": cell_ppl, "fidelity_reference_ppl": reference_ppl})
+
+
+def prepare_reference(s: Any, device: str) -> Optional[ReferenceRun]:
+    """For a cell that is not its own reference: load the reference (same weights, reference dtype), run it
+    on the cell's prompts (and ``fidelity.text``), free it. None when fidelity is off or the cell is the
+    reference. Runs before the cell's model is loaded, so the two never share the device's memory."""
+    import torch
+
+    from ecosweep.workload.generation import synthetic_prompts
+    from ecosweep.workload.models import load_reference_model, pretrained_source
+
+    q, f = s.quantization, s.fidelity
+    ref_dtype = reference_dtype(f.reference_dtype, device)
+    if not f.enabled or is_reference(q.method, q.dtype, ref_dtype):
+        return None
+    model = load_reference_model(s, device, ref_dtype)
+    try:
+        prompts = synthetic_prompts(int(model.config.vocab_size), s.batch_size, s.input_tokens, s.seed, device)
+        run = run_reference(model, prompts, s.output_tokens, f"{ref_dtype} (same weights)")
+        if f.text:
+            ids = text_token_ids(pretrained_source(s), f.text, f.text_max_tokens, device, not s.allow_download)
+            run.ppl = perplexity(model, ids, _window(model))
+    finally:
+        del model
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    return run
+
+
+def cell_fidelity(s: Any, model: Any, ref: Optional[ReferenceRun], device: str) -> Optional[Fidelity]:
+    """The cell's columns: compared with ``ref``, or its own reference's identity; None when fidelity is off."""
+    q, f = s.quantization, s.fidelity
+    if not f.enabled:
+        return None
+    if ref is None:
+        return self_reference(reference_dtype(f.reference_dtype, device))
+    result = compare(model, ref)
+    if f.text:
+        from ecosweep.workload.models import pretrained_source
+
+        ids = text_token_ids(pretrained_source(s), f.text, f.text_max_tokens, device, not s.allow_download)
+        result = with_perplexity(result, perplexity(model, ids, _window(model)), ref.ppl)
+    return result
+
+
+def _window(model: Any) -> int:
+    return int(min(2048, getattr(model.config, "max_position_embeddings", None) or 2048))
