@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import pandas as pd
 
-from ecosweep.analysis import cost, figures, tables
+from ecosweep.analysis import cost, decision, figures, tables
 from ecosweep.config.schema import ReportConfig
 from ecosweep.errors import EcosweepError
 
@@ -160,6 +160,20 @@ def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], config
                                 f"{metric}_mean", "delta_pct", "fidelity_reference", "fidelity_greedy_agreement_share",
                                 "fidelity_top1_match_share", "fidelity_kl_nats_mean", "fidelity_kl_nats_p95",
                                 "fidelity_max_abs_logit_error", "fidelity_ppl", "fidelity_reference_ppl"])]
+    choice = t["decision"]
+    if not choice.empty and choice.quantization.nunique() > 1:
+        text += ["## Which precision to choose\n",
+                 "Per hardware, model, engine, batch and tokens: the precisions on the Pareto front of energy per "
+                 "1k tokens (lower), tok/s (higher) and fidelity (KL to the unquantized reference, lower), and "
+                 "for every other one the precision that dominates it — no worse on any criterion, better on at "
+                 "least one — and by how much. Energy and tok/s count as better or worse only at Welch's "
+                 "p < 0.05; a difference inside the noise is a tie."
+                 + (" Where no fidelity was measured (results from before it, summary tables) a quantized precision "
+                    "can dominate fp16 only because what it loses is not in the table: read those rows as energy and "
+                    "speed alone." if choice.fidelity_kl_nats_mean.isna().any() else "") + "\n",
+                 _md(choice, [*by_source, "hardware", "model", *by_engine, "batch_size", "quantization",
+                              "energy_j_per_1k_tok_mean", "tok_s_mean", "fidelity_kl_nats_mean", "on_front",
+                              "dominated_by", "why", "criteria"])]
     if not costs.empty:
         text += ["## Carbon and cost\n",
                  f"Settings: {costs.cost_settings.iloc[0]} (`report.*` in the study config, or `--grid-gco2e-per-kwh`, "
@@ -198,7 +212,7 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
     t = {"comparisons": comp, "engine_comparisons": tables.engine_comparisons(configs, metric=metric),
          "engine_signs": tables.engine_sign_findings(comp), "crossover": tables.crossover(comp),
          "batch_scaling": tables.batch_scaling(configs), "roofline": tables.roofline(configs),
-         "cost": cost.cost_table(configs, cost_settings)}
+         "cost": cost.cost_table(configs, cost_settings), "decision": decision.decision_table(configs)}
     warnings = [f"Damaged: {d.path} could not be read ({d.reason}) and is left out of this report. Run the "
                 "command that measured its study again: it moves the file to damaged/ and measures the cell again "
                 "(`dry_run=true` lists it as damaged)." for d in damaged]
@@ -207,7 +221,7 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
     csv_tables = {"configurations": configs.drop(columns=[c for c in configs.columns if c.endswith("_values")],
                                                  errors="ignore"),
                   **{k: t[k] for k in ("comparisons", "engine_comparisons", "crossover", "batch_scaling", "roofline",
-                                       "cost")}}
+                                       "cost", "decision")}}
     for name, df in csv_tables.items():
         df.to_csv(out_dir / f"{name}.csv", index=False)
     path = out_dir / "report.md"
