@@ -64,6 +64,7 @@ def config_row(cell: Cell, run_id: str) -> Dict[str, Any]:
         "bnb_4bit_compute_dtype": q.bnb_4bit_compute_dtype,
         "bnb_4bit_use_double_quant": q.bnb_4bit_use_double_quant if q.method == "bnb_4bit" else None,
         "llm_int8_threshold": q.llm_int8_threshold,
+        "outlier_features_count": s.outlier_features.count,
         "batch_size": s.batch_size,
         "input_tokens": s.input_tokens,
         "output_tokens": s.output_tokens,
@@ -207,6 +208,12 @@ def prepare_workload(s: StudyConfig, device: str, extra: Dict[str, Any], phases:
             torch.cuda.empty_cache()
     shape = dict(model=loaded.model, vocab_size=loaded.vocab_size, batch_size=s.batch_size,
                  input_tokens=s.input_tokens, output_tokens=s.output_tokens, seed=s.seed, device=device)
+    if s.quantization.method == "bnb_8bit" and (s.quantization.llm_int8_threshold or 0) > 0:
+        from ecosweep.workload.int8_outliers import count_decomposed_columns
+
+        t = time.perf_counter()  # one hooked generate() call: what LLM.int8()'s decomposition takes
+        extra.update(count_decomposed_columns(loaded.model, FixedLengthGeneration(**shape).generate).columns())
+        phases["int8_count_s"] = time.perf_counter() - t
     workload = build_workload(s.engine, **shape)
     if s.engine.kind != "eager" and s.engine.verify_tokens:
         t = time.perf_counter()

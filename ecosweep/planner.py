@@ -63,6 +63,8 @@ def measured_identity(s: StudyConfig) -> Dict[str, Any]:
     }
     if not is_default_engine(s):
         identity["engine"] = dataclasses.asdict(s.engine)
+    if s.outlier_features.count > 0:  # planted outliers change the weights; plain random cells keep their ids
+        identity["outlier_features"] = dataclasses.asdict(s.outlier_features)
     return identity
 
 

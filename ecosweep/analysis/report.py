@@ -159,7 +159,8 @@ def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], config
                  _md(fidelity, [*by_source, "hardware", "model", "quantization", *by_engine, "batch_size",
                                 f"{metric}_mean", "delta_pct", "fidelity_reference", "fidelity_greedy_agreement_share",
                                 "fidelity_top1_match_share", "fidelity_kl_nats_mean", "fidelity_kl_nats_p95",
-                                "fidelity_max_abs_logit_error", "fidelity_ppl", "fidelity_reference_ppl"])]
+                                "fidelity_max_abs_logit_error", "fidelity_ppl", "fidelity_reference_ppl",
+                                "outlier_features_count", "int8_decomposed_cols_mean", "int8_decomposed_matmul_share"])]
     choice = t["decision"]
     if not choice.empty and choice.quantization.nunique() > 1:
         text += ["## Which precision to choose\n",

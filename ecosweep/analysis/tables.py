@@ -21,7 +21,8 @@ METRICS = ["energy_j_per_1k_tok", "tok_s", "power_w_mean", "energy_j_per_request
            "decode_tok_s", "static_energy_share", "net_energy_j_per_1k_tok"]
 FIDELITY_COLUMNS = ["fidelity_reference", "fidelity_greedy_agreement_share", "fidelity_top1_match_share",
                     "fidelity_kl_nats_mean", "fidelity_kl_nats_p95", "fidelity_max_abs_logit_error", "fidelity_ppl",
-                    "fidelity_reference_ppl"]
+                    "fidelity_reference_ppl", "outlier_features_count", "int8_decomposed_cols_mean",
+                    "int8_decomposed_matmul_share"]
 KEYS = ["hardware", "model", "quantization", "engine", "batch_size", "input_tokens", "output_tokens", "weights"]
 # Rows written before the engine axis, and published tables, measured generate(): the eager engine.
 DEFAULT_ENGINE = "eager"

@@ -116,6 +116,14 @@ class TrackingConfig:
 
 
 @dataclass
+class OutlierFeaturesConfig:
+    """Outlier features planted in random weights (for LLM.int8() to decompose, as in trained >= 6.7B models)."""
+
+    count: int = 0  # hidden dimensions scaled in every decoder layer's input norms; 0 = none (plain random weights)
+    scale: float = 20.0  # their factor: normalised states then carry values of about this size there
+
+
+@dataclass
 class FidelityConfig:
     """Quantized cells against their unquantized reference, outside the energy windows."""
 
@@ -180,6 +188,7 @@ class StudyConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     fidelity: FidelityConfig = field(default_factory=FidelityConfig)
+    outlier_features: OutlierFeaturesConfig = field(default_factory=OutlierFeaturesConfig)
 
 
 # Choices that are not Hydra groups, checked by ecosweep.config.validate.

@@ -229,4 +229,13 @@ def validate_study(s: StudyConfig) -> List[str]:
     problems += validate_ray(s.ray)
     problems += cost_settings_problems(s.report)
     problems += validate_fidelity(s.fidelity, s.weights)
+    o = s.outlier_features
+    problems += _at_least("outlier_features.count", o.count, 0, "an integer")
+    if o.count > s.model.hidden_size:
+        problems.append(f"outlier_features.count={o.count} exceeds model.hidden_size={s.model.hidden_size}.")
+    if o.count > 0 and s.weights != "random":
+        problems.append(f"outlier_features.count={o.count} plants outliers in random weights only; weights="
+                        f"{s.weights} carries its own (set outlier_features.count=0).")
+    if o.count > 0 and not o.scale > 0:
+        problems.append(f"outlier_features.scale={o.scale} is out of range: it must be a number > 0.")
     return problems

@@ -63,7 +63,8 @@ def load_model(s: StudyConfig, device: str) -> LoadedModel:
         attention = {"attn_implementation": s.engine.attn_implementation}
     if s.weights == "random":
         source = random_weights_id(s.model, q.dtype, s.seed)
-        model = load_random_model(s.model, q.dtype, s.seed, device, bnb_config(q), **attention)
+        o = s.outlier_features
+        model = load_random_model(s.model, q.dtype, s.seed, device, bnb_config(q), o.count, o.scale, **attention)
     else:
         source = pretrained_source(s)
         model = AutoModelForCausalLM.from_pretrained(
@@ -86,7 +87,8 @@ def load_reference_model(s: StudyConfig, device: str, dtype: str) -> Any:
     if s.weights == "random":
         from ecosweep.workload.random_weights import build_random_model
 
-        model = build_random_model(s.model, s.quantization.dtype, s.seed, device).to(torch_dtype(dtype))
+        o = s.outlier_features
+        model = build_random_model(s.model, s.quantization.dtype, s.seed, device, o.count, o.scale).to(torch_dtype(dtype))
     else:
         model = AutoModelForCausalLM.from_pretrained(pretrained_source(s), dtype=torch_dtype(dtype),
                                                      device_map={"": device},

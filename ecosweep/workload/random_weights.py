@@ -49,8 +49,10 @@ def random_weights_id(m: ModelConfig, dtype: str, seed: int) -> str:
     return f"random:{m.model_type}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}-{dtype}"
 
 
-def build_random_model(m: ModelConfig, dtype: str, seed: int, device: str) -> Any:
-    """The unquantized model with random weights on ``device`` ("cpu", "cuda:0"), in ``dtype``.
+def build_random_model(m: ModelConfig, dtype: str, seed: int, device: str, outlier_count: int = 0,
+                       outlier_scale: float = 1.0) -> Any:
+    """The unquantized model with random weights on ``device`` ("cpu", "cuda:0"), in ``dtype``; with
+    ``outlier_count`` > 0, that many hidden dimensions planted as outlier features (``int8_outliers``).
 
     Leaves the caller's RNG state (CPU and the device's) as it found it."""
     import torch
@@ -63,18 +65,22 @@ def build_random_model(m: ModelConfig, dtype: str, seed: int, device: str) -> An
         torch.manual_seed(seed)
         with torch.device(device):
             model = AutoModelForCausalLM.from_config(hf_config(m), dtype=torch_dtype(dtype))
+    if outlier_count > 0:
+        from ecosweep.workload.int8_outliers import plant_outlier_features
+
+        plant_outlier_features(model, outlier_count, outlier_scale, seed)
     return model.eval()
 
 
 def load_random_model(m: ModelConfig, dtype: str, seed: int, device: str, quantization_config: Any,
-                      **from_pretrained_kwargs: Any) -> Any:
+                      outlier_count: int = 0, outlier_scale: float = 1.0, **from_pretrained_kwargs: Any) -> Any:
     """The cell's model: random 16-bit (or fp32) weights built on ``device``, then loaded through
     ``from_pretrained`` with ``quantization_config`` (None: unquantized, sharing the built tensors)."""
     import torch
 
     from ecosweep.workload.quantization import torch_dtype
 
-    reference = build_random_model(m, dtype, seed, device)
+    reference = build_random_model(m, dtype, seed, device, outlier_count, outlier_scale)
     try:
         model = type(reference).from_pretrained(
             None, config=copy.deepcopy(reference.config), state_dict=reference.state_dict(), dtype=torch_dtype(dtype),
