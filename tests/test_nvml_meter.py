@@ -44,6 +44,20 @@ def test_trapezoid_integral_interpolates_at_the_window_edges():
     assert trapezoid_energy_j([0.0], [100.0], 0.0, 1.0) != trapezoid_energy_j([0.0], [100.0], 0.0, 1.0)  # NaN
 
 
+def test_trapezoid_integral_is_exact_for_a_ramp_sampled_irregularly():
+    """Power rising linearly (100 W + 20 W/s) sampled at 2,000 uneven moments: the integral of linearly
+    interpolated samples is exact for a line, whatever the window's edges."""
+    import random
+
+    rng = random.Random(3)
+    times = sorted(rng.uniform(0.0, 100.0) for _ in range(2000)) + [0.0, 100.0]
+    times.sort()
+    watts = [100.0 + 20.0 * t for t in times]
+    t0, t1 = 12.345, 87.65
+    exact = 100.0 * (t1 - t0) + 10.0 * (t1 ** 2 - t0 ** 2)
+    assert trapezoid_energy_j(times, watts, t0, t1) == pytest.approx(exact, rel=1e-12)
+
+
 def test_window_energy_matches_the_device_within_counter_resolution(gpu):
     with meter() as m:
         gpu.set_power(250.0)

@@ -59,20 +59,18 @@ def translate(exc: BaseException, what: str) -> MeterError:
 
 
 def trapezoid_energy_j(times: Sequence[float], watts: Sequence[float], t0: float, t1: float) -> float:
-    """Integral of linearly interpolated power over [t0, t1], joules; NaN without coverage."""
+    """Integral of linearly interpolated power over [t0, t1], joules; NaN without coverage (no sample
+    within 0.5 s of either edge). Samples must be in time order, as the sampler takes them."""
+    import numpy as np
+
     pts = [(t, w) for t, w in zip(times, watts) if w is not None]
     if len(pts) < 2 or pts[0][0] > t0 + 0.5 or pts[-1][0] < t1 - 0.5:
         return NAN
-
-    def at(t: float) -> float:
-        for (ta, wa), (tb, wb) in zip(pts, pts[1:]):
-            if ta <= t <= tb:
-                return wa if tb == ta else wa + (wb - wa) * (t - ta) / (tb - ta)
-        return pts[0][1] if t < pts[0][0] else pts[-1][1]
-
-    inner = [(t, w) for t, w in pts if t0 < t < t1]
-    seq = [(t0, at(t0)), *inner, (t1, at(t1))]
-    return sum((tb - ta) * (wa + wb) / 2 for (ta, wa), (tb, wb) in zip(seq, seq[1:]))
+    t, w = np.array(pts, dtype=float).T
+    inner = (t > t0) & (t < t1)
+    grid = np.concatenate(([t0], t[inner], [t1]))
+    power = np.interp(grid, t, w)  # flat beyond the first and last sample
+    return float(np.sum(np.diff(grid) * (power[1:] + power[:-1]) / 2))
 
 
 def _mean(values: List[Any]) -> float:
