@@ -16,7 +16,7 @@ and ``fidelity.text`` they come with the perplexity of both sides on the user's 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -49,7 +49,8 @@ class ReferenceRun:
     logits: Any  # (batch, input + output - 1, vocab) float32: position i predicts token i + 1
     input_tokens: int
     label: str
-    ppl: float = math.nan
+    text_ids: Any = None  # fidelity.text through the model's tokenizer (1-D), when one is given
+    ppl: float = math.nan  # the reference's perplexity on it
 
 
 def reference_dtype(fidelity_dtype: str, device: str) -> str:
@@ -75,21 +76,19 @@ def _logits(model: Any, sequences: Any) -> Any:
         return model(input_ids=sequences, attention_mask=torch.ones_like(sequences)).logits[:, :-1].float()
 
 
-def run_reference(model: Any, prompts: Any, output_tokens: int, label: str) -> ReferenceRun:
-    """Greedy continuation of ``prompts`` (exactly ``output_tokens`` new tokens, EOS suppressed) and the
-    reference's logits over prompt + continuation."""
+def run_reference(model: Any, batch_size: int, input_tokens: int, output_tokens: int, seed: int, device: str,
+                  label: str) -> ReferenceRun:
+    """The reference's greedy continuation of the cell's own prompts (the eager workload: exactly
+    ``output_tokens`` new tokens, EOS suppressed) and its logits over prompt + continuation."""
     import torch
-    from transformers import GenerationConfig
 
-    from ecosweep.workload.generation import eos_token_ids
+    from ecosweep.workload.generation import FixedLengthGeneration
 
-    eos = eos_token_ids(model)
-    config = GenerationConfig(max_new_tokens=output_tokens, min_new_tokens=output_tokens, do_sample=False,
-                              num_beams=1, eos_token_id=eos or None, pad_token_id=eos[0] if eos else 0)
-    with torch.inference_mode():
-        sequences = model.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts),
-                                   generation_config=config)
-    return ReferenceRun(sequences, _logits(model, sequences), prompts.shape[1], label)
+    workload = FixedLengthGeneration(model, int(model.config.vocab_size), batch_size, input_tokens, output_tokens,
+                                     seed, device)
+    workload.generate()
+    sequences = torch.cat([workload.input_ids, workload.last_tokens], dim=1)
+    return ReferenceRun(sequences, _logits(model, sequences), input_tokens, label)
 
 
 def compare(model: Any, ref: ReferenceRun) -> Fidelity:
@@ -138,19 +137,12 @@ def text_token_ids(source: str, text_path: str, max_tokens: int, device: str, lo
     return ids.to(device)
 
 
-def with_perplexity(fidelity: Fidelity, cell_ppl: Optional[float], reference_ppl: Optional[float]) -> Fidelity:
-    if cell_ppl is None:
-        return fidelity
-    return Fidelity(**{**fidelity.columns(), "fidelity_ppl": cell_ppl, "fidelity_reference_ppl": reference_ppl})
-
-
 def prepare_reference(s: Any, device: str) -> Optional[ReferenceRun]:
     """For a cell that is not its own reference: load the reference (same weights, reference dtype), run it
     on the cell's prompts (and ``fidelity.text``), free it. None when fidelity is off or the cell is the
     reference. Runs before the cell's model is loaded, so the two never share the device's memory."""
     import torch
 
-    from ecosweep.workload.generation import synthetic_prompts
     from ecosweep.workload.models import load_reference_model, pretrained_source
 
     q, f = s.quantization, s.fidelity
@@ -159,11 +151,12 @@ def prepare_reference(s: Any, device: str) -> Optional[ReferenceRun]:
         return None
     model = load_reference_model(s, device, ref_dtype)
     try:
-        prompts = synthetic_prompts(int(model.config.vocab_size), s.batch_size, s.input_tokens, s.seed, device)
-        run = run_reference(model, prompts, s.output_tokens, f"{ref_dtype} (same weights)")
+        run = run_reference(model, s.batch_size, s.input_tokens, s.output_tokens, s.seed, device,
+                            f"{ref_dtype} (same weights)")
         if f.text:
-            ids = text_token_ids(pretrained_source(s), f.text, f.text_max_tokens, device, not s.allow_download)
-            run.ppl = perplexity(model, ids, _window(model))
+            run.text_ids = text_token_ids(pretrained_source(s), f.text, f.text_max_tokens, device,
+                                          not s.allow_download)
+            run.ppl = perplexity(model, run.text_ids, _window(model))
     finally:
         del model
         if device.startswith("cuda"):
@@ -173,17 +166,15 @@ def prepare_reference(s: Any, device: str) -> Optional[ReferenceRun]:
 
 def cell_fidelity(s: Any, model: Any, ref: Optional[ReferenceRun], device: str) -> Optional[Fidelity]:
     """The cell's columns: compared with ``ref``, or its own reference's identity; None when fidelity is off."""
-    q, f = s.quantization, s.fidelity
+    f = s.fidelity
     if not f.enabled:
         return None
     if ref is None:
         return self_reference(reference_dtype(f.reference_dtype, device))
     result = compare(model, ref)
-    if f.text:
-        from ecosweep.workload.models import pretrained_source
-
-        ids = text_token_ids(pretrained_source(s), f.text, f.text_max_tokens, device, not s.allow_download)
-        result = with_perplexity(result, perplexity(model, ids, _window(model)), ref.ppl)
+    if ref.text_ids is not None:  # the same tokens the reference read
+        result = replace(result, fidelity_ppl=perplexity(model, ref.text_ids, _window(model)),
+                         fidelity_reference_ppl=ref.ppl)
     return result
 
 
