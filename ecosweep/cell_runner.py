@@ -208,7 +208,7 @@ def prepare_workload(s: StudyConfig, device: str, extra: Dict[str, Any], phases:
             torch.cuda.empty_cache()
     shape = dict(model=loaded.model, vocab_size=loaded.vocab_size, batch_size=s.batch_size,
                  input_tokens=s.input_tokens, output_tokens=s.output_tokens, seed=s.seed, device=device)
-    if s.quantization.method == "bnb_8bit" and (s.quantization.llm_int8_threshold or 0) > 0:
+    if s.quantization.is_llm_int8:
         from ecosweep.workload.int8_outliers import count_decomposed_columns
 
         t = time.perf_counter()  # one hooked generate() call: what LLM.int8()'s decomposition takes

@@ -45,6 +45,11 @@ class QuantizationConfig:
     bnb_4bit_compute_dtype: Optional[str] = None  # always explicit for 4-bit
     bnb_4bit_use_double_quant: bool = False
     llm_int8_threshold: Optional[float] = None  # 6.0 = LLM.int8(); 0.0 = pure int8
+
+    @property
+    def is_llm_int8(self) -> bool:
+        """LLM.int8(): int8 with the outlier decomposition (threshold > 0), not pure int8."""
+        return self.method == "bnb_8bit" and (self.llm_int8_threshold or 0) > 0
     min_compute_capability: Optional[float] = None  # e.g. 8.0 for bfloat16 on NVIDIA
 
 

@@ -108,7 +108,7 @@ def validate_engine(e: EngineConfig) -> List[str]:
 
 def validate_engine_with_quantization(e: EngineConfig, q: QuantizationConfig) -> List[str]:
     """Engine and quantization pairs that cannot run, known before anything loads."""
-    if e.kind == "graph" and q.method == "bnb_8bit" and (q.llm_int8_threshold or 0) > 0:
+    if e.kind == "graph" and q.is_llm_int8:
         return [
             f"engine={e.name} cannot run quantization={q.name} (LLM.int8(), llm_int8_threshold="
             f"{q.llm_int8_threshold}): its outlier decomposition chooses, from each activation's values at "

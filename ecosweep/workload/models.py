@@ -53,8 +53,6 @@ def pretrained_source(s: StudyConfig) -> str:
 def load_model(s: StudyConfig, device: str) -> LoadedModel:
     """Load the cell's model on ``device`` ("cpu" or "cuda:0") with its quantization and the
     engine's attention implementation (the checkpoint's default when the engine names none)."""
-    from transformers import AutoModelForCausalLM
-
     q = s.quantization
     attention = {}
     if s.engine.attn_implementation is not None:
@@ -67,32 +65,31 @@ def load_model(s: StudyConfig, device: str) -> LoadedModel:
         model = load_random_model(s.model, q.dtype, s.seed, device, bnb_config(q), o.count, o.scale, **attention)
     else:
         source = pretrained_source(s)
-        model = AutoModelForCausalLM.from_pretrained(
-            source,
-            dtype=torch_dtype(q.dtype),
-            quantization_config=bnb_config(q),
-            device_map={"": device},
-            local_files_only=not s.allow_download,
-            **attention,
-        )
+        model = _from_checkpoint(s, source, device, q.dtype, bnb_config(q), **attention)
     model.eval()
     return LoadedModel(model, source, _logical_params(model), int(model.config.vocab_size))
+
+
+def _from_checkpoint(s: StudyConfig, source: str, device: str, dtype: str, quantization_config: Any = None,
+                     **kwargs: Any) -> Any:
+    """``from_pretrained`` of a local folder or a cached hub model on one device (downloads only when allowed)."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(dtype), quantization_config=quantization_config,
+                                                device_map={"": device}, local_files_only=not s.allow_download,
+                                                **kwargs)
 
 
 def load_reference_model(s: StudyConfig, device: str, dtype: str) -> Any:
     """The cell's model unquantized in ``dtype``, with the cell's weights: for random weights the tensors the
     cell quantizes (built in the cell's dtype, then cast), for pretrained ones the same checkpoint."""
-    from transformers import AutoModelForCausalLM
-
     if s.weights == "random":
         from ecosweep.workload.random_weights import build_random_model
 
         o = s.outlier_features
         model = build_random_model(s.model, s.quantization.dtype, s.seed, device, o.count, o.scale).to(torch_dtype(dtype))
     else:
-        model = AutoModelForCausalLM.from_pretrained(pretrained_source(s), dtype=torch_dtype(dtype),
-                                                     device_map={"": device},
-                                                     local_files_only=not s.allow_download)
+        model = _from_checkpoint(s, pretrained_source(s), device, dtype)
     return model.eval()
 
 
