@@ -49,6 +49,7 @@ def test_planted_outlier_features_are_decomposed_in_the_cited_number_of_dimensio
 def test_planted_outliers_enter_the_cell_id_and_are_refused_for_pretrained_weights():
     plain, planted = settings(), settings("outlier_features.count=6")
     assert cell_id(plain) != cell_id(planted)
+    assert load_model(planted, "cpu").source == load_model(plain, "cpu").source + "+outliers6x20"  # weights_source
     assert cell_id(settings("outlier_features.count=0", "outlier_features.scale=3")) == cell_id(plain)
     problems = validate_study(settings("outlier_features.count=6", "weights=pretrained"))
     assert any("plants outliers in random weights only" in p for p in problems)

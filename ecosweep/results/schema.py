@@ -39,7 +39,7 @@ COLUMNS: List[Column] = [
     Column("params_count", _I, "Parameters actually instantiated (before quantization packing)."),
     Column("params_b_nominal", _F, "Published parameter count, billions."),
     Column("weights", _S, "random (built from the architecture) | pretrained (hub id or local path)."),
-    Column("weights_source", _S, "Where the weights came from: random:<model_type>-<hash of architecture, dtype, seed>-<dtype> (built in memory), a local folder or a hub id."),
+    Column("weights_source", _S, "Where the weights came from: random:<model_type>-<hash of architecture, dtype, seed>-<dtype> (built in memory; +outliers<N>x<scale> when outlier features were planted), a local folder or a hub id."),
     Column("quantization", _S, "Quantization config name (conf/quantization)."),
     Column("engine", _S, "Decode engine asked for (conf/engine): eager | graph | compiled; null in files written before the engine axis, which are eager."),
     Column("engine_effective", _S, "What decoded: eager (generate()), graph (CUDA graph replay per token), graph_uncaptured (the same loop without capture, CPU), compiled (generate() with a compiled static-cache step), eager_static_cache (compiled asked, transformers declined)."),

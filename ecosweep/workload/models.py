@@ -60,8 +60,8 @@ def load_model(s: StudyConfig, device: str) -> LoadedModel:
             attention_impl.register()
         attention = {"attn_implementation": s.engine.attn_implementation}
     if s.weights == "random":
-        source = random_weights_id(s.model, q.dtype, s.seed)
         o = s.outlier_features
+        source = random_weights_id(s.model, q.dtype, s.seed, o.count, o.scale)
         model = load_random_model(s.model, q.dtype, s.seed, device, bnb_config(q), o.count, o.scale, **attention)
     else:
         source = pretrained_source(s)

@@ -43,10 +43,12 @@ def hf_config(m: ModelConfig) -> Any:
     return AutoConfig.for_model(arch.pop("model_type"), **arch)
 
 
-def random_weights_id(m: ModelConfig, dtype: str, seed: int) -> str:
-    """A short name for one set of random weights, recorded as the rows' ``weights_source``."""
+def random_weights_id(m: ModelConfig, dtype: str, seed: int, outlier_count: int = 0, outlier_scale: float = 1.0) -> str:
+    """A short name for one set of random weights, recorded as the rows' ``weights_source``; planted outlier
+    features are part of it (they change the weights)."""
     blob = json.dumps({"arch": architecture(m), "dtype": dtype, "seed": seed}, sort_keys=True)
-    return f"random:{m.model_type}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}-{dtype}"
+    planted = f"+outliers{outlier_count}x{outlier_scale:g}" if outlier_count > 0 else ""
+    return f"random:{m.model_type}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}-{dtype}{planted}"
 
 
 def build_random_model(m: ModelConfig, dtype: str, seed: int, device: str, outlier_count: int = 0,
