@@ -79,12 +79,14 @@ def cell_memory_bytes(s: object) -> int:
     """Memory a CPU cell's random-weight model needs at its peak: while it loads, its weights in
     ``quantization.dtype`` plus the quantized copy made from them; before that, for fidelity, the same
     weights plus their copy in the reference dtype (float32 on a CPU). The two phases do not overlap."""
+    from ecosweep.workload.fidelity import is_reference, reference_dtype  # no torch at import
+
     q, f = s.quantization, s.fidelity  # type: ignore[attr-defined]
     params = s.model.params_b * 1e9  # type: ignore[attr-defined]
     built = BYTES_PER_PARAMETER.get(q.dtype, 2)
     loading = built + QUANTIZED_BYTES_PER_PARAMETER.get(q.method, 0.0)
-    ref_dtype = "float32" if f.reference_dtype == "auto" else f.reference_dtype
-    compared = f.enabled and not (q.method == "none" and q.dtype == ref_dtype)
+    ref_dtype = reference_dtype(f.reference_dtype, "cpu")
+    compared = f.enabled and not is_reference(q.method, q.dtype, ref_dtype)
     reference = built + BYTES_PER_PARAMETER.get(ref_dtype, 4) if compared else 0.0
     return int(params * max(loading, reference))
 

@@ -16,13 +16,11 @@ import numpy as np
 import pandas as pd
 
 from ecosweep.analysis.stats import compare, holm, linear_trend_p, summarize, summarize_stats
+from ecosweep.results.schema import FIDELITY_COLUMNS, INT8_DECOMPOSITION_COLUMNS
 
 METRICS = ["energy_j_per_1k_tok", "tok_s", "power_w_mean", "energy_j_per_request", "gpu_util_pct_mean",
            "decode_tok_s", "static_energy_share", "net_energy_j_per_1k_tok"]
-FIDELITY_COLUMNS = ["fidelity_reference", "fidelity_greedy_agreement_share", "fidelity_top1_match_share",
-                    "fidelity_kl_nats_mean", "fidelity_kl_nats_p95", "fidelity_max_abs_logit_error", "fidelity_ppl",
-                    "fidelity_reference_ppl", "outlier_features_count", "int8_decomposed_cols_mean",
-                    "int8_decomposed_matmul_share"]
+PER_CELL_COLUMNS = FIDELITY_COLUMNS + INT8_DECOMPOSITION_COLUMNS  # one value per configuration, not summarised
 KEYS = ["hardware", "model", "quantization", "engine", "batch_size", "input_tokens", "output_tokens", "weights"]
 # Rows written before the engine axis, and published tables, measured generate(): the eager engine.
 DEFAULT_ENGINE = "eager"
@@ -110,7 +108,7 @@ def summary_from_rows(rows: pd.DataFrame, source: str) -> pd.DataFrame:
                    gpu_uuids=",".join(sorted(g.gpu_uuid.dropna().unique())) if "gpu_uuid" in g else "",
                    drift_p=linear_trend_p(g.energy_j_per_1k_tok.tolist())
                    if g.energy_j_per_1k_tok.notna().sum() >= 4 else linear_trend_p(g.tok_s.tolist()))
-        for column in FIDELITY_COLUMNS:  # one value per cell (computed once, before its windows)
+        for column in PER_CELL_COLUMNS:  # one value per cell (computed once, before its windows)
             rec[column] = g[column].dropna().iloc[0] if column in g and g[column].notna().any() else None
         for m in METRICS:
             s = summarize(g[m].astype(float).tolist())

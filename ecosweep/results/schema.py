@@ -24,6 +24,12 @@ class Column:
 _S, _F, _I, _B = pa.string(), pa.float64(), pa.int64(), pa.bool_()
 _TS = pa.timestamp("us", tz="UTC")
 
+# Columns computed once per cell while it prepares (not per repetition): readers take one value per cell.
+FIDELITY_COLUMNS = ["fidelity_reference", "fidelity_greedy_agreement_share", "fidelity_top1_match_share",
+                    "fidelity_kl_nats_mean", "fidelity_kl_nats_p95", "fidelity_max_abs_logit_error", "fidelity_ppl",
+                    "fidelity_reference_ppl"]
+INT8_DECOMPOSITION_COLUMNS = ["outlier_features_count", "int8_decomposed_cols_mean", "int8_decomposed_matmul_share"]
+
 COLUMNS: List[Column] = [
     # identity and outcome
     Column("study", _S, "Study name (the folder under the output root)."),

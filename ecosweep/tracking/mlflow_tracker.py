@@ -22,6 +22,7 @@ from typing import Any, Dict, Iterator, List, Optional, TextIO
 
 from ecosweep.analysis.stats import summarize
 from ecosweep.config.schema import StudyConfig
+from ecosweep.results.schema import FIDELITY_COLUMNS
 from ecosweep.tracking import study_summary
 
 # Per-repetition metrics logged as steps, and summarised per cell.
@@ -37,9 +38,8 @@ PARAM_COLUMNS = ["cell_id", "model", "model_type", "params_count", "params_b_nom
                  "engine", "engine_effective", "attn_implementation", "quant_method", "dtype", "bnb_4bit_quant_type",
                  "bnb_4bit_compute_dtype", "llm_int8_threshold", "batch_size", "input_tokens", "output_tokens",
                  "device", "device_name", "min_window_s", "fidelity_reference"]
-# One value per cell (computed once, before its windows): logged as plain metrics.
-CELL_METRICS = ["fidelity_greedy_agreement_share", "fidelity_top1_match_share", "fidelity_kl_nats_mean",
-                "fidelity_kl_nats_p95", "fidelity_max_abs_logit_error", "fidelity_ppl", "fidelity_reference_ppl"]
+# One value per cell (computed once, before its windows): logged as plain metrics (the reference is a param).
+CELL_METRICS = [c for c in FIDELITY_COLUMNS if c != "fidelity_reference"]
 # Per-repetition series are logged under this prefix with step = repetition; the bare metric name is the
 # cell's mean, so the runs table's obvious column is the right number.
 REPETITION_PREFIX = "rep."
