@@ -101,6 +101,54 @@ def _fidelity_beside_energy(configs: pd.DataFrame, comp: pd.DataFrame, metric: s
     return table
 
 
+def _fidelity_section(configs: pd.DataFrame, comp: pd.DataFrame, metric: str, columns: List[str]) -> List[str]:
+    fidelity = _fidelity_beside_energy(configs, comp, metric)
+    if fidelity.empty:
+        return []
+    random_note = (" With random weights the next-token distributions are near uniform: these figures measure "
+                   "the quantized kernels' numerical error, not the loss of model quality (use weights=pretrained "
+                   "with fidelity.text for perplexity)." if (configs.get("weights") == "random").any() else "")
+    return ["## Fidelity beside energy\n",
+            "Each cell against its unquantized reference (the same weights in float16 on a GPU, float32 on a CPU), "
+            "on the cell's prompts, teacher-forced on the reference's greedy continuation, before any energy "
+            "window: greedy agreement over the generated positions, top-1 match over all positions, KL(reference "
+            f"|| cell) in nats (mean, 95th percentile), the largest logit error.{random_note}\n",
+            _md(fidelity, [*columns, f"{metric}_mean", "delta_pct", *tables.PER_CELL_COLUMNS])]
+
+
+def _decision_section(choice: pd.DataFrame, by_source: List[str], by_engine: List[str]) -> List[str]:
+    if choice.empty or choice.quantization.nunique() < 2:
+        return []
+    unmeasured = (" Where no fidelity was measured (results from before it, summary tables) a quantized precision "
+                  "can dominate fp16 only because what it loses is not in the table: read those rows as energy and "
+                  "speed alone." if choice.fidelity_kl_nats_mean.isna().any() else "")
+    return ["## Which precision to choose\n",
+            "Per hardware, model, engine, batch and tokens: the precisions on the Pareto front of energy per "
+            "1k tokens (lower), tok/s (higher) and fidelity (KL to the unquantized reference, lower), and "
+            "for every other one the precision that dominates it — no worse on any criterion, better on at "
+            "least one — and by how much. Energy and tok/s count as better or worse only at Welch's "
+            f"p < 0.05; a difference inside the noise is a tie.{unmeasured}\n",
+            _md(choice, [*by_source, "hardware", "model", *by_engine, "batch_size", "quantization",
+                         "energy_j_per_1k_tok_mean", "tok_s_mean", "fidelity_kl_nats_mean", "on_front",
+                         "dominated_by", "why", "criteria"])]
+
+
+def _cost_section(costs: pd.DataFrame, columns: List[str]) -> List[str]:
+    if costs.empty:
+        return []
+    return ["## Carbon and cost\n",
+            f"Settings: {costs.cost_settings.iloc[0]} (`report.*` in the study config, or `--grid-gco2e-per-kwh`, "
+            "`--pue`, `--usd-per-kwh`, `--usd-per-gpu-hour` of `ecosweep report`). Energy: the metered GPU "
+            "energy × PUE, in kWh, CO2e and $ per 1M generated tokens (with the energy's 95 % CI) and per "
+            "request. GPU time: hours one GPU is held per 1M tokens at the measured throughput, priced per "
+            "GPU-hour; a cloud price already includes the electricity, so add the two only for a GPU-hour "
+            "price that leaves it out.\n",
+            _md(costs, [*columns, "kwh_per_1m_tok", "gco2e_per_1m_tok", "gco2e_per_1m_tok_ci_low",
+                        "gco2e_per_1m_tok_ci_high", "usd_energy_per_1m_tok", "gpu_hours_per_1m_tok",
+                        "usd_gpu_time_per_1m_tok", "gco2e_per_request", "usd_energy_per_request",
+                        "usd_gpu_time_per_request"])]
+
+
 def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], configs: pd.DataFrame, t: Dict[str, Any],
               baseline: str, metric: str, warnings: List[str], figs: List[Path]) -> str:
     """report.md from the tables ``t`` (comparisons, engine_comparisons, engine_signs, crossover, batch_scaling,
@@ -146,47 +194,9 @@ def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], config
              "Ceiling = batch × peak memory bandwidth ÷ weight bytes read per decode step.\n",
              _md(roof, ["hardware", "model", "quantization", *by_engine, "batch_size", "weight_gb", "peak_bandwidth_gb_s",
                         "decode_ceiling_tok_s", "decode_tok_s", "fraction_of_ceiling"])]
-    fidelity = _fidelity_beside_energy(configs, comp, metric)
-    if not fidelity.empty:
-        random_note = (" With random weights the next-token distributions are near uniform: these figures measure "
-                       "the quantized kernels' numerical error, not the loss of model quality (use weights=pretrained "
-                       "with fidelity.text for perplexity)." if (configs.get("weights") == "random").any() else "")
-        text += ["## Fidelity beside energy\n",
-                 "Each cell against its unquantized reference (the same weights in float16 on a GPU, float32 on a CPU), "
-                 "on the cell's prompts, teacher-forced on the reference's greedy continuation, before any energy "
-                 "window: greedy agreement over the generated positions, top-1 match over all positions, KL(reference "
-                 f"|| cell) in nats (mean, 95th percentile), the largest logit error.{random_note}\n",
-                 _md(fidelity, [*by_source, "hardware", "model", "quantization", *by_engine, "batch_size",
-                                f"{metric}_mean", "delta_pct", "fidelity_reference", "fidelity_greedy_agreement_share",
-                                "fidelity_top1_match_share", "fidelity_kl_nats_mean", "fidelity_kl_nats_p95",
-                                "fidelity_max_abs_logit_error", "fidelity_ppl", "fidelity_reference_ppl",
-                                "outlier_features_count", "int8_decomposed_cols_mean", "int8_decomposed_matmul_share"])]
-    choice = t["decision"]
-    if not choice.empty and choice.quantization.nunique() > 1:
-        text += ["## Which precision to choose\n",
-                 "Per hardware, model, engine, batch and tokens: the precisions on the Pareto front of energy per "
-                 "1k tokens (lower), tok/s (higher) and fidelity (KL to the unquantized reference, lower), and "
-                 "for every other one the precision that dominates it — no worse on any criterion, better on at "
-                 "least one — and by how much. Energy and tok/s count as better or worse only at Welch's "
-                 "p < 0.05; a difference inside the noise is a tie."
-                 + (" Where no fidelity was measured (results from before it, summary tables) a quantized precision "
-                    "can dominate fp16 only because what it loses is not in the table: read those rows as energy and "
-                    "speed alone." if choice.fidelity_kl_nats_mean.isna().any() else "") + "\n",
-                 _md(choice, [*by_source, "hardware", "model", *by_engine, "batch_size", "quantization",
-                              "energy_j_per_1k_tok_mean", "tok_s_mean", "fidelity_kl_nats_mean", "on_front",
-                              "dominated_by", "why", "criteria"])]
-    if not costs.empty:
-        text += ["## Carbon and cost\n",
-                 f"Settings: {costs.cost_settings.iloc[0]} (`report.*` in the study config, or `--grid-gco2e-per-kwh`, "
-                 "`--pue`, `--usd-per-kwh`, `--usd-per-gpu-hour` of `ecosweep report`). Energy: the metered GPU "
-                 "energy × PUE, in kWh, CO2e and $ per 1M generated tokens (with the energy's 95 % CI) and per "
-                 "request. GPU time: hours one GPU is held per 1M tokens at the measured throughput, priced per "
-                 "GPU-hour; a cloud price already includes the electricity, so add the two only for a GPU-hour "
-                 "price that leaves it out.\n",
-                 _md(costs, [*by_source, "hardware", "model", "quantization", *by_engine, "batch_size", "kwh_per_1m_tok",
-                             "gco2e_per_1m_tok", "gco2e_per_1m_tok_ci_low", "gco2e_per_1m_tok_ci_high",
-                             "usd_energy_per_1m_tok", "gpu_hours_per_1m_tok", "usd_gpu_time_per_1m_tok",
-                             "gco2e_per_request", "usd_energy_per_request", "usd_gpu_time_per_request"])]
+    columns = [*by_source, "hardware", "model", "quantization", *by_engine, "batch_size"]
+    text += _fidelity_section(configs, comp, metric, columns) + _decision_section(t["decision"], by_source, by_engine)
+    text += _cost_section(costs, columns)
     text += ["## Methods\n", _methods(inputs)]
     text += ["## Warnings\n", "\n".join(f"- {w}" for w in warnings) + "\n" if warnings else "_none_\n"]
     text += ["## Figures\n"] + [f"![{p.stem}](figures/{p.name})" for p in figs if p.suffix == ".png"] + [""]

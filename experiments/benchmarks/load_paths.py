@@ -40,6 +40,39 @@ def same_weights(a: Any, b: Any) -> bool:
     return sa.keys() == sb.keys() and all(sa[k].equal(sb[k]) for k in sa)
 
 
+def measure_case(s: Any, folder: Path, device: str, repeats: int, sync: Callable[[], None]) -> Dict[str, Any]:
+    """One quantization: the checkpoint of its dtype built and saved if ``folder`` has none yet (one per dtype,
+    as the cache kept), then ``repeats`` loads from that checkpoint and in memory, and whether they agree."""
+    import torch
+    import transformers
+
+    from ecosweep.workload.quantization import bnb_config, torch_dtype
+    from ecosweep.workload.random_weights import build_random_model, load_random_model
+
+    q = s.quantization
+    case: Dict[str, Any] = {"quantization": q.name, "dtype": q.dtype, "method": q.method}
+    if not folder.exists():
+        def build_and_save() -> None:
+            build_random_model(s.model, q.dtype, s.seed, device).save_pretrained(folder, safe_serialization=True)
+        case["checkpoint_build_s"], _ = timed(build_and_save, sync)
+    from_disk: List[float] = []
+    in_memory: List[float] = []
+    for _ in range(repeats):
+        seconds, disk_model = timed(lambda: transformers.AutoModelForCausalLM.from_pretrained(
+            folder, dtype=torch_dtype(q.dtype), quantization_config=bnb_config(q),
+            device_map={"": device}, local_files_only=True), sync)
+        from_disk.append(seconds)
+        seconds, memory_model = timed(lambda: load_random_model(s.model, q.dtype, s.seed, device, bnb_config(q)), sync)
+        in_memory.append(seconds)
+        case["bit_identical"] = same_weights(disk_model, memory_model)
+        del disk_model, memory_model
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+    case.update(checkpoint_load_s=from_disk, in_memory_load_s=in_memory,
+                checkpoint_gb=sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e9)
+    return case
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -55,8 +88,6 @@ def main() -> int:
     import transformers
 
     from ecosweep.config.compose import compose_settings
-    from ecosweep.workload.quantization import bnb_config, torch_dtype
-    from ecosweep.workload.random_weights import build_random_model, load_random_model
 
     cuda = args.device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
@@ -64,39 +95,13 @@ def main() -> int:
                                "torch": torch.__version__, "transformers": transformers.__version__, "cases": []}
     scratch = Path(tempfile.mkdtemp(dir=args.scratch, prefix="ecosweep-load-paths-"))
     try:
-        built: Dict[str, Path] = {}
         for name in args.quantizations.split(","):
             s = compose_settings([f"model={args.model}", f"quantization={name}"])
-            q = s.quantization
-            case: Dict[str, Any] = {"quantization": name, "dtype": q.dtype, "method": q.method}
-            folder = scratch / q.dtype
-            if q.dtype not in built:  # one checkpoint per dtype, as the cache kept
-                def build_and_save() -> None:
-                    model = build_random_model(s.model, q.dtype, s.seed, args.device)
-                    model.save_pretrained(folder, safe_serialization=True)
-                    del model
-                case["checkpoint_build_s"], _ = timed(build_and_save, sync)
-                built[q.dtype] = folder
-            from_disk: List[float] = []
-            in_memory: List[float] = []
-            for _ in range(args.repeats):
-                seconds, disk_model = timed(lambda: transformers.AutoModelForCausalLM.from_pretrained(
-                    folder, dtype=torch_dtype(q.dtype), quantization_config=bnb_config(q),
-                    device_map={"": args.device}, local_files_only=True), sync)
-                from_disk.append(seconds)
-                seconds, memory_model = timed(lambda: load_random_model(
-                    s.model, q.dtype, s.seed, args.device, bnb_config(q)), sync)
-                in_memory.append(seconds)
-                case["bit_identical"] = same_weights(disk_model, memory_model)
-                del disk_model, memory_model
-                if cuda:
-                    torch.cuda.empty_cache()
-            case.update(checkpoint_load_s=from_disk, in_memory_load_s=in_memory,
-                        checkpoint_gb=sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e9)
+            case = measure_case(s, scratch / s.quantization.dtype, args.device, args.repeats, sync)
             results["cases"].append(case)
             print(f"{args.model} {name:10s} build+save {case.get('checkpoint_build_s', float('nan')):6.1f} s  "
-                  f"from checkpoint {min(from_disk):6.1f} s  in memory {min(in_memory):6.1f} s  "
-                  f"identical {case['bit_identical']}", flush=True)
+                  f"from checkpoint {min(case['checkpoint_load_s']):6.1f} s  "
+                  f"in memory {min(case['in_memory_load_s']):6.1f} s  identical {case['bit_identical']}", flush=True)
             (args.out / "load_paths.json").write_text(json.dumps(results, indent=1))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
