@@ -64,7 +64,9 @@ def measured_identity(s: StudyConfig) -> Dict[str, Any]:
     if not is_default_engine(s):
         identity["engine"] = dataclasses.asdict(s.engine)
     if s.outlier_features.count > 0:  # planted outliers change the weights; plain random cells keep their ids
-        identity["outlier_features"] = dataclasses.asdict(s.outlier_features)
+        from ecosweep.workload.int8_outliers import PLANTING_VERSION
+
+        identity["outlier_features"] = {**dataclasses.asdict(s.outlier_features), "planting": PLANTING_VERSION}
     return identity
 
 

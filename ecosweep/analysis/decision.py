@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 import pandas as pd
 from scipy import stats
 
-GROUP = ["hardware", "model", "engine", "batch_size", "input_tokens", "output_tokens"]
+GROUP = ["hardware", "model", "engine", "batch_size", "input_tokens", "output_tokens", "weights"]
 ALPHA = 0.05
 KL_TIE_NATS = 1e-6
 

@@ -96,7 +96,7 @@ def _fidelity_beside_energy(configs: pd.DataFrame, comp: pd.DataFrame, metric: s
     table = configs[configs.fidelity_reference.notna()].copy()
     if not comp.empty:
         keys = [k for k in ("source", "hardware", "model", "quantization", "engine", "batch_size", "input_tokens",
-                            "output_tokens") if k in comp and k in table]
+                            "output_tokens", "weights") if k in comp and k in table]
         table = table.merge(comp[keys + ["delta_pct"]].drop_duplicates(keys), on=keys, how="left")
     return table
 
@@ -107,7 +107,7 @@ def _fidelity_section(configs: pd.DataFrame, comp: pd.DataFrame, metric: str, co
         return []
     random_note = (" With random weights the next-token distributions are near uniform: these figures measure "
                    "the quantized kernels' numerical error, not the loss of model quality (use weights=pretrained "
-                   "with fidelity.text for perplexity)." if (configs.get("weights") == "random").any() else "")
+                   "with fidelity.text for perplexity)." if configs.get("weights", pd.Series(dtype=str)).astype(str).str.startswith("random").any() else "")
     return ["## Fidelity beside energy\n",
             "Each cell against its unquantized reference (the same weights in float16 on a GPU, float32 on a CPU), "
             "on the cell's prompts, teacher-forced on the reference's greedy continuation, before any energy "
@@ -116,7 +116,7 @@ def _fidelity_section(configs: pd.DataFrame, comp: pd.DataFrame, metric: str, co
             _md(fidelity, [*columns, f"{metric}_mean", "delta_pct", *tables.PER_CELL_COLUMNS])]
 
 
-def _decision_section(choice: pd.DataFrame, by_source: List[str], by_engine: List[str]) -> List[str]:
+def _decision_section(choice: pd.DataFrame, by_source: List[str], by_axis: List[str]) -> List[str]:
     if choice.empty or choice.quantization.nunique() < 2:
         return []
     unmeasured = (" Where no fidelity was measured (results from before it, summary tables) a quantized precision "
@@ -128,7 +128,7 @@ def _decision_section(choice: pd.DataFrame, by_source: List[str], by_engine: Lis
             "for every other one the precision that dominates it — no worse on any criterion, better on at "
             "least one — and by how much. Energy and tok/s count as better or worse only at Welch's "
             f"p < 0.05; a difference inside the noise is a tie.{unmeasured}\n",
-            _md(choice, [*by_source, "hardware", "model", *by_engine, "batch_size", "quantization",
+            _md(choice, [*by_source, "hardware", "model", *by_axis, "batch_size", "quantization",
                          "energy_j_per_1k_tok_mean", "tok_s_mean", "fidelity_kl_nats_mean", "on_front",
                          "dominated_by", "why", "criteria"])]
 
@@ -149,6 +149,30 @@ def _cost_section(costs: pd.DataFrame, columns: List[str]) -> List[str]:
                         "usd_gpu_time_per_request"])]
 
 
+def _int8_gap_section(gap: pd.DataFrame, columns: List[str], metric: str) -> List[str]:
+    if gap.empty:
+        return []
+    return ["## LLM.int8() against pure int8\n",
+            f"int8 (threshold 6.0) against int8_pure (threshold 0.0) of the same weights ({metric}): what the "
+            "outlier decomposition costs, with the columns it took per int8 matmul (int8_decomposed_cols_mean; "
+            "weights random+outliers<N>x<scale>: outlier features planted, see the README).\n",
+            _md(gap, [*(c for c in columns if c != "weights"), "weights", "int8_decomposed_cols_mean", "baseline_mean", "mean", "delta_pct",
+                      "delta_pct_ci_low", "delta_pct_ci_high", "p", "cohens_d", "same_device"])]
+
+
+def _int8_gap(configs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """int8 against int8_pure per hardware, model, engine, batch, tokens and weights (empty without both)."""
+    if not {"int8", "int8_pure"} <= set(configs.quantization):
+        return pd.DataFrame()
+    gap = tables.comparisons(configs, "int8_pure", metric)
+    gap = gap[gap.quantization == "int8"] if not gap.empty else gap
+    if gap.empty or "int8_decomposed_cols_mean" not in configs:
+        return gap
+    keys = [k for k in ("source", "hardware", "model", "quantization", "engine", "batch_size", "input_tokens",
+                        "output_tokens", "weights") if k in gap and k in configs]
+    return gap.merge(configs[keys + ["int8_decomposed_cols_mean"]].drop_duplicates(keys), on=keys, how="left")
+
+
 def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], configs: pd.DataFrame, t: Dict[str, Any],
               baseline: str, metric: str, warnings: List[str], figs: List[Path]) -> str:
     """report.md from the tables ``t`` (comparisons, engine_comparisons, engine_signs, crossover, batch_scaling,
@@ -158,17 +182,19 @@ def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], config
     # several inputs: say which one each comparison's treatment came from (its baseline is that input's
     # own where it has one)
     by_source = ["source"] if configs.source.nunique() > 1 else []
-    by_engine = ["engine"] if configs.engine.nunique() > 1 else []
+    by_axis = ["engine"] if configs.engine.nunique() > 1 else []
+    # the axes that vary besides hardware, model, quantization and batch (engine; plain and planted weights)
+    by_axis += ["weights"] if configs.weights.nunique() > 1 else []
     text = [f"# {title or 'ecosweep report'}\n", "Inputs:\n"] + [f"- `{p}`" for p in inputs] + [""] + notes
     text += ["## Configurations\n", "Mean, sd, n and t-based 95 % CI; a bootstrap CI where raw repetitions exist.\n",
-             _md(configs, ["source", "hardware", "model", "quantization", *by_engine, "batch_size", "n", f"{metric}_mean",
+             _md(configs, ["source", "hardware", "model", "quantization", *by_axis, "batch_size", "n", f"{metric}_mean",
                            f"{metric}_sd", f"{metric}_cv_pct", f"{metric}_ci_low", f"{metric}_ci_high",
                            f"{metric}_boot_low", f"{metric}_boot_high", "tok_s_mean", "power_w_mean"])]
     text += [f"## Comparisons against {baseline} ({metric})\n",
              "Δ% of means with a 95 % CI (delta method), Welch's t (df, two-sided p), Cohen's d with pooled "
              "sd sqrt((s1²+s2²)/2), Hedges' g, Holm–Bonferroni adjusted p over all comparisons below; "
              "same_device: both sides ran on one physical GPU (blank where unknown: CPU cells, summary tables).\n",
-             _md(comp, [*by_source, "hardware", "model", *by_engine, "batch_size", "quantization", "baseline_mean", "mean",
+             _md(comp, [*by_source, "hardware", "model", *by_axis, "batch_size", "quantization", "baseline_mean", "mean",
                         "delta_pct", "delta_pct_ci_low", "delta_pct_ci_high", "t", "df", "p", "p_holm", "cohens_d",
                         "hedges_g", "same_device"])]
     if not engines.empty:
@@ -188,14 +214,15 @@ def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], config
                          "points", "slope_pct_per_log_param", "crossover_params_b",
                          "crossover_ci_low_b", "crossover_ci_high_b", "verdict"])]
     text += ["## Batch scaling (relative to batch 1)\n",
-             _md(batch, [*by_source, "hardware", "model", "quantization", *by_engine, "batch_size", "energy_j_per_request",
+             _md(batch, [*by_source, "hardware", "model", "quantization", *by_axis, "batch_size", "energy_j_per_request",
                          "energy_per_request_change_pct", "tok_s", "speedup", "scaling_efficiency", "same_device"])]
     text += ["## Roofline context (decode)\n",
              "Ceiling = batch × peak memory bandwidth ÷ weight bytes read per decode step.\n",
-             _md(roof, ["hardware", "model", "quantization", *by_engine, "batch_size", "weight_gb", "peak_bandwidth_gb_s",
+             _md(roof, ["hardware", "model", "quantization", *by_axis, "batch_size", "weight_gb", "peak_bandwidth_gb_s",
                         "decode_ceiling_tok_s", "decode_tok_s", "fraction_of_ceiling"])]
-    columns = [*by_source, "hardware", "model", "quantization", *by_engine, "batch_size"]
-    text += _fidelity_section(configs, comp, metric, columns) + _decision_section(t["decision"], by_source, by_engine)
+    columns = [*by_source, "hardware", "model", "quantization", *by_axis, "batch_size"]
+    text += _int8_gap_section(t["int8_gap"], columns, metric)
+    text += _fidelity_section(configs, comp, metric, columns) + _decision_section(t["decision"], by_source, by_axis)
     text += _cost_section(costs, columns)
     text += ["## Methods\n", _methods(inputs)]
     text += ["## Warnings\n", "\n".join(f"- {w}" for w in warnings) + "\n" if warnings else "_none_\n"]
@@ -223,7 +250,8 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
     t = {"comparisons": comp, "engine_comparisons": tables.engine_comparisons(configs, metric=metric),
          "engine_signs": tables.engine_sign_findings(comp), "crossover": tables.crossover(comp),
          "batch_scaling": tables.batch_scaling(configs), "roofline": tables.roofline(configs),
-         "cost": cost.cost_table(configs, cost_settings), "decision": decision.decision_table(configs)}
+         "cost": cost.cost_table(configs, cost_settings), "decision": decision.decision_table(configs),
+         "int8_gap": _int8_gap(configs, metric)}
     warnings = [f"Damaged: {d.path} could not be read ({d.reason}) and is left out of this report. Run the "
                 "command that measured its study again: it moves the file to damaged/ and measures the cell again "
                 "(`dry_run=true` lists it as damaged)." for d in damaged]
@@ -233,6 +261,8 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
                                                  errors="ignore"),
                   **{k: t[k] for k in ("comparisons", "engine_comparisons", "crossover", "batch_scaling", "roofline",
                                        "cost", "decision")}}
+    if not t["int8_gap"].empty:
+        csv_tables["int8_gap"] = t["int8_gap"]
     for name, df in csv_tables.items():
         df.to_csv(out_dir / f"{name}.csv", index=False)
     path = out_dir / "report.md"

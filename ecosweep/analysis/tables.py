@@ -86,6 +86,14 @@ def summary_from_table(df: pd.DataFrame, source: str) -> pd.DataFrame:
     return out
 
 
+def _weights_label(rows: pd.DataFrame) -> pd.Series:
+    """``weights`` of a configuration: random | pretrained, and for random weights with planted outlier
+    features the planting (``random+outliers6x20``, from weights_source), which changes the weights."""
+    planted = rows.get("weights_source", pd.Series("", index=rows.index)).fillna("").astype(str) \
+        .str.extract(r"(\+outliers[0-9]+x[0-9.e+-]+)$", expand=False).fillna("")
+    return rows["weights"].fillna("") + planted
+
+
 def summary_from_rows(rows: pd.DataFrame, source: str) -> pd.DataFrame:
     """Per-configuration summaries of raw repetitions (ok rows only), with raw values kept."""
     ok = rows[rows.status == "ok"].copy()
@@ -93,6 +101,7 @@ def summary_from_rows(rows: pd.DataFrame, source: str) -> pd.DataFrame:
         return pd.DataFrame()
     ok["hardware"] = ok["device_name"].fillna(ok["hardware"])
     ok["engine"] = ok["engine"].fillna(DEFAULT_ENGINE)
+    ok["weights"] = _weights_label(ok)
     records = []
     for key, g in ok.groupby(KEYS, dropna=False, sort=False):
         rec = dict(zip(KEYS, key))
@@ -206,7 +215,7 @@ def comparisons(configs: pd.DataFrame, baseline: str = "fp16", metric: str = "en
     """Each quantization against ``baseline`` within hardware, model, engine, batch, tokens; Holm over the family."""
     if configs.empty or f"{metric}_mean" not in configs:
         return pd.DataFrame()
-    group_keys = ["hardware", "model", "engine", "batch_size", "input_tokens", "output_tokens"]
+    group_keys = ["hardware", "model", "engine", "batch_size", "input_tokens", "output_tokens", "weights"]
     records = []
     for group, b, t, sb, st, c in _against_baseline(_with_engine(configs), group_keys, "quantization", baseline,
                                                     metric):
@@ -231,7 +240,7 @@ def engine_comparisons(configs: pd.DataFrame, baseline: str = DEFAULT_ENGINE,
     configs = _with_engine(configs)
     if configs.engine.nunique() < 2:
         return pd.DataFrame()
-    group_keys = ["hardware", "model", "quantization", "batch_size", "input_tokens", "output_tokens"]
+    group_keys = ["hardware", "model", "quantization", "batch_size", "input_tokens", "output_tokens", "weights"]
     records = []
     for group, b, t, sb, st, c in _against_baseline(configs, group_keys, "engine", baseline, metric):
         records.append({**group, "engine": t.engine, "engine_effective": t.get("engine_effective"),
@@ -259,7 +268,7 @@ def engine_sign_findings(comp: pd.DataFrame, alpha: float = 0.05) -> List[str]:
     if comp.empty or "engine" not in comp or comp.engine.nunique() < 2:
         return []
     out = []
-    keys = ["hardware", "model", "quantization", "batch_size", "input_tokens", "output_tokens"]
+    keys = ["hardware", "model", "quantization", "batch_size", "input_tokens", "output_tokens", "weights"]
     for key, g in comp.groupby(keys, dropna=False, sort=False):
         if g.engine.nunique() < 2:
             continue
@@ -325,7 +334,7 @@ def batch_scaling(configs: pd.DataFrame) -> pd.DataFrame:
     records = []
     if configs.empty or "energy_j_per_request_mean" not in configs:
         return pd.DataFrame()
-    keys = ["hardware", "model", "quantization", "engine", "input_tokens", "output_tokens"]
+    keys = ["hardware", "model", "quantization", "engine", "input_tokens", "output_tokens", "weights"]
     configs = _with_engine(configs)
     for key, g in configs.groupby(keys, dropna=False):
         base = g[g.batch_size == 1]
