@@ -33,10 +33,11 @@ BYTES_PER_WEIGHT = {"none": {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0}, "
 
 
 def _with_engine(configs: pd.DataFrame) -> pd.DataFrame:
-    """Configurations without an engine column (hand-made or older tables) were decoded eagerly."""
-    if "engine" in configs:
-        return configs.assign(engine=configs.engine.fillna(DEFAULT_ENGINE))
-    return configs.assign(engine=DEFAULT_ENGINE)
+    """Configurations without an engine column (hand-made or older tables) were decoded eagerly; without a
+    weights column, their weights are those of a published table."""
+    engine = configs.engine.fillna(DEFAULT_ENGINE) if "engine" in configs else DEFAULT_ENGINE
+    weights = configs.weights.fillna("published") if "weights" in configs else "published"
+    return configs.assign(engine=engine, weights=weights)
 
 
 def _read_table(path: Path) -> pd.DataFrame:
