@@ -20,6 +20,7 @@ from typing import Any, Dict, List, Optional
 from ecosweep.config.schema import StudyConfig
 from ecosweep.environment import cpu_model, host_facts
 from ecosweep.planner import Cell
+from ecosweep.workload.placement import gpu_count
 
 
 @dataclass
@@ -128,18 +129,25 @@ def resolve_device(s: StudyConfig) -> str:
     return "cpu"
 
 
-def device_facts(device: str) -> Dict[str, Any]:
+def device_facts(device: str, gpus: int = 1) -> Dict[str, Any]:
+    """The device's columns; a cell over ``gpus`` GPUs names every one (``gpu_uuid`` joined with '+', in
+    device order) and sums their memory. Raises when the actor sees fewer GPUs than the cell holds."""
     import torch
 
     if device == "cpu":
-        return {"device": "cpu", "device_name": cpu_model()}
-    props = torch.cuda.get_device_properties(0)
+        return {"device": "cpu", "device_name": cpu_model(), "gpu_count": 0}
+    if torch.cuda.device_count() < gpus:
+        raise RuntimeError(f"ray.gpus_per_cell={gpus} but this actor sees {torch.cuda.device_count()} GPU(s) "
+                           f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})")
+    props = [torch.cuda.get_device_properties(i) for i in range(gpus)]
+    names = sorted({p.name for p in props})
     facts: Dict[str, Any] = {
         "device": "cuda",
-        "device_name": props.name,
-        "gpu_uuid": "GPU-" + str(props.uuid),
-        "compute_capability": f"{props.major}.{props.minor}",
-        "gpu_memory_total_mb": props.total_memory / 2**20,
+        "device_name": " + ".join(names),
+        "gpu_uuid": "+".join("GPU-" + str(p.uuid) for p in props),
+        "gpu_count": gpus,
+        "compute_capability": f"{props[0].major}.{props[0].minor}",
+        "gpu_memory_total_mb": sum(p.total_memory for p in props) / 2**20,
         "cuda_version": torch.version.cuda,
     }
     try:
@@ -247,20 +255,22 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
         if s.hardware.device == "cpu":
             torch.set_num_threads(max(1, int(s.ray.cpus_per_cell)))
         device = resolve_device(s)
-        extra.update(device_facts(device))
+        gpus = gpu_count(s, device)
+        extra.update(device_facts(device, gpus))
         check_device_runs(s, extra)
 
         from ecosweep.workload.engines import engine_facts
 
         workload = prepare_workload(s, device, extra, phases)
         is_cuda = device.startswith("cuda")
-        if is_cuda:
-            torch.cuda.reset_peak_memory_stats()
+        for index in range(gpus):
+            torch.cuda.reset_peak_memory_stats(index)
 
-        def peak_memory_mb() -> float:
-            return torch.cuda.max_memory_allocated() / 2**20 if is_cuda else math.nan
+        def peak_memory_mb() -> float:  # summed over the cell's GPUs
+            return sum(torch.cuda.max_memory_allocated(i) for i in range(gpus)) / 2**20 if is_cuda else math.nan
 
-        meter, observes_device = make_meter(s.measurement, device, extra.get("gpu_uuid"))
+        uuids = extra["gpu_uuid"].split("+") if extra.get("gpu_uuid") else []
+        meter, observes_device = make_meter(s.measurement, device, uuids)
         from ecosweep.protocol import CellProtocol
 
         with meter:

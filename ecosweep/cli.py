@@ -117,8 +117,9 @@ def print_plan(cells: List[Any]) -> None:
 
         lanes = [lane for lane in plan_lanes(cells, cluster_gpus=1.0) if lane.gpus > 0]  # as where GPUs exist
         if lanes:
-            print(f"ray.one_gpu_per={','.join(modes)}: on GPUs these cells run in {len(lanes)} lane(s), each on one "
-                  f"GPU with its cells in turn (cells per lane: {', '.join(str(len(lane.todo)) for lane in lanes)}).")
+            sizes = ", ".join(f"{len(lane.todo)} on {lane.gpus:g} GPU{'s' if lane.gpus > 1 else ''}" for lane in lanes)
+            print(f"ray.one_gpu_per={','.join(modes)}: on GPUs these cells run in {len(lanes)} lane(s), each on its "
+                  f"own GPUs with its cells in turn (cells per lane: {sizes}).")
         else:
             print(f"ray.one_gpu_per={','.join(modes)}: CPU cells reserve no GPU and run on their own; lanes still "
                   "decide which cells are reused.")

@@ -18,8 +18,9 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, List, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
+from ecosweep.workload.placement import requested_gpus
 from ecosweep.cell_runner import CellOutcome, CellProcessDied, failure_row
 from ecosweep.config.schema import RayConfig
 from ecosweep.errors import ConfigError
@@ -71,14 +72,45 @@ def connect_ray(rc: RayConfig) -> bool:
 
 
 def gpus_per_cell(cell: Cell, cluster_gpus: float) -> float:
-    """GPUs a cell's actor reserves: one whole GPU for CUDA cells, none for CPU cells."""
+    """GPUs a cell's actor reserves: what it asks for (``ray.gpus_by_quantization``, ``ray.gpus_per_cell``)
+    when set, else one whole GPU for CUDA cells and none for CPU cells."""
     s = cell.settings
-    explicit = s.ray.gpus_per_cell
+    explicit = requested_gpus(s)
     if explicit is not None:
-        return float(explicit)
+        return explicit
     if s.hardware.device == "cuda" or (s.hardware.device == "auto" and cluster_gpus > 0):
         return 1.0
     return 0.0
+
+
+def resource_problems(cells: List[Cell], resources: Dict[str, float], node_gpus: Optional[float] = None) -> List[str]:
+    """One sentence per kind of cell the cluster (``ray.cluster_resources()``; its largest node has
+    ``node_gpus`` GPUs, default all of them) cannot host: more GPUs per cell than it or one node has (a
+    cell's GPUs are one actor's, on one node), or a custom resource it lacks."""
+    gpus = float(resources.get("GPU", 0))
+    node_gpus = gpus if node_gpus is None else node_gpus
+    problems = []
+    for cell in cells:
+        need = gpus_per_cell(cell, gpus)
+        if gpus >= need > node_gpus:
+            problems.append(
+                f"cell {cell.id} ({cell.label}) needs {need:g} GPUs per cell on one node, but the largest node of "
+                f"the Ray cluster has {node_gpus:g} (the cluster {gpus:g} in all); a cell's GPUs belong to one "
+                "actor on one node: use ray.gpus_per_cell <= the GPUs of a node.")
+        if need > gpus:
+            hint = ("use fewer GPUs per cell (ray.gpus_per_cell), a cluster with more GPUs per node" if need > 1
+                    else "use hardware=cpu or hardware=auto on a machine without GPUs")
+            problems.append(
+                f"cell {cell.id} ({cell.label}, hardware={cell.settings.hardware.name}) needs "
+                f"{need:g} GPU per cell but the Ray cluster has {gpus:g} GPUs; {hint}."
+            )
+        for name, amount in cell.settings.ray.resources.items():
+            if float(resources.get(name, 0)) < amount:
+                problems.append(
+                    f"ray.resources asks for {name}={amount:g} per cell but the cluster offers "
+                    f"{float(resources.get(name, 0)):g}; start the nodes with --resources."
+                )
+    return sorted(set(problems))
 
 
 @dataclass
@@ -139,27 +171,12 @@ class CellScheduler:
         """Read the cluster's GPUs and refuse, before launching anything, cells it cannot host."""
         import ray
 
-        resources = ray.cluster_resources()
-        gpus = float(resources.get("GPU", 0))
-        self._gpus = gpus
-        self._resources = resources
-        problems = []
-        for cell in self.cells:
-            need = gpus_per_cell(cell, gpus)
-            if need > gpus:
-                problems.append(
-                    f"cell {cell.id} ({cell.label}, hardware={cell.settings.hardware.name}) needs "
-                    f"{need:g} GPU per cell but the Ray cluster has {gpus:g} GPUs; use hardware=cpu "
-                    "or hardware=auto on a machine without GPUs."
-                )
-            for name, amount in cell.settings.ray.resources.items():
-                if float(resources.get(name, 0)) < amount:
-                    problems.append(
-                        f"ray.resources asks for {name}={amount:g} per cell but the cluster offers "
-                        f"{float(resources.get(name, 0)):g}; start the nodes with --resources."
-                    )
+        self._resources = ray.cluster_resources()
+        self._gpus = float(self._resources.get("GPU", 0))
+        node_gpus = max((float(n["Resources"].get("GPU", 0)) for n in ray.nodes() if n.get("Alive")), default=0.0)
+        problems = resource_problems(self.cells, self._resources, node_gpus)
         if problems:
-            raise ConfigError(sorted(set(problems)))
+            raise ConfigError(problems)
 
     def _capacity(self, cell: Cell) -> int:
         """Cells of this kind (GPU or CPU) to keep in flight: no more than the cluster can host."""

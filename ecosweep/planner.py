@@ -34,7 +34,18 @@ class Cell:
     def label(self) -> str:
         s = self.settings
         engine = "" if is_default_engine(s) else f"/{s.engine.name}"
-        return f"{s.model.name}/{s.quantization.name}{engine}/bs{s.batch_size}/in{s.input_tokens}/out{s.output_tokens}"
+        gpus = _gpus_over_one(s)
+        on = f"/{gpus}gpu" if gpus else ""
+        return (f"{s.model.name}/{s.quantization.name}{engine}/bs{s.batch_size}/in{s.input_tokens}/"
+                f"out{s.output_tokens}{on}")
+
+
+def _gpus_over_one(s: StudyConfig) -> int:
+    """The GPUs a cell holds when more than one (they enter its id and label), else 0."""
+    from ecosweep.workload.placement import requested_gpus
+
+    n = requested_gpus(s)
+    return int(n) if n is not None and n > 1 else 0
 
 
 def is_default_engine(s: StudyConfig) -> bool:
@@ -67,6 +78,8 @@ def measured_identity(s: StudyConfig) -> Dict[str, Any]:
         from ecosweep.workload.int8_outliers import PLANTING_VERSION
 
         identity["outlier_features"] = {**dataclasses.asdict(s.outlier_features), "planting": PLANTING_VERSION}
+    if _gpus_over_one(s):  # energy over N GPUs is another measurement; one-GPU cells keep their ids
+        identity["gpus"] = _gpus_over_one(s)
     return identity
 
 

@@ -73,6 +73,18 @@ def _bool_or_none(observed: bool, flag: bool) -> Any:
     return flag if observed else None
 
 
+def _per_gpu(window: WindowReading, idle: WindowReading) -> Dict[str, Any]:
+    """Each metered GPU's energy and mean power in the window and its idle power, in the order of the
+    GPUs named in ``gpu_uuid`` (joined with '+'); null where the meter read no GPU."""
+    if not window.device_energy_j:
+        return {"energy_j_by_gpu": None, "power_w_mean_by_gpu": None, "idle_power_w_by_gpu": None}
+    idle_w = [e / idle.seconds if idle.seconds > 0 else NAN for e in idle.device_energy_j] or None
+    return {"gpu_uuid": "+".join(window.device_uuids),  # what the meter read, in the order of the lists
+            "energy_j_by_gpu": list(window.device_energy_j),
+            "power_w_mean_by_gpu": [e / window.seconds if window.seconds > 0 else NAN for e in window.device_energy_j],
+            "idle_power_w_by_gpu": idle_w}
+
+
 class CellProtocol:
     """Runs the protocol for one workload with one (already started) meter."""
 
@@ -212,6 +224,7 @@ class CellProtocol:
             "throttled": _bool_or_none(self.observes_device, bool(r.throttle_reasons)),
             "contaminated": _bool_or_none(self.observes_device, bool(r.foreign_pids or pr.foreign_pids)),
             "foreign_pids": ",".join(str(p) for p in sorted(set(r.foreign_pids) | set(pr.foreign_pids))) or None,
+            **_per_gpu(r, idle),
             **cpu,
         }
         for key in ("gpu_util_pct_mean", "mem_util_pct_mean", "memory_used_mb_max", "sm_clock_mhz_mean",

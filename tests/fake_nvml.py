@@ -1,7 +1,8 @@
 """A fake NVML module (drop-in for ``pynvml``) driven by a state file, for tests.
 
 Both the test process and the sampler subprocess import this module; they share the
-device through the JSON file named by ``$FAKE_NVML_STATE``. Power is piecewise constant
+device through the JSON file named by ``$FAKE_NVML_STATE``; a host of several GPUs
+(:class:`FakeGpuHost`) keeps one such device state per UUID under ``devices``. Power is piecewise constant
 (segments appended by :meth:`FakeGpu.set_power`); the energy counter integrates it and,
 like the real one, advances only every 100 ms.
 """
@@ -78,14 +79,21 @@ def nvmlSystemGetDriverVersion() -> str:
     return "fake-580"
 
 
+def _device(handle: str) -> Dict[str, Any]:
+    """One device's state: the file's own (one GPU) or its entry under ``devices`` (several)."""
+    state = _state()
+    return state["devices"][handle] if "devices" in state else state
+
+
 def nvmlDeviceGetHandleByUUID(uuid: str) -> str:
-    if uuid != _state()["uuid"]:
+    state = _state()
+    if uuid not in state.get("devices", {state.get("uuid"): None}):
         raise NVMLError_NotFound()
     return uuid
 
 
 def nvmlDeviceGetTotalEnergyConsumption(handle: str) -> int:
-    state = _state()
+    state = _device(handle)
     if not state.get("energy_supported", True):
         raise NVMLError_NotSupported()
     segs = state["segments"]
@@ -95,16 +103,16 @@ def nvmlDeviceGetTotalEnergyConsumption(handle: str) -> int:
 
 
 def nvmlDeviceGetFieldValues(handle: str, fields: List[int]):
-    watts = _power_at(_state()["segments"], time.time())
+    watts = _power_at(_device(handle)["segments"], time.time())
     return [SimpleNamespace(nvmlReturn=0, value=SimpleNamespace(uiVal=int(watts * 1000))) for _ in fields]
 
 
 def nvmlDeviceGetPowerUsage(handle: str) -> int:
-    return int(_power_at(_state()["segments"], time.time()) * 1000)
+    return int(_power_at(_device(handle)["segments"], time.time()) * 1000)
 
 
 def nvmlDeviceGetUtilizationRates(handle: str):
-    busy = _power_at(_state()["segments"], time.time()) > 150
+    busy = _power_at(_device(handle)["segments"], time.time()) > 150
     return SimpleNamespace(gpu=95 if busy else 0, memory=60 if busy else 0)
 
 
@@ -117,15 +125,15 @@ def nvmlDeviceGetClockInfo(handle: str, kind: int) -> int:
 
 
 def nvmlDeviceGetTemperature(handle: str, sensor: int) -> int:
-    return int(_state().get("temperature_c", 40))
+    return int(_device(handle).get("temperature_c", 40))
 
 
 def nvmlDeviceGetCurrentClocksEventReasons(handle: str) -> int:
-    return int(_state().get("clock_event_reasons", 0))
+    return int(_device(handle).get("clock_event_reasons", 0))
 
 
 def nvmlDeviceGetComputeRunningProcesses(handle: str):
-    state = _state()
+    state = _device(handle)
     pids = state.get("own_pids", []) + state.get("foreign_pids", [])
     return [SimpleNamespace(pid=p, usedGpuMemory=0) for p in pids]
 
@@ -155,4 +163,26 @@ class FakeGpu:
 
     def energy_between(self, t0: float, t1: float) -> float:
         segs = self.state["segments"]
+        return _energy_j(segs, t1) - _energy_j(segs, t0)
+
+
+class FakeGpuHost:
+    """Several fake GPUs of one host, each with its own power segments (a multi-GPU cell's devices)."""
+
+    def __init__(self, path: str, watts: Dict[str, float], **state: Any):
+        self.path = path
+        os.environ["FAKE_NVML_STATE"] = path
+        now = time.time() - 1.0
+        self.state = {"devices": {uuid: {"uuid": uuid, "segments": [[now, w]], "own_pids": [os.getpid()], **state}
+                                  for uuid, w in watts.items()}}
+        self._save()
+
+    _save = FakeGpu._save
+
+    def set_power(self, uuid: str, watts: float) -> None:
+        self.state["devices"][uuid]["segments"].append([time.time(), watts])
+        self._save()
+
+    def energy_between(self, uuid: str, t0: float, t1: float) -> float:
+        segs = self.state["devices"][uuid]["segments"]
         return _energy_j(segs, t1) - _energy_j(segs, t0)

@@ -93,8 +93,8 @@ def test_model_parameter_count_matches_nominal(name):
     ("quantization.llm_int8_threshold=-1", "llm_int8_threshold"),
     ("ray.progress=fancy", "choose one of: auto, live, plain, off"),
     ("ray.one_gpu_per=node", "ray.one_gpu_per='node' is not a valid choice; choose one of: cell, comparison, precision, study"),
-    ("ray.gpus_per_cell=8", "ray.gpus_per_cell=8 is not supported: a cell loads its model on one GPU and meters that GPU alone"),
-    ("ray.gpus_per_cell=0.5", "ray.gpus_per_cell=0.5 is not supported"),
+    ("ray.gpus_per_cell=0.5", "ray.gpus_per_cell=0.5 is not supported: a cell holds whole GPUs"),
+    ("ray.gpus_per_cell=-1", "ray.gpus_per_cell=-1 is not supported"),
     ("study=a/b", "not a valid study name"),
 ])
 def test_bad_values_are_named_with_their_valid_range(override, needle):

@@ -43,12 +43,12 @@ def test_meter_choice_on_cpu(monkeypatch, tmp_path):
     from ecosweep.meters import NullMeter, make_meter
 
     monkeypatch.setattr(rapl, "POWERCAP_ROOT", str(tmp_path))  # a host whose powercap tree is empty
-    meter, observes = make_meter(MeasurementConfig(meter="auto"), "cpu", None)
+    meter, observes = make_meter(MeasurementConfig(meter="auto"), "cpu", [])
     assert isinstance(meter, NullMeter) and not observes
     with pytest.raises(MeterError, match="measurement.meter=cpu needs readable RAPL"):
-        make_meter(MeasurementConfig(meter="cpu"), "cpu", None)
+        make_meter(MeasurementConfig(meter="cpu"), "cpu", [])
     with pytest.raises(MeterError, match="needs a CUDA device"):
-        make_meter(MeasurementConfig(meter="nvml"), "cpu", None)
+        make_meter(MeasurementConfig(meter="nvml"), "cpu", [])
     zone(tmp_path, "intel-rapl:0", 0)  # now one readable package counter
-    meter, _ = make_meter(MeasurementConfig(meter="cpu"), "cpu", None)
+    meter, _ = make_meter(MeasurementConfig(meter="cpu"), "cpu", [])
     assert meter.energy_source == "rapl"

@@ -110,7 +110,7 @@ def test_comparison_lanes_reuse_another_study_only_whole_and_from_one_device(smo
     assert widened.count("todo:smoke") == 2 and widened.count(" todo ") == 2 and "reuse:" not in widened
     assert "CPU cells reserve no GPU" in widened
     on_gpus = plan("ray.one_gpu_per=comparison", "quantization=fp32,bf16", "ray.gpus_per_cell=1")
-    assert "1 lane(s)" in on_gpus and "cells per lane: 4" in on_gpus
+    assert "1 lane(s)" in on_gpus and "cells per lane: 4 on 1 GPU)" in on_gpus
     assert plan("quantization=fp32,bf16").count("reuse:smoke") == 2  # per-cell placement reuses what it can
     # a complete lane measured on two devices is measured again too
     for i, path in enumerate(sorted((root / "smoke" / "cells").glob("*.parquet"))[:2]):

@@ -35,7 +35,7 @@ def _holds_a_gpu(configs: pd.DataFrame) -> pd.Series:
 
 
 def cost_table(configs: pd.DataFrame, settings: ReportConfig) -> pd.DataFrame:
-    """Per configuration: facility kWh, gCO2e and energy $ per 1M generated tokens (mean and 95 % CI) and per
+    """Per configuration (energy and GPU-hours over all the GPUs a cell held): facility kWh, gCO2e and energy $ per 1M generated tokens (mean and 95 % CI) and per
     request, GPU-hours and GPU-time $ per 1M tokens and per request. Empty without energy per token."""
     if configs.empty or "energy_j_per_1k_tok_mean" not in configs:
         return pd.DataFrame()
@@ -58,11 +58,13 @@ def cost_table(configs: pd.DataFrame, settings: ReportConfig) -> pd.DataFrame:
         out["usd_energy_per_request"] = request_kwh * settings.usd_per_kwh
     if "tok_s_mean" in configs:
         gpu = _holds_a_gpu(configs)
-        hours = (1e6 / configs["tok_s_mean"] / 3600.0).where(gpu)
+        # a cell over N GPUs holds all N for its time (summary tables without gpu_count: one GPU)
+        gpus = configs["gpu_count"].fillna(1).clip(lower=1) if "gpu_count" in configs else 1
+        hours = (gpus * 1e6 / configs["tok_s_mean"] / 3600.0).where(gpu)
         out["gpu_hours_per_1m_tok"] = hours
         out["usd_gpu_time_per_1m_tok"] = hours * settings.usd_per_gpu_hour
-        if "output_tokens" in configs:  # a request's share of the GPU: its tokens at the batch's throughput
-            out["usd_gpu_time_per_request"] = (configs["output_tokens"] / configs["tok_s_mean"] / 3600.0
+        if "output_tokens" in configs:  # a request's share of the GPUs: its tokens at the batch's throughput
+            out["usd_gpu_time_per_request"] = (gpus * configs["output_tokens"] / configs["tok_s_mean"] / 3600.0
                                                * settings.usd_per_gpu_hour).where(gpu)
     out["cost_settings"] = describe(settings)
     return out

@@ -91,7 +91,7 @@ def _weights_label(rows: pd.DataFrame) -> pd.Series:
     """``weights`` of a configuration: random | pretrained, and for random weights with planted outlier
     features the planting (``random+outliers6x20``, from weights_source), which changes the weights."""
     planted = rows.get("weights_source", pd.Series("", index=rows.index)).fillna("").astype(str) \
-        .str.extract(r"(\+outliers[0-9]+x[0-9.e+-]+)$", expand=False).fillna("")
+        .str.extract(r"(\+outliers[0-9]+x[0-9.e+-]+)", expand=False).fillna("")
     return rows["weights"].fillna("") + planted
 
 
@@ -116,6 +116,7 @@ def summary_from_rows(rows: pd.DataFrame, source: str) -> pd.DataFrame:
                    engine_effective=",".join(sorted(g.engine_effective.dropna().unique())) or rec["engine"],
                    attn_implementation=",".join(sorted(g.attn_implementation.dropna().unique())) or None,
                    gpu_uuids=",".join(sorted(g.gpu_uuid.dropna().unique())) if "gpu_uuid" in g else "",
+                   gpu_count=int(g.gpu_count.max()) if "gpu_count" in g and g.gpu_count.notna().any() else None,
                    drift_p=linear_trend_p(g.energy_j_per_1k_tok.tolist())
                    if g.energy_j_per_1k_tok.notna().sum() >= 4 else linear_trend_p(g.tok_s.tolist()))
         for column in PER_CELL_COLUMNS:  # one value per cell (computed once, before its windows)

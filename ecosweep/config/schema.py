@@ -157,7 +157,12 @@ class RayConfig:
     num_gpus: Optional[int] = None
     max_concurrent_cpu_cells: int = 1
     cpus_per_cell: float = 1.0
-    gpus_per_cell: Optional[float] = None  # None: 1 for CUDA cells, 0 for CPU cells; only 0 or 1 (one metered GPU per cell)
+    # whole GPUs a cell holds; None: 1 for CUDA cells, 0 for CPU cells; N > 1: the model placed layer by layer
+    # across N GPUs (eager engine), every one of them metered, energy summed
+    gpus_per_cell: Optional[float] = None
+    # GPUs per cell for cells of these quantizations (conf/quantization names), over gpus_per_cell: e.g.
+    # {fp16: 2} puts a 70B model's 16-bit cells on two GPUs and its 4- and 8-bit ones on one
+    gpus_by_quantization: Dict[str, float] = field(default_factory=dict)
     actor_retries: int = 1
     resources: Dict[str, float] = field(default_factory=dict)
     progress: str = "auto"

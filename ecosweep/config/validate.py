@@ -162,13 +162,41 @@ def validate_ray(r: RayConfig) -> List[str]:
     problems += _at_least("ray.cpus_per_cell", r.cpus_per_cell, 0.0)
     problems += _choice("ray.progress", r.progress, PROGRESS_MODES)
     problems += _choice("ray.one_gpu_per", r.one_gpu_per, ONE_GPU_PER)
-    if r.gpus_per_cell is not None and r.gpus_per_cell not in (0, 1):
-        problems.append(
-            f"ray.gpus_per_cell={r.gpus_per_cell:g} is not supported: a cell loads its model on one GPU and meters "
-            "that GPU alone, so a fraction would share a GPU's power reading between cells and more than one "
-            "would reserve GPUs that nothing measures. Use 1 (a whole GPU per cell, the default for CUDA cells), "
-            "0 (CPU cells), or leave it unset.")
+    asked = {"ray.gpus_per_cell": r.gpus_per_cell,
+             **{f"ray.gpus_by_quantization.{q}": n for q, n in (r.gpus_by_quantization or {}).items()}}
+    for key, n in asked.items():
+        if n is not None and (n < 0 or n != int(n)):
+            problems.append(
+                f"{key}={n:g} is not supported: a cell holds whole GPUs and meters each of them, so a fraction "
+                "would share a GPU's power reading between cells. Use 1 (a whole GPU per cell, the default for "
+                "CUDA cells), N > 1 (the model placed layer by layer across N GPUs, all N metered), 0 (CPU "
+                "cells), or leave it unset.")
     return problems
+
+
+def available_quantizations() -> List[str]:
+    """The quantization configs under conf/quantization (their names)."""
+    from ecosweep.config.compose import CONF_DIR
+
+    return sorted(p.stem for p in (CONF_DIR / "quantization").glob("*.yaml"))
+
+
+def validate_multi_gpu(s: StudyConfig) -> List[str]:
+    """A cell over several GPUs: only the eager engine places a model across devices."""
+    from ecosweep.workload.placement import requested_gpus
+
+    n = requested_gpus(s)
+    problems = []
+    unknown = sorted(set(s.ray.gpus_by_quantization or {}) - set(available_quantizations()))
+    if unknown:
+        problems.append(f"ray.gpus_by_quantization names {', '.join(unknown)}, not a quantization; choose among: "
+                        f"{', '.join(available_quantizations())}.")
+    if n is None or n <= 1 or s.engine.kind == "eager":
+        return problems
+    return problems + [f"engine={s.engine.name} (kind {s.engine.kind}) with {n:g} GPUs per cell is not supported: the "
+            "model of a cell over several GPUs is placed layer by layer, and a CUDA graph or a compiled static-cache "
+            "step captures one device's stream, not the copies between GPUs. Use engine=eager for cells over "
+            "several GPUs, or ray.gpus_per_cell=1 where the model fits one GPU."]
 
 
 def cost_settings_problems(r: ReportConfig, name: Callable[[str], str] = lambda key: f"report.{key}") -> List[str]:
@@ -226,7 +254,7 @@ def validate_study(s: StudyConfig) -> List[str]:
     problems += validate_hardware(s.hardware)
     problems += validate_quantization_on_hardware(s.quantization, s.hardware)
     problems += validate_measurement(s.measurement, s.repetitions)
-    problems += validate_ray(s.ray)
+    problems += validate_ray(s.ray) + validate_multi_gpu(s)
     problems += cost_settings_problems(s.report)
     problems += validate_fidelity(s.fidelity, s.weights)
     o = s.outlier_features

@@ -33,6 +33,9 @@ class WindowReading:
     device_stats: Dict[str, float] = field(default_factory=dict)  # column name -> value
     throttle_reasons: Tuple[str, ...] = ()
     foreign_pids: Tuple[int, ...] = ()
+    # GPU meters: each metered GPU's own energy (J) and UUID, in the same order (one entry for a one-GPU cell)
+    device_energy_j: Tuple[float, ...] = ()
+    device_uuids: Tuple[str, ...] = ()
 
     @property
     def power_w_mean(self) -> float:

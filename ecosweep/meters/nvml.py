@@ -1,4 +1,4 @@
-"""GPU energy from NVML for the actor's own physical device.
+"""GPU energy from NVML for one of the actor's own physical devices (several: :mod:`ecosweep.meters.multi`).
 
 * Device: found by UUID (``"GPU-" + torch.cuda.get_device_properties(0).uuid``), because
   NVML ignores ``CUDA_VISIBLE_DEVICES`` and indexes all GPUs of the host.
@@ -278,7 +278,8 @@ class NvmlMeter(Meter):
         return WindowReading(
             seconds=seconds, start_unix_s=start_unix_s, energy_j=energy, energy_source=self.energy_source,
             power_w_peak=max(powers, default=NAN), sampled_energy_j=sampled, samples=len(inside),
-            device_stats=stats, throttle_reasons=names, foreign_pids=tuple(sorted(foreign)))
+            device_stats=stats, throttle_reasons=names, foreign_pids=tuple(sorted(foreign)),
+            device_energy_j=(energy,), device_uuids=(self.uuid,))
 
     def trace(self):
         """All samples since start() as a table (one row per sample; times in Unix seconds)."""

@@ -14,6 +14,7 @@ from ecosweep.config.schema import StudyConfig
 from ecosweep.errors import ModelNotFoundError
 from ecosweep.workload import attention as attention_impl
 from ecosweep.workload.quantization import bnb_config, torch_dtype
+from ecosweep.workload.placement import gpu_count
 from ecosweep.workload.random_weights import load_random_model, random_weights_id
 
 
@@ -50,46 +51,67 @@ def pretrained_source(s: StudyConfig) -> str:
     return m.hub_id  # type: ignore[return-value]
 
 
+def _random_build(s: StudyConfig, device: str) -> str:
+    """Where the cell's random weights are built (``placement.build_device``)."""
+    from ecosweep.workload.placement import build_device
+    from ecosweep.workload.quantization import bytes_per_element
+
+    return build_device(device, gpu_count(s, device), s.model.params_b * 1e9 * bytes_per_element(s.quantization.dtype))
+
+
 def load_model(s: StudyConfig, device: str) -> LoadedModel:
-    """Load the cell's model on ``device`` ("cpu" or "cuda:0") with its quantization and the
-    engine's attention implementation (the checkpoint's default when the engine names none)."""
+    """Load the cell's model on ``device`` ("cpu" or "cuda:0"), or across the cell's GPUs (cuda:0 ..
+    cuda:N-1, ``ray.gpus_per_cell=N``), with its quantization and the engine's attention implementation
+    (the checkpoint's default when the engine names none)."""
     q = s.quantization
     attention = {}
     if s.engine.attn_implementation is not None:
         if s.engine.attn_implementation == attention_impl.NAME:
             attention_impl.register()
         attention = {"attn_implementation": s.engine.attn_implementation}
+    gpus = gpu_count(s, device)
     if s.weights == "random":
         o = s.outlier_features
-        source = random_weights_id(s.model, q.dtype, s.seed, o.count, o.scale)
-        model = load_random_model(s.model, q.dtype, s.seed, device, bnb_config(q), o.count, o.scale, **attention)
+        built_on = _random_build(s, device)
+        source = random_weights_id(s.model, q.dtype, s.seed, o.count, o.scale, built_on != device)
+        model = load_random_model(s.model, q.dtype, s.seed, device, bnb_config(q), o.count, o.scale, gpus, built_on,
+                                  **attention)
     else:
         source = pretrained_source(s)
-        model = _from_checkpoint(s, source, device, q.dtype, bnb_config(q), **attention)
+        model = _from_checkpoint(s, source, device, q.dtype, bnb_config(q), gpus, **attention)
     model.eval()
     return LoadedModel(model, source, _logical_params(model), int(model.config.vocab_size))
 
 
 def _from_checkpoint(s: StudyConfig, source: str, device: str, dtype: str, quantization_config: Any = None,
-                     **kwargs: Any) -> Any:
-    """``from_pretrained`` of a local folder or a cached hub model on one device (downloads only when allowed)."""
+                     gpus: int = 1, **kwargs: Any) -> Any:
+    """``from_pretrained`` of a local folder or a cached hub model on one device or across ``gpus`` GPUs
+    (downloads only when allowed)."""
     from transformers import AutoModelForCausalLM
 
+    from ecosweep.workload.placement import placement_kwargs
+
     return AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(dtype), quantization_config=quantization_config,
-                                                device_map={"": device}, local_files_only=not s.allow_download,
-                                                **kwargs)
+                                                local_files_only=not s.allow_download,
+                                                **placement_kwargs(device, gpus), **kwargs)
 
 
 def load_reference_model(s: StudyConfig, device: str, dtype: str) -> Any:
     """The cell's model unquantized in ``dtype``, with the cell's weights: for random weights the tensors the
     cell quantizes (built in the cell's dtype, then cast), for pretrained ones the same checkpoint."""
+    gpus = gpu_count(s, device)
     if s.weights == "random":
         from ecosweep.workload.random_weights import build_random_model
 
         o = s.outlier_features
-        model = build_random_model(s.model, s.quantization.dtype, s.seed, device, o.count, o.scale).to(torch_dtype(dtype))
+        built_on = _random_build(s, device)
+        if built_on == device:
+            model = build_random_model(s.model, s.quantization.dtype, s.seed, device, o.count, o.scale).to(torch_dtype(dtype))
+        else:  # built on the CPU, then placed like the cell's own model
+            model = load_random_model(s.model, s.quantization.dtype, s.seed, device, None, o.count, o.scale, gpus,
+                                      built_on, load_dtype=dtype)
     else:
-        model = _from_checkpoint(s, pretrained_source(s), device, dtype)
+        model = _from_checkpoint(s, pretrained_source(s), device, dtype, gpus=gpus)
     return model.eval()
 
 

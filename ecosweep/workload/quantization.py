@@ -29,3 +29,8 @@ def bnb_config(q: QuantizationConfig) -> Optional[Any]:
     if q.method == "bnb_8bit":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=float(q.llm_int8_threshold))
     raise ValueError(f"unknown quantization method {q.method!r}")
+
+
+def bytes_per_element(dtype: str) -> int:
+    """Bytes of one unquantized weight in ``dtype``."""
+    return {"float32": 4, "float16": 2, "bfloat16": 2}[dtype]

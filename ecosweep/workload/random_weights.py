@@ -43,12 +43,15 @@ def hf_config(m: ModelConfig) -> Any:
     return AutoConfig.for_model(arch.pop("model_type"), **arch)
 
 
-def random_weights_id(m: ModelConfig, dtype: str, seed: int, outlier_count: int = 0, outlier_scale: float = 1.0) -> str:
+def random_weights_id(m: ModelConfig, dtype: str, seed: int, outlier_count: int = 0, outlier_scale: float = 1.0,
+                      cpu_built_for_gpu: bool = False) -> str:
     """A short name for one set of random weights, recorded as the rows' ``weights_source``; planted outlier
-    features are part of it (they change the weights)."""
+    features are part of it (they change the weights), and so is ``@cpu`` for a GPU cell whose weights the
+    CPU's random generator built (they differ from GPU-built ones)."""
     blob = json.dumps({"arch": architecture(m), "dtype": dtype, "seed": seed}, sort_keys=True)
     planted = f"+outliers{outlier_count}x{outlier_scale:g}" if outlier_count > 0 else ""
-    return f"random:{m.model_type}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}-{dtype}{planted}"
+    built = "@cpu" if cpu_built_for_gpu else ""
+    return f"random:{m.model_type}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}-{dtype}{planted}{built}"
 
 
 def build_random_model(m: ModelConfig, dtype: str, seed: int, device: str, outlier_count: int = 0,
@@ -75,18 +78,22 @@ def build_random_model(m: ModelConfig, dtype: str, seed: int, device: str, outli
 
 
 def load_random_model(m: ModelConfig, dtype: str, seed: int, device: str, quantization_config: Any,
-                      outlier_count: int = 0, outlier_scale: float = 1.0, **from_pretrained_kwargs: Any) -> Any:
-    """The cell's model: random 16-bit (or fp32) weights built on ``device``, then loaded through
-    ``from_pretrained`` with ``quantization_config`` (None: unquantized, sharing the built tensors)."""
+                      outlier_count: int = 0, outlier_scale: float = 1.0, gpu_count: int = 1, built_on: str = "",
+                      load_dtype: str = "", **from_pretrained_kwargs: Any) -> Any:
+    """The cell's model: random 16-bit (or fp32) weights built on ``built_on`` (default ``device``; see
+    ``placement.build_device``), then loaded through ``from_pretrained`` with ``quantization_config`` (None:
+    unquantized) in ``load_dtype`` (default ``dtype``) onto ``device``, or across ``gpu_count`` GPUs."""
     import torch
 
+    from ecosweep.workload.placement import placement_kwargs
     from ecosweep.workload.quantization import torch_dtype
 
-    reference = build_random_model(m, dtype, seed, device, outlier_count, outlier_scale)
+    reference = build_random_model(m, dtype, seed, built_on or device, outlier_count, outlier_scale)
     try:
         model = type(reference).from_pretrained(
-            None, config=copy.deepcopy(reference.config), state_dict=reference.state_dict(), dtype=torch_dtype(dtype),
-            quantization_config=quantization_config, device_map={"": device}, **from_pretrained_kwargs)
+            None, config=copy.deepcopy(reference.config), state_dict=reference.state_dict(),
+            dtype=torch_dtype(load_dtype or dtype), quantization_config=quantization_config,
+            **placement_kwargs(device, gpu_count), **from_pretrained_kwargs)
     finally:
         del reference
         if device.startswith("cuda"):
