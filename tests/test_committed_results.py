@@ -294,3 +294,25 @@ def test_load_of_random_weights_in_memory_beats_the_checkpoint_on_an_h100():
     assert data["device"] == "NVIDIA H100 80GB HBM3"
     for case in data["cases"]:
         assert case["bit_identical"] and max(case["in_memory_load_s"]) < min(case["checkpoint_load_s"]) / 4
+
+
+def test_two_gpu_cell_on_two_h100s_counts_both_gpus(tmp_path):
+    """experiments/multi_gpu/README.md: the two-GPU cell's rows name both GPUs, both draw above idle, their
+    energies sum to energy_j, and the report bills two GPUs' hours."""
+    study = REPO / "experiments" / "multi_gpu" / "h100x2_2026-11-27" / "two_gpu_cell"
+    rows = read_results([study]).to_pandas()
+    two = rows[rows.gpu_count == 2]
+    assert len(two) == 3 and (two.status == "ok").all()
+    for _, r in two.iterrows():
+        a, b = r.gpu_uuid.split("+")
+        assert a != b and set(rows[rows.gpu_count == 1].gpu_uuid) == {a}
+        assert r.energy_j == pytest.approx(sum(r.energy_j_by_gpu))
+        assert all(p > i + 20 for p, i in zip(r.power_w_mean_by_gpu, r.idle_power_w_by_gpu))
+        assert r.idle_power_w == pytest.approx(sum(r.idle_power_w_by_gpu))
+    build_report([study], tmp_path)
+    cost = pd.read_csv(tmp_path / "cost.csv").set_index(["model", "gpu_count"])
+    configs = pd.read_csv(tmp_path / "configurations.csv").set_index(["model", "gpu_count"])
+    assert round(configs.loc[("TinyLlama-1.1B", 2)].energy_j_per_1k_tok_mean) == 7628
+    assert round(configs.loc[("TinyLlama-1.1B", 1)].energy_j_per_1k_tok_mean) == 2966
+    hours = cost.loc[("TinyLlama-1.1B", 2)].gpu_hours_per_1m_tok
+    assert hours == pytest.approx(2 * 1e6 / configs.loc[("TinyLlama-1.1B", 2)].tok_s_mean / 3600)

@@ -82,9 +82,11 @@ def test_a_two_gpu_window_is_the_sum_of_both_devices_windows(host):
 
 
 def test_rows_of_a_two_gpu_cell_name_both_gpus_and_count_both(host):
-    meter, observes = make_meter(nvml(), "cuda:0", [A, B], synchronize=lambda: None, nvml_module="fake_nvml")
+    # a settled, 1 s idle baseline: the fake counter's 100 ms steps then err by < 0.1 s x 70 W over it
+    protocol = nvml(idle_settle_s=0.3, idle_window_s=1.0)
+    meter, observes = make_meter(protocol, "cuda:0", [A, B], synchronize=lambda: None, nvml_module="fake_nvml")
     with meter:
-        rows = CellProtocol(TwoGpuLoad(host), meter, nvml(), repetitions=2, warmup=1,
+        rows = CellProtocol(TwoGpuLoad(host), meter, protocol, repetitions=2, warmup=1,
                             observes_device=observes).run({}).rows
     assert len(rows) == 2
     for row in rows:
@@ -112,7 +114,15 @@ def test_cells_over_several_gpus_are_eager_and_whole():
         plan_cells([compose(["ray.gpus_per_cell=2", "engine=graph"])])
     with pytest.raises(ConfigError, match="ray.gpus_per_cell=1.5 is not supported: a cell holds whole GPUs"):
         plan_cells([compose(["ray.gpus_per_cell=1.5"])])
-    assert len(plan_cells([compose(["ray.gpus_per_cell=2"])])) == 1
+    with pytest.raises(ConfigError, match="outlier_features.count=6 with 2 GPUs per cell is not supported"):
+        plan_cells([compose(["ray.gpus_per_cell=2", "outlier_features.count=6"])])
+    with pytest.raises(ConfigError, match="ray.gpus_by_quantization names fp17, not a quantization"):
+        plan_cells([compose(["+ray.gpus_by_quantization.fp17=2"])])
+    two = plan_cells([compose(["ray.gpus_per_cell=2"])])[0]
+    assert two.label.endswith("/2gpu") and two.id != plan_cells([compose([])])[0].id
+    by_precision = plan_cells([compose(["+ray.gpus_by_quantization.fp32=2", "quantization=fp32"]),
+                               compose(["+ray.gpus_by_quantization.fp32=2", "quantization=nf4"])])
+    assert [c.label.endswith("/2gpu") for c in by_precision] == [True, False]
 
 
 def test_placement_on_one_device_and_on_a_cpu():

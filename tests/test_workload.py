@@ -85,6 +85,33 @@ def test_random_weights_are_the_same_for_a_seed_and_differ_for_another():
     assert first["model.norm.weight"].eq(1).all()  # the architecture's own init: norms at one
 
 
+def test_weights_drawn_tensor_by_tensor_are_fixed_by_the_seed_and_load_into_a_working_model():
+    """The path of models over several GPUs (or too large for one): each tensor from its own seeded generator,
+    so the same seed gives bit-identical tensors, another seed other ones; the architecture's init by module
+    kind (Linear at initializer_range, norms at one); and the state dict loads into a model that decodes."""
+    import torch
+
+    from ecosweep.workload.placement import PER_TENSOR
+    from ecosweep.workload.random_weights import load_random_model, random_state_dict
+
+    m = settings().model
+    first, again, other = (random_state_dict(m, "float32", seed, "cpu") for seed in (0, 0, 1))
+    assert first.keys() == again.keys() == other.keys() and all(first[k].equal(again[k]) for k in first)
+    linear = [k for k in first if k.endswith("proj.weight")]
+    assert linear and not any(first[k].equal(other[k]) for k in linear)
+    assert not first[linear[0]].equal(first[linear[1]])  # each tensor its own draw
+    assert abs(first["model.layers.0.mlp.up_proj.weight"].std().item() - 0.02) < 0.001
+    assert first["model.norm.weight"].eq(1).all()
+    model = load_random_model(m, "float32", 0, "cpu", None, built_on=PER_TENSOR)
+    loaded = model.state_dict()
+    assert all(loaded[k].equal(first[k]) for k in first)
+    with torch.no_grad():
+        logits = model(torch.arange(8).unsqueeze(0)).logits
+    assert torch.isfinite(logits).all() and logits.shape[-1] == m.vocab_size
+    with pytest.raises(ValueError, match="outlier_features.count=0"):
+        load_random_model(m, "float32", 0, "cpu", None, outlier_count=6, built_on=PER_TENSOR)
+
+
 def test_every_precision_of_a_seed_quantizes_the_same_weights():
     """fp32 loads the built tensors as they are; NF4 and pure int8 quantize those same tensors (their
     dequantized weights are the fp32 ones within each format's rounding), and nothing is written to disk."""

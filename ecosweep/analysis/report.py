@@ -95,8 +95,7 @@ def _fidelity_beside_energy(configs: pd.DataFrame, comp: pd.DataFrame, metric: s
         return pd.DataFrame()
     table = configs[configs.fidelity_reference.notna()].copy()
     if not comp.empty:
-        keys = [k for k in ("source", "hardware", "model", "quantization", "engine", "batch_size", "input_tokens",
-                            "output_tokens", "weights") if k in comp and k in table]
+        keys = [k for k in tables.ROW_KEYS if k in comp and k in table]
         table = table.merge(comp[keys + ["delta_pct"]].drop_duplicates(keys), on=keys, how="left")
     return table
 
@@ -168,8 +167,7 @@ def _int8_gap(configs: pd.DataFrame, metric: str) -> pd.DataFrame:
     gap = gap[gap.quantization == "int8"] if not gap.empty else gap
     if gap.empty or "int8_decomposed_cols_mean" not in configs:
         return gap
-    keys = [k for k in ("source", "hardware", "model", "quantization", "engine", "batch_size", "input_tokens",
-                        "output_tokens", "weights") if k in gap and k in configs]
+    keys = [k for k in tables.ROW_KEYS if k in gap and k in configs]
     return gap.merge(configs[keys + ["int8_decomposed_cols_mean"]].drop_duplicates(keys), on=keys, how="left")
 
 
@@ -184,7 +182,7 @@ def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], config
     by_source = ["source"] if configs.source.nunique() > 1 else []
     by_axis = ["engine"] if configs.engine.nunique() > 1 else []
     # the axes that vary besides hardware, model, quantization and batch (engine; plain and planted weights)
-    by_axis += ["weights"] if configs.weights.nunique() > 1 else []
+    by_axis += [k for k in ("weights", "gpu_count") if k in configs and configs[k].nunique() > 1]
     text = [f"# {title or 'ecosweep report'}\n", "Inputs:\n"] + [f"- `{p}`" for p in inputs] + [""] + notes
     text += ["## Configurations\n", "Mean, sd, n and t-based 95 % CI; a bootstrap CI where raw repetitions exist.\n",
              _md(configs, ["source", "hardware", "model", "quantization", *by_axis, "batch_size", "n", f"{metric}_mean",

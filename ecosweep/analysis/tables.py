@@ -21,7 +21,9 @@ from ecosweep.results.schema import FIDELITY_COLUMNS, INT8_DECOMPOSITION_COLUMNS
 METRICS = ["energy_j_per_1k_tok", "tok_s", "power_w_mean", "energy_j_per_request", "gpu_util_pct_mean",
            "decode_tok_s", "static_energy_share", "net_energy_j_per_1k_tok"]
 PER_CELL_COLUMNS = FIDELITY_COLUMNS + INT8_DECOMPOSITION_COLUMNS  # one value per configuration, not summarised
-KEYS = ["hardware", "model", "quantization", "engine", "batch_size", "input_tokens", "output_tokens", "weights"]
+KEYS = ["hardware", "model", "quantization", "engine", "batch_size", "input_tokens", "output_tokens", "weights",
+        "gpu_count"]
+ROW_KEYS = ["source", *KEYS]  # what identifies one row of the configurations table
 # Rows written before the engine axis, and published tables, measured generate(): the eager engine.
 DEFAULT_ENGINE = "eager"
 # What may run for each engine asked for without a warning (graph runs uncaptured on a CPU by design).
@@ -76,6 +78,7 @@ def summary_from_table(df: pd.DataFrame, source: str) -> pd.DataFrame:
         out[key] = df[key] if key in df else (np.nan if key == "params_b_nominal" else None)
     out["weights"] = df["weights"] if "weights" in df else "published"
     out["engine"] = df["engine"].fillna(DEFAULT_ENGINE) if "engine" in df else DEFAULT_ENGINE
+    out["gpu_count"] = df["gpu_count"].fillna(1).astype(int) if "gpu_count" in df else 1  # published: one GPU
     out["n"] = df["n"].astype(int)
     for m in METRICS:
         if f"{m}_mean" in df:
@@ -95,6 +98,13 @@ def _weights_label(rows: pd.DataFrame) -> pd.Series:
     return rows["weights"].fillna("") + planted
 
 
+def _gpu_count(rows: pd.DataFrame) -> pd.Series:
+    """GPUs each row's cell held; files written before cells over several GPUs: one where a GPU UUID is
+    recorded, none otherwise."""
+    held = rows["gpu_uuid"].notna().astype(int) if "gpu_uuid" in rows else pd.Series(0, index=rows.index)
+    return rows["gpu_count"].fillna(held).astype(int) if "gpu_count" in rows else held
+
+
 def summary_from_rows(rows: pd.DataFrame, source: str) -> pd.DataFrame:
     """Per-configuration summaries of raw repetitions (ok rows only), with raw values kept."""
     ok = rows[rows.status == "ok"].copy()
@@ -103,6 +113,7 @@ def summary_from_rows(rows: pd.DataFrame, source: str) -> pd.DataFrame:
     ok["hardware"] = ok["device_name"].fillna(ok["hardware"])
     ok["engine"] = ok["engine"].fillna(DEFAULT_ENGINE)
     ok["weights"] = _weights_label(ok)
+    ok["gpu_count"] = _gpu_count(ok)
     records = []
     for key, g in ok.groupby(KEYS, dropna=False, sort=False):
         rec = dict(zip(KEYS, key))
@@ -116,7 +127,6 @@ def summary_from_rows(rows: pd.DataFrame, source: str) -> pd.DataFrame:
                    engine_effective=",".join(sorted(g.engine_effective.dropna().unique())) or rec["engine"],
                    attn_implementation=",".join(sorted(g.attn_implementation.dropna().unique())) or None,
                    gpu_uuids=",".join(sorted(g.gpu_uuid.dropna().unique())) if "gpu_uuid" in g else "",
-                   gpu_count=int(g.gpu_count.max()) if "gpu_count" in g and g.gpu_count.notna().any() else None,
                    drift_p=linear_trend_p(g.energy_j_per_1k_tok.tolist())
                    if g.energy_j_per_1k_tok.notna().sum() >= 4 else linear_trend_p(g.tok_s.tolist()))
         for column in PER_CELL_COLUMNS:  # one value per cell (computed once, before its windows)
@@ -169,13 +179,17 @@ def _summary(row: pd.Series, metric: str):
 
 def _baseline_for(candidates: pd.DataFrame, row: pd.Series) -> Optional[pd.Series]:
     """The baseline row for ``row``: one from the same input (results folder or table) when there
-    is one, so a comparison stays within one run; else the first candidate."""
+    is one, so a comparison stays within one run; among those, one on as many GPUs as ``row`` where there
+    is one, else the one on the fewest GPUs (fewer_gpus: NF4 on one GPU against fp16 on the two it needs)."""
     if candidates.empty:
         return None
     if "source" in candidates and "source" in row:
         same = candidates[candidates.source == row["source"]]
         if len(same):
-            return same.iloc[0]
+            candidates = same
+    if "gpu_count" in candidates and "gpu_count" in row and candidates.gpu_count.nunique() > 1:
+        equal = candidates[candidates.gpu_count == row["gpu_count"]]
+        return equal.iloc[0] if len(equal) else candidates.sort_values("gpu_count").iloc[0]
     return candidates.iloc[0]
 
 
@@ -222,7 +236,8 @@ def comparisons(configs: pd.DataFrame, baseline: str = "fp16", metric: str = "en
     for group, b, t, sb, st, c in _against_baseline(_with_engine(configs), group_keys, "quantization", baseline,
                                                     metric):
         records.append({**group, "params_b_nominal": t.params_b_nominal,
-                        "quantization": t.quantization, "baseline": baseline, "metric": metric,
+                        "quantization": t.quantization, "gpu_count": t.get("gpu_count"),
+                        "baseline_gpu_count": b.get("gpu_count"), "baseline": baseline, "metric": metric,
                         "baseline_mean": sb.mean, "mean": st.mean, "delta_pct": c.delta_pct,
                         "delta_pct_ci_low": c.delta_pct_ci95_low, "delta_pct_ci_high": c.delta_pct_ci95_high,
                         "t": c.t, "df": c.df, "p": c.p, "cohens_d": c.cohens_d, "hedges_g": c.hedges_g,

@@ -191,9 +191,15 @@ def validate_multi_gpu(s: StudyConfig) -> List[str]:
     if unknown:
         problems.append(f"ray.gpus_by_quantization names {', '.join(unknown)}, not a quantization; choose among: "
                         f"{', '.join(available_quantizations())}.")
+    if n is not None and n > 1 and s.outlier_features.count > 0:
+        problems.append(f"outlier_features.count={s.outlier_features.count} with {n:g} GPUs per cell is not "
+                        "supported: outliers are planted in a model built on one GPU, and a model over several GPUs "
+                        "is drawn tensor by tensor. Use outlier_features.count=0 or one GPU per cell.")
     if n is None or n <= 1 or s.engine.kind == "eager":
         return problems
-    return problems + [f"engine={s.engine.name} (kind {s.engine.kind}) with {n:g} GPUs per cell is not supported: the "
+    by_quantization = s.quantization.name in (s.ray.gpus_by_quantization or {})
+    asked = f"ray.gpus_by_quantization.{s.quantization.name}" if by_quantization else "ray.gpus_per_cell"
+    return problems + [f"engine={s.engine.name} (kind {s.engine.kind}) with {asked}={n:g} is not supported: the "
             "model of a cell over several GPUs is placed layer by layer, and a CUDA graph or a compiled static-cache "
             "step captures one device's stream, not the copies between GPUs. Use engine=eager for cells over "
             "several GPUs, or ray.gpus_per_cell=1 where the model fits one GPU."]

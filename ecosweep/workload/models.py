@@ -14,7 +14,7 @@ from ecosweep.config.schema import StudyConfig
 from ecosweep.errors import ModelNotFoundError
 from ecosweep.workload import attention as attention_impl
 from ecosweep.workload.quantization import bnb_config, torch_dtype
-from ecosweep.workload.placement import gpu_count
+from ecosweep.workload.placement import PER_TENSOR, gpu_count
 from ecosweep.workload.random_weights import load_random_model, random_weights_id
 
 
@@ -73,7 +73,7 @@ def load_model(s: StudyConfig, device: str) -> LoadedModel:
     if s.weights == "random":
         o = s.outlier_features
         built_on = _random_build(s, device)
-        source = random_weights_id(s.model, q.dtype, s.seed, o.count, o.scale, built_on != device)
+        source = random_weights_id(s.model, q.dtype, s.seed, o.count, o.scale, built_on == PER_TENSOR)
         model = load_random_model(s.model, q.dtype, s.seed, device, bnb_config(q), o.count, o.scale, gpus, built_on,
                                   **attention)
     else:
@@ -105,9 +105,9 @@ def load_reference_model(s: StudyConfig, device: str, dtype: str) -> Any:
 
         o = s.outlier_features
         built_on = _random_build(s, device)
-        if built_on == device:
+        if built_on != PER_TENSOR:
             model = build_random_model(s.model, s.quantization.dtype, s.seed, device, o.count, o.scale).to(torch_dtype(dtype))
-        else:  # built on the CPU, then placed like the cell's own model
+        else:  # drawn tensor by tensor, then placed like the cell's own model
             model = load_random_model(s.model, s.quantization.dtype, s.seed, device, None, o.count, o.scale, gpus,
                                       built_on, load_dtype=dtype)
     else:

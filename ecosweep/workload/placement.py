@@ -38,16 +38,19 @@ def placement_kwargs(device: str, gpu_count: int) -> Dict[str, Any]:
             "max_memory": {index: torch.cuda.mem_get_info(index)[0] for index in range(gpu_count)}}
 
 
+PER_TENSOR = "per_tensor"  # random weights drawn tensor by tensor into host memory, then placed
+
+
 def build_device(device: str, gpu_count: int, weight_bytes_16bit: float) -> str:
     """Where random weights are built before they are placed: the cell's own GPU when its 16-bit copy fits
-    in 80 % of that GPU's free memory and the cell holds one GPU, else the CPU (a model over several GPUs,
-    or one quantized onto a GPU its 16-bit copy would not fit). CPU-built weights come from the CPU's
-    random generator, so they differ from GPU-built ones of the same seed; rows say which (weights_source
-    ends in ``@cpu`` for a GPU cell whose weights the CPU built)."""
+    in 80 % of that GPU's free memory and the cell holds one GPU, else PER_TENSOR: drawn tensor by tensor into
+    host memory (``random_weights.random_state_dict``; a model over several GPUs, or one quantized onto a
+    GPU its 16-bit copy would not fit). Those are other tensors than a whole-model build of the same seed;
+    rows say which (weights_source ends in ``@pertensor``)."""
     if not device.startswith("cuda"):
         return device
     if gpu_count > 1:
-        return "cpu"
+        return PER_TENSOR
     import torch
 
-    return device if weight_bytes_16bit <= 0.8 * torch.cuda.mem_get_info(torch.device(device))[0] else "cpu"
+    return device if weight_bytes_16bit <= 0.8 * torch.cuda.mem_get_info(torch.device(device))[0] else PER_TENSOR

@@ -7,6 +7,10 @@ The same cell measured twice therefore gets bit-identical weights, and so does e
 one model (NF4, int8 and fp16 cells quantize the same 16-bit tensors). These are the weights the
 checkpoint path before 2026-11-27 saved and read back, so cells measured then are the same workload.
 
+A model that is placed across several GPUs, or quantized onto a GPU its 16-bit copy would not fit, is
+drawn tensor by tensor instead (:func:`random_state_dict`): each tensor from its own seeded generator on
+the cell's first GPU, into host memory, then placed by ``from_pretrained``.
+
 Quantized models are made the way a checkpoint is loaded — ``from_pretrained`` with the 16-bit
 state dict in place of the files — so bitsandbytes quantizes each tensor on the device exactly as
 it would from disk, and rows report the same quantizer. The 16-bit reference lives only until
@@ -44,13 +48,13 @@ def hf_config(m: ModelConfig) -> Any:
 
 
 def random_weights_id(m: ModelConfig, dtype: str, seed: int, outlier_count: int = 0, outlier_scale: float = 1.0,
-                      cpu_built_for_gpu: bool = False) -> str:
+                      per_tensor: bool = False) -> str:
     """A short name for one set of random weights, recorded as the rows' ``weights_source``; planted outlier
-    features are part of it (they change the weights), and so is ``@cpu`` for a GPU cell whose weights the
-    CPU's random generator built (they differ from GPU-built ones)."""
+    features are part of it (they change the weights), and so is ``@pertensor`` for weights drawn tensor by
+    tensor (:func:`random_state_dict`: cells over several GPUs, or too large for one; other tensors)."""
     blob = json.dumps({"arch": architecture(m), "dtype": dtype, "seed": seed}, sort_keys=True)
     planted = f"+outliers{outlier_count}x{outlier_scale:g}" if outlier_count > 0 else ""
-    built = "@cpu" if cpu_built_for_gpu else ""
+    built = "@pertensor" if per_tensor else ""
     return f"random:{m.model_type}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}-{dtype}{planted}{built}"
 
 
@@ -77,25 +81,76 @@ def build_random_model(m: ModelConfig, dtype: str, seed: int, device: str, outli
     return model.eval()
 
 
+def _tensor_seed(seed: int, name: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") >> 1
+
+
+def random_state_dict(m: ModelConfig, dtype: str, seed: int, generate_on: str) -> Dict[str, Any]:
+    """Random weights tensor by tensor, for models built away from the cell's device (across several GPUs,
+    or quantized onto a GPU their 16-bit copy would not fit): each tensor drawn on ``generate_on`` from its
+    own generator, seeded by (seed, tensor name), and kept in host memory. The architecture's
+    initialisation, by module kind: Linear and Embedding weights normal(0, initializer_range), norm weights
+    one, biases zero. The same (architecture, dtype, seed) gives bit-identical tensors wherever they are
+    placed, without ever holding the model on one device; not the tensors of :func:`build_random_model`,
+    whose single generator runs through the model in order."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ecosweep.workload.quantization import torch_dtype
+
+    config = hf_config(m)
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config, dtype=torch_dtype(dtype))
+    std = float(getattr(config, "initializer_range", 0.02))
+    generator = torch.Generator(device=generate_on)
+    state: Dict[str, Any] = {}
+    for module_name, module in skeleton.named_modules():
+        for param_name, param in module.named_parameters(recurse=False):
+            name = f"{module_name}.{param_name}" if module_name else param_name
+            tensor = torch.empty(param.shape, dtype=param.dtype, device=generate_on)
+            if param_name == "bias":
+                tensor.zero_()
+            elif isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
+                tensor.normal_(0.0, std, generator=generator.manual_seed(_tensor_seed(seed, name)))
+            elif "norm" in type(module).__name__.lower():
+                tensor.fill_(1.0)
+            else:
+                raise ValueError(f"cannot initialise {name} of {type(module).__name__} tensor by tensor: only "
+                                 "Linear, Embedding and norm modules are known")
+            state[name] = tensor.to("cpu")
+    return state
+
+
 def load_random_model(m: ModelConfig, dtype: str, seed: int, device: str, quantization_config: Any,
                       outlier_count: int = 0, outlier_scale: float = 1.0, gpu_count: int = 1, built_on: str = "",
                       load_dtype: str = "", **from_pretrained_kwargs: Any) -> Any:
-    """The cell's model: random 16-bit (or fp32) weights built on ``built_on`` (default ``device``; see
-    ``placement.build_device``), then loaded through ``from_pretrained`` with ``quantization_config`` (None:
-    unquantized) in ``load_dtype`` (default ``dtype``) onto ``device``, or across ``gpu_count`` GPUs."""
+    """The cell's model: random 16-bit (or fp32) weights built on ``device`` (or, with ``built_on`` PER_TENSOR,
+    see ``placement.build_device``, tensor by tensor into host memory), then loaded through ``from_pretrained``
+    with ``quantization_config`` (None: unquantized) in ``load_dtype`` (default ``dtype``) onto ``device``, or
+    across ``gpu_count`` GPUs."""
     import torch
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    from ecosweep.workload.placement import placement_kwargs
+    from ecosweep.workload.placement import PER_TENSOR, placement_kwargs
     from ecosweep.workload.quantization import torch_dtype
 
-    reference = build_random_model(m, dtype, seed, built_on or device, outlier_count, outlier_scale)
+    if built_on != PER_TENSOR:
+        reference = build_random_model(m, dtype, seed, device, outlier_count, outlier_scale)
+        model_class, config, state = type(reference), copy.deepcopy(reference.config), reference.state_dict()
+    else:
+        if outlier_count > 0:
+            raise ValueError("outlier_features.count > 0 plants outliers in a model built on one GPU; this cell's "
+                             "model is built tensor by tensor (several GPUs, or too large for one): set "
+                             "outlier_features.count=0 or ray.gpus_per_cell=1 on a GPU its 16-bit copy fits")
+        config = hf_config(m)
+        model_class, reference = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)], None
+        state = random_state_dict(m, dtype, seed, device)
     try:
-        model = type(reference).from_pretrained(
-            None, config=copy.deepcopy(reference.config), state_dict=reference.state_dict(),
-            dtype=torch_dtype(load_dtype or dtype), quantization_config=quantization_config,
-            **placement_kwargs(device, gpu_count), **from_pretrained_kwargs)
+        model = model_class.from_pretrained(
+            None, config=config, state_dict=state, dtype=torch_dtype(load_dtype or dtype),
+            quantization_config=quantization_config, **placement_kwargs(device, gpu_count), **from_pretrained_kwargs)
     finally:
-        del reference
+        del reference, state
         if device.startswith("cuda"):
             torch.cuda.empty_cache()  # the 16-bit copy's memory, before the cell measures its own
     return model
