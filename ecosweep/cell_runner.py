@@ -65,6 +65,7 @@ def config_row(cell: Cell, run_id: str) -> Dict[str, Any]:
         "bnb_4bit_compute_dtype": q.bnb_4bit_compute_dtype,
         "bnb_4bit_use_double_quant": q.bnb_4bit_use_double_quant if q.method == "bnb_4bit" else None,
         "llm_int8_threshold": q.llm_int8_threshold,
+        "torchao_type": q.torchao_type,
         "outlier_features_count": s.outlier_features.count,
         "batch_size": s.batch_size,
         "input_tokens": s.input_tokens,
@@ -161,6 +162,13 @@ def device_facts(device: str, gpus: int = 1) -> Dict[str, Any]:
 
 
 def check_device_runs(s: StudyConfig, facts: Dict[str, Any]) -> None:
+    """Raise, before the model loads, where this device cannot run the cell's quantization or profile."""
+    if s.quantization.method == "torchao":
+        from ecosweep.workload.quantization import torchao_problem
+
+        problem = torchao_problem(s.quantization, facts.get("device", "cpu"))
+        if problem:
+            raise RuntimeError(problem)
     need = s.quantization.min_compute_capability
     have = facts.get("compute_capability")
     if need is not None and have is not None and float(have) < need:
@@ -196,6 +204,7 @@ def prepare_workload(s: StudyConfig, device: str, extra: Dict[str, Any], phases:
     from ecosweep.workload.engines import build_workload
     from ecosweep.workload.fidelity import cell_fidelity, prepare_reference
     from ecosweep.workload.generation import FixedLengthGeneration
+    from ecosweep.workload.kernel_path import quantized_weight_type
     from ecosweep.workload.models import load_model
     from ecosweep.workload.token_check import tolerance_for, verify_tokens
 
@@ -205,7 +214,8 @@ def prepare_workload(s: StudyConfig, device: str, extra: Dict[str, Any], phases:
     t = time.perf_counter()
     loaded = load_model(s, device)
     phases["load_s"] = time.perf_counter() - t
-    extra.update(params_count=loaded.params_count, weights_source=loaded.source)
+    extra.update(params_count=loaded.params_count, weights_source=loaded.source,
+                 quant_weight_type=quantized_weight_type(loaded.model))
     t = time.perf_counter()
     fidelity = cell_fidelity(s, loaded.model, reference, device)
     del reference
@@ -260,6 +270,7 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
         check_device_runs(s, extra)
 
         from ecosweep.workload.engines import engine_facts
+        from ecosweep.workload.kernel_path import kernel_path
 
         workload = prepare_workload(s, device, extra, phases)
         is_cuda = device.startswith("cuda")
@@ -279,6 +290,7 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
             result = protocol.run({**config_row(cell, run_id), **extra}, peak_memory_mb)
             trace = meter.trace()
         facts = engine_facts(workload)  # known once the workload ran (compiled: whether it compiled)
+        facts.update(kernel_path(s.quantization, extra.get("quant_weight_type"), facts.get("engine_effective")))
         for row in result.rows:
             row.update(facts)
         phases.update(result.phases_s)

@@ -54,6 +54,15 @@ def is_default_engine(s: StudyConfig) -> bool:
     return dataclasses.asdict(s.engine) == dataclasses.asdict(EngineConfig())
 
 
+def _quantization_identity(s: StudyConfig) -> Dict[str, Any]:
+    """The quantization's fields; torchao_type only where set, so cells measured before the torchao backend
+    keep their ids."""
+    q = dataclasses.asdict(s.quantization)
+    if q.get("torchao_type") is None:
+        q.pop("torchao_type", None)
+    return q
+
+
 def measured_identity(s: StudyConfig) -> Dict[str, Any]:
     """What a measurement depends on; everything else (study name, paths, tracking) is not.
 
@@ -62,7 +71,7 @@ def measured_identity(s: StudyConfig) -> Dict[str, Any]:
     identity = {
         "model": dataclasses.asdict(s.model),
         "weights": s.weights,
-        "quantization": dataclasses.asdict(s.quantization),
+        "quantization": _quantization_identity(s),
         "hardware": dataclasses.asdict(s.hardware),
         "measurement": dataclasses.asdict(s.measurement),
         "batch_size": s.batch_size,

@@ -98,6 +98,13 @@ def _weights_label(rows: pd.DataFrame) -> pd.Series:
     return rows["weights"].fillna("") + planted
 
 
+def _joined(rows: pd.DataFrame, column: str) -> Optional[str]:
+    """The distinct values of a per-cell text column, comma-joined; None where it has none."""
+    if column not in rows:
+        return None
+    return ",".join(sorted(rows[column].dropna().astype(str).unique())) or None
+
+
 def _gpu_count(rows: pd.DataFrame) -> pd.Series:
     """GPUs each row's cell held; files written before cells over several GPUs: one where a GPU UUID is
     recorded, none otherwise."""
@@ -126,6 +133,8 @@ def summary_from_rows(rows: pd.DataFrame, source: str) -> pd.DataFrame:
                    energy_source=g.energy_source.iloc[0],
                    engine_effective=",".join(sorted(g.engine_effective.dropna().unique())) or rec["engine"],
                    attn_implementation=",".join(sorted(g.attn_implementation.dropna().unique())) or None,
+                   quant_kernel_path=_joined(g, "quant_kernel_path"),
+                   quant_fallback=bool(g.quant_fallback.fillna(False).any()) if "quant_fallback" in g else False,
                    gpu_uuids=",".join(sorted(g.gpu_uuid.dropna().unique())) if "gpu_uuid" in g else "",
                    drift_p=linear_trend_p(g.energy_j_per_1k_tok.tolist())
                    if g.energy_j_per_1k_tok.notna().sum() >= 4 else linear_trend_p(g.tok_s.tolist()))
@@ -454,7 +463,7 @@ def warnings_for(configs: pd.DataFrame, cv_limit_pct: float = 5.0, static_limit:
         return out
     if comp is not None:
         out += device_warnings(configs, comp, batch)
-    if (configs.weights == "random").any():
+    if configs.weights.astype(str).str.startswith("random").any():
         out.append("Random weights: speed and energy follow the architecture, but LLM.int8() outlier handling "
                    "depends on trained weights; int8 (threshold 6.0) results on random weights are not the "
                    "published mechanism.")
@@ -466,6 +475,10 @@ def warnings_for(configs: pd.DataFrame, cv_limit_pct: float = 5.0, static_limit:
         if r.get("raw") and isinstance(effective, str) and effective not in EXPECTED_EFFECTIVE.get(engine, {engine}):
             out.append(f"Engine: {label} asked for engine={engine} but ran {effective}; its numbers are {effective}'s "
                        "(rows: engine_note).")
+        if r.get("raw") and r.get("quant_fallback") is True:
+            out.append(f"Fallback: {label} ran {r.get('quant_kernel_path')}: this torchao precision reaches its fast "
+                       "kernels only through torch.compile, so its numbers are its slow path's, not the precision's "
+                       "cost (run it with engine=compiled).")
         cv = r.get("energy_j_per_1k_tok_cv_pct")
         if cv == cv and cv is not None and cv > cv_limit_pct:
             out.append(f"High CV: {label} energy per 1k tokens CV {cv:.1f} % (> {cv_limit_pct:g} %).")

@@ -36,7 +36,7 @@ class ModelConfig:
 
 @dataclass
 class QuantizationConfig:
-    """How weights are stored and computed. ``method`` none | bnb_4bit | bnb_8bit."""
+    """How weights are stored and computed. ``method`` none | bnb_4bit | bnb_8bit (bitsandbytes) | torchao."""
 
     name: str = MISSING
     method: str = "none"
@@ -45,12 +45,20 @@ class QuantizationConfig:
     bnb_4bit_compute_dtype: Optional[str] = None  # always explicit for 4-bit
     bnb_4bit_use_double_quant: bool = False
     llm_int8_threshold: Optional[float] = None  # 6.0 = LLM.int8(); 0.0 = pure int8
+    min_compute_capability: Optional[float] = None  # e.g. 8.0 for bfloat16 on NVIDIA
+    # method torchao: int8_weight_only | int8_dynamic (int8 activations and weights) | fp8_weight_only |
+    # fp8 (dynamic fp8 activations and weights) | int4_weight_only
+    torchao_type: Optional[str] = None
 
     @property
     def is_llm_int8(self) -> bool:
         """LLM.int8(): int8 with the outlier decomposition (threshold > 0), not pure int8."""
         return self.method == "bnb_8bit" and (self.llm_int8_threshold or 0) > 0
-    min_compute_capability: Optional[float] = None  # e.g. 8.0 for bfloat16 on NVIDIA
+
+    @property
+    def backend(self) -> str:
+        """The library that quantizes: none | bitsandbytes | torchao."""
+        return {"none": "none", "torchao": "torchao"}.get(self.method, "bitsandbytes")
 
 
 @dataclass
@@ -203,7 +211,8 @@ class StudyConfig:
 
 # Choices that are not Hydra groups, checked by ecosweep.config.validate.
 WEIGHTS_CHOICES: List[str] = ["random", "pretrained"]
-QUANT_METHODS: List[str] = ["none", "bnb_4bit", "bnb_8bit"]
+QUANT_METHODS: List[str] = ["none", "bnb_4bit", "bnb_8bit", "torchao"]
+TORCHAO_TYPES: List[str] = ["int8_weight_only", "int8_dynamic", "fp8_weight_only", "fp8", "int4_weight_only"]
 DTYPES: List[str] = ["float32", "float16", "bfloat16"]
 BNB_4BIT_TYPES: List[str] = ["nf4", "fp4"]
 DEVICES: List[str] = ["auto", "cpu", "cuda"]

@@ -18,6 +18,7 @@ from ecosweep.config.schema import (
     DTYPES,
     ENGINE_KINDS,
     METERS,
+    TORCHAO_TYPES,
     ONE_GPU_PER,
     PROGRESS_MODES,
     QUANT_METHODS,
@@ -94,6 +95,11 @@ def validate_quantization(q: QuantizationConfig) -> List[str]:
             f"quantization={q.name} sets llm_int8_threshold but its method is {q.method!r}; "
             "only method=bnb_8bit takes it."
         )
+    if q.method == "torchao":
+        problems += _choice("quantization.torchao_type", q.torchao_type, TORCHAO_TYPES)
+    elif q.torchao_type is not None:
+        problems.append(f"quantization={q.name} sets torchao_type but its method is {q.method!r}; only "
+                        "method=torchao takes it.")
     return problems
 
 
@@ -129,7 +135,14 @@ def validate_hardware(h: HardwareConfig) -> List[str]:
 
 
 def validate_quantization_on_hardware(q: QuantizationConfig, h: HardwareConfig) -> List[str]:
-    """A quantization the hardware profile cannot run (known before any device is touched)."""
+    """A quantization the hardware profile or the installed packages cannot run (known before any device is
+    touched)."""
+    if q.method == "torchao" and q.torchao_type in TORCHAO_TYPES:
+        from ecosweep.workload.quantization import torchao_problem
+
+        problem = torchao_problem(q, "cpu" if h.device == "cpu" else "cuda")
+        if problem:
+            return [problem + "."]
     need = q.min_compute_capability
     if need is not None and h.device == "cuda" and h.compute_capability is not None:
         if h.compute_capability < need:

@@ -13,7 +13,7 @@ from typing import Any
 from ecosweep.config.schema import StudyConfig
 from ecosweep.errors import ModelNotFoundError
 from ecosweep.workload import attention as attention_impl
-from ecosweep.workload.quantization import bnb_config, torch_dtype
+from ecosweep.workload.quantization import hf_quantization_config, torch_dtype
 from ecosweep.workload.placement import PER_TENSOR, gpu_count
 from ecosweep.workload.random_weights import load_random_model, random_weights_id
 
@@ -74,11 +74,11 @@ def load_model(s: StudyConfig, device: str) -> LoadedModel:
         o = s.outlier_features
         built_on = _random_build(s, device)
         source = random_weights_id(s.model, q.dtype, s.seed, o.count, o.scale, built_on == PER_TENSOR)
-        model = load_random_model(s.model, q.dtype, s.seed, device, bnb_config(q), o.count, o.scale, gpus, built_on,
+        model = load_random_model(s.model, q.dtype, s.seed, device, hf_quantization_config(q), o.count, o.scale, gpus, built_on,
                                   **attention)
     else:
         source = pretrained_source(s)
-        model = _from_checkpoint(s, source, device, q.dtype, bnb_config(q), gpus, **attention)
+        model = _from_checkpoint(s, source, device, q.dtype, hf_quantization_config(q), gpus, **attention)
     model.eval()
     return LoadedModel(model, source, _logical_params(model), int(model.config.vocab_size))
 

@@ -1,7 +1,9 @@
-"""Map a quantization config onto torch dtypes and a bitsandbytes config."""
+"""Map a quantization config onto torch dtypes and the transformers quantization config of its backend
+(bitsandbytes or torchao), and say what a torchao precision needs to run."""
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Optional
 
 from ecosweep.config.schema import QuantizationConfig
@@ -34,3 +36,51 @@ def bnb_config(q: QuantizationConfig) -> Optional[Any]:
 def bytes_per_element(dtype: str) -> int:
     """Bytes of one unquantized weight in ``dtype``."""
     return {"float32": 4, "float16": 2, "bfloat16": 2}[dtype]
+
+
+# torchao precisions whose fast kernels need torch.compile: without it (engine eager or graph) each call
+# takes torchao's generic path (dequantize the weight, or quantize activations, in separate kernels).
+TORCHAO_NEEDS_COMPILE = {"int8_weight_only", "int8_dynamic", "fp8_weight_only"}
+TORCHAO_CUDA_ONLY = {"fp8", "int4_weight_only"}
+
+
+def torchao_config(torchao_type: str) -> Any:
+    """The torchao AOBaseConfig for a precision (see ``schema.TORCHAO_TYPES``)."""
+    from torchao import quantization as ao
+
+    if torchao_type == "int8_weight_only":
+        return ao.Int8WeightOnlyConfig()
+    if torchao_type == "int8_dynamic":
+        return ao.Int8DynamicActivationInt8WeightConfig()
+    if torchao_type == "fp8_weight_only":
+        return ao.Float8WeightOnlyConfig()
+    if torchao_type == "fp8":
+        return ao.Float8DynamicActivationFloat8WeightConfig(granularity=ao.PerRow())
+    if torchao_type == "int4_weight_only":
+        return ao.Int4WeightOnlyConfig(group_size=128)
+    raise ValueError(f"unknown torchao_type {torchao_type!r}")
+
+
+def hf_quantization_config(q: QuantizationConfig) -> Optional[Any]:
+    """The ``quantization_config`` for ``from_pretrained``: bitsandbytes', torchao's, or None (plain dtypes)."""
+    if q.method == "torchao":
+        from transformers import TorchAoConfig
+
+        return TorchAoConfig(quant_type=torchao_config(q.torchao_type))
+    return bnb_config(q)
+
+
+def torchao_problem(q: QuantizationConfig, device: str) -> Optional[str]:
+    """Why a torchao precision cannot run here (``device``: "cpu" or "cuda"; compute capability is checked
+    through ``min_compute_capability``), or None: torchao missing, a CUDA-only precision on a CPU, int4's
+    kernel package missing."""
+    if importlib.util.find_spec("torchao") is None:
+        return (f"quantization={q.name} needs torchao, which is not installed: pip install -e '.[torchao]' "
+                "(torchao 0.18), or choose a bitsandbytes precision (nf4, int8, int8_pure)")
+    if q.torchao_type in TORCHAO_CUDA_ONLY and device == "cpu":
+        return (f"quantization={q.name} (torchao {q.torchao_type}) runs on CUDA GPUs only; on a CPU use "
+                "ao_int8_weight_only, ao_int8_dynamic or ao_fp8_weight_only")
+    if q.torchao_type == "int4_weight_only" and importlib.util.find_spec("fbgemm_gpu") is None:
+        return (f"quantization={q.name} needs torchao's int4 kernels from the fbgemm-gpu-genai package, which is "
+                "not installed (pip install fbgemm-gpu-genai matching your torch and CUDA)")
+    return None

@@ -1,0 +1,61 @@
+"""torchao precisions: refused with a reason where they cannot run, part of the cell id, and the kernel
+path a cell took recorded in its rows (on the CPU, where torchao's int8 and fp8 weight-only run)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from conftest import compose
+from ecosweep.config.validate import validate_study
+from ecosweep.errors import ConfigError
+from ecosweep.planner import cell_id, measured_identity, plan_cells, to_settings
+
+needs_torchao = pytest.mark.skipif(importlib.util.find_spec("torchao") is None, reason="torchao not installed")
+
+
+def settings(*overrides):
+    return to_settings(compose(["hardware=cpu", *overrides]))
+
+
+def test_precisions_that_cannot_run_here_are_refused_with_the_reason(monkeypatch):
+    with pytest.raises(ConfigError, match="quantization=ao_fp8 .torchao fp8. runs on CUDA GPUs only"):
+        plan_cells([compose(["hardware=cpu", "quantization=ao_fp8"])])
+    fp8_on_a100 = validate_study(to_settings(compose(["hardware=a800", "quantization=ao_fp8_weight_only"])))
+    assert any("needs CUDA compute capability >= 8.9" in p for p in fp8_on_a100)
+    assert any("torchao_type='int3' is not a valid choice" in p
+               for p in validate_study(settings("quantization=ao_int8_weight_only", "quantization.torchao_type=int3")))
+    assert any("sets torchao_type but its method is 'bnb_8bit'" in p
+               for p in validate_study(settings("quantization=int8_pure", "+quantization.torchao_type=fp8")))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchao" else real(name, *a))
+    missing = validate_study(settings("quantization=ao_int8_dynamic"))
+    assert len(missing) == 1 and "needs torchao, which is not installed: pip install -e '.[torchao]'" in missing[0]
+
+
+def test_the_backend_and_its_precision_are_in_the_cell_id():
+    ids = {q: cell_id(settings(f"quantization={q}")) for q in ("int8_pure", "ao_int8_weight_only", "ao_int8_dynamic")}
+    assert len(set(ids.values())) == 3
+    # cells of the other backends keep the ids they had before torchao_type existed
+    assert "torchao_type" not in measured_identity(settings())["quantization"]
+    assert measured_identity(settings("quantization=ao_fp8_weight_only"))["quantization"]["torchao_type"] == "fp8_weight_only"
+
+
+@needs_torchao
+@pytest.mark.slow
+@pytest.mark.parametrize("quantization,path,fallback", [
+    ("ao_int8_weight_only", "torchao Int8Tensor, not compiled", True),
+    ("ao_fp8_weight_only", "torchao Float8Tensor, not compiled", True),
+    ("int8_pure", "bitsandbytes Linear8bitLt, not compiled", False),
+])
+def test_rows_record_the_kernel_path_the_cell_took(quantization, path, fallback):
+    from ecosweep.cell_runner import execute_cell
+
+    cell = plan_cells([compose(["hardware=cpu", f"quantization={quantization}", "measurement=quick",
+                                "repetitions=2", "warmup=1", "input_tokens=8", "output_tokens=4"])])[0]
+    outcome = execute_cell(cell)
+    assert outcome.status == "ok", outcome.error
+    for row in outcome.rows:
+        assert row["quant_kernel_path"] == path and row["quant_fallback"] is fallback
+        assert row["fidelity_kl_nats_mean"] > 0  # quantized against the fp32 reference of the same weights
