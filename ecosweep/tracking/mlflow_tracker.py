@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterator, List, Optional, TextIO
 
 from ecosweep.analysis.stats import summarize
 from ecosweep.config.schema import StudyConfig
-from ecosweep.results.schema import FIDELITY_COLUMNS
+from ecosweep.results.schema import FIDELITY_COLUMNS, INT8_DECOMPOSITION_COLUMNS
 from ecosweep.tracking import study_summary
 
 # Per-repetition metrics logged as steps, and summarised per cell.
@@ -37,9 +37,10 @@ SUMMARY_METRICS = ["energy_j_per_1k_tok", "energy_j_per_request", "tok_s", "powe
 PARAM_COLUMNS = ["cell_id", "model", "model_type", "params_count", "params_b_nominal", "weights", "quantization",
                  "engine", "engine_effective", "attn_implementation", "quant_method", "dtype", "bnb_4bit_quant_type",
                  "bnb_4bit_compute_dtype", "llm_int8_threshold", "batch_size", "input_tokens", "output_tokens",
-                 "device", "device_name", "min_window_s", "fidelity_reference"]
+                 "device", "device_name", "min_window_s", "fidelity_reference", "torchao_type", "quant_kernel_path",
+                 "quant_fallback", "gpu_count", "weights_source"]
 # One value per cell (computed once, before its windows): logged as plain metrics (the reference is a param).
-CELL_METRICS = [c for c in FIDELITY_COLUMNS if c != "fidelity_reference"]
+CELL_METRICS = [c for c in FIDELITY_COLUMNS if c != "fidelity_reference"] + INT8_DECOMPOSITION_COLUMNS
 # Per-repetition series are logged under this prefix with step = repetition; the bare metric name is the
 # cell's mean, so the runs table's obvious column is the right number.
 REPETITION_PREFIX = "rep."

@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
-# Issue #20's first GPU check of cells over several GPUs (third 2026-11-27 session), on a lent 2-GPU host
-# (device tool, nvidia-h100-x2; it may give H200s). One study, `two_gpu_cell`: TinyLlama-1.1B and then
-# Mistral-7B, fp16, eager, batch 1, each on one GPU (ray.gpus_per_cell=1) and across both
-# (ray.gpus_per_cell=2): the rows of a two-GPU cell must carry both GPUs' energy (energy_j_by_gpu), both
-# moving above their idle power, and sum to energy_j. Results under outputs/<card>x<N>/ and a tarball of
-# them under $OUT.
+# Issue #20's GPU runs of cells over several GPUs, on a lent 2-GPU host (device tool, nvidia-h100-x2; it may
+# give H200s), in phases that each fit one 10-minute device call (results kept on a warm machine between calls,
+# under outputs/<card>x<N>/, and a tarball of them under $OUT):
+#
+#   experiments/multi_gpu/run_on_device.sh A|B|C
+#
+# A  study `two_gpu_cell`: TinyLlama-1.1B and then Mistral-7B, fp16, eager, batch 1, each on one GPU
+#    (ray.gpus_per_cell=1) and across both (ray.gpus_per_cell=2): the rows of a two-GPU cell must carry both
+#    GPUs' energy (energy_j_by_gpu), both moving above their idle power, and sum to energy_j. (Run on
+#    2026-11-27; Mistral's two-GPU cell did not finish loading: weights were then drawn on the CPU.)
+# B  +experiment=fewer_gpus (Llama-3-70B: fp16 on both GPUs, nf4 and int8_pure on one, batch 1 and 16);
+#    resumable: run B again on the warm machine until every cell is done.
+# C  the load-time benchmark with the tensor-by-tensor path (Mistral-7B fp16, nf4), then A again (resumes
+#    Mistral's two-GPU cell).
 set -u
+phase=${1:-A}
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -q H200 && echo h200 || echo h100)
 host=${card}x$(nvidia-smi -L | wc -l)
@@ -17,15 +26,27 @@ R="measurement=short repetitions=3 warmup=1 batch_size=1 input_tokens=128 output
 nvidia-smi --query-gpu=index,name,uuid,power.draw,temperature.gpu --format=csv > "$root/logs/gpus.csv"
 cd "$repo"
 ray_stop() { python3 -m ray.scripts.scripts stop --force > /dev/null 2>&1; }
-for model in TinyLlama-1.1B Mistral-7B; do
-  left=$((limit - SECONDS - 10))
-  [ $left -gt 30 ] || break
-  timeout -s INT -k 20 $left python3 -m ecosweep -m model=$model ray.gpus_per_cell=1,2 $R \
-    > "$root/logs/two_gpu_cell_$model.log" 2>&1
-  ray_stop
-done
+two_gpu_cell() {
+  for model in TinyLlama-1.1B Mistral-7B; do
+    left=$((limit - SECONDS - 10))
+    [ $left -gt 30 ] || break
+    timeout -s INT -k 20 $left python3 -m ecosweep -m model=$model ray.gpus_per_cell=1,2 $R \
+      > "$root/logs/two_gpu_cell_$model.log" 2>&1
+    ray_stop
+  done
+}
+case $phase in
+  A) two_gpu_cell ;;
+  B) timeout -s INT -k 30 $((limit - 10)) python3 -m ecosweep +experiment=fewer_gpus tracking=none ray.progress=plain \
+       output_root="$root" >> "$root/logs/fewer_gpus.log" 2>&1
+     ray_stop ;;
+  C) timeout -s INT -k 20 240 python3 experiments/benchmarks/load_paths.py --out "$root/load_paths" --model Mistral-7B \
+       --quantizations fp16,nf4 --device cuda:0 --repeats 1 > "$root/logs/load_paths.log" 2>&1
+     two_gpu_cell ;;
+  *) echo "unknown phase $phase"; exit 2 ;;
+esac
 nvidia-smi --query-gpu=index,power.draw,temperature.gpu,memory.used --format=csv >> "$root/logs/gpus.csv"
-python3 - "$root/two_gpu_cell" <<'PY' > "$root/logs/summary.txt" 2>&1
+[ -d "$root/two_gpu_cell/cells" ] && python3 - "$root/two_gpu_cell" <<'PY' > "$root/logs/summary.txt" 2>&1
 import sys, pandas as pd, glob
 rows = pd.concat(pd.read_parquet(p) for p in glob.glob(sys.argv[1] + "/cells/*.parquet"))
 cols = ["model", "gpu_count", "gpu_uuid", "status", "repetition", "tok_s", "energy_j", "energy_j_by_gpu",
@@ -34,5 +55,5 @@ pd.set_option("display.width", 250, "display.max_colwidth", 80)
 print(rows[[c for c in cols if c in rows]].to_string())
 print(rows[rows.status != "ok"].error.to_string() if (rows.status != "ok").any() else "all ok")
 PY
-cat "$root/logs/summary.txt"
-[ -n "${OUT:-}" ] && tar czf "$OUT/results_multi_gpu.tgz" -C "$repo/outputs" "$host"
+tail -n 30 "$root/logs/summary.txt" 2>/dev/null
+[ -n "${OUT:-}" ] && tar czf "$OUT/results_multi_gpu_$phase.tgz" -C "$repo/outputs" "$host"
