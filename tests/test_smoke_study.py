@@ -23,7 +23,7 @@ def test_smoke_study_runs_every_cell_through_ray(smoke_study):
     assert set(df.batch_size) == {1, 2}
     assert (df.status == "ok").all() and df.error.isna().all()
     assert (df.tokens_generated == df.generate_calls * df.batch_size * 16).all()
-    assert (df.tok_s > 0).all()
+    assert ((df.tok_s - df.tokens_generated / df.seconds).abs() < 1e-9 * df.tok_s).all()  # tokens per window second
     assert (df.weights == "random").all() and (df.device == "cpu").all()
     # no energy source on this CPU: NaN with its label, never zero
     assert set(df.energy_source) <= {"none", "rapl"}

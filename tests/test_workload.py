@@ -112,6 +112,18 @@ def test_weights_drawn_tensor_by_tensor_are_fixed_by_the_seed_and_load_into_a_wo
         load_random_model(m, "float32", 0, "cpu", None, outlier_count=6, built_on=PER_TENSOR)
 
 
+def test_a_state_dict_the_host_cannot_hold_is_refused_as_out_of_memory(monkeypatch):
+    import psutil
+
+    from ecosweep.cell_runner import is_oom
+    from ecosweep.workload.random_weights import random_state_dict
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: type("VM", (), {"available": 10**6})())
+    with pytest.raises(MemoryError, match="drawn into host memory first .* 0.0 GB available") as err:
+        random_state_dict(settings().model, "float32", 0, "cpu")
+    assert is_oom(err.value)  # the cell's row says oom
+
+
 def test_every_precision_of_a_seed_quantizes_the_same_weights():
     """fp32 loads the built tensors as they are; NF4 and pure int8 quantize those same tensors (their
     dequantized weights are the fp32 ones within each format's rounding), and nothing is written to disk."""

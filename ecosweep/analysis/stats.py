@@ -38,10 +38,6 @@ class Summary:
     def cv_pct(self) -> float:
         return 100.0 * self.sd / abs(self.mean) if self.mean else NAN
 
-    @property
-    def ci95_half_width(self) -> float:
-        return (self.ci95_high - self.ci95_low) / 2
-
 
 def t_ci(mean: float, sd: float, n: int, level: float = 0.95) -> tuple[float, float]:
     if n < 2 or not math.isfinite(sd):

@@ -327,7 +327,6 @@ class MlflowTracker:
         self.uri = uri
         self.out = out
         self.study_dir = study_dir
-        self.failed_cells = 0
         self.study: Optional[str] = None
 
     @classmethod
@@ -359,13 +358,11 @@ class MlflowTracker:
 
     def log_cell(self, cell: Any, outcome: Any, store: Any) -> None:
         if self.mirror is None:
-            self.failed_cells += 1
             return
         try:
             mirror_stored_cell(self.mirror, store, cell.id)
         except Exception as exc:
             self.mirror = None
-            self.failed_cells += 1
             self._warn(f"{type(exc).__name__}: {exc}")
 
     def close(self, run: Any) -> None:

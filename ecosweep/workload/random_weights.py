@@ -85,6 +85,17 @@ def _tensor_seed(seed: int, name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") >> 1
 
 
+def _check_host_memory(needed_bytes: int, model_name: str) -> None:
+    """Raise MemoryError (the cell's row says oom) before drawing a state dict the host cannot hold."""
+    import psutil
+
+    available = psutil.virtual_memory().available
+    if needed_bytes > 0.95 * available:
+        raise MemoryError(f"out of memory: {model_name}'s random weights are drawn into host memory first "
+                          f"({needed_bytes / 1e9:.1f} GB) but this host has {available / 1e9:.1f} GB available; use a "
+                          "host with more RAM (a 70B model in 16 bits needs ~150 GB) or fewer cells at once")
+
+
 def random_state_dict(m: ModelConfig, dtype: str, seed: int, generate_on: str) -> Dict[str, Any]:
     """Random weights tensor by tensor, for models built away from the cell's device (across several GPUs,
     or quantized onto a GPU their 16-bit copy would not fit): each tensor drawn on ``generate_on`` from its
@@ -101,6 +112,7 @@ def random_state_dict(m: ModelConfig, dtype: str, seed: int, generate_on: str) -
     config = hf_config(m)
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config, dtype=torch_dtype(dtype))
+    _check_host_memory(sum(p.numel() * p.element_size() for p in skeleton.parameters()), m.name)
     std = float(getattr(config, "initializer_range", 0.02))
     generator = torch.Generator(device=generate_on)
     state: Dict[str, Any] = {}
