@@ -26,21 +26,13 @@
 # (on the same warm machine) resumes it.
 set -u
 phase=${1:?phase A-F}
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-# the results folder names the card it ran on: a lease for H100s may give H200s (it did on 2026-11-27)
-card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -q H200 && echo h200 || echo h100)
-host=${card}x$(nvidia-smi -L | wc -l)
-root=$repo/outputs/$host
-mkdir -p "$root/logs"
-export RAY_AUTH_MODE=disabled PYTHONUNBUFFERED=1
+source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
 limit=${LIMIT_S:-540}
 SHORT="measurement=short repetitions=5 warmup=1"
 # the batch-1 graph cells of Mistral-7B at the default protocol (5 s windows), 5 repetitions, no extension
 PAIR="-m model=Mistral-7B quantization=fp16,nf4,int8_pure engine=graph batch_size=1 input_tokens=128 output_tokens=128 measurement=default repetitions=5 measurement.max_repetitions=5 ray.one_gpu_per=study"
 common="tracking=none ray.progress=plain output_root=$root"
 nvidia-smi --query-gpu=index,name,uuid,power.draw,temperature.gpu --format=csv > "$root/logs/gpus_$phase.csv"
-cd "$repo"
-ray_stop() { python3 -m ray.scripts.scripts stop --force > /dev/null 2>&1; }  # after a study cut off by its time limit
 case $phase in
   A)
     CUDA_VISIBLE_DEVICES=0 timeout 240 python3 experiments/engines/probe_engines.py --out "$root/probe" \

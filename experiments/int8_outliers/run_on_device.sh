@@ -16,17 +16,11 @@
 # 5 repetitions, 1 warm-up call, 128 prompt + 32 new tokens, batch 1.
 set -u
 phase=${1:?phase G or H}
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -q H200 && echo h200 || echo h100)
-host=${card}x$(nvidia-smi -L | wc -l)
-root=$repo/outputs/$host
-mkdir -p "$root/logs"
-export RAY_AUTH_MODE=disabled PYTHONUNBUFFERED=1 CUDA_VISIBLE_DEVICES=0
+source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
+export CUDA_VISIBLE_DEVICES=0
 limit=${LIMIT_S:-540}
 R="measurement=short repetitions=5 warmup=1 output_tokens=32 tracking=none ray.progress=plain output_root=$root"
 nvidia-smi --query-gpu=index,name,uuid,power.draw,temperature.gpu --format=csv > "$root/logs/gpus_$phase.csv"
-cd "$repo"
-ray_stop() { python3 -m ray.scripts.scripts stop --force > /dev/null 2>&1; }
 left() { echo $((limit - SECONDS - 10)); }
 case $phase in
   G)

@@ -15,17 +15,10 @@
 #    Mistral's two-GPU cell).
 set -u
 phase=${1:-A}
-repo=$(cd "$(dirname "$0")/../.." && pwd)
-card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -q H200 && echo h200 || echo h100)
-host=${card}x$(nvidia-smi -L | wc -l)
-root=$repo/outputs/$host
-mkdir -p "$root/logs"
-export RAY_AUTH_MODE=disabled PYTHONUNBUFFERED=1
+source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
 limit=${LIMIT_S:-330}
 R="measurement=short repetitions=3 warmup=1 batch_size=1 input_tokens=128 output_tokens=32 quantization=fp16 tracking=none ray.progress=plain output_root=$root study=two_gpu_cell"
 nvidia-smi --query-gpu=index,name,uuid,power.draw,temperature.gpu --format=csv > "$root/logs/gpus.csv"
-cd "$repo"
-ray_stop() { python3 -m ray.scripts.scripts stop --force > /dev/null 2>&1; }
 two_gpu_cell() {
   for model in TinyLlama-1.1B Mistral-7B; do
     left=$((limit - SECONDS - 10))

@@ -1,0 +1,12 @@
+# Sourced by the experiments' run_on_device.sh scripts: what every GPU run sets up the same way.
+# Sets repo (the checkout), card (h100 | h200: a lease for H100s may give H200s), host (<card>x<GPUs>),
+# root (outputs/<host>, kept on a warm machine between calls, with logs/), the environment Ray and the
+# logs need, and ray_stop (after a study cut off by its time limit). Changes into the checkout.
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+card=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | grep -q H200 && echo h200 || echo h100)
+host=${card}x$(nvidia-smi -L | wc -l)
+root=$repo/outputs/$host
+mkdir -p "$root/logs"
+export RAY_AUTH_MODE=disabled PYTHONUNBUFFERED=1
+ray_stop() { python3 -m ray.scripts.scripts stop --force > /dev/null 2>&1; }
+cd "$repo"
