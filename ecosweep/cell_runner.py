@@ -151,13 +151,9 @@ def device_facts(device: str, gpus: int = 1) -> Dict[str, Any]:
         "gpu_memory_total_mb": sum(p.total_memory for p in props) / 2**20,
         "cuda_version": torch.version.cuda,
     }
-    try:
-        import pynvml
+    from ecosweep.meters.nvml_device import driver_version
 
-        pynvml.nvmlInit()
-        facts["driver_version"] = pynvml.nvmlSystemGetDriverVersion()
-    except Exception:  # the NVML meter reports NVML problems; here the version is optional
-        facts["driver_version"] = None
+    facts["driver_version"] = driver_version()
     return facts
 
 

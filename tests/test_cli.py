@@ -40,7 +40,7 @@ import pytest
 
 @pytest.mark.parametrize("experiment,cells,needle", [
     ("smoke", 8, "tiny-llama/int8_pure/bs2/in32/out16"),
-    ("nf4_crossover", 8, "Qwen2-7B/nf4/bs1/in128/out128"),
+    ("nf4_crossover", 12, "Qwen2-7B/nf4/bs1/in128/out128"),
     ("int8_paradox", 12, "Phi-3-mini/int8/bs1/in128/out128"),
     ("int8_ablation", 12, "Yi-1.5-6B/int8_pure/bs1/in128/out128"),
     ("batch_size_sweep", 7, "Mistral-7B/int8_pure/bs64/in256/out256"),

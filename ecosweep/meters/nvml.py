@@ -10,13 +10,12 @@
   power at ``sample_hz`` and slower device state; each window's samples give its peak
   power, the cross-check integral, utilisation, clocks, temperature, clock-event
   reasons and foreign compute processes.
-* Errors: every NVML error is translated into a :class:`MeterError` with a remedy here,
-  in :func:`translate`, and nowhere else.
+* Device reads and errors: through :class:`~ecosweep.meters.nvml_device.NvmlDevice`, where every
+  NVML error is translated into a :class:`MeterError` with a remedy, and nowhere else.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -27,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ecosweep.errors import MeterError
 from ecosweep.meters.base import Meter, WindowReading
+from ecosweep.meters.nvml_device import NvmlDevice, translate  # noqa: F401  (translate: where it used to live)
 
 NAN = math.nan
 
@@ -41,21 +41,6 @@ NOT_THROTTLING = {"gpu_idle"}
 
 def reason_names(mask: int) -> List[str]:
     return [name for bit, name in CLOCK_EVENT_REASONS.items() if mask & bit]
-
-
-def translate(exc: BaseException, what: str) -> MeterError:
-    """One NVML error -> one MeterError that says what to do."""
-    name = type(exc).__name__
-    remedies = {
-        "NVMLError_LibraryNotFound": "the NVIDIA driver's libnvidia-ml.so is not installed or not on the library path",
-        "NVMLError_DriverNotLoaded": "the NVIDIA driver is not loaded on this host",
-        "NVMLError_NoPermission": "this user may not read NVML; run with access to /dev/nvidia* or as root",
-        "NVMLError_NotSupported": "this GPU does not support it (energy counters need Volta or newer)",
-        "NVMLError_NotFound": "no GPU with that UUID is visible to NVML on this host",
-        "NVMLError_GpuIsLost": "the GPU fell off the bus",
-    }
-    remedy = remedies.get(name, str(exc))
-    return MeterError(f"NVML {what} failed ({name}): {remedy}. Use measurement.meter=none to run without energy.")
 
 
 def trapezoid_energy_j(times: Sequence[float], watts: Sequence[float], t0: float, t1: float) -> float:
@@ -88,23 +73,11 @@ class NvmlMeter(Meter):
         self.align = align_to_counter_ticks
         if not gpu_uuid:
             raise MeterError("the NVML meter needs the GPU's UUID; none was detected for this cell")
-        try:
-            self.nvml = importlib.import_module(nvml_module)
-        except ImportError as exc:
-            raise MeterError(f"cannot import {nvml_module} (pip install nvidia-ml-py): {exc}") from exc
+        self.device = NvmlDevice(gpu_uuid, nvml_module)
         self.nvml_module = nvml_module
         self.uuid = gpu_uuid
         self.sample_hz = sample_hz
-        try:
-            self.nvml.nvmlInit()
-            self.handle = self.nvml.nvmlDeviceGetHandleByUUID(gpu_uuid)
-        except self.nvml.NVMLError as exc:
-            raise translate(exc, f"init / device {gpu_uuid}") from exc
-        try:
-            self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle)
-            self.energy_source = "nvml_counter"
-        except self.nvml.NVMLError:
-            self.energy_source = "nvml_sampled"
+        self.energy_source = "nvml_counter" if self.device.has_energy_counter() else "nvml_sampled"
         self.align = self.align and self.energy_source == "nvml_counter"  # steps exist only on a counter
         self.own_pids = {os.getpid()}
         self._proc: Optional[subprocess.Popen] = None
@@ -190,18 +163,10 @@ class NvmlMeter(Meter):
 
     # --- direct reads --------------------------------------------------------------------
     def _compute_pids(self) -> List[int]:
-        try:
-            return sorted(p.pid for p in self.nvml.nvmlDeviceGetComputeRunningProcesses(self.handle))
-        except self.nvml.NVMLError:
-            return []
+        return self.device.compute_pids() or []
 
     def _energy_mj(self) -> Optional[int]:
-        if self.energy_source != "nvml_counter":
-            return None
-        try:
-            return int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
-        except self.nvml.NVMLError as exc:
-            raise translate(exc, "energy counter read") from exc
+        return self.device.energy_mj() if self.energy_source == "nvml_counter" else None
 
     def _await_tick(self, timeout_s: float = 0.3) -> Tuple[Optional[int], float]:
         """Poll the counter until it advances; returns (value, Unix time seen). The counter
@@ -217,10 +182,8 @@ class NvmlMeter(Meter):
         return first, time.time()
 
     def device_temperature_c(self) -> float:
-        try:
-            return float(self.nvml.nvmlDeviceGetTemperature(self.handle, self.nvml.NVML_TEMPERATURE_GPU))
-        except self.nvml.NVMLError:
-            return NAN
+        temperature = self.device.temperature_c()
+        return NAN if temperature is None else temperature
 
     # --- windows -------------------------------------------------------------------------
     def _begin(self) -> None:

@@ -13,7 +13,6 @@ taken since the last flush (one more taken on the spot) as JSON lines, then ``EN
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import select
@@ -21,96 +20,35 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
+from ecosweep.errors import MeterError
+from ecosweep.meters.nvml_device import NvmlDevice
+
 # Each NVML call costs ~2-3 ms of CPU on an H100 host (more while the GPU is busy), so
 # only instantaneous power is read at the full rate; the rest once a second.
 SLOW_PERIOD_S = 1.0
 PROCESS_PERIOD_S = 2.0
-FIELD_POWER_INSTANT = 186  # NVML_FI_DEV_POWER_INSTANT
 
 
-class DeviceReader:
-    """Reads one device; each method returns None for what the device does not support."""
-
-    def __init__(self, nvml: Any, uuid: str):
-        self.nvml = nvml
-        nvml.nvmlInit()
-        self.handle = nvml.nvmlDeviceGetHandleByUUID(uuid)
-        self._instant_ok = True
-        self._energy_ok = True
-
-    def power_w(self) -> Optional[float]:
-        nv = self.nvml
-        if self._instant_ok:
-            try:
-                value = nv.nvmlDeviceGetFieldValues(self.handle, [FIELD_POWER_INSTANT])[0]
-                if value.nvmlReturn == 0:
-                    return value.value.uiVal / 1000.0  # milliwatts
-            except nv.NVMLError:
-                pass
-            self._instant_ok = False
-        try:
-            return nv.nvmlDeviceGetPowerUsage(self.handle) / 1000.0
-        except nv.NVMLError:
-            return None
-
-    def energy_mj(self) -> Optional[int]:
-        if not self._energy_ok:
-            return None
-        try:
-            return int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
-        except self.nvml.NVMLError:
-            self._energy_ok = False
-            return None
-
-    def slow_state(self) -> Dict[str, Any]:
-        nv, h = self.nvml, self.handle
-        state: Dict[str, Any] = {}
-        readers = {
-            "util": lambda: nv.nvmlDeviceGetUtilizationRates(h),
-            "mem": lambda: nv.nvmlDeviceGetMemoryInfo(h),
-            "sm_clock_mhz": lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_SM),
-            "mem_clock_mhz": lambda: nv.nvmlDeviceGetClockInfo(h, nv.NVML_CLOCK_MEM),
-            "temperature_c": lambda: nv.nvmlDeviceGetTemperature(h, nv.NVML_TEMPERATURE_GPU),
-            "clock_event_reasons": lambda: _clock_event_reasons(nv, h),
-        }
-        for key, read in readers.items():
-            try:
-                value = read()
-            except nv.NVMLError:
-                continue
-            if key == "util":
-                state["gpu_util_pct"], state["mem_util_pct"] = value.gpu, value.memory
-            elif key == "mem":
-                state["memory_used_mb"] = value.used / 2**20
-            else:
-                state[key] = value
-        return state
-
-    def compute_pids(self) -> Optional[List[int]]:
-        try:
-            return sorted(p.pid for p in self.nvml.nvmlDeviceGetComputeRunningProcesses(self.handle))
-        except self.nvml.NVMLError:
-            return None
+def _energy_mj(device: NvmlDevice) -> Optional[int]:
+    try:
+        return device.energy_mj()
+    except MeterError:  # unsupported or a failed read: the meter labels its energy as sampled
+        return None
 
 
-def _clock_event_reasons(nv: Any, handle: Any) -> int:
-    getter = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or nv.nvmlDeviceGetCurrentClocksThrottleReasons
-    return int(getter(handle))
-
-
-def sample(reader: DeviceReader, now: float, with_slow: bool, with_pids: bool) -> Dict[str, Any]:
-    s: Dict[str, Any] = {"t": time.time(), "power_w": reader.power_w()}
+def sample(device: NvmlDevice, with_slow: bool, with_pids: bool, counter: bool) -> Dict[str, Any]:
+    s: Dict[str, Any] = {"t": time.time(), "power_w": device.power_w()}
     if with_slow:
-        s["energy_mj"] = reader.energy_mj()
-        s.update(reader.slow_state())
+        s["energy_mj"] = _energy_mj(device) if counter else None
+        s.update(device.slow_state())
     if with_pids:
-        s["pids"] = reader.compute_pids()
+        s["pids"] = device.compute_pids()
     return s
 
 
 def run(uuid: str, hz: float, nvml_module: str = "pynvml") -> None:
-    nvml = importlib.import_module(nvml_module)
-    reader = DeviceReader(nvml, uuid)
+    device = NvmlDevice(uuid, nvml_module)
+    counter = device.has_energy_counter()
     out = sys.stdout
     buffer: List[Dict[str, Any]] = []
     period = 1.0 / hz
@@ -126,7 +64,7 @@ def run(uuid: str, hz: float, nvml_module: str = "pynvml") -> None:
             last_slow = now
         if pids:
             last_pids = now
-        buffer.append(sample(reader, now, slow, pids))
+        buffer.append(sample(device, slow, pids, counter))
 
     def flush() -> None:
         take()
