@@ -116,3 +116,18 @@ def test_pretrained_weights_with_a_text_give_both_perplexities(tmp_path):
     assert result.fidelity_reference_ppl > 1 and result.fidelity_ppl > 1
     # random weights: both near the vocabulary size (8192), and NF4 within a few percent of its reference
     assert result.fidelity_ppl == pytest.approx(result.fidelity_reference_ppl, rel=0.05)
+
+
+def test_a_reference_too_large_for_the_cells_gpus_is_skipped_with_the_reason():
+    """70B in float16 (141 GB) against one 80 GB GPU holding its NF4 copy: no reference, the rows say why;
+    a 7B reference fits; on a CPU (free memory not counted) the reference always runs."""
+    import math
+
+    from ecosweep.workload.fidelity import ReferenceRun, cell_fidelity, reference_too_big
+
+    reason = reference_too_big(70.554, "float16", 80e9)
+    assert reason == "skipped: the float16 reference (141 GB) does not fit the cell's GPUs (80 GB free)"
+    assert reference_too_big(7.24, "float16", 80e9) is None and reference_too_big(70.554, "float16", None) is None
+    s = to_settings(compose(["hardware=cpu", "quantization=nf4"]))
+    fidelity = cell_fidelity(s, None, ReferenceRun(None, None, 8, "", skipped=reason), "cpu")
+    assert fidelity.fidelity_reference == reason and math.isnan(fidelity.fidelity_kl_nats_mean)

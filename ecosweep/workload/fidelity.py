@@ -51,6 +51,7 @@ class ReferenceRun:
     label: str
     text_ids: Any = None  # fidelity.text through the model's tokenizer (1-D), when one is given
     ppl: float = math.nan  # the reference's perplexity on it
+    skipped: Optional[str] = None  # why no reference ran (it does not fit the cell's GPUs); then nothing above
 
 
 def reference_dtype(fidelity_dtype: str, device: str) -> str:
@@ -137,10 +138,34 @@ def text_token_ids(source: str, text_path: str, max_tokens: int, device: str, lo
     return ids.to(device)
 
 
+def reference_too_big(params_b: float, ref_dtype: str, free_bytes: Optional[float]) -> Optional[str]:
+    """Why the unquantized reference cannot be loaded beside nothing else on the cell's GPUs (its weights
+    need more than 90 % of their free memory: a 70B model in 16 bits on the one GPU its NF4 copy fits), or
+    None where it fits or the device's memory is not counted (a CPU)."""
+    from ecosweep.workload.quantization import bytes_per_element
+
+    need = params_b * 1e9 * bytes_per_element(ref_dtype)
+    if free_bytes is None or need <= 0.9 * free_bytes:
+        return None
+    return (f"skipped: the {ref_dtype} reference ({need / 1e9:.0f} GB) does not fit the cell's GPUs "
+            f"({free_bytes / 1e9:.0f} GB free)")
+
+
+def _free_gpu_bytes(s: Any, device: str) -> Optional[float]:
+    if not device.startswith("cuda"):
+        return None
+    import torch
+
+    from ecosweep.workload.placement import gpu_count
+
+    return float(sum(torch.cuda.mem_get_info(i)[0] for i in range(gpu_count(s, device))))
+
+
 def prepare_reference(s: Any, device: str) -> Optional[ReferenceRun]:
     """For a cell that is not its own reference: load the reference (same weights, reference dtype), run it
     on the cell's prompts (and ``fidelity.text``), free it. None when fidelity is off or the cell is the
-    reference. Runs before the cell's model is loaded, so the two never share the device's memory."""
+    reference. Runs before the cell's model is loaded, so the two never share the device's memory; a
+    reference too large for the cell's GPUs is skipped (the run says why) rather than failing the cell."""
     import torch
 
     from ecosweep.workload.models import load_reference_model, pretrained_source
@@ -149,6 +174,9 @@ def prepare_reference(s: Any, device: str) -> Optional[ReferenceRun]:
     ref_dtype = reference_dtype(f.reference_dtype, device)
     if not f.enabled or is_reference(q.method, q.dtype, ref_dtype):
         return None
+    too_big = reference_too_big(s.model.params_b, ref_dtype, _free_gpu_bytes(s, device))
+    if too_big:
+        return ReferenceRun(None, None, s.input_tokens, "", skipped=too_big)
     model = load_reference_model(s, device, ref_dtype)
     try:
         run = run_reference(model, s.batch_size, s.input_tokens, s.output_tokens, s.seed, device,
@@ -171,6 +199,9 @@ def cell_fidelity(s: Any, model: Any, ref: Optional[ReferenceRun], device: str) 
         return None
     if ref is None:
         return self_reference(reference_dtype(f.reference_dtype, device))
+    if ref.skipped:  # the measurement goes on; the rows say why it has no fidelity
+        nan = math.nan
+        return Fidelity(ref.skipped, nan, nan, nan, nan, nan)
     result = compare(model, ref)
     if ref.text_ids is not None:  # the same tokens the reference read
         result = replace(result, fidelity_ppl=perplexity(model, ref.text_ids, _window(model)),
