@@ -36,8 +36,11 @@ def test_quantized_cells_differ_from_their_reference_measurably(quantization):
     result = fid.cell_fidelity(s, load_model(s, "cpu").model, ref, "cpu")
     assert result.fidelity_kl_nats_mean > 0 and result.fidelity_kl_nats_p95 >= result.fidelity_kl_nats_mean * 0.5
     assert result.fidelity_max_abs_logit_error > 0
-    assert 0.0 <= result.fidelity_greedy_agreement_share < 1.0 or result.fidelity_top1_match_share < 1.0
-    assert result.fidelity_top1_match_share > 0.2  # the same weights: mostly the same choices
+    # top-1 agreement over every position is below 1 for each (int8 and pure int8: 0.94 here); over the 6
+    # generated positions alone the two int8 cells keep every greedy token of the tiny model, NF4 does not
+    assert 0.2 < result.fidelity_top1_match_share < 1.0  # the same weights: mostly, not always, the same choices
+    if quantization == "nf4":
+        assert result.fidelity_greedy_agreement_share < 1.0
 
 
 def test_the_reference_cell_and_disabled_fidelity():
