@@ -87,8 +87,9 @@ def measured_identity(s: StudyConfig) -> Dict[str, Any]:
         from ecosweep.workload.int8_outliers import PLANTING_VERSION
 
         identity["outlier_features"] = {**dataclasses.asdict(s.outlier_features), "planting": PLANTING_VERSION}
-    if _gpus_over_one(s):  # energy over N GPUs is another measurement; one-GPU cells keep their ids
-        identity["gpus"] = _gpus_over_one(s)
+    gpus = _gpus_over_one(s)
+    if gpus:  # energy over N GPUs is another measurement; one-GPU cells keep their ids
+        identity["gpus"] = gpus
     return identity
 
 

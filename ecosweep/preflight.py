@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Iterable, List, Optional
 
 from ecosweep.errors import ConfigError
+from ecosweep.workload.quantization import BYTES_PER_ELEMENT, weight_bytes_per_parameter
 
 # Results of one cell (rows, trace, config, timing) stay well under this; the margin covers reports.
 RESULT_BYTES_PER_CELL = 4 * 2**20
 RESULT_MARGIN_BYTES = 64 * 2**20
-BYTES_PER_PARAMETER = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -83,11 +83,13 @@ def cell_memory_bytes(s: object) -> int:
 
     q, f = s.quantization, s.fidelity  # type: ignore[attr-defined]
     params = s.model.params_b * 1e9  # type: ignore[attr-defined]
-    built = BYTES_PER_PARAMETER.get(q.dtype, 2)
-    loading = built + QUANTIZED_BYTES_PER_PARAMETER.get(q.method, 0.0)
+    built = BYTES_PER_ELEMENT.get(q.dtype, 2)
+    quantized = (weight_bytes_per_parameter(q.method, q.dtype, q.torchao_type) if q.method == "torchao"
+                 else QUANTIZED_BYTES_PER_PARAMETER.get(q.method, 0.0))
+    loading = built + quantized
     ref_dtype = reference_dtype(f.reference_dtype, "cpu")
     compared = f.enabled and not is_reference(q.method, q.dtype, ref_dtype)
-    reference = built + BYTES_PER_PARAMETER.get(ref_dtype, 4) if compared else 0.0
+    reference = built + BYTES_PER_ELEMENT.get(ref_dtype, 4) if compared else 0.0
     return int(params * max(loading, reference))
 
 

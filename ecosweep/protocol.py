@@ -85,6 +85,77 @@ def _per_gpu(window: WindowReading, idle: WindowReading) -> Dict[str, Any]:
             "idle_power_w_by_gpu": idle_w}
 
 
+@dataclass(frozen=True)
+class _Counts:
+    """What one repetition's windows held: whole calls and their new tokens, and prefill calls."""
+
+    calls: int
+    tokens: int
+    prefill_calls: int
+
+
+def _speed_columns(w: Workload, r: WindowReading, pr: WindowReading, n: _Counts) -> Dict[str, Any]:
+    latency = r.seconds / n.calls
+    prefill_s = pr.seconds / n.prefill_calls
+    decode_s = latency - prefill_s
+    return {
+        "generate_calls": n.calls,
+        "tokens_generated": n.tokens,
+        "seconds": r.seconds,
+        "tok_s": n.tokens / r.seconds,
+        "latency_s_per_request": latency,
+        "prefill_s": prefill_s,
+        "decode_s": decode_s,
+        "prefill_tok_s": _ratio(w.batch_size * w.input_tokens, prefill_s),
+        "decode_tok_s": _ratio(w.batch_size * (w.output_tokens - 1), decode_s) if w.output_tokens > 1 else NAN,
+    }
+
+
+def _energy_columns(w: Workload, r: WindowReading, pr: WindowReading, idle: WindowReading, n: _Counts) -> Dict[str, Any]:
+    energy = r.energy_j
+    idle_w = idle.power_w_mean
+    static_j = idle_w * r.seconds
+    prefill_energy = pr.energy_j / n.prefill_calls
+    sampled = r.sampled_energy_j
+    mismatch_pct = 100.0 * _ratio(energy - sampled, energy)
+    return {
+        "energy_source": r.energy_source,
+        "energy_j": energy,
+        "power_w_mean": r.power_w_mean,
+        "power_w_peak": r.power_w_peak,
+        "energy_j_per_1k_tok": 1000.0 * _ratio(energy, n.tokens),
+        "energy_j_per_request": _ratio(energy, n.calls * w.batch_size),
+        "energy_j_per_output_token": _ratio(energy, n.tokens),
+        "prefill_energy_j": prefill_energy,
+        "decode_energy_j": _ratio(energy, n.calls) - prefill_energy,
+        "idle_power_w": idle_w,
+        "idle_temperature_c": idle.device_stats.get("temperature_c_mean", NAN),
+        "net_energy_j": energy - static_j,
+        "net_energy_j_per_1k_tok": 1000.0 * _ratio(energy - static_j, n.tokens),
+        "static_energy_share": _ratio(static_j, energy),
+        "sampled_energy_j": sampled,
+        "counter_vs_sampled_pct": mismatch_pct,
+        "energy_mismatch": abs(mismatch_pct) > 5.0 if math.isfinite(mismatch_pct) else None,
+    }
+
+
+_DEVICE_STATS = ("gpu_util_pct_mean", "mem_util_pct_mean", "memory_used_mb_max", "sm_clock_mhz_mean",
+                 "mem_clock_mhz_mean", "temperature_c_start", "temperature_c_max", "sampler_cpu_pct")
+
+
+def _device_columns(r: WindowReading, pr: WindowReading, idle: WindowReading, observed: bool) -> Dict[str, Any]:
+    """What the meter saw of the device: samples, throttling, foreign processes, each GPU, its statistics."""
+    return {
+        "samples": r.samples,
+        "throttle_reasons": ",".join(r.throttle_reasons) or None,
+        "throttled": _bool_or_none(observed, bool(r.throttle_reasons)),
+        "contaminated": _bool_or_none(observed, bool(r.foreign_pids or pr.foreign_pids)),
+        "foreign_pids": ",".join(str(p) for p in sorted(set(r.foreign_pids) | set(pr.foreign_pids))) or None,
+        **_per_gpu(r, idle),
+        **{key: r.device_stats.get(key, NAN) for key in _DEVICE_STATS},
+    }
+
+
 class CellProtocol:
     """Runs the protocol for one workload with one (already started) meter."""
 
@@ -169,6 +240,7 @@ class CellProtocol:
         return ci95_half_width_pct(per_1k) > self.p.target_ci_pct
 
     def _repetition(self, rep: int, idle: WindowReading) -> Dict[str, Any]:
+        """One repetition: a prefill window, then the window of whole calls; its row."""
         w = self.w
         with self.meter.window() as pre:
             prefill_calls, _ = _repeat_until(w.prefill, self.p.prefill_min_window_s, self.clock)
@@ -178,56 +250,8 @@ class CellProtocol:
         cpu = cpu_window_stats(cpu_before, read_cpu_times())
         r, pr = full.reading, pre.reading
         assert r is not None and pr is not None
-
-        latency = r.seconds / calls
-        prefill_s = pr.seconds / prefill_calls
-        decode_s = latency - prefill_s
-        requests = calls * w.batch_size
-        energy = r.energy_j
-        idle_w = idle.power_w_mean
-        static_j = idle_w * r.seconds
-        prefill_energy = pr.energy_j / prefill_calls
-        sampled = r.sampled_energy_j
-        mismatch_pct = 100.0 * _ratio(energy - sampled, energy)
-        row: Dict[str, Any] = {
-            "repetition": rep,
-            "status": "ok",
-            "timestamp_utc": datetime.fromtimestamp(r.start_unix_s, tz=timezone.utc),
-            "generate_calls": calls,
-            "tokens_generated": tokens,
-            "seconds": r.seconds,
-            "tok_s": tokens / r.seconds,
-            "latency_s_per_request": latency,
-            "prefill_s": prefill_s,
-            "decode_s": decode_s,
-            "prefill_tok_s": _ratio(w.batch_size * w.input_tokens, prefill_s),
-            "decode_tok_s": _ratio(w.batch_size * (w.output_tokens - 1), decode_s) if w.output_tokens > 1 else NAN,
-            "energy_source": r.energy_source,
-            "energy_j": energy,
-            "power_w_mean": r.power_w_mean,
-            "power_w_peak": r.power_w_peak,
-            "energy_j_per_1k_tok": 1000.0 * _ratio(energy, tokens),
-            "energy_j_per_request": _ratio(energy, requests),
-            "energy_j_per_output_token": _ratio(energy, tokens),
-            "prefill_energy_j": prefill_energy,
-            "decode_energy_j": _ratio(energy, calls) - prefill_energy,
-            "idle_power_w": idle_w,
-            "idle_temperature_c": idle.device_stats.get("temperature_c_mean", NAN),
-            "net_energy_j": energy - static_j,
-            "net_energy_j_per_1k_tok": 1000.0 * _ratio(energy - static_j, tokens),
-            "static_energy_share": _ratio(static_j, energy),
-            "sampled_energy_j": sampled,
-            "counter_vs_sampled_pct": mismatch_pct,
-            "energy_mismatch": abs(mismatch_pct) > 5.0 if math.isfinite(mismatch_pct) else None,
-            "samples": r.samples,
-            "throttle_reasons": ",".join(r.throttle_reasons) or None,
-            "throttled": _bool_or_none(self.observes_device, bool(r.throttle_reasons)),
-            "contaminated": _bool_or_none(self.observes_device, bool(r.foreign_pids or pr.foreign_pids)),
-            "foreign_pids": ",".join(str(p) for p in sorted(set(r.foreign_pids) | set(pr.foreign_pids))) or None,
-            **_per_gpu(r, idle),
-            **cpu,
-        }
-        for key in ("gpu_util_pct_mean", "mem_util_pct_mean", "memory_used_mb_max", "sm_clock_mhz_mean",
-                    "mem_clock_mhz_mean", "temperature_c_start", "temperature_c_max", "sampler_cpu_pct"):
-            row[key] = r.device_stats.get(key, NAN)
-        return row
+        counts = _Counts(calls, tokens, prefill_calls)
+        return {"repetition": rep, "status": "ok",
+                "timestamp_utc": datetime.fromtimestamp(r.start_unix_s, tz=timezone.utc),
+                **_speed_columns(w, r, pr, counts), **_energy_columns(w, r, pr, idle, counts),
+                **_device_columns(r, pr, idle, self.observes_device), **cpu}

@@ -17,7 +17,9 @@ from typing import Dict, List, Optional
 import pandas as pd
 from scipy import stats
 
-GROUP = ["hardware", "model", "engine", "batch_size", "input_tokens", "output_tokens", "weights"]
+from ecosweep.analysis import tables
+
+GROUP = tables.keys_across("quantization")  # the groups the comparisons against fp16 use
 ALPHA = 0.05
 KL_TIE_NATS = 1e-6
 

@@ -89,7 +89,7 @@ def _write_figures(configs: pd.DataFrame, comp: pd.DataFrame, costs: pd.DataFram
             + figures.carbon_by_model(configs, costs, cost.describe(settings), fig_dir))
 
 
-def _fidelity_beside_energy(configs: pd.DataFrame, comp: pd.DataFrame, metric: str) -> pd.DataFrame:
+def _fidelity_beside_energy(configs: pd.DataFrame, comp: pd.DataFrame) -> pd.DataFrame:
     """Configurations that carry fidelity columns, with their energy and its Δ % against the baseline."""
     if "fidelity_reference" not in configs or not configs.fidelity_reference.notna().any():
         return pd.DataFrame()
@@ -101,12 +101,12 @@ def _fidelity_beside_energy(configs: pd.DataFrame, comp: pd.DataFrame, metric: s
 
 
 def _fidelity_section(configs: pd.DataFrame, comp: pd.DataFrame, metric: str, columns: List[str]) -> List[str]:
-    fidelity = _fidelity_beside_energy(configs, comp, metric)
+    fidelity = _fidelity_beside_energy(configs, comp)
     if fidelity.empty:
         return []
     random_note = (" With random weights the next-token distributions are near uniform: these figures measure "
                    "the quantized kernels' numerical error, not the loss of model quality (use weights=pretrained "
-                   "with fidelity.text for perplexity)." if configs.get("weights", pd.Series(dtype=str)).astype(str).str.startswith("random").any() else "")
+                   "with fidelity.text for perplexity)." if tables.has_random_weights(configs) else "")
     return ["## Fidelity beside energy\n",
             "Each cell against its unquantized reference (the same weights in float16 on a GPU, float32 on a CPU), "
             "on the cell's prompts, teacher-forced on the reference's greedy continuation, before any energy "

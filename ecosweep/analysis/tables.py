@@ -17,6 +17,7 @@ import pandas as pd
 
 from ecosweep.analysis.stats import compare, holm, linear_trend_p, summarize, summarize_stats
 from ecosweep.results.schema import FIDELITY_COLUMNS, INT8_DECOMPOSITION_COLUMNS
+from ecosweep.workload.quantization import weight_bytes_per_parameter
 
 METRICS = ["energy_j_per_1k_tok", "tok_s", "power_w_mean", "energy_j_per_request", "gpu_util_pct_mean",
            "decode_tok_s", "static_energy_share", "net_energy_j_per_1k_tok"]
@@ -24,6 +25,17 @@ PER_CELL_COLUMNS = FIDELITY_COLUMNS + INT8_DECOMPOSITION_COLUMNS  # one value pe
 KEYS = ["hardware", "model", "quantization", "engine", "batch_size", "input_tokens", "output_tokens", "weights",
         "gpu_count"]
 ROW_KEYS = ["source", *KEYS]  # what identifies one row of the configurations table
+
+
+def keys_across(axis: str) -> List[str]:
+    """The configuration keys that hold still while ``axis`` (quantization, engine, batch_size) is compared.
+    gpu_count is not among them: a precision on fewer GPUs is compared with fp16 on the GPUs it needs."""
+    return [k for k in KEYS if k not in (axis, "gpu_count")]
+
+
+def has_random_weights(configs: pd.DataFrame) -> bool:
+    """Whether any configuration ran on random weights (plain or with planted outliers)."""
+    return "weights" in configs and configs.weights.astype(str).str.startswith("random").any()
 # Rows written before the engine axis, and published tables, measured generate(): the eager engine.
 DEFAULT_ENGINE = "eager"
 # What may run for each engine asked for without a warning (graph runs uncaptured on a CPU by design).
@@ -31,7 +43,6 @@ EXPECTED_EFFECTIVE = {"eager": {"eager"}, "graph": {"graph", "graph_uncaptured"}
 # Column names of summary tables in other layouts (the published tables) -> ours.
 ALIASES = {"gpu": "hardware", "params_b": "params_b_nominal", "throughput_tok_s": "tok_s", "power_w": "power_w_mean",
            "energy_j_per_1k_tok": "energy_j_per_1k_tok"}
-BYTES_PER_WEIGHT = {"none": {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0}, "bnb_8bit": 1.0, "bnb_4bit": 0.5}
 
 
 def _with_engine(configs: pd.DataFrame) -> pd.DataFrame:
@@ -128,6 +139,7 @@ def summary_from_rows(rows: pd.DataFrame, source: str) -> pd.DataFrame:
         rec.update(params_b_nominal=g.params_b_nominal.iloc[0], n=len(g), source=source, raw=True,
                    cell_ids=",".join(sorted(g.cell_id.unique())), hardware_profile=g.hardware.iloc[0],
                    quant_method=g.quant_method.iloc[0], dtype=g.dtype.iloc[0], params_count=g.params_count.iloc[0],
+                   torchao_type=g.torchao_type.iloc[0] if "torchao_type" in g else None,
                    throttled_reps=int(g.throttled.fillna(False).sum()),
                    contaminated_reps=int(g.contaminated.fillna(False).sum()),
                    energy_source=g.energy_source.iloc[0],
@@ -240,7 +252,7 @@ def comparisons(configs: pd.DataFrame, baseline: str = "fp16", metric: str = "en
     """Each quantization against ``baseline`` within hardware, model, engine, batch, tokens; Holm over the family."""
     if configs.empty or f"{metric}_mean" not in configs:
         return pd.DataFrame()
-    group_keys = ["hardware", "model", "engine", "batch_size", "input_tokens", "output_tokens", "weights"]
+    group_keys = keys_across("quantization")
     records = []
     for group, b, t, sb, st, c in _against_baseline(_with_engine(configs), group_keys, "quantization", baseline,
                                                     metric):
@@ -266,7 +278,7 @@ def engine_comparisons(configs: pd.DataFrame, baseline: str = DEFAULT_ENGINE,
     configs = _with_engine(configs)
     if configs.engine.nunique() < 2:
         return pd.DataFrame()
-    group_keys = ["hardware", "model", "quantization", "batch_size", "input_tokens", "output_tokens", "weights"]
+    group_keys = keys_across("engine")
     records = []
     for group, b, t, sb, st, c in _against_baseline(configs, group_keys, "engine", baseline, metric):
         records.append({**group, "engine": t.engine, "engine_effective": t.get("engine_effective"),
@@ -294,7 +306,7 @@ def engine_sign_findings(comp: pd.DataFrame, alpha: float = 0.05) -> List[str]:
     if comp.empty or "engine" not in comp or comp.engine.nunique() < 2:
         return []
     out = []
-    keys = ["hardware", "model", "quantization", "batch_size", "input_tokens", "output_tokens", "weights"]
+    keys = keys_across("engine")
     for key, g in comp.groupby(keys, dropna=False, sort=False):
         if g.engine.nunique() < 2:
             continue
@@ -360,7 +372,7 @@ def batch_scaling(configs: pd.DataFrame) -> pd.DataFrame:
     records = []
     if configs.empty or "energy_j_per_request_mean" not in configs:
         return pd.DataFrame()
-    keys = ["hardware", "model", "quantization", "engine", "input_tokens", "output_tokens", "weights"]
+    keys = keys_across("batch_size")
     configs = _with_engine(configs)
     for key, g in configs.groupby(keys, dropna=False):
         base = g[g.batch_size == 1]
@@ -406,8 +418,8 @@ def roofline(configs: pd.DataFrame, profiles: Optional[Dict[str, dict]] = None) 
     for _, r in configs.iterrows():
         if not r.get("raw") or pd.isna(r.get("params_count")):
             continue
-        per = BYTES_PER_WEIGHT.get(r.quant_method, 2.0)
-        per = per.get(r.dtype, 2.0) if isinstance(per, dict) else per
+        torchao_type = r.get("torchao_type")
+        per = weight_bytes_per_parameter(r.quant_method, r.dtype, torchao_type if isinstance(torchao_type, str) else None)
         weight_gb = float(r.params_count) * per / 1e9
         bw = _bandwidth_gb_s(r, profiles)
         ceiling = r.batch_size * bw / weight_gb if weight_gb and bw == bw else math.nan
@@ -463,7 +475,7 @@ def warnings_for(configs: pd.DataFrame, cv_limit_pct: float = 5.0, static_limit:
         return out
     if comp is not None:
         out += device_warnings(configs, comp, batch)
-    if configs.weights.astype(str).str.startswith("random").any():
+    if has_random_weights(configs):
         out.append("Random weights: speed and energy follow the architecture, but LLM.int8() outlier handling "
                    "depends on trained weights; int8 (threshold 6.0) results on random weights are not the "
                    "published mechanism.")

@@ -200,10 +200,12 @@ def validate_multi_gpu(s: StudyConfig) -> List[str]:
 
     n = requested_gpus(s)
     problems = []
-    unknown = sorted(set(s.ray.gpus_by_quantization or {}) - set(available_quantizations()))
-    if unknown:
-        problems.append(f"ray.gpus_by_quantization names {', '.join(unknown)}, not a quantization; choose among: "
-                        f"{', '.join(available_quantizations())}.")
+    if s.ray.gpus_by_quantization:
+        known = available_quantizations()
+        unknown = sorted(set(s.ray.gpus_by_quantization) - set(known))
+        if unknown:
+            problems.append(f"ray.gpus_by_quantization names {', '.join(unknown)}, not a quantization; choose "
+                            f"among: {', '.join(known)}.")
     if n is not None and n > 1 and s.outlier_features.count > 0:
         problems.append(f"outlier_features.count={s.outlier_features.count} with {n:g} GPUs per cell is not "
                         "supported: outliers are planted in a model built on one GPU, and a model over several GPUs "

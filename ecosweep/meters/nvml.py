@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ecosweep.errors import MeterError
 from ecosweep.meters.base import Meter, WindowReading
-from ecosweep.meters.nvml_device import NvmlDevice, translate  # noqa: F401  (translate: where it used to live)
+from ecosweep.meters.nvml_device import NvmlDevice
 
 NAN = math.nan
 

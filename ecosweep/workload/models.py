@@ -13,8 +13,8 @@ from typing import Any
 from ecosweep.config.schema import StudyConfig
 from ecosweep.errors import ModelNotFoundError
 from ecosweep.workload import attention as attention_impl
-from ecosweep.workload.quantization import hf_quantization_config, torch_dtype
-from ecosweep.workload.placement import PER_TENSOR, gpu_count
+from ecosweep.workload.placement import PER_TENSOR, build_device, gpu_count, placement_kwargs
+from ecosweep.workload.quantization import bytes_per_element, hf_quantization_config, torch_dtype
 from ecosweep.workload.random_weights import load_random_model, random_weights_id
 
 
@@ -53,9 +53,6 @@ def pretrained_source(s: StudyConfig) -> str:
 
 def _random_build(s: StudyConfig, device: str) -> str:
     """Where the cell's random weights are built (``placement.build_device``)."""
-    from ecosweep.workload.placement import build_device
-    from ecosweep.workload.quantization import bytes_per_element
-
     return build_device(device, gpu_count(s, device), s.model.params_b * 1e9 * bytes_per_element(s.quantization.dtype))
 
 
@@ -88,8 +85,6 @@ def _from_checkpoint(s: StudyConfig, source: str, device: str, dtype: str, quant
     """``from_pretrained`` of a local folder or a cached hub model on one device or across ``gpus`` GPUs
     (downloads only when allowed)."""
     from transformers import AutoModelForCausalLM
-
-    from ecosweep.workload.placement import placement_kwargs
 
     return AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(dtype), quantization_config=quantization_config,
                                                 local_files_only=not s.allow_download,

@@ -33,9 +33,24 @@ def bnb_config(q: QuantizationConfig) -> Optional[Any]:
     raise ValueError(f"unknown quantization method {q.method!r}")
 
 
+# Bytes of one unquantized value in each dtype.
+BYTES_PER_ELEMENT = {"float32": 4, "float16": 2, "bfloat16": 2}
+# Bytes of one quantized weight as stored (scales and block constants left out).
+_QUANTIZED_BYTES = {"bnb_8bit": 1.0, "bnb_4bit": 0.5}
+_TORCHAO_BYTES = {"int8_weight_only": 1.0, "int8_dynamic": 1.0, "fp8_weight_only": 1.0, "fp8": 1.0,
+                  "int4_weight_only": 0.5}
+
+
 def bytes_per_element(dtype: str) -> int:
     """Bytes of one unquantized weight in ``dtype``."""
-    return {"float32": 4, "float16": 2, "bfloat16": 2}[dtype]
+    return BYTES_PER_ELEMENT[dtype]
+
+
+def weight_bytes_per_parameter(method: str, dtype: str, torchao_type: Optional[str] = None) -> float:
+    """Bytes one weight takes as stored by its quantization (an unknown one: 2, a 16-bit weight)."""
+    if method == "torchao":
+        return _TORCHAO_BYTES.get(torchao_type or "", 2.0)
+    return _QUANTIZED_BYTES.get(method, float(BYTES_PER_ELEMENT.get(dtype, 2)))
 
 
 # torchao precisions whose fast kernels need torch.compile: without it (engine eager or graph) each call
