@@ -187,3 +187,29 @@ def test_two_inputs_of_one_configuration_are_compared_within_each_input():
     assert batch.set_index(["source", "batch_size"]).energy_per_request_change_pct.round(1).to_dict() == {
         ("a", 1): 0.0, ("a", 4): -70.0, ("b", 1): 0.0, ("b", 4): -80.0}
     assert batch.same_device.all()
+
+
+def test_figures_are_written_as_palette_pngs_that_keep_every_pixel(tmp_path):
+    """A grey figure (bars, hatches, text, anti-aliasing) written as a 256-colour PNG at 300 dpi: smaller than
+    matplotlib's RGBA file and the same pixels."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from ecosweep.analysis.figures import DPI, write_compact_png
+
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.bar([0, 1, 2], [3, 1, 2], color=["0.15", "0.45", "0.7"], hatch="//", edgecolor="black")
+    ax.set_title("energy per 1k tokens (J)")
+    rendered = io.BytesIO()
+    fig.savefig(rendered, format="png", dpi=DPI)
+    plt.close(fig)
+    write_compact_png(rendered.getvalue(), tmp_path / "f.png")
+    with Image.open(tmp_path / "f.png") as compact, Image.open(rendered) as original:
+        assert compact.mode == "P" and round(compact.info["dpi"][0]) == DPI
+        assert (tmp_path / "f.png").stat().st_size < len(rendered.getvalue())
+        assert np.array_equal(np.asarray(compact.convert("RGB")), np.asarray(original.convert("RGB")))

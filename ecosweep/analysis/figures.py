@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import List
 
@@ -22,15 +23,36 @@ def _plt():
     return plt
 
 
+DPI = 300
+PNG_COLOURS = 256
+
+
+def write_compact_png(png: bytes, path: Path) -> None:
+    """Write a rendered PNG with a palette of PNG_COLOURS colours, undithered. The report's figures are grey
+    (a few dozen levels with their anti-aliasing, under 256 colours), so every pixel stays as rendered, in
+    ~40 % of matplotlib's RGBA file: committed reports stay small enough to travel with the checkout. (A
+    picture of more colours would lose some: this is for our figures, not screenshots.)"""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(png)) as image:
+        dpi = image.info.get("dpi", (DPI, DPI))
+        compact = image.convert("RGB").quantize(PNG_COLOURS, method=Image.Quantize.MEDIANCUT,
+                                                dither=Image.Dither.NONE)
+    compact.save(path, format="PNG", optimize=True, dpi=dpi)
+
+
 def _save(fig, out_dir: Path, name: str) -> List[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
-    for p in paths:
+    png, pdf = out_dir / f"{name}.png", out_dir / f"{name}.pdf"
+    try:
+        rendered = io.BytesIO()
+        fig.savefig(rendered, format="png", dpi=DPI, bbox_inches="tight")
+        write_compact_png(rendered.getvalue(), png)
         # no creation date in the PDF: a rebuilt report with the same data is byte-identical
-        metadata = {"CreationDate": None} if p.suffix == ".pdf" else None
-        fig.savefig(p, dpi=300, bbox_inches="tight", metadata=metadata)
-    _plt().close(fig)
-    return paths
+        fig.savefig(pdf, dpi=DPI, bbox_inches="tight", metadata={"CreationDate": None})
+    finally:
+        _plt().close(fig)
+    return [png, pdf]
 
 
 LABELS = {"energy_j_per_1k_tok": "energy per 1k tokens (J)", "tok_s": "throughput (tok/s)",

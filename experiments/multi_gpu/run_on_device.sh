@@ -9,7 +9,8 @@
 #    (ray.gpus_per_cell=1) and across both (ray.gpus_per_cell=2): the rows of a two-GPU cell must carry both
 #    GPUs' energy (energy_j_by_gpu), both moving above their idle power, and sum to energy_j. (Run on
 #    2026-11-27; Mistral's two-GPU cell did not finish loading: weights were then drawn on the CPU.)
-# B  +experiment=fewer_gpus (Llama-3-70B: fp16 on both GPUs, nf4 and int8_pure on one, batch 1 and 16);
+# B  +experiment=fewer_gpus (Llama-3-70B: fp16 on both GPUs, nf4 and int8_pure on one, batch 1 and 16) under
+#    the short protocol, n = 3 (device time: each cell draws its 141 GB of 16-bit random weights first);
 #    resumable: run B again on the warm machine until every cell is done.
 # C  the load-time benchmark with the tensor-by-tensor path (Mistral-7B fp16, nf4), then A again (resumes
 #    Mistral's two-GPU cell).
@@ -30,8 +31,8 @@ two_gpu_cell() {
 }
 case $phase in
   A) two_gpu_cell ;;
-  B) timeout -s INT -k 30 $((limit - 10)) python3 -m ecosweep +experiment=fewer_gpus tracking=none ray.progress=plain \
-       output_root="$root" >> "$root/logs/fewer_gpus.log" 2>&1
+  B) timeout -s INT -k 30 $((limit - 10)) python3 -m ecosweep +experiment=fewer_gpus measurement=short repetitions=3 \
+       tracking=none ray.progress=plain output_root="$root" >> "$root/logs/fewer_gpus.log" 2>&1
      ray_stop ;;
   C) timeout -s INT -k 20 240 python3 experiments/benchmarks/load_paths.py --out "$root/load_paths" --model Mistral-7B \
        --quantizations fp16,nf4 --device cuda:0 --repeats 1 > "$root/logs/load_paths.log" 2>&1
@@ -39,14 +40,18 @@ case $phase in
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
 nvidia-smi --query-gpu=index,power.draw,temperature.gpu,memory.used --format=csv >> "$root/logs/gpus.csv"
-[ -d "$root/two_gpu_cell/cells" ] && python3 - "$root/two_gpu_cell" <<'PY' > "$root/logs/summary.txt" 2>&1
-import sys, pandas as pd, glob
+study=$([ "$phase" = B ] && echo fewer_gpus || echo two_gpu_cell)
+[ -d "$root/$study/cells" ] && python3 - "$root/$study" <<'PY' > "$root/logs/summary_$study.txt" 2>&1
+import sys, pandas as pd, glob, json
 rows = pd.concat(pd.read_parquet(p) for p in glob.glob(sys.argv[1] + "/cells/*.parquet"))
-cols = ["model", "gpu_count", "gpu_uuid", "status", "repetition", "tok_s", "energy_j", "energy_j_by_gpu",
-        "power_w_mean_by_gpu", "idle_power_w_by_gpu", "idle_power_w", "energy_j_per_1k_tok", "gpu_memory_peak_mb"]
+cols = ["model", "quantization", "batch_size", "gpu_count", "status", "repetition", "tok_s", "energy_j",
+        "energy_j_by_gpu", "power_w_mean_by_gpu", "idle_power_w_by_gpu", "energy_j_per_1k_tok", "gpu_memory_peak_mb"]
 pd.set_option("display.width", 250, "display.max_colwidth", 80)
 print(rows[[c for c in cols if c in rows]].to_string())
 print(rows[rows.status != "ok"].error.to_string() if (rows.status != "ok").any() else "all ok")
+for p in sorted(glob.glob(sys.argv[1] + "/timings/*.json")):
+    t = json.load(open(p))
+    print(t.get("label"), t.get("status"), {k: round(v, 1) for k, v in t.items() if k.endswith("_s") and isinstance(v, float)})
 PY
-tail -n 30 "$root/logs/summary.txt" 2>/dev/null
+tail -n 40 "$root/logs/summary_$study.txt" 2>/dev/null
 [ -n "${OUT:-}" ] && tar czf "$OUT/results_multi_gpu_$phase.tgz" -C "$repo/outputs" "$host"
