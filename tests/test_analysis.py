@@ -144,6 +144,23 @@ def test_comparisons_say_whether_both_sides_ran_on_one_gpu():
     assert set(warnings) <= set(tables.warnings_for(configs, comp=comp.reset_index()))
 
 
+def test_a_cell_on_fewer_gpus_among_its_baselines_is_told_apart_from_another_device():
+    """fewer_gpus: fp16 over two GPUs, NF4 on one of them, int8 on a third GPU. NF4's Δ is the GPU count by
+    design (one shared GPU), int8's crosses devices; both baselines' GPUs are named in full."""
+    two = "GPU-aaaaaaaa-1+GPU-bbbbbbbb-2"
+    configs = pd.DataFrame([{**_config("fp16", two), "gpu_count": 2},
+                            {**_config("nf4", "GPU-aaaaaaaa-1", mean=60.0), "gpu_count": 1},
+                            {**_config("int8", "GPU-cccccccc-3", mean=70.0), "gpu_count": 1}])
+    comp = tables.comparisons(configs)
+    assert comp.set_index("quantization").same_device.to_dict() == {"nf4": False, "int8": False}
+    warnings = tables.device_warnings(configs, comp)
+    nf4 = next(w for w in warnings if " nf4 " in w)
+    int8 = next(w for w in warnings if " int8 " in w)
+    assert nf4.startswith("GPU count:") and "on 1 GPU(s) (GPU-aaaaaaaa)" in nf4
+    assert "baseline on 2 (GPU-aaaaaaaa + GPU-bbbbbbbb)" in nf4
+    assert int8.startswith("Cross-device:") and "baseline on GPU-aaaaaaaa + GPU-bbbbbbbb" in int8
+
+
 def test_device_unknown_is_neither_same_nor_different():
     # summary tables and CPU cells carry no GPU UUID: no claim either way, no warning
     configs = pd.DataFrame([_config("fp16", ""), _config("int8", "", mean=150.0)])

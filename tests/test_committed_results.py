@@ -316,3 +316,27 @@ def test_two_gpu_cell_on_two_h100s_counts_both_gpus(tmp_path):
     assert round(configs.loc[("TinyLlama-1.1B", 1)].energy_j_per_1k_tok_mean) == 2966
     hours = cost.loc[("TinyLlama-1.1B", 2)].gpu_hours_per_1m_tok
     assert hours == pytest.approx(2 * 1e6 / configs.loc[("TinyLlama-1.1B", 2)].tok_s_mean / 3600)
+
+
+def test_fewer_gpus_on_two_h100s_bills_both_gpus_of_fp16_and_one_of_nf4(tmp_path):
+    """experiments/multi_gpu/fewer_gpus_h100x2_2026-11-27/README.md: fp16 Llama-3-70B over two GPUs (both
+    drawing above idle, both in energy_j), NF4 and pure int8 on one of those two; the report's deltas and
+    GPU-count warnings are the README's."""
+    study = REPO / "experiments" / "multi_gpu" / "fewer_gpus_h100x2_2026-11-27" / "fewer_gpus"
+    rows = read_results([study]).to_pandas()
+    assert (rows.status == "ok").all() and set(rows.model) == {"Llama-3-70B"}
+    fp16 = rows[rows.quantization == "fp16"]
+    assert (fp16.gpu_count == 2).all() and (rows[rows.quantization != "fp16"].gpu_count == 1).all()
+    pair = fp16.gpu_uuid.iloc[0].split("+")
+    assert len(set(pair)) == 2 and set(rows[rows.gpu_count == 1].gpu_uuid) == {pair[0]}
+    for _, r in fp16.iterrows():
+        assert r.energy_j == pytest.approx(sum(r.energy_j_by_gpu))
+        assert all(p > i + 90 for p, i in zip(r.power_w_mean_by_gpu, r.idle_power_w_by_gpu))
+    assert rows.weights_source.str.endswith("@pertensor").all() and rows.weights_source.nunique() == 1
+    build_report([study], tmp_path)
+    comp = pd.read_csv(tmp_path / "comparisons.csv").set_index(["quantization", "batch_size"])
+    assert round(comp.loc[("nf4", 1)].delta_pct, 1) == -45.8 and round(comp.loc[("nf4", 16)].delta_pct, 1) == -17.6
+    assert round(comp.loc[("int8_pure", 1)].delta_pct, 1) == -36.2
+    assert (comp.baseline_gpu_count == 2).all()
+    text = (tmp_path / "report.md").read_text()
+    assert text.count("- GPU count:") == 3 and "Cross-device" not in text

@@ -89,6 +89,7 @@ def decision_table(configs: pd.DataFrame) -> pd.DataFrame:
             fidelity_known = pd.notna(row.get("fidelity_kl_nats_mean"))
             records.append({
                 **{k: row[k] for k in keys}, "quantization": row.quantization,
+                **({"gpu_count": row.gpu_count} if "gpu_count" in row else {}),
                 "energy_j_per_1k_tok_mean": row.energy_j_per_1k_tok_mean, "tok_s_mean": row.get("tok_s_mean"),
                 "fidelity_kl_nats_mean": row.get("fidelity_kl_nats_mean"),
                 "on_front": not dominators,

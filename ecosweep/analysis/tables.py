@@ -431,7 +431,23 @@ def roofline(configs: pd.DataFrame, profiles: Optional[Dict[str, dict]] = None) 
 
 
 def _short_uuids(devices: str) -> str:
-    return ", ".join(d[:12] for d in devices.split(","))
+    """``gpu_uuids`` shortened for a warning: configurations pooled over devices stay comma-separated, the
+    GPUs of one cell over several stay joined with '+'."""
+    return ", ".join(" + ".join(gpu[:12] for gpu in cell.split("+")) for cell in devices.split(","))
+
+
+def _gpu_set(devices: object) -> Optional[frozenset]:
+    """The GPUs of a configuration measured on one device set (a cell's GPUs, '+'-joined), else None."""
+    if not isinstance(devices, str) or not devices or "," in devices:
+        return None
+    return frozenset(devices.split("+"))
+
+
+def _within_baseline_gpus(c: pd.Series) -> bool:
+    """A comparison across GPU counts whose fewer GPUs are among the other side's (fewer_gpus: NF4 on one of
+    the two GPUs fp16 needed)."""
+    mine, theirs = _gpu_set(c.get("devices")), _gpu_set(c.get("baseline_devices"))
+    return mine is not None and theirs is not None and mine != theirs and (mine < theirs or theirs < mine)
 
 
 def device_warnings(configs: pd.DataFrame, comp: pd.DataFrame, batch: Optional[pd.DataFrame] = None) -> List[str]:
@@ -455,6 +471,13 @@ def device_warnings(configs: pd.DataFrame, comp: pd.DataFrame, batch: Optional[p
     crossed = comp[comp.same_device.eq(False)] if "same_device" in comp else comp.iloc[0:0]
     for _, c in crossed.iterrows():
         engine = "" if c.get("engine", DEFAULT_ENGINE) == DEFAULT_ENGINE else f" {c.engine}"
+        if _within_baseline_gpus(c):
+            mine, theirs = _gpu_set(c.devices), _gpu_set(c.baseline_devices)
+            out.append(f"GPU count: {c.hardware} {c.model} bs{c.batch_size} {c.quantization}{engine} ran on "
+                       f"{len(mine)} GPU(s) ({short(c.devices)}), its {c.baseline} baseline on {len(theirs)} "
+                       f"({short(c.baseline_devices)}); the fewer GPUs are among the others, so the Δ is the "
+                       "GPU count by design plus the chip-to-chip difference of the GPUs only one side held.")
+            continue
         out.append(f"Cross-device: {c.hardware} {c.model} bs{c.batch_size} {c.quantization}{engine} ran on "
                    f"{short(c.devices)}, its {c.baseline} baseline on {short(c.baseline_devices)}; "
                    "the Δ mixes device and precision. To separate them, measure both with one GPU visible "
