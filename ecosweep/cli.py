@@ -36,23 +36,25 @@ def _fail(exc: BaseException) -> None:
 
 def execute(configs: List[Any]) -> int:
     """Plan, run and summarise. Returns the exit status (1 when a cell failed)."""
+    from ecosweep.plan import build_plan, store_for
     from ecosweep.planner import plan_cells
-    from ecosweep.preflight import check_before_running
+    from ecosweep.preflight import check_before_running, check_output_roots_writable
     from ecosweep.results.lock import study_locks
-    from ecosweep.study import cell_states, print_summary, run_study, store_for, write_driver_timing
+    from ecosweep.study import print_summary, run_study, write_driver_timing
 
     marks = {"process_start": process_start_unix_s()}
     try:
         cells = plan_cells(configs)
-        marks["planned"] = time.time()
         if cells[0].settings.dry_run:
-            print_plan(cells)
+            print_plan(build_plan(cells))
             return 0
         check_output_roots(cells)
-        to_measure = sum(state in ("todo", "damaged") for state, _ in cell_states(cells))
-        check_before_running(cells, to_measure)
+        check_output_roots_writable(cells)
         with study_locks([store_for(c).root for c in cells], wait=WAIT_FOR_LOCKS):
-            run = run_study(cells, marks=marks)
+            plan = build_plan(cells)  # under the locks: no other command changes these folders now
+            marks["planned"] = time.time()
+            check_before_running(cells, len(plan.to_measure))
+            run = run_study(plan, marks=marks)
             if run.interrupted:
                 done = sum(o.status == "ok" for o in run.outcomes.values())
                 print(f"Interrupted after {len(run.outcomes)} of {len(cells) - len(run.skipped) - len(run.reused)} "
@@ -100,24 +102,22 @@ def check_output_roots(cells: List[Any]) -> None:
         )
 
 
-def print_plan(cells: List[Any]) -> None:
+def print_plan(plan: Any) -> None:
     """The cells a command would run, with their ids and whether results exist already
     (done: in this study; reuse:<study>: another study under the output root measured it; todo:<study>:
-    it did, but its ray.one_gpu_per lane is measured whole)."""
-    from ecosweep.study import cell_states
+    it did, but its ray.one_gpu_per lane is measured whole), and the lanes of the cells to measure."""
+    from ecosweep.plan import group_lanes
 
-    for c, (state, source) in zip(cells, cell_states(cells)):
-        s = c.settings
-        done = f"{state}:{source.root.name}" if source is not None else state  # todo:<study>: its lane is measured whole
-        print(f"{c.id}  {done}  {s.study}  {c.label}  hardware={s.hardware.name} weights={s.weights} "
+    for entry in plan.entries:
+        c, s = entry.cell, entry.cell.settings
+        print(f"{c.id}  {entry.label()}  {s.study}  {c.label}  hardware={s.hardware.name} weights={s.weights} "
               f"repetitions={s.repetitions}")
+    cells = plan.cells
     modes = sorted({c.settings.ray.one_gpu_per for c in cells} - {"cell"})
     if modes:
-        from ecosweep.driver import plan_lanes
-
-        lanes = [lane for lane in plan_lanes(cells, cluster_gpus=1.0) if lane.gpus > 0]  # as where GPUs exist
+        lanes = [lane for lane in group_lanes(cells, cluster_gpus=1.0) if lane.gpus > 0]  # as where GPUs exist
         if lanes:
-            sizes = ", ".join(f"{len(lane.todo)} on {lane.gpus:g} GPU{'s' if lane.gpus > 1 else ''}" for lane in lanes)
+            sizes = ", ".join(f"{len(lane.cells)} on {lane.gpus:g} GPU{'s' if lane.gpus > 1 else ''}" for lane in lanes)
             print(f"ray.one_gpu_per={','.join(modes)}: on GPUs these cells run in {len(lanes)} lane(s), each on its "
                   f"own GPUs with its cells in turn (cells per lane: {sizes}).")
         else:

@@ -20,11 +20,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from ecosweep.workload.placement import requested_gpus
 from ecosweep.cell_runner import CellOutcome, CellProcessDied, failure_row
 from ecosweep.config.schema import RayConfig
 from ecosweep.errors import ConfigError
-from ecosweep.planner import Cell, lane_key
+from ecosweep.plan import Plan, gpus_per_cell
+from ecosweep.planner import Cell
 from ecosweep.progress import Progress
 
 log = logging.getLogger("ecosweep")
@@ -71,18 +71,6 @@ def connect_ray(rc: RayConfig) -> bool:
     return True
 
 
-def gpus_per_cell(cell: Cell, cluster_gpus: float) -> float:
-    """GPUs a cell's actor reserves: what it asks for (``ray.gpus_by_quantization``, ``ray.gpus_per_cell``)
-    when set, else one whole GPU for CUDA cells and none for CPU cells."""
-    s = cell.settings
-    explicit = requested_gpus(s)
-    if explicit is not None:
-        return explicit
-    if s.hardware.device == "cuda" or (s.hardware.device == "auto" and cluster_gpus > 0):
-        return 1.0
-    return 0.0
-
-
 def resource_problems(cells: List[Cell], resources: Dict[str, float], node_gpus: Optional[float] = None) -> List[str]:
     """One sentence per kind of cell the cluster (``ray.cluster_resources()``; its largest node has
     ``node_gpus`` GPUs, default all of them) cannot host: more GPUs per cell than it or one node has (a
@@ -125,21 +113,10 @@ class Lane:
     actor: Any = None
 
 
-def plan_lanes(cells: List[Cell], cluster_gpus: float) -> List[Lane]:
-    """Group cells into lanes in the order their first cell appears. CPU cells reserve no device,
-    so each is its own lane; GPU cells share a lane when their ``lane_key`` (and the resources
-    their actor asks for) agree."""
-    lanes: Dict[str, Lane] = {}
-    for cell in cells:
-        need = gpus_per_cell(cell, cluster_gpus)
-        if need > 0:
-            key = f"{lane_key(cell)}|gpus={need:g}|{sorted(cell.settings.ray.resources.items())}"
-        else:
-            key = f"cell:{cell.id}"
-        lanes.setdefault(key, Lane(key, deque(), gpus=need)).todo.append((cell, 0))
-    for lane in lanes.values():
-        lane.shared = len(lane.todo) > 1
-    return list(lanes.values())
+def runtime_lanes(plan: Plan, cluster_gpus: float) -> List[Lane]:
+    """The plan's lanes (``Plan.lanes``) as the driver runs them: each with its cells still to run (attempt 0)."""
+    return [Lane(spec.key, deque((cell, 0) for cell in spec.cells), gpus=spec.gpus, shared=len(spec.cells) > 1)
+            for spec in plan.lanes(cluster_gpus)]
 
 
 @dataclass
@@ -155,9 +132,10 @@ class _Flight:
 class CellScheduler:
     """Runs cells on Ray actors with bounded concurrency and per-cell fault isolation."""
 
-    def __init__(self, cells: List[Cell], run_id: str, on_outcome: Callable[[Cell, CellOutcome], None],
+    def __init__(self, plan: Plan, run_id: str, on_outcome: Callable[[Cell, CellOutcome], None],
                  progress: Progress, poll_s: float = 1.0):
-        self.cells = cells
+        self.plan = plan
+        self.cells = plan.to_measure
         self.run_id = run_id
         self.on_outcome = on_outcome
         self.progress = progress
@@ -213,7 +191,7 @@ class CellScheduler:
         from ray.exceptions import RayActorError, WorkerCrashedError
 
         self._plan_slots()
-        pending: Deque[Lane] = deque(plan_lanes(self.cells, self._gpus))
+        pending: Deque[Lane] = deque(runtime_lanes(self.plan, self._gpus))
         inflight: Dict[Any, _Flight] = {}
         try:
             while pending or inflight:

@@ -93,35 +93,14 @@ def measured_identity(s: StudyConfig) -> Dict[str, Any]:
     return identity
 
 
-def _digest(obj: Dict[str, Any]) -> str:
+def stable_digest(obj: Dict[str, Any]) -> str:
     """A stable short hash of plain data (sorted JSON: the same in every Python process)."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:CELL_ID_LENGTH]
 
 
 def cell_id(s: StudyConfig) -> str:
-    return _digest(measured_identity(s))
-
-
-def lane_key(cell: Cell) -> str:
-    """Cells with the same key share one GPU, measured one after another (``ray.one_gpu_per``).
-
-    ``cell``: every cell its own key. ``comparison``: the cell's measured identity without
-    quantization, engine and batch size, so the two sides of every comparison the report makes
-    (a precision against fp16, an engine against eager, a batch against batch 1) meet on one
-    device. ``precision``: the same, but batch size stays in the key: each batch size's
-    precisions and engines share a GPU, and batch sizes spread over GPUs (changes against batch 1
-    then cross devices, which the report flags). ``study``: the study.
-    """
-    s = cell.settings
-    mode = s.ray.one_gpu_per
-    if mode == "study":
-        return f"study:{s.study}"
-    if mode in ("comparison", "precision"):
-        varying = ("quantization", "engine") if mode == "precision" else ("quantization", "engine", "batch_size")
-        identity = {k: v for k, v in measured_identity(s).items() if k not in varying}
-        return f"{mode}:" + _digest(identity)
-    return f"cell:{cell.id}"
+    return stable_digest(measured_identity(s))
 
 
 def to_settings(cfg: DictConfig) -> StudyConfig:

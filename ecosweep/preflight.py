@@ -118,8 +118,18 @@ def memory_problem(cells: Iterable[object]) -> Optional[str]:
             "model (e.g. model=tiny-llama) or run it on a GPU.")
 
 
+def check_output_roots_writable(cells: List[object]) -> None:
+    """Raise ConfigError (exit 2, nothing written) when an output root cannot be written: checked before the
+    study folders are locked, which creates them."""
+    roots = sorted({c.settings.output_root for c in cells})  # type: ignore[attr-defined]
+    problems = [p for p in (writable_folder_problem(Path(root), "output_root") for root in roots) if p]
+    if problems:
+        raise ConfigError(problems)
+
+
 def check_before_running(cells: List[object], cells_to_measure: int) -> None:
-    """Raise ConfigError (exit 2, nothing written) for every problem found."""
+    """Raise ConfigError (exit 2, no result written) for every problem found: an output root that cannot be
+    written or lacks the space for ``cells_to_measure`` cells, or a model the host memory cannot hold."""
     problems: List[str] = []
     roots = sorted({c.settings.output_root for c in cells})  # type: ignore[attr-defined]
     for root in roots:

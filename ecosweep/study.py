@@ -14,16 +14,16 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Dict, List, Optional, TextIO, Tuple
+from typing import Any, Dict, List, Optional, TextIO
 
 from omegaconf import OmegaConf
 
 from ecosweep.cell_runner import CellOutcome
+from ecosweep.plan import CellState, Plan, store_for
 from ecosweep.planner import Cell
 from ecosweep.progress import Progress
 from ecosweep.results.schema import rows_to_table
-from ecosweep.results.store import DamagedResultError, StudyStore, read_results
+from ecosweep.results.store import read_results
 
 log = logging.getLogger("ecosweep")
 
@@ -47,72 +47,6 @@ class StudyRun:
         return [c for c in self.cells if c.id in self.outcomes and self.outcomes[c.id].status != "ok"]
 
 
-def store_for(cell: Cell) -> StudyStore:
-    return StudyStore(cell.settings.output_root, cell.settings.study)
-
-
-def is_complete(cell: Cell) -> bool:
-    """Whether the cell's stored results make measuring it again unnecessary."""
-    return store_for(cell).is_complete(cell.id, cell.settings.retry_failed)
-
-
-def measured_by_another_study(cell: Cell) -> Optional[StudyStore]:
-    """Another study folder under the output root holding this cell complete and all ok, or None.
-
-    The cell id hashes everything the measurement depends on and nothing else (not the study
-    name), so a complete cell of the same id is the same measurement.
-    """
-    root = Path(cell.settings.output_root).expanduser().resolve()
-    if not root.is_dir():
-        return None
-    for study_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name != cell.settings.study):
-        other = StudyStore(root, study_dir.name)
-        try:
-            if other.is_complete(cell.id, retry_failed=True):
-                return other
-        except DamagedResultError:  # another study's damaged copy is not a source; its own run repairs it
-            continue
-    return None
-
-
-def cell_state(cell: Cell) -> Tuple[str, Optional[StudyStore]]:
-    """What a run does with the cell: ("done", None) skip it, ("reuse", store) copy it from the
-    study folder ``store`` that measured it, ("damaged", None) move its unreadable file aside and
-    measure it, or ("todo", None) measure it."""
-    try:
-        if is_complete(cell):
-            return "done", None
-    except DamagedResultError:
-        return "damaged", None
-    source = measured_by_another_study(cell) if cell.settings.reuse_cells else None
-    return ("reuse", source) if source is not None else ("todo", None)
-
-
-def cell_states(cells: List[Cell]) -> List[Tuple[str, Optional[StudyStore]]]:
-    """``cell_state`` of every cell, with the rule of ``ray.one_gpu_per`` lanes: a lane's cells
-    that other studies measured are reused only when the whole lane can be, from results taken on
-    one device; otherwise they are measured again beside the rest of the lane, so that every
-    comparison the lane holds is one device's; such a cell's state is ("todo", store). (Cells
-    already complete in this study stay done: a resumed lane keeps what it measured.)"""
-    from ecosweep.planner import lane_key
-
-    states = [cell_state(c) for c in cells]
-    lanes: Dict[str, List[int]] = {}
-    for i, cell in enumerate(cells):
-        if cell.settings.ray.one_gpu_per != "cell":
-            lanes.setdefault(lane_key(cell), []).append(i)
-    for members in lanes.values():
-        reused = [i for i in members if states[i][0] == "reuse"]
-        if not reused:
-            continue
-        whole = all(states[i][0] not in ("todo", "damaged") for i in members)
-        devices = {d for i in reused for d in states[i][1].cell_devices(cells[i].id)}  # type: ignore[union-attr]
-        if not whole or len(devices) > 1:
-            for i in reused:
-                states[i] = ("todo", states[i][1])
-    return states
-
-
 def persist_outcome(cell: Cell, outcome: CellOutcome) -> None:
     """Write the cell's config, trace, rows and wall-time breakdown (rows last but one)."""
     store = store_for(cell)
@@ -134,39 +68,19 @@ def persist_outcome(cell: Cell, outcome: CellOutcome) -> None:
     })
 
 
-def _sort_cells(cells: List[Cell], run: StudyRun) -> Tuple[List[Cell], List[Cell], List[Tuple[Cell, StudyStore]]]:
-    """Decide, without writing anything, what the run does with each cell: returns (cells to measure,
-    damaged ones among them, cells to copy from another study); skipped and re-measured cells go to ``run``."""
-    todo: List[Cell] = []
-    damaged: List[Cell] = []
-    adopt: List[Tuple[Cell, StudyStore]] = []
-    for cell, (state, source) in zip(cells, cell_states(cells)):
-        if state == "damaged":
-            damaged.append(cell)
-            todo.append(cell)
-        elif state == "done":
-            run.skipped.append(cell)
-        elif state == "reuse":
-            adopt.append((cell, source))  # type: ignore[arg-type]
-        else:
-            todo.append(cell)
-            if source is not None:
-                run.remeasured[cell.id] = source.root.name
-    return todo, damaged, adopt
-
-
-def _prepare_store(run: StudyRun, damaged: List[Cell], adopt: List[Tuple[Cell, StudyStore]], out: TextIO) -> None:
+def _prepare_store(run: StudyRun, plan: Plan, out: TextIO) -> None:
     """The writes before measuring: damaged files moved aside, other studies' cells copied in; says so."""
-    for cell in damaged:
+    for cell in (e.cell for e in plan.having(CellState.DAMAGED)):
         store = store_for(cell)
         reason = store.is_damaged(cell.id) or "unreadable"
         moved = store.quarantine(cell.id, reason)
         print(f"WARNING: {store.cell_path(cell.id)} was damaged ({reason}); moved to {moved}, and the cell "
               f"{cell.label} is measured again.", file=out)
-    for cell, source in adopt:
-        store_for(cell).adopt_cell(source, cell.id, cell.settings.study,
+    for entry in plan.having(CellState.REUSE):
+        cell, source = entry.cell, entry.source
+        store_for(cell).adopt_cell(source, cell.id, cell.settings.study,  # type: ignore[arg-type]
                                    OmegaConf.to_yaml(OmegaConf.structured(cell.settings)))
-        run.reused[cell.id] = source.root.name
+        run.reused[cell.id] = source.root.name  # type: ignore[union-attr]
     if run.reused:
         by_study = Counter(run.reused.values())
         print(f"Reusing {len(run.reused)} of {len(run.cells)} cells that "
@@ -179,13 +93,17 @@ def _prepare_store(run: StudyRun, damaged: List[Cell], adopt: List[Tuple[Cell, S
                 "the rest of their lane is not measured yet (ray.one_gpu_per=cell reuses them).", file=out)
 
 
-def run_study(cells: List[Cell], out: TextIO = sys.stdout, marks: Optional[Dict[str, float]] = None) -> StudyRun:
-    """Measure every cell not already complete. Cells may belong to several studies.
+def run_study(plan: Plan, out: TextIO = sys.stdout, marks: Optional[Dict[str, float]] = None) -> StudyRun:
+    """Measure every cell of ``plan`` that it says to measure, after copying in the ones it reuses. Cells
+    may belong to several studies.
 
     ``marks``: driver milestones recorded before this call (unix seconds), kept in ``run.marks``.
     """
+    cells = plan.cells
     run = StudyRun(run_id=uuid.uuid4().hex[:12], cells=cells, marks=dict(marks or {}))
-    todo, damaged, adopt = _sort_cells(cells, run)
+    run.skipped = [e.cell for e in plan.having(CellState.DONE)]
+    run.remeasured = {e.cell.id: e.source.root.name for e in plan.having(CellState.REMEASURE)}  # type: ignore[union-attr]
+    todo, adopt = plan.to_measure, [e.cell for e in plan.having(CellState.REUSE)]
     if run.skipped:
         print(f"Skipping {len(run.skipped)} of {len(cells)} cells already complete "
               f"(results under {store_for(run.skipped[0]).cells_dir}).", file=out)
@@ -202,10 +120,10 @@ def run_study(cells: List[Cell], out: TextIO = sys.stdout, marks: Optional[Dict[
             run.marks["ray_connect"] = time.time()
             started_ray = connect_ray(todo[0].settings.ray)
             run.marks["ray_ready"] = time.time()
-            scheduler = CellScheduler(todo, run.run_id, lambda cell, outcome: None, None)  # type: ignore[arg-type]
+            scheduler = CellScheduler(plan, run.run_id, lambda cell, outcome: None, None)  # type: ignore[arg-type]
             scheduler.check_resources()
-        _prepare_store(run, damaged, adopt, out)
-        tracker = run.tracker = make_tracker(todo or [c for c, _ in adopt], run.run_id, out)
+        _prepare_store(run, plan, out)
+        tracker = run.tracker = make_tracker(todo or adopt, run.run_id, out)
         for cell in cells:
             if cell.id in run.reused:
                 tracker.log_cell(cell, None, store_for(cell))

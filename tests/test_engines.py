@@ -11,7 +11,8 @@ import pytest
 from conftest import REPO, compose
 from ecosweep.config.compose import load_cell_config
 from ecosweep.config.validate import validate_study
-from ecosweep.planner import cell_id, lane_key, plan_cells, to_settings
+from ecosweep.plan import lane_key
+from ecosweep.planner import cell_id, plan_cells, to_settings
 
 
 def settings(*overrides):

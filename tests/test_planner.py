@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from conftest import compose
-from ecosweep.driver import plan_lanes
-from ecosweep.planner import cell_id, lane_key, plan_cells, to_settings
+from ecosweep.plan import group_lanes, lane_key
+from ecosweep.planner import cell_id, plan_cells, to_settings
 
 
 def cid(overrides):
@@ -69,22 +69,22 @@ def test_comparison_lanes_hold_the_cells_a_comparison_needs():
         by_tokens.setdefault(c.settings.input_tokens, set()).add(keys[c.id])
     # precision and batch size vary inside a lane; anything else measured starts a new one
     assert {t: len(k) for t, k in by_tokens.items()} == {8: 1, 16: 1} and by_tokens[8] != by_tokens[16]
-    lanes = plan_lanes(cells, cluster_gpus=2)
-    assert [len(lane.todo) for lane in lanes] == [4, 4] and all(lane.shared for lane in lanes)
-    assert [c.settings.input_tokens for c, _ in lanes[0].todo] == [8] * 4  # first-seen order kept
-    assert [c.id for lane in lanes for c, _ in lane.todo] == [c.id for c in cells]
+    lanes = group_lanes(cells, cluster_gpus=2)
+    assert [len(lane.cells) for lane in lanes] == [4, 4] and {lane.gpus for lane in lanes} == {1.0}
+    assert [c.settings.input_tokens for c in lanes[0].cells] == [8] * 4  # first-seen order kept
+    assert [c.id for lane in lanes for c in lane.cells] == [c.id for c in cells]
 
 
 def test_study_lane_holds_every_gpu_cell_and_cell_mode_none():
-    study = plan_lanes(grid("ray.one_gpu_per=study", "hardware=h100"), cluster_gpus=8)
-    assert len(study) == 1 and len(study[0].todo) == 8
-    per_cell = plan_lanes(grid("hardware=h100"), cluster_gpus=8)
-    assert len(per_cell) == 8 and not any(lane.shared for lane in per_cell)
+    study = group_lanes(grid("ray.one_gpu_per=study", "hardware=h100"), cluster_gpus=8)
+    assert len(study) == 1 and len(study[0].cells) == 8
+    per_cell = group_lanes(grid("hardware=h100"), cluster_gpus=8)
+    assert len(per_cell) == 8 and all(len(lane.cells) == 1 for lane in per_cell)
 
 
 def test_cpu_cells_reserve_no_device_so_each_is_its_own_lane():
-    lanes = plan_lanes(grid("ray.one_gpu_per=comparison", "hardware=cpu"), cluster_gpus=0)
-    assert len(lanes) == 8 and not any(lane.shared for lane in lanes)
+    lanes = group_lanes(grid("ray.one_gpu_per=comparison", "hardware=cpu"), cluster_gpus=0)
+    assert len(lanes) == 8 and all(len(lane.cells) == 1 and lane.gpus == 0 for lane in lanes)
     # an explicit GPU reservation (logical GPUs, as the parallel tests use) makes them lane cells
-    lanes = plan_lanes(grid("ray.one_gpu_per=comparison", "hardware=cpu", "ray.gpus_per_cell=1"), cluster_gpus=2)
+    lanes = group_lanes(grid("ray.one_gpu_per=comparison", "hardware=cpu", "ray.gpus_per_cell=1"), cluster_gpus=2)
     assert len(lanes) == 2

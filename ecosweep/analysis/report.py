@@ -271,7 +271,7 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
 def report_for_run(run: Any) -> None:
     """The end-of-study report, in the report/ folder of each study folder the run touched (where
     ``python -m ecosweep report <study>`` writes it too)."""
-    from ecosweep.study import store_for
+    from ecosweep.plan import store_for
 
     settings = run.cells[0].settings.report if run.cells else None  # the study's report.* settings
     for root in sorted({store_for(c).root for c in run.cells}):
