@@ -74,7 +74,8 @@ def config_row(cell: Cell, run_id: str) -> Dict[str, Any]:
     }
 
 
-def failure_row(cell: Cell, run_id: str, status: str, error: str, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+def failure_row(cell: Cell, run_id: str, status: str, error: str,
+        extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     from datetime import datetime, timezone
 
     row = config_row(cell, run_id)

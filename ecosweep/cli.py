@@ -93,7 +93,8 @@ def check_output_roots(cells: List[Any]) -> None:
 
     if not os.environ.get(RAY_JOB_ENV):
         return
-    relative = sorted({c.settings.output_root for c in cells if not os.path.isabs(os.path.expanduser(c.settings.output_root))})
+    relative = sorted({c.settings.output_root for c in cells
+            if not os.path.isabs(os.path.expanduser(c.settings.output_root))})
     if relative:
         raise ConfigError(
             f"output_root={relative[0]!r} is relative, and this command runs under `ray job submit` in a "

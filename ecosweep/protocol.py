@@ -111,7 +111,8 @@ def _speed_columns(w: Workload, r: WindowReading, pr: WindowReading, n: _Counts)
     }
 
 
-def _energy_columns(w: Workload, r: WindowReading, pr: WindowReading, idle: WindowReading, n: _Counts) -> Dict[str, Any]:
+def _energy_columns(w: Workload, r: WindowReading, pr: WindowReading,
+        idle: WindowReading, n: _Counts) -> Dict[str, Any]:
     energy = r.energy_j
     idle_w = idle.power_w_mean
     static_j = idle_w * r.seconds

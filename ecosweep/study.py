@@ -63,7 +63,8 @@ def persist_outcome(cell: Cell, outcome: CellOutcome) -> None:
         "process_id": outcome.process_id,
         "launched_unix_s": outcome.launched_unix_s, "actor_started_unix_s": outcome.started_unix_s,
         "finished_unix_s": outcome.finished_unix_s, "collected_unix_s": time.time(),
-        "actor_start_s": max(0.0, outcome.started_unix_s - outcome.launched_unix_s) if outcome.launched_unix_s else None,
+        "actor_start_s": max(0.0, outcome.started_unix_s - outcome.launched_unix_s)
+                if outcome.launched_unix_s else None,
         "write_s": time.perf_counter() - t, **outcome.phases_s,
     })
 

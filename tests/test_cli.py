@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from conftest import run_cli
 
 
@@ -34,8 +36,6 @@ def test_a_bad_cell_in_a_sweep_stops_the_whole_sweep_before_it_runs(tmp_path):
     assert "batch_size=0 is out of range" in r.stderr and "Traceback" not in r.stderr
     assert not (out / "default" / "cells").exists()
 
-
-import pytest
 
 
 @pytest.mark.parametrize("experiment,cells,needle", [

@@ -108,7 +108,7 @@ def test_planting_confines_the_decomposition_to_the_planted_dimensions():
         seen = {}
         for name, module in int8.named_modules():
             if type(module).__name__ == "Linear8bitLt":
-                module.register_forward_hook(lambda m, i, o, n=name.rsplit(".", 1)[-1]: seen.setdefault(
+                module.register_forward_hook(lambda m, i, o, n=name.rsplit(".", 1)[-1]: seen.setdefault(  # noqa: B008
                     n, set()).update(m.state.idx.tolist() if m.state.idx is not None else []))
         with torch.no_grad():
             int8(torch.randint(0, 512, (1, 16), generator=torch.Generator().manual_seed(2)))

@@ -20,7 +20,9 @@ def test_cell_id_is_independent_of_override_order():
 def test_cell_id_is_stable_across_processes():
     # a hash of sorted JSON: the same value in any Python process (no hash randomisation)
     assert cid([]) == cid([])
-    import subprocess, sys, textwrap
+    import subprocess
+    import sys
+    import textwrap
     code = textwrap.dedent("""
         import sys; sys.path.insert(0, 'tests')
         from conftest import compose

@@ -36,8 +36,9 @@ def _holds_a_gpu(configs: pd.DataFrame) -> pd.Series:
 
 
 def cost_table(configs: pd.DataFrame, settings: ReportConfig) -> pd.DataFrame:
-    """Per configuration (energy and GPU-hours over all the GPUs a cell held): facility kWh, gCO2e and energy $ per 1M generated tokens (mean and 95 % CI) and per
-    request, GPU-hours and GPU-time $ per 1M tokens and per request. Empty without energy per token."""
+    """Per configuration (energy and GPU-hours over all the GPUs a cell held): facility kWh, gCO2e and
+    energy $ per 1M generated tokens (mean and 95 % CI) and per request, GPU-hours and GPU-time $ per 1M
+    tokens and per request. Empty without energy per token."""
     if configs.empty or "energy_j_per_1k_tok_mean" not in configs:
         return pd.DataFrame()
     keys = [k for k in tables.ROW_KEYS if k in configs]

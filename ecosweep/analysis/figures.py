@@ -116,7 +116,9 @@ def _fixed(g: pd.DataFrame) -> str:
     for col, label in (("batch_size", "batch {}"), ("engine", "engine {}")):
         if col in g and g[col].nunique() == 1:
             parts.append(label.format(g[col].iloc[0]))
-    if {"input_tokens", "output_tokens"} <= set(g.columns) and g.input_tokens.nunique() == g.output_tokens.nunique() == 1:
+    one_length = {"input_tokens", "output_tokens"} <= set(g.columns) and \
+        g.input_tokens.nunique() == g.output_tokens.nunique() == 1
+    if one_length:
         parts.append(f"{int(g.input_tokens.iloc[0])} prompt + {int(g.output_tokens.iloc[0])} new tokens")
     return ", ".join(parts)
 

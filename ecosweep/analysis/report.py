@@ -60,7 +60,8 @@ def _methods(inputs: List[Path]) -> str:
     facts.append(f"- repetitions per configuration: {rows.groupby('cell_id').size().min()}–"
                  f"{rows.groupby('cell_id').size().max()}")
     facts.append("- fixed-length greedy generation (min_new_tokens = max_new_tokens), synthetic prompts; each "
-                 "repetition repeats whole calls of the cell's engine until its window reaches the minimum; energy from the NVML "
+                 "repetition repeats whole calls of the cell's engine until its window reaches the minimum; "
+                         "energy from the NVML "
                  "counter on the cell's own GPU (by UUID), idle baseline with the CUDA context alive.")
     return "\n".join(facts) + "\n"
 
@@ -155,7 +156,8 @@ def _int8_gap_section(gap: pd.DataFrame, columns: List[str], metric: str) -> Lis
             f"int8 (threshold 6.0) against int8_pure (threshold 0.0) of the same weights ({metric}): what the "
             "outlier decomposition costs, with the columns it took per int8 matmul (int8_decomposed_cols_mean; "
             "weights random+outliers<N>x<scale>: outlier features planted, see the README).\n",
-            _md(gap, [*(c for c in columns if c != "weights"), "weights", "int8_decomposed_cols_mean", "baseline_mean", "mean", "delta_pct",
+            _md(gap, [*(c for c in columns if c != "weights"), "weights", "int8_decomposed_cols_mean",
+                    "baseline_mean", "mean", "delta_pct",
                       "delta_pct_ci_low", "delta_pct_ci_high", "p", "cohens_d", "same_device"])]
 
 
@@ -192,7 +194,8 @@ def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], config
              "Δ% of means with a 95 % CI (delta method), Welch's t (df, two-sided p), Cohen's d with pooled "
              "sd sqrt((s1²+s2²)/2), Hedges' g, Holm–Bonferroni adjusted p over all comparisons below; "
              "same_device: both sides ran on one physical GPU (blank where unknown: CPU cells, summary tables).\n",
-             _md(comp, [*by_source, "hardware", "model", *by_axis, "batch_size", "quantization", "baseline_mean", "mean",
+             _md(comp, [*by_source, "hardware", "model", *by_axis, "batch_size", "quantization",
+                     "baseline_mean", "mean",
                         "delta_pct", "delta_pct_ci_low", "delta_pct_ci_high", "t", "df", "p", "p_holm", "cohens_d",
                         "hedges_g", "same_device"])]
     if not engines.empty:
@@ -208,11 +211,13 @@ def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], config
                  f"Each precision's effect against {baseline} under every engine that measured it "
                  "(significant at p < 0.05, Welch):\n", "\n".join(f"- {line}" for line in signs) + "\n"]
     text += ["## Crossover (Δ% = a + b·ln(parameters))\n",
-             _md(cross, ["hardware", "quantization", *(["engine"] if not cross.empty and cross.engine.nunique() > 1 else []),
+             _md(cross, ["hardware", "quantization",
+                     *(["engine"] if not cross.empty and cross.engine.nunique() > 1 else []),
                          "points", "slope_pct_per_log_param", "crossover_params_b",
                          "crossover_ci_low_b", "crossover_ci_high_b", "verdict"])]
     text += ["## Batch scaling (relative to batch 1)\n",
-             _md(batch, [*by_source, "hardware", "model", "quantization", *by_axis, "batch_size", "energy_j_per_request",
+             _md(batch, [*by_source, "hardware", "model", "quantization", *by_axis, "batch_size",
+                     "energy_j_per_request",
                          "energy_per_request_change_pct", "tok_s", "speedup", "scaling_efficiency", "same_device"])]
     text += ["## Roofline context (decode)\n",
              "Ceiling = batch × peak memory bandwidth ÷ weight bytes read per decode step.\n",

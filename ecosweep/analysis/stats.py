@@ -51,7 +51,8 @@ def summarize_stats(mean: float, sd: float, n: int) -> Summary:
     return Summary(float(mean), float(sd), int(n), low, high)
 
 
-def bootstrap_ci(values: Sequence[float], n_boot: int = 10_000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(values: Sequence[float], n_boot: int = 10_000, seed: int = 0,
+        level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap CI of the mean (deterministic for a given seed)."""
     x = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
     if len(x) < 2:

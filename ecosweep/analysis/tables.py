@@ -314,9 +314,9 @@ def engine_sign_findings(comp: pd.DataFrame, alpha: float = 0.05) -> List[str]:
         parts = [f"{_direction(r, alpha)} under {r.engine} ({r.delta_pct:+.1f} %, p = {r.p:.2g})"
                  for _, r in g.sort_values("engine").iterrows()]
         signs = {_direction(r, alpha) for _, r in g.iterrows()} - {"no significant change"}
+        everywhere = all(_direction(r, alpha) != "no significant change" for _, r in g.iterrows())
         verdict = "flips sign" if len(signs) == 2 else (
-            "keeps its sign" if len(signs) == 1 and all(_direction(r, alpha) != "no significant change"
-                                                       for _, r in g.iterrows()) else "is not significant under every engine")
+            "keeps its sign" if len(signs) == 1 and everywhere else "is not significant under every engine")
         out.append(f"{model} {q} vs {g.baseline.iloc[0]}, batch {bs} ({hw}): {verdict}: " + "; ".join(parts) + ".")
     return out
 
@@ -419,12 +419,14 @@ def roofline(configs: pd.DataFrame, profiles: Optional[Dict[str, dict]] = None) 
         if not r.get("raw") or pd.isna(r.get("params_count")):
             continue
         torchao_type = r.get("torchao_type")
-        per = weight_bytes_per_parameter(r.quant_method, r.dtype, torchao_type if isinstance(torchao_type, str) else None)
+        per = weight_bytes_per_parameter(r.quant_method, r.dtype,
+                torchao_type if isinstance(torchao_type, str) else None)
         weight_gb = float(r.params_count) * per / 1e9
         bw = _bandwidth_gb_s(r, profiles)
         ceiling = r.batch_size * bw / weight_gb if weight_gb and bw == bw else math.nan
         records.append({"hardware": r.hardware, "model": r.model, "quantization": r.quantization,
-                        "engine": r.get("engine", DEFAULT_ENGINE), "batch_size": r.batch_size, "weight_gb": weight_gb, "peak_bandwidth_gb_s": bw,
+                        "engine": r.get("engine", DEFAULT_ENGINE), "batch_size": r.batch_size,
+                                "weight_gb": weight_gb, "peak_bandwidth_gb_s": bw,
                         "decode_ceiling_tok_s": ceiling, "decode_tok_s": r.decode_tok_s_mean,
                         "fraction_of_ceiling": r.decode_tok_s_mean / ceiling if ceiling == ceiling else math.nan})
     return pd.DataFrame(records)
@@ -521,9 +523,11 @@ def warnings_for(configs: pd.DataFrame, cv_limit_pct: float = 5.0, static_limit:
             if r.get("drift_p") is not None and r.drift_p == r.drift_p and r.drift_p < 0.05:
                 out.append(f"Drift: {label} has a significant trend over its repetitions (p = {r.drift_p:.3g}).")
             if r.get("throttled_reps"):
-                out.append(f"Throttled: {label} had {int(r.throttled_reps)} repetition(s) with a clock-event reason active.")
+                out.append(f"Throttled: {label} had {int(r.throttled_reps)} "
+                        f"repetition(s) with a clock-event reason active.")
             if r.get("contaminated_reps"):
-                out.append(f"Contaminated: {label} had {int(r.contaminated_reps)} repetition(s) with a foreign process on its GPU.")
+                out.append(f"Contaminated: {label} had {int(r.contaminated_reps)} "
+                        f"repetition(s) with a foreign process on its GPU.")
             share = r.get("static_energy_share_mean")
             if share == share and share is not None and share > static_limit:
                 out.append(f"Launch-bound: {label} spends {100 * share:.0f} % of its energy as idle (static) power; "

@@ -136,5 +136,6 @@ class NvmlDevice:
 
     def _clock_event_reasons(self) -> int:
         nv = self.nvml
-        getter = getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None) or nv.nvmlDeviceGetCurrentClocksThrottleReasons
+        getter = (getattr(nv, "nvmlDeviceGetCurrentClocksEventReasons", None)
+                  or nv.nvmlDeviceGetCurrentClocksThrottleReasons)
         return int(getter(self.handle))

@@ -71,7 +71,8 @@ def load_model(s: StudyConfig, device: str) -> LoadedModel:
         o = s.outlier_features
         built_on = _random_build(s, device)
         source = random_weights_id(s.model, q.dtype, s.seed, o.count, o.scale, built_on == PER_TENSOR)
-        model = load_random_model(s.model, q.dtype, s.seed, device, hf_quantization_config(q), o.count, o.scale, gpus, built_on,
+        model = load_random_model(s.model, q.dtype, s.seed, device, hf_quantization_config(q),
+                o.count, o.scale, gpus, built_on,
                                   **attention)
     else:
         source = pretrained_source(s)
@@ -86,7 +87,8 @@ def _from_checkpoint(s: StudyConfig, source: str, device: str, dtype: str, quant
     (downloads only when allowed)."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(dtype), quantization_config=quantization_config,
+    return AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(dtype),
+            quantization_config=quantization_config,
                                                 local_files_only=not s.allow_download,
                                                 **placement_kwargs(device, gpus), **kwargs)
 
@@ -101,7 +103,8 @@ def load_reference_model(s: StudyConfig, device: str, dtype: str) -> Any:
         o = s.outlier_features
         built_on = _random_build(s, device)
         if built_on != PER_TENSOR:
-            model = build_random_model(s.model, s.quantization.dtype, s.seed, device, o.count, o.scale).to(torch_dtype(dtype))
+            model = build_random_model(s.model, s.quantization.dtype, s.seed, device, o.count, o.scale)
+            model = model.to(torch_dtype(dtype))
         else:  # drawn tensor by tensor, then placed like the cell's own model
             model = load_random_model(s.model, s.quantization.dtype, s.seed, device, None, o.count, o.scale, gpus,
                                       built_on, load_dtype=dtype)

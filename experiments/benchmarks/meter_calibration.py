@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
@@ -54,9 +53,10 @@ def describe_cells(study_dir: Path) -> list[dict]:
 
     df = read_results([study_dir]).to_pandas()
     out = []
-    for cid, g in df.groupby("cell_id"):
+    for _, g in df.groupby("cell_id"):
+        first = g.iloc[0]
         out.append({
-            "cell": f"{g.model.iloc[0]}/{g.quantization.iloc[0]}/bs{g.batch_size.iloc[0]}/in{g.input_tokens.iloc[0]}/out{g.output_tokens.iloc[0]}",
+            "cell": f"{first.model}/{first.quantization}/bs{first.batch_size}/in{first.input_tokens}/out{first.output_tokens}",
             "n": len(g), "device": g.device_name.iloc[0], "energy_source": g.energy_source.iloc[0],
             "tok_s_mean": g.tok_s.mean(), "tok_s_cv_pct": cv_pct(g.tok_s),
             "energy_j_per_1k_tok_mean": g.energy_j_per_1k_tok.mean(), "energy_cv_pct": cv_pct(g.energy_j_per_1k_tok),

@@ -153,8 +153,8 @@ def main() -> int:
         print(f"loaded {args.model} {q} in {time.perf_counter() - t:.1f} s", flush=True)
         model = loaded.model
 
-        def shape(bs: int) -> Dict[str, Any]:
-            return dict(model=model, vocab_size=loaded.vocab_size, batch_size=bs, input_tokens=args.input_tokens,
+        def shape(bs: int, model: Any = model, vocab_size: int = loaded.vocab_size) -> Dict[str, Any]:
+            return dict(model=model, vocab_size=vocab_size, batch_size=bs, input_tokens=args.input_tokens,
                         output_tokens=args.output_tokens, seed=0, device=device)
 
         # token check at batch 1 (and 64 for fp16), captured

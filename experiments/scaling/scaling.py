@@ -144,7 +144,7 @@ def summarize(args: argparse.Namespace) -> None:
         lines += ["", f"Per cell, {n} GPUs vs 1 GPU (energy per 1k tokens, J):", "",
                   "| cell | 1 GPU | GPU (1-GPU run) | GPU util % (1 GPU) | N GPUs | GPU (N-GPU run) | Δ % | throttled reps |",
                   "|---|---|---|---|---|---|---|---|"]
-        for cid, c in joined.sort_values(["quantization", "batch_size", "input_tokens"]).iterrows():
+        for _, c in joined.sort_values(["quantization", "batch_size", "input_tokens"]).iterrows():
             lines.append(f"| {c.quantization}/bs{c.batch_size}/in{c.input_tokens} | {c.energy_j_per_1k_tok_1gpu:.1f} | "
                          f"{_short(c.gpu_uuid_1gpu)} | {c.gpu_util_pct_1gpu:.0f} | {c.energy_j_per_1k_tok:.1f} | {_short(c.gpu_uuid)} | "
                          f"{c.delta_pct:+.2f} | {int(c.throttled_reps)} |")
