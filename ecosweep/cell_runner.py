@@ -86,12 +86,20 @@ def failure_row(cell: Cell, run_id: str, status: str, error: str,
 
 
 def is_oom(exc: BaseException) -> bool:
-    """CUDA or host out-of-memory, as torch and Python report it."""
+    """CUDA or host out-of-memory: Python's MemoryError, torch's OutOfMemoryError (the CUDA caching
+    allocator), and the two that torch raises as a plain RuntimeError — a CUDA call that failed to allocate
+    ("CUDA error: out of memory", e.g. inside cuBLAS) and its CPU allocator ("can't allocate memory")."""
     if isinstance(exc, MemoryError):
         return True
-    text = str(exc).lower()
-    return (type(exc).__name__ == "OutOfMemoryError" or "out of memory" in text
-            or "can't allocate memory" in text)
+    try:
+        import torch
+
+        if isinstance(exc, torch.OutOfMemoryError):
+            return True
+    except ImportError:
+        pass
+    text = str(exc)
+    return "CUDA error: out of memory" in text or "can't allocate memory" in text
 
 
 def _ray_node_id() -> Optional[str]:

@@ -130,10 +130,12 @@ def print_plan(plan: Any) -> None:
 def _after_study(run: Any) -> None:
     """The end-of-study report, then the study's MLflow parent run with it (neither fails the study:
     the data is already safe)."""
-    from ecosweep.analysis.report import report_for_run
+    from ecosweep.analysis.report import report_study_folders
+    from ecosweep.plan import store_for
 
     try:
-        report_for_run(run)
+        settings = run.cells[0].settings.report if run.cells else None
+        report_study_folders(sorted({store_for(c).root for c in run.cells}), settings)
     except Exception as exc:  # report problems must not hide measured results
         print(f"WARNING: the report could not be written: {type(exc).__name__}: {exc}", file=sys.stderr)
     finally:

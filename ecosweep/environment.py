@@ -1,6 +1,6 @@
 """Facts about where a cell runs: host, libraries, device, and host CPU load.
 
-Host CPU steal and utilisation come from ``/proc/stat`` deltas over a window; they
+Host CPU steal and utilisation come from deltas of psutil's CPU times over a window; they
 explain much of the noise of launch-bound (CPU-bound) decoding on shared hosts.
 """
 
@@ -51,28 +51,29 @@ def host_facts() -> Dict[str, object]:
 
 @dataclass(frozen=True)
 class CpuTimes:
-    busy: int
-    steal: int
-    total: int
+    """Host CPU time since boot, summed over all CPUs, in seconds (psutil)."""
+
+    busy: float
+    steal: float
+    total: float
 
 
-def read_cpu_times(path: str = "/proc/stat") -> Optional[CpuTimes]:
-    """Aggregate CPU jiffies from /proc/stat, or None where it is not readable."""
+def read_cpu_times() -> Optional[CpuTimes]:
+    """The host's CPU times (psutil.cpu_times), or None where they cannot be read. Guest time is already
+    inside user and nice, so it is left out of the total; fields a platform lacks count as zero."""
+    import psutil
+
     try:
-        with open(path) as f:
-            fields = f.readline().split()
-    except OSError:
+        t = psutil.cpu_times()
+    except (OSError, RuntimeError):
         return None
-    if not fields or fields[0] != "cpu":
-        return None
-    values = [int(v) for v in fields[1:]]
-    # user nice system idle iowait irq softirq steal guest guest_nice; guest time is
-    # already counted in user/nice, so it is left out of the total.
-    values += [0] * (8 - len(values))
-    user, nice, system, idle, iowait, irq, softirq, steal = values[:8]
-    total = user + nice + system + idle + iowait + irq + softirq + steal
-    busy = user + nice + system + irq + softirq
-    return CpuTimes(busy=busy, steal=steal, total=total)
+
+    def field(name: str) -> float:
+        return float(getattr(t, name, 0.0))
+
+    busy = field("user") + field("nice") + field("system") + field("irq") + field("softirq")
+    steal = field("steal")
+    return CpuTimes(busy=busy, steal=steal, total=busy + steal + field("idle") + field("iowait"))
 
 
 def cpu_window_stats(before: Optional[CpuTimes], after: Optional[CpuTimes]) -> Dict[str, float]:

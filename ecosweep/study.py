@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, TextIO
 
+import pyarrow as pa
 from omegaconf import OmegaConf
 
 from ecosweep.cell_runner import CellOutcome
@@ -47,14 +48,16 @@ class StudyRun:
         return [c for c in self.cells if c.id in self.outcomes and self.outcomes[c.id].status != "ok"]
 
 
-def persist_outcome(cell: Cell, outcome: CellOutcome) -> None:
-    """Write the cell's config, trace, rows and wall-time breakdown (rows last but one)."""
+def persist_outcome(cell: Cell, outcome: CellOutcome) -> pa.Table:
+    """Write the cell's config, trace, rows and wall-time breakdown (rows last but one); returns the rows'
+    table as written, for the other sinks."""
     store = store_for(cell)
     t = time.perf_counter()
     store.write_config(cell.id, OmegaConf.to_yaml(OmegaConf.structured(cell.settings)))
     if outcome.trace is not None:
         store.write_trace(cell.id, outcome.trace)
-    store.write_cell(cell.id, rows_to_table(outcome.rows))
+    table = rows_to_table(outcome.rows)
+    store.write_cell(cell.id, table)
     store.write_timing(cell.id, {
         "cell_id": cell.id, "label": cell.label, "status": outcome.status,
         "run_id": outcome.rows[0].get("run_id") if outcome.rows else None,
@@ -67,6 +70,7 @@ def persist_outcome(cell: Cell, outcome: CellOutcome) -> None:
                 if outcome.launched_unix_s else None,
         "write_s": time.perf_counter() - t, **outcome.phases_s,
     })
+    return table
 
 
 def _prepare_store(run: StudyRun, plan: Plan, out: TextIO) -> None:
@@ -127,7 +131,7 @@ def run_study(plan: Plan, out: TextIO = sys.stdout, marks: Optional[Dict[str, fl
         tracker = run.tracker = make_tracker(todo or adopt, run.run_id, out)
         for cell in cells:
             if cell.id in run.reused:
-                tracker.log_cell(cell, None, store_for(cell))
+                tracker.log_cell(cell, None, store_for(cell))  # copied: read back from its file
         if not todo:
             tracker.close(run)
             print("Nothing left to measure: every other cell of this study is complete.", file=out)
@@ -136,9 +140,9 @@ def run_study(plan: Plan, out: TextIO = sys.stdout, marks: Optional[Dict[str, fl
         progress = Progress(len(todo), todo[0].settings.ray.progress, stream=out)
 
         def on_outcome(cell: Cell, outcome: CellOutcome) -> None:
-            persist_outcome(cell, outcome)  # Parquet first: it is the source of truth
+            stored = persist_outcome(cell, outcome)  # Parquet first: it is the source of truth
             run.outcomes[cell.id] = outcome
-            tracker.log_cell(cell, outcome, store_for(cell))
+            tracker.log_cell(cell, stored.to_pylist(), store_for(cell))  # the rows as written, not read back
             run.marks["last_result"] = time.time()
 
         scheduler.on_outcome, scheduler.progress = on_outcome, progress

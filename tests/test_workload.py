@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from conftest import compose
@@ -166,3 +168,24 @@ def test_pretrained_local_path_loads_the_folder_a_user_saved(tmp_path):
     assert loaded.source == str(tmp_path / "model")
     assert all(v.equal(loaded.model.state_dict()[k]) for k, v in saved.state_dict().items())
     assert FixedLengthGeneration(loaded.model, loaded.vocab_size, 1, 4, 3, 0, "cpu").generate() == 3
+
+
+def test_cpu_window_stats_are_shares_of_the_host_cpu_time_between_two_readings():
+    from ecosweep.environment import CpuTimes, cpu_window_stats, read_cpu_times
+
+    stats = cpu_window_stats(CpuTimes(busy=10.0, steal=1.0, total=100.0), CpuTimes(busy=40.0, steal=6.0, total=200.0))
+    assert stats["cpu_util_pct"] == pytest.approx(30.0) and stats["cpu_steal_pct"] == pytest.approx(5.0)
+    now = read_cpu_times()  # this host's, from psutil
+    assert now is not None and 0 <= now.busy <= now.total and now.steal <= now.total
+    assert math.isnan(cpu_window_stats(now, now)["cpu_util_pct"])  # no time passed: no share
+
+
+def test_out_of_memory_is_told_by_type_and_by_torch_s_two_untyped_messages():
+    import torch
+
+    from ecosweep.cell_runner import is_oom
+
+    assert is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert is_oom(MemoryError()) and is_oom(RuntimeError("CUDA error: out of memory"))
+    assert is_oom(RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory"))
+    assert not is_oom(RuntimeError("shape mismatch")) and not is_oom(ValueError("out of range"))

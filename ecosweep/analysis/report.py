@@ -273,13 +273,10 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
     return path
 
 
-def report_for_run(run: Any) -> None:
-    """The end-of-study report, in the report/ folder of each study folder the run touched (where
-    ``python -m ecosweep report <study>`` writes it too)."""
-    from ecosweep.plan import store_for
-
-    settings = run.cells[0].settings.report if run.cells else None  # the study's report.* settings
-    for root in sorted({store_for(c).root for c in run.cells}):
+def report_study_folders(roots: List[Path], settings: Optional[ReportConfig]) -> None:
+    """The end-of-study report, in the report/ folder of each study folder (where
+    ``python -m ecosweep report <study>`` writes it too), with the study's ``report.*`` settings."""
+    for root in roots:
         if (root / "cells").is_dir():
             try:
                 path = build_report([root], root / "report", title=f"Study {root.name}", cost_settings=settings)

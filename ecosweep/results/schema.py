@@ -151,8 +151,8 @@ COLUMNS: List[Column] = [
     Column("foreign_pids", _S, "PIDs of those foreign processes, comma-separated."),
     Column("sampler_cpu_pct", _F, "CPU used by the NVML sampler process over the window, % of one core."),
     # host state during the window
-    Column("cpu_util_pct", _F, "Host CPU busy time over the window, % of all CPUs (/proc/stat)."),
-    Column("cpu_steal_pct", _F, "Host CPU steal time over the window, % of all CPUs (/proc/stat)."),
+    Column("cpu_util_pct", _F, "Host CPU busy time over the window, % of all CPUs (psutil CPU times)."),
+    Column("cpu_steal_pct", _F, "Host CPU steal time over the window, % of all CPUs (psutil CPU times)."),
     Column("cpu_load_1m", _F, "1-minute load average at the window end."),
 ]
 

@@ -6,10 +6,9 @@ the tracker warns once, says how to backfill, and goes quiet; Parquet stays comp
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, TextIO
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, TextIO
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ecosweep.cell_runner import CellOutcome
     from ecosweep.planner import Cell
     from ecosweep.results.store import StudyStore
 
@@ -17,8 +16,9 @@ if TYPE_CHECKING:  # pragma: no cover
 class NullTracker:
     """Tracking off (tracking=none)."""
 
-    def log_cell(self, cell: "Cell", outcome: "CellOutcome", store: "StudyStore") -> None:
-        pass
+    def log_cell(self, cell: "Cell", rows: Optional[List[Dict[str, Any]]], store: "StudyStore") -> None:
+        """Mirror one cell: ``rows`` as just stored (None: a cell copied from another study, read from
+        ``store``), with the files ``store`` holds for it as artifacts."""
 
     def close(self, run: object) -> None:
         pass

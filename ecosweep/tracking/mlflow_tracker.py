@@ -310,8 +310,10 @@ def _cell_rows(path: Path) -> List[Dict[str, Any]]:
     return read_results([path]).to_pylist()
 
 
-def mirror_stored_cell(mirror: MlflowMirror, store: Any, cell_id: str, experiment: Optional[str] = None) -> bool:
-    rows = _cell_rows(store.cell_path(cell_id))
+def mirror_stored_cell(mirror: MlflowMirror, store: Any, cell_id: str, experiment: Optional[str] = None,
+                       rows: Optional[List[Dict[str, Any]]] = None) -> bool:
+    """Mirror a stored cell: its ``rows`` as they were written (None: read from ``store``) and its files."""
+    rows = _cell_rows(store.cell_path(cell_id)) if rows is None else rows
     if not rows:
         return False
     artifacts = [store.cell_path(cell_id), store.trace_path(cell_id)]
@@ -356,11 +358,11 @@ class MlflowTracker:
               f"The study goes on and its Parquet results stay complete; afterwards mirror them into MLflow "
               f"with:\n  {backfill_hint(self.study_dir, self.uri)}", file=self.out)
 
-    def log_cell(self, cell: Any, outcome: Any, store: Any) -> None:
+    def log_cell(self, cell: Any, rows: Optional[List[Dict[str, Any]]], store: Any) -> None:
         if self.mirror is None:
             return
         try:
-            mirror_stored_cell(self.mirror, store, cell.id)
+            mirror_stored_cell(self.mirror, store, cell.id, rows=rows)
         except Exception as exc:
             self.mirror = None
             self._warn(f"{type(exc).__name__}: {exc}")
