@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -119,6 +121,31 @@ def runtime_lanes(plan: Plan, cluster_gpus: float) -> List[Lane]:
             for spec in plan.lanes(cluster_gpus)]
 
 
+class StopRequest:
+    """Ctrl-C (SIGINT) while cells run: the first asks the scheduler to stop once the outcomes that have
+    arrived are stored — so no library call in between (an MLflow request) can swallow the interrupt — and
+    a second raises KeyboardInterrupt at once. Installed only in the main thread; the previous handler is
+    put back on exit."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 @dataclass
 class _Flight:
     cell: Cell
@@ -187,51 +214,63 @@ class CellScheduler:
             lane.actor = None
 
     def run(self) -> None:
-        import ray
-        from ray.exceptions import RayActorError, WorkerCrashedError
-
         self._plan_slots()
         pending: Deque[Lane] = deque(runtime_lanes(self.plan, self._gpus))
         inflight: Dict[Any, _Flight] = {}
         try:
-            while pending or inflight:
-                # start lanes while the next lane's kind of slot has room (keeps the given order)
-                while pending:
-                    is_gpu = pending[0].gpus > 0
-                    kind_busy = sum(1 for f in inflight.values() if (f.lane.gpus > 0) == is_gpu)
-                    if kind_busy >= self._capacity(pending[0].todo[0][0]):
-                        break
-                    self._launch_next(pending.popleft(), inflight)
-                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=self.poll_s)
-                if not ready:
-                    self.progress.tick()
-                    continue
-                for ref in ready:
-                    flight = inflight.pop(ref)
-                    lane = flight.lane
-                    try:
-                        outcome = ray.get(ref)
-                    except (RayActorError, WorkerCrashedError, CellProcessDied) as exc:
-                        if not isinstance(exc, CellProcessDied):  # the actor itself is gone
-                            self._release(lane)
-                        if flight.attempt < flight.cell.settings.ray.actor_retries:
-                            self.progress.retrying(flight.cell.id, flight.cell.label, flight.attempt + 1,
-                                                   f"{self._what_died(exc)} died: {type(self._cause(exc)).__name__}")
-                            lane.todo.appendleft((flight.cell, flight.attempt + 1))
-                            self._launch_next(lane, inflight)  # the lane keeps its slot
-                            continue
-                        outcome = self._died(flight, exc)
-                    outcome.launched_unix_s = flight.launched_unix_s
-                    if lane.todo:
-                        self._launch_next(lane, inflight)
-                    else:
-                        self._release(lane)
-                    self.on_outcome(flight.cell, outcome)
-                    self.progress.finished(flight.cell.id, flight.cell.label, outcome.status,
-                                           time.monotonic() - flight.started)
+            with StopRequest() as stop:
+                self._loop(pending, inflight, stop)
+            if stop.requested:
+                raise KeyboardInterrupt  # what arrived is stored; the study ends as interrupted
         finally:
             for flight in inflight.values():  # driver interrupted: do not leave actors behind
                 self._release(flight.lane)
+
+    def _loop(self, pending: Deque[Lane], inflight: Dict[Any, _Flight], stop: StopRequest) -> None:
+        """Launch lanes as slots free up and store each outcome as it arrives, until every lane is done or a
+        stop is requested."""
+        import ray
+
+        while (pending or inflight) and not stop.requested:
+            # start lanes while the next lane's kind of slot has room (keeps the given order)
+            while pending:
+                is_gpu = pending[0].gpus > 0
+                kind_busy = sum(1 for f in inflight.values() if (f.lane.gpus > 0) == is_gpu)
+                if kind_busy >= self._capacity(pending[0].todo[0][0]):
+                    break
+                self._launch_next(pending.popleft(), inflight)
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=self.poll_s)
+            if not ready:
+                self.progress.tick()
+            for ref in ready:
+                self._collect(inflight.pop(ref), ref, inflight)
+
+    def _collect(self, flight: _Flight, ref: Any, inflight: Dict[Any, _Flight]) -> None:
+        """A finished flight: retry a cell whose process or actor died (while retries last), else hand its
+        outcome on and start the lane's next cell (or free the lane's actor)."""
+        import ray
+        from ray.exceptions import RayActorError, WorkerCrashedError
+
+        lane = flight.lane
+        try:
+            outcome = ray.get(ref)
+        except (RayActorError, WorkerCrashedError, CellProcessDied) as exc:
+            if not isinstance(exc, CellProcessDied):  # the actor itself is gone
+                self._release(lane)
+            if flight.attempt < flight.cell.settings.ray.actor_retries:
+                self.progress.retrying(flight.cell.id, flight.cell.label, flight.attempt + 1,
+                                       f"{self._what_died(exc)} died: {type(self._cause(exc)).__name__}")
+                lane.todo.appendleft((flight.cell, flight.attempt + 1))
+                self._launch_next(lane, inflight)  # the lane keeps its slot
+                return
+            outcome = self._died(flight, exc)
+        outcome.launched_unix_s = flight.launched_unix_s
+        if lane.todo:
+            self._launch_next(lane, inflight)
+        else:
+            self._release(lane)
+        self.on_outcome(flight.cell, outcome)
+        self.progress.finished(flight.cell.id, flight.cell.label, outcome.status, time.monotonic() - flight.started)
 
     @staticmethod
     def _what_died(exc: BaseException) -> str:

@@ -129,30 +129,13 @@ def run_study(plan: Plan, out: TextIO = sys.stdout, marks: Optional[Dict[str, fl
             scheduler.check_resources()
         _prepare_store(run, plan, out)
         tracker = run.tracker = make_tracker(todo or adopt, run.run_id, out)
-        for cell in cells:
-            if cell.id in run.reused:
-                tracker.log_cell(cell, None, store_for(cell))  # copied: read back from its file
-        if not todo:
+        for cell in adopt:
+            tracker.log_cell(cell, None, store_for(cell))  # copied: read back from its file
+        if todo:
+            _measure(run, scheduler, tracker, Progress(len(todo), todo[0].settings.ray.progress, stream=out))
+        else:
             tracker.close(run)
             print("Nothing left to measure: every other cell of this study is complete.", file=out)
-            return run
-
-        progress = Progress(len(todo), todo[0].settings.ray.progress, stream=out)
-
-        def on_outcome(cell: Cell, outcome: CellOutcome) -> None:
-            stored = persist_outcome(cell, outcome)  # Parquet first: it is the source of truth
-            run.outcomes[cell.id] = outcome
-            tracker.log_cell(cell, stored.to_pylist(), store_for(cell))  # the rows as written, not read back
-            run.marks["last_result"] = time.time()
-
-        scheduler.on_outcome, scheduler.progress = on_outcome, progress
-        try:
-            scheduler.run()
-        except KeyboardInterrupt:
-            run.interrupted = True  # the cells stored so far are complete; the same command resumes
-        finally:
-            progress.close()
-            tracker.close(run)
     finally:
         if started_ray:
             import ray
@@ -161,6 +144,26 @@ def run_study(plan: Plan, out: TextIO = sys.stdout, marks: Optional[Dict[str, fl
         if "ray_ready" in run.marks:
             run.marks["ray_stopped"] = time.time()
     return run
+
+
+def _measure(run: StudyRun, scheduler: Any, tracker: Any, progress: Progress) -> None:
+    """Run the scheduler's cells; each outcome is stored, then mirrored, as it arrives. Ctrl-C ends the run
+    with what is stored (``run.interrupted``)."""
+
+    def on_outcome(cell: Cell, outcome: CellOutcome) -> None:
+        stored = persist_outcome(cell, outcome)  # Parquet first: it is the source of truth
+        run.outcomes[cell.id] = outcome
+        tracker.log_cell(cell, stored.to_pylist(), store_for(cell))  # the rows as written, not read back
+        run.marks["last_result"] = time.time()
+
+    scheduler.on_outcome, scheduler.progress = on_outcome, progress
+    try:
+        scheduler.run()
+    except KeyboardInterrupt:
+        run.interrupted = True  # the cells stored so far are complete; the same command resumes
+    finally:
+        progress.close()
+        tracker.close(run)
 
 
 # (phase, from mark, to mark): where one invocation's wall time went, in order.

@@ -206,9 +206,9 @@ def test_two_inputs_of_one_configuration_are_compared_within_each_input():
     assert batch.same_device.all()
 
 
-def test_figures_are_written_as_palette_pngs_that_keep_every_pixel(tmp_path):
-    """A grey figure (bars, hatches, text, anti-aliasing) written as a 256-colour PNG at 300 dpi: smaller than
-    matplotlib's RGBA file and the same pixels."""
+def test_figures_are_written_as_grey_pngs_that_keep_every_pixel(tmp_path):
+    """A grey figure (bars, hatches, text, anti-aliasing) written as an 8-bit grey PNG at 300 dpi: smaller
+    than matplotlib's RGBA file and the same pixels; one in colour keeps its colours in a palette."""
     import io
 
     import matplotlib
@@ -227,6 +227,29 @@ def test_figures_are_written_as_palette_pngs_that_keep_every_pixel(tmp_path):
     plt.close(fig)
     write_compact_png(rendered.getvalue(), tmp_path / "f.png")
     with Image.open(tmp_path / "f.png") as compact, Image.open(rendered) as original:
-        assert compact.mode == "P" and round(compact.info["dpi"][0]) == DPI
+        assert compact.mode == "L" and round(compact.info["dpi"][0]) == DPI
         assert (tmp_path / "f.png").stat().st_size < len(rendered.getvalue())
+        assert np.array_equal(np.asarray(compact.convert("RGB")), np.asarray(original.convert("RGB")))
+
+
+def test_a_figure_in_colour_keeps_its_colours_in_a_palette(tmp_path):
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from ecosweep.analysis.figures import write_compact_png
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.bar([0, 1], [1, 2], color=["tab:red", "tab:blue"])
+    ax.set_axis_off()
+    rendered = io.BytesIO()
+    fig.savefig(rendered, format="png", dpi=50)
+    plt.close(fig)
+    write_compact_png(rendered.getvalue(), tmp_path / "c.png")
+    with Image.open(tmp_path / "c.png") as compact, Image.open(rendered) as original:
+        assert compact.mode == "P"
         assert np.array_equal(np.asarray(compact.convert("RGB")), np.asarray(original.convert("RGB")))

@@ -10,7 +10,8 @@ import pytest
 from conftest import compose
 from ecosweep.config.schema import MeasurementConfig
 from ecosweep.errors import MeterError
-from ecosweep.meters.nvml import NvmlMeter, trapezoid_energy_j
+from ecosweep.meters.nvml import NvmlMeter
+from ecosweep.meters.power_timeline import trapezoid_energy_j
 from ecosweep.planner import to_settings
 from ecosweep.protocol import CellProtocol
 from fake_nvml import FakeGpu
