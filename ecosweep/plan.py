@@ -38,15 +38,19 @@ class PlannedCell:
     cell: Cell
     state: CellState
     source: Optional[StudyStore] = None  # REUSE: the study to copy from; REMEASURE: the study whose copy is not used
+    source_id: Optional[str] = None  # the cell's id in ``source`` (its legacy id there, or its id)
+    legacy_here: bool = False  # its own study holds it under its legacy id: renamed to its id before the run
 
     def label(self) -> str:
         """The state as the dry run prints it: done, todo, damaged, reuse:<study>, todo:<study> (its lane
-        is measured whole)."""
+        is measured whole); "(stored as <id>)" where its own study holds it under its legacy id."""
         if self.state is CellState.REUSE:
-            return f"reuse:{self.source.root.name}"  # type: ignore[union-attr]
-        if self.state is CellState.REMEASURE:
-            return f"todo:{self.source.root.name}"  # type: ignore[union-attr]
-        return self.state.value
+            text = f"reuse:{self.source.root.name}"  # type: ignore[union-attr]
+        elif self.state is CellState.REMEASURE:
+            text = f"todo:{self.source.root.name}"  # type: ignore[union-attr]
+        else:
+            text = self.state.value
+        return f"{text} (stored as {self.cell.legacy_id})" if self.legacy_here else text
 
 
 @dataclass(frozen=True)
@@ -88,8 +92,14 @@ def store_for(cell: Cell) -> StudyStore:
     return StudyStore(cell.settings.output_root, cell.settings.study)
 
 
-def measured_by_another_study(cell: Cell) -> Optional[StudyStore]:
-    """Another study folder under the output root holding this cell complete and all ok, or None.
+def _ids(cell: Cell) -> List[str]:
+    """The ids a cell's results may be stored under: its id, then its legacy id (``planner.legacy_cell_id``)."""
+    return [cell.id] + ([cell.legacy_id] if cell.legacy_id and cell.legacy_id != cell.id else [])
+
+
+def measured_by_another_study(cell: Cell) -> Optional[Tuple[StudyStore, str]]:
+    """Another study folder under the output root holding this cell complete and all ok, with the id it has
+    there (its id, or its legacy id in a folder written before 2026-11-27), or None.
 
     The cell id hashes everything the measurement depends on and nothing else (not the study
     name), so a complete cell of the same id is the same measurement.
@@ -99,23 +109,30 @@ def measured_by_another_study(cell: Cell) -> Optional[StudyStore]:
         return None
     for study_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name != cell.settings.study):
         other = StudyStore(root, study_dir.name)
-        try:
-            if other.is_complete(cell.id, retry_failed=True):
-                return other
-        except DamagedResultError:  # another study's damaged copy is not a source; its own run repairs it
-            continue
+        for stored_id in _ids(cell):
+            try:
+                if other.is_complete(stored_id, retry_failed=True):
+                    return other, stored_id
+            except DamagedResultError:  # another study's damaged copy is not a source; its own run repairs it
+                continue
     return None
 
 
 def _own_state(cell: Cell) -> PlannedCell:
     """The cell's state from the stored results alone, before lanes are considered."""
+    store = store_for(cell)
+    legacy = _ids(cell)[1:]
+    legacy_here = bool(legacy) and not store.cell_path(cell.id).exists() and store.cell_path(legacy[0]).exists()
+    here = legacy[0] if legacy_here else cell.id
     try:
-        if store_for(cell).is_complete(cell.id, cell.settings.retry_failed):
-            return PlannedCell(cell, CellState.DONE)
+        if store.is_complete(here, cell.settings.retry_failed):  # type: ignore[arg-type]
+            return PlannedCell(cell, CellState.DONE, legacy_here=legacy_here)
     except DamagedResultError:
-        return PlannedCell(cell, CellState.DAMAGED)
-    source = measured_by_another_study(cell) if cell.settings.reuse_cells else None
-    return PlannedCell(cell, CellState.REUSE, source) if source is not None else PlannedCell(cell, CellState.TODO)
+        return PlannedCell(cell, CellState.DAMAGED, legacy_here=legacy_here)
+    found = measured_by_another_study(cell) if cell.settings.reuse_cells else None
+    if found is not None:
+        return PlannedCell(cell, CellState.REUSE, found[0], found[1], legacy_here)
+    return PlannedCell(cell, CellState.TODO, legacy_here=legacy_here)
 
 
 def build_plan(cells: List[Cell]) -> Plan:
@@ -134,10 +151,11 @@ def build_plan(cells: List[Cell]) -> Plan:
         if not reused:
             continue
         whole = not any(entries[i].state in (CellState.TODO, CellState.DAMAGED) for i in members)
-        devices = {d for i in reused for d in entries[i].source.cell_devices(cells[i].id)}  # type: ignore[union-attr]
+        devices = {d for i in reused for d in entries[i].source.cell_devices(entries[i].source_id)}  # type: ignore
         if not whole or len(devices) > 1:
             for i in reused:
-                entries[i] = PlannedCell(cells[i], CellState.REMEASURE, entries[i].source)
+                e = entries[i]
+                entries[i] = PlannedCell(cells[i], CellState.REMEASURE, e.source, e.source_id, e.legacy_here)
     return Plan(tuple(entries))
 
 

@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, Iterable, List, Optional
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -29,6 +29,7 @@ class Cell:
 
     id: str
     settings: StudyConfig
+    legacy_id: Optional[str] = None  # its id before datasheet figures left the hash (results stored then)
 
     @property
     def label(self) -> str:
@@ -63,8 +64,20 @@ def _quantization_identity(s: StudyConfig) -> Dict[str, Any]:
     return q
 
 
-def measured_identity(s: StudyConfig) -> Dict[str, Any]:
-    """What a measurement depends on; everything else (study name, paths, tracking) is not.
+# A hardware profile's datasheet figures: what the analysis reads (roofline, power limit), not what is measured.
+DATASHEET_FIELDS = ("compute_capability", "peak_mem_bandwidth_gb_s", "tdp_w", "peak_fp16_tflops", "memory_gb")
+
+
+def _hardware_identity(s: StudyConfig, with_datasheet: bool) -> Dict[str, Any]:
+    """Where the cell runs: the profile's name, device kind and GPU name pattern. Its datasheet figures are
+    left out, so correcting one does not orphan stored results (they were in ids before 2026-11-27)."""
+    hardware = dataclasses.asdict(s.hardware)
+    return hardware if with_datasheet else {k: v for k, v in hardware.items() if k not in DATASHEET_FIELDS}
+
+
+def measured_identity(s: StudyConfig, with_datasheet: bool = False) -> Dict[str, Any]:
+    """What a measurement depends on; everything else (study name, paths, tracking, the hardware profile's
+    datasheet figures) is not. ``with_datasheet``: the identity cells had before 2026-11-27 (their legacy id).
 
     The engine enters only when it is not the default, so eager cells measured before the
     engine axis existed keep their ids (and stay reusable)."""
@@ -72,7 +85,7 @@ def measured_identity(s: StudyConfig) -> Dict[str, Any]:
         "model": dataclasses.asdict(s.model),
         "weights": s.weights,
         "quantization": _quantization_identity(s),
-        "hardware": dataclasses.asdict(s.hardware),
+        "hardware": _hardware_identity(s, with_datasheet),
         "measurement": dataclasses.asdict(s.measurement),
         "batch_size": s.batch_size,
         "input_tokens": s.input_tokens,
@@ -103,6 +116,12 @@ def cell_id(s: StudyConfig) -> str:
     return stable_digest(measured_identity(s))
 
 
+def legacy_cell_id(s: StudyConfig) -> str:
+    """The cell's id before 2026-11-27, when the hardware profile's datasheet figures were hashed in: the id
+    its results have in study folders written then (the plan renames them, ``plan.build_plan``)."""
+    return stable_digest(measured_identity(s, with_datasheet=True))
+
+
 def to_settings(cfg: DictConfig) -> StudyConfig:
     """Resolve a composed config (with or without its ``hydra`` node) into a StudyConfig."""
     cfg = cfg.copy()
@@ -130,7 +149,7 @@ def plan_cells(configs: Iterable[DictConfig]) -> List[Cell]:
         cid = cell_id(settings)
         if cid not in seen:
             seen.add(cid)
-            cells.append(Cell(cid, settings))
+            cells.append(Cell(cid, settings, legacy_cell_id(settings)))
     if problems:
         raise ConfigError(problems)
     return cells

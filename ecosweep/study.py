@@ -73,18 +73,30 @@ def persist_outcome(cell: Cell, outcome: CellOutcome) -> pa.Table:
     return table
 
 
+def _rename_legacy_cells(plan: Plan, out: TextIO) -> None:
+    """Cells this study holds under their ids from before 2026-11-27 (``planner.legacy_cell_id``) get their
+    ids (a damaged one is moved aside under its old id instead, with the other damaged files)."""
+    renamed = [e.cell for e in plan.entries if e.legacy_here and e.state is not CellState.DAMAGED]
+    for cell in renamed:
+        store_for(cell).rename_cell(cell.legacy_id, cell.id)  # type: ignore[arg-type]
+    if renamed:
+        print(f"Renamed {len(renamed)} stored cell(s) from the ids they had before 2026-11-27 (the hardware "
+              "profile's datasheet figures are no longer part of a cell id).", file=out)
+
+
 def _prepare_store(run: StudyRun, plan: Plan, out: TextIO) -> None:
     """The writes before measuring: damaged files moved aside, other studies' cells copied in; says so."""
-    for cell in (e.cell for e in plan.having(CellState.DAMAGED)):
-        store = store_for(cell)
-        reason = store.is_damaged(cell.id) or "unreadable"
-        moved = store.quarantine(cell.id, reason)
-        print(f"WARNING: {store.cell_path(cell.id)} was damaged ({reason}); moved to {moved}, and the cell "
+    for entry in plan.having(CellState.DAMAGED):
+        cell, store = entry.cell, store_for(entry.cell)
+        stored_id = cell.legacy_id if entry.legacy_here else cell.id
+        reason = store.is_damaged(stored_id) or "unreadable"
+        moved = store.quarantine(stored_id, reason)
+        print(f"WARNING: {store.cell_path(stored_id)} was damaged ({reason}); moved to {moved}, and the cell "
               f"{cell.label} is measured again.", file=out)
     for entry in plan.having(CellState.REUSE):
         cell, source = entry.cell, entry.source
         store_for(cell).adopt_cell(source, cell.id, cell.settings.study,  # type: ignore[arg-type]
-                                   OmegaConf.to_yaml(OmegaConf.structured(cell.settings)))
+                                   OmegaConf.to_yaml(OmegaConf.structured(cell.settings)), entry.source_id)
         run.reused[cell.id] = source.root.name  # type: ignore[union-attr]
     if run.reused:
         by_study = Counter(run.reused.values())
@@ -106,6 +118,7 @@ def run_study(plan: Plan, out: TextIO = sys.stdout, marks: Optional[Dict[str, fl
     """
     cells = plan.cells
     run = StudyRun(run_id=uuid.uuid4().hex[:12], cells=cells, marks=dict(marks or {}))
+    _rename_legacy_cells(plan, out)
     run.skipped = [e.cell for e in plan.having(CellState.DONE)]
     run.remeasured = {e.cell.id: e.source.root.name for e in plan.having(CellState.REMEASURE)}  # type: ignore[union-attr]
     todo, adopt = plan.to_measure, [e.cell for e in plan.having(CellState.REUSE)]

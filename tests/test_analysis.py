@@ -108,7 +108,7 @@ def test_report_with_figures_from_results_and_a_published_table(smoke_study, tmp
     assert r.returncode == 0
     assert (out / "smoke" / "report" / "report.md").exists()  # written at the end of the study
     smoke_figs = list((out / "smoke" / "report" / "figures").glob("*.png"))
-    assert smoke_figs and all(mpimg.imread(p).ndim == 3 for p in smoke_figs)
+    assert smoke_figs and all(mpimg.imread(p).shape[0] > 100 for p in smoke_figs)  # readable images, 300 dpi
     path = build_report([out / "smoke", PUBLISHED / "summary.csv"], tmp_path / "rep")
     text = path.read_text()
     for section in ("## Comparisons against fp16", "## Crossover", "## Methods", "## Warnings", "Random weights"):

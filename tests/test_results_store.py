@@ -119,4 +119,4 @@ def test_only_complete_ok_cells_of_other_studies_are_found_for_reuse(tmp_path):
     assert measured_by_another_study(cell) is None
     _stored_cell(StudyStore(tmp_path, "c_good"), "abc", ["ok", "ok"])
     found = measured_by_another_study(cell)
-    assert found is not None and found.root.name == "c_good"
+    assert found is not None and found[0].root.name == "c_good" and found[1] == "abc"

@@ -33,7 +33,7 @@ INT8_DECOMPOSITION_COLUMNS = ["outlier_features_count", "int8_decomposed_cols_me
 COLUMNS: List[Column] = [
     # identity and outcome
     Column("study", _S, "Study name (the folder under the output root)."),
-    Column("cell_id", _S, "Stable hash of what the cell measures (model, quantization, tokens, batch, hardware, protocol)."),
+    Column("cell_id", _S, "Stable hash of what the cell measures (model, quantization, tokens, batch, hardware profile without its datasheet figures, protocol)."),
     Column("run_id", _S, "Id of the driver invocation that measured this cell."),
     Column("repetition", _I, "0-based index of the measured repetition; null on a failed cell's row."),
     Column("status", _S, "ok | failed | oom."),

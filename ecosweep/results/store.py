@@ -171,27 +171,51 @@ class StudyStore:
     def timing_path(self, cell_id: str) -> Path:
         return self.timings_dir / f"{cell_id}.json"
 
-    def adopt_cell(self, source: "StudyStore", cell_id: str, study: str, config_yaml: str) -> Path:
+    def adopt_cell(self, source: "StudyStore", cell_id: str, study: str, config_yaml: str,
+                   source_id: Optional[str] = None) -> Path:
         """Copy a cell that another study measured into this study, as if measured here.
 
         Same cell id means same measured identity (model, weights, precision, shapes, hardware
-        profile, protocol), so the repetitions are this study's too. The rows get this ``study``;
-        their ``run_id``, timestamps and environment columns stay, so a reader can tell that two
-        studies share them. The trace is copied as is, the timing gains ``reused_from``, the config
-        is this study's. Rows are written last: a crash midway leaves the cell incomplete.
+        profile, protocol), so the repetitions are this study's too. ``source_id``: the id the cell has
+        in ``source`` when that is its legacy id (``planner.legacy_cell_id``); here it gets ``cell_id``.
+        The rows get this ``study``; their ``run_id``, timestamps and environment columns stay, so a
+        reader can tell that two studies share them. The trace is copied as is, the timing gains
+        ``reused_from``, the config is this study's. Rows are written last: a crash midway leaves the
+        cell incomplete.
         """
-        rows = read_cell_table(source.cell_path(cell_id))
-        rows = rows.set_column(rows.schema.get_field_index("study"), rows.schema.field("study"),
-                               pa.array([study] * rows.num_rows, type=rows.schema.field("study").type))
+        source_id = source_id or cell_id
+        rows = _with_column(read_cell_table(source.cell_path(source_id)), "study", study)
         self.write_config(cell_id, config_yaml)
-        if source.trace_path(cell_id).exists():
-            atomic_write_bytes(self.trace_path(cell_id), source.trace_path(cell_id).read_bytes())
+        if source.trace_path(source_id).exists():
+            atomic_write_bytes(self.trace_path(cell_id), source.trace_path(source_id).read_bytes())
         timing = {}
-        if source.timing_path(cell_id).exists():
-            timing = json.loads(source.timing_path(cell_id).read_text())
-        timing["reused_from"] = source.root.name
+        if source.timing_path(source_id).exists():
+            timing = json.loads(source.timing_path(source_id).read_text())
+        timing.update(reused_from=source.root.name, cell_id=cell_id)
         self.write_timing(cell_id, timing)
-        return self.write_cell(cell_id, rows)
+        return self.write_cell(cell_id, _with_column(rows, "cell_id", cell_id))
+
+    def rename_cell(self, old_id: str, new_id: str) -> None:
+        """Give a stored cell another id (its legacy id -> its id): files renamed, the rows' and timing's
+        ``cell_id`` rewritten. The rows go last, so a crash midway leaves the old rows, and renaming again
+        finishes the job."""
+        for old, new in ((self.config_path(old_id), self.config_path(new_id)),
+                         (self.trace_path(old_id), self.trace_path(new_id))):
+            if old.exists():
+                os.replace(old, new)
+        if self.timing_path(old_id).exists():
+            timing = json.loads(self.timing_path(old_id).read_text())
+            self.write_timing(new_id, {**timing, "cell_id": new_id, "renamed_from": old_id})
+            self.timing_path(old_id).unlink()
+        self.write_cell(new_id, _with_column(read_cell_table(self.cell_path(old_id)), "cell_id", new_id))
+        self.cell_path(old_id).unlink()
+
+
+def _with_column(table: pa.Table, name: str, value: str) -> pa.Table:
+    """``table`` with every row's ``name`` set to ``value``."""
+    field = table.schema.field(name)
+    return table.set_column(table.schema.get_field_index(name), field,
+            pa.array([value] * table.num_rows, type=field.type))
 
 
 def read_results(paths: Iterable[str | os.PathLike], damaged: Optional[List[DamagedResultError]] = None) -> pa.Table:
