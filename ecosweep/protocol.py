@@ -130,7 +130,7 @@ def _energy_columns(w: Workload, r: WindowReading, pr: WindowReading,
         "prefill_energy_j": prefill_energy,
         "decode_energy_j": _ratio(energy, n.calls) - prefill_energy,
         "idle_power_w": idle_w,
-        "idle_temperature_c": idle.device_stats.get("temperature_c_mean", NAN),
+        "idle_temperature_c": idle.device_stats.temperature_c_mean,
         "net_energy_j": energy - static_j,
         "net_energy_j_per_1k_tok": 1000.0 * _ratio(energy - static_j, n.tokens),
         "static_energy_share": _ratio(static_j, energy),
@@ -153,7 +153,7 @@ def _device_columns(r: WindowReading, pr: WindowReading, idle: WindowReading, ob
         "contaminated": _bool_or_none(observed, bool(r.foreign_pids or pr.foreign_pids)),
         "foreign_pids": ",".join(str(p) for p in sorted(set(r.foreign_pids) | set(pr.foreign_pids))) or None,
         **_per_gpu(r, idle),
-        **{key: r.device_stats.get(key, NAN) for key in _DEVICE_STATS},
+        **{key: getattr(r.device_stats, key) for key in _DEVICE_STATS},
     }
 
 

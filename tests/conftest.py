@@ -77,6 +77,15 @@ def start_mlflow_server(tmp_path):
     pytest.fail("mlflow server did not start")
 
 
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """One `mlflow server` (its URL) for the whole session, for tests that each write experiments of their own
+    study names (a test that stops the server starts its own)."""
+    proc, url = start_mlflow_server(tmp_path_factory.mktemp("mlflow_server"))
+    yield url
+    stop_mlflow_server(proc)
+
+
 def stop_mlflow_server(proc) -> None:
     import os
     import signal

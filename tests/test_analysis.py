@@ -78,6 +78,16 @@ def test_crossover_finds_a_known_zero():
     assert two.verdict == "crossover in range (two model sizes: no CI)" and pd.isna(two.get("crossover_ci_low_b"))
 
 
+def test_a_slope_inside_the_noise_places_no_crossover():
+    """Δ% scattered around +2 % whatever the size: the fitted line crosses zero somewhere, but its slope is
+    not distinguishable from zero, so the verdict says the fit is too flat (with the slope's p)."""
+    params = [0.5, 1.0, 2.0, 4.0, 8.0]
+    comp = pd.DataFrame({"hardware": "X", "quantization": "nf4", "params_b_nominal": params,
+                         "delta_pct": [2 + e for e in (3.0, -2.5, 2.8, -3.1, 0.4)]})
+    row = tables.crossover(comp).iloc[0]
+    assert row.slope_p > 0.5 and row.verdict.startswith("fit too flat to place a crossover (slope p = ")
+
+
 def test_batch_scaling_relative_to_batch_one():
     configs = pd.DataFrame({"hardware": "X", "model": "m", "quantization": "fp16", "input_tokens": 8,
                             "output_tokens": 8, "batch_size": [1, 2, 4], "tok_s_mean": [10.0, 18.0, 30.0],

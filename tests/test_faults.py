@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import run_cli, start_mlflow_server, stop_mlflow_server
+from conftest import run_cli
 
 FAST = ["hardware=cpu", "measurement=quick", "repetitions=2", "warmup=0", "input_tokens=8", "output_tokens=4",
         "tracking=none", "ray.progress=plain"]
@@ -180,14 +180,13 @@ def test_a_second_command_into_a_study_folder_is_refused_or_waits(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.integration
-def test_ctrl_c_ends_in_one_line_keeps_finished_cells_and_the_same_command_resumes(tmp_path):
-    out = tmp_path / "out"
-    server, url = start_mlflow_server(tmp_path / "server")  # the parent run's status, on a live server
-    args = ["-m", "batch_size=1,2,3", *FAST, "measurement.warmup_min_s=2", f"output_root={out}",
+def test_ctrl_c_ends_in_one_line_keeps_finished_cells_and_the_same_command_resumes(tmp_path, mlflow_server):
+    out, url = tmp_path / "out", mlflow_server  # the parent run's status, on a live server
+    args = ["-m", "batch_size=1,2,3", *FAST, "measurement.warmup_min_s=2", f"output_root={out}", "study=interrupted",
             "tracking=mlflow", f"tracking.uri={url}"]
     proc = subprocess.Popen([sys.executable, "-m", "ecosweep", *args], cwd=tmp_path, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    cells = out / "default" / "cells"
+    cells = out / "interrupted" / "cells"
     deadline = time.time() + 240
     while time.time() < deadline and len(list(cells.glob("*.parquet")) if cells.exists() else []) < 1:
         time.sleep(0.2)
@@ -199,21 +198,18 @@ def test_ctrl_c_ends_in_one_line_keeps_finished_cells_and_the_same_command_resum
     assert len(lines) == 1 and "run the same command to resume" in lines[0]
     finished = len(list(cells.glob("*.parquet")))
     assert 1 <= finished < 3
-    assert_store_exact(out / "default", cells=finished)
+    assert_store_exact(out / "interrupted", cells=finished)
 
     from mlflow.tracking import MlflowClient
 
-    try:
-        client = MlflowClient(tracking_uri=url)
-        exp = client.get_experiment_by_name("default")
-        parent = client.search_runs([exp.experiment_id], "tags.`ecosweep.role` = 'study'")[0]
-        assert parent.info.status == "KILLED"
+    client = MlflowClient(tracking_uri=url)
+    exp = client.get_experiment_by_name("interrupted")
+    parent = client.search_runs([exp.experiment_id], "tags.`ecosweep.role` = 'study'")[0]
+    assert parent.info.status == "KILLED"
 
-        again = run_cli(args, cwd=tmp_path)
-        assert again.returncode == 0, again.stdout + again.stderr
-        assert f"Skipping {finished} of 3 cells already complete" in again.stdout
-        assert_store_exact(out / "default", cells=3)
-        parent = client.search_runs([exp.experiment_id], "tags.`ecosweep.role` = 'study'")[0]
-        assert parent.info.status == "FINISHED"
-    finally:
-        stop_mlflow_server(server)
+    again = run_cli(args, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"Skipping {finished} of 3 cells already complete" in again.stdout
+    assert_store_exact(out / "interrupted", cells=3)
+    parent = client.search_runs([exp.experiment_id], "tags.`ecosweep.role` = 'study'")[0]
+    assert parent.info.status == "FINISHED"

@@ -88,13 +88,6 @@ def test_backfill_is_idempotent(smoke_study, tmp_path):
     assert len(client.search_runs([exp.experiment_id])) == 9  # one parent, eight children
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    proc, url = start_mlflow_server(tmp_path)
-    yield url
-    stop_mlflow_server(proc)
-
-
 def search_runs(url: str, experiment_id: str) -> list:
     body = json.dumps({"experiment_ids": [experiment_id], "max_results": 100}).encode()
     req = urllib.request.Request(url + "/api/2.0/mlflow/runs/search", data=body,

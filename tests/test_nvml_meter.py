@@ -76,7 +76,7 @@ def test_window_energy_matches_the_device_within_counter_resolution(gpu):
     assert r.sampled_energy_j == pytest.approx(truth, rel=0.08)
     assert r.power_w_peak == 400.0
     assert r.samples >= 30  # 50 Hz over 1.2 s
-    assert r.device_stats["gpu_util_pct_mean"] > 50
+    assert r.device_stats.gpu_util_pct_mean > 50
     assert r.throttle_reasons == () and r.foreign_pids == ()
 
 

@@ -321,8 +321,10 @@ def engine_sign_findings(comp: pd.DataFrame, alpha: float = 0.05) -> List[str]:
     return out
 
 
-def crossover(comp: pd.DataFrame) -> pd.DataFrame:
-    """Per hardware x quantization x engine: fit delta% = a + b log(params) and solve delta% = 0."""
+def crossover(comp: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Per hardware x quantization x engine: fit delta% = a + b log(params) and solve delta% = 0, with the
+    zero's 95 % CI (delta method) where more than two sizes were measured. A slope not distinguishable from
+    zero (the OLS t-test of b, p >= ``alpha``) places no crossover: the verdict says the fit is too flat."""
     records = []
     if comp.empty:
         return pd.DataFrame()
@@ -349,6 +351,7 @@ def crossover(comp: pd.DataFrame) -> pd.DataFrame:
             continue
         x0 = -a / b
         rec["crossover_params_b"] = float(np.exp(x0))
+        slope_p = math.nan
         if dof > 0:
             from scipy import stats
 
@@ -359,10 +362,15 @@ def crossover(comp: pd.DataFrame) -> pd.DataFrame:
             tq = float(stats.t.ppf(0.975, dof))
             rec["crossover_ci_low_b"] = float(np.exp(x0 - tq * se))
             rec["crossover_ci_high_b"] = float(np.exp(x0 + tq * se))
+            slope_se = math.sqrt(max(0.0, float(cov[1, 1])))
+            slope_p = float(2 * stats.t.sf(abs(b) / slope_se, dof)) if slope_se > 0 else 0.0
+            rec["slope_p"] = slope_p
         inside = x.min() <= x0 <= x.max()
         rec["verdict"] = "crossover in range" if inside else "no crossover in range"
         if dof == 0:  # a line through two points: the zero is exact arithmetic, not an estimate
             rec["verdict"] += " (two model sizes: no CI)"
+        elif slope_p >= alpha:
+            rec["verdict"] = f"fit too flat to place a crossover (slope p = {slope_p:.2g})"
         records.append(rec)
     return pd.DataFrame(records)
 

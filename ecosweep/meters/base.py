@@ -14,9 +14,25 @@ import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
 NAN = math.nan
+
+
+@dataclass(frozen=True)
+class DeviceStats:
+    """A window's device state from the power timeline (NaN where it was not sampled: CPU meters, no GPU).
+    Each field is the row column of the same name."""
+
+    gpu_util_pct_mean: float = NAN  # % of the time a kernel was running, mean over the window's samples
+    mem_util_pct_mean: float = NAN  # % of the time device memory was read or written, mean
+    memory_used_mb_max: float = NAN  # device memory in use, MB (2**20 bytes), the largest sample
+    sm_clock_mhz_mean: float = NAN  # SM clock, MHz, mean
+    mem_clock_mhz_mean: float = NAN  # memory clock, MHz, mean
+    temperature_c_start: float = NAN  # GPU temperature, °C, first sample of the window
+    temperature_c_max: float = NAN  # °C, hottest sample
+    temperature_c_mean: float = NAN  # °C, mean
+    sampler_cpu_pct: float = NAN  # CPU the sampler process used during the window, % of one core
 
 
 @dataclass(frozen=True)
@@ -30,7 +46,7 @@ class WindowReading:
     power_w_peak: float = NAN
     sampled_energy_j: float = NAN
     samples: int = 0
-    device_stats: Dict[str, float] = field(default_factory=dict)  # column name -> value
+    device_stats: DeviceStats = field(default_factory=DeviceStats)
     throttle_reasons: Tuple[str, ...] = ()
     foreign_pids: Tuple[int, ...] = ()
     # GPU meters: each metered GPU's own energy (J) and UUID, in the same order (one entry for a one-GPU cell)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any, Callable, Dict, List, Sequence
 
-from ecosweep.meters.base import Meter, WindowReading
+from ecosweep.meters.base import DeviceStats, Meter, WindowReading
 
 NAN = math.nan
 
@@ -31,17 +31,17 @@ def _finite(values: Sequence[float]) -> List[float]:
     return [v for v in values if v is not None and math.isfinite(v)]
 
 
-def _combine_stats(readings: Sequence[WindowReading]) -> Dict[str, float]:
+def _combine_stats(readings: Sequence[WindowReading]) -> DeviceStats:
     stats: Dict[str, float] = {}
     for key in _AVERAGED:
-        v = _finite([r.device_stats.get(key, NAN) for r in readings])
+        v = _finite([getattr(r.device_stats, key) for r in readings])
         stats[key] = sum(v) / len(v) if v else NAN
     for key in _HOTTEST:
-        stats[key] = max(_finite([r.device_stats.get(key, NAN) for r in readings]), default=NAN)
+        stats[key] = max(_finite([getattr(r.device_stats, key) for r in readings]), default=NAN)
     for key in _SUMMED:
-        v = [r.device_stats.get(key, NAN) for r in readings]
+        v = [getattr(r.device_stats, key) for r in readings]
         stats[key] = sum(v) if v and all(x is not None and math.isfinite(x) for x in v) else NAN
-    return stats
+    return DeviceStats(**stats)
 
 
 class MultiGpuMeter(Meter):

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -123,8 +124,9 @@ class NvmlMeter(Meter):
                 energy -= tail if math.isfinite(tail) else 0.0
         else:
             energy = sampled
-        stats = {**samples.device_stats(),
-                 "sampler_cpu_pct": 100.0 * (cpu1[0] - self._cpu0[0]) / max(1e-9, cpu1[1] - self._cpu0[1])}
+        stats = dataclasses.replace(
+            samples.device_stats(),
+            sampler_cpu_pct=100.0 * (cpu1[0] - self._cpu0[0]) / max(1e-9, cpu1[1] - self._cpu0[1]))
         foreign = self._foreign_at_start | samples.foreign_pids(self.own_pids)
         return WindowReading(
             seconds=seconds, start_unix_s=start_unix_s, energy_j=energy, energy_source=self.energy_source,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from ecosweep.errors import MeterError
+from ecosweep.meters.base import DeviceStats
 
 NAN = math.nan
 
@@ -82,20 +83,20 @@ class WindowSamples:
         """Compute processes other than ``own_pids`` seen on the device at any sample."""
         return {pid for s in self.around for pid in (s.get("pids") or [])} - own_pids
 
-    def device_stats(self) -> Dict[str, float]:
-        """Utilisation, memory, clocks and temperatures, under the row columns they fill."""
+    def device_stats(self) -> DeviceStats:
+        """Utilisation, memory, clocks and temperatures (not the sampler's own CPU: the meter adds it)."""
         around, inside = self.around, self.inside
         temps = [s.get("temperature_c") for s in around if s.get("temperature_c") is not None]
-        return {
-            "gpu_util_pct_mean": _mean([s.get("gpu_util_pct") for s in inside]),
-            "mem_util_pct_mean": _mean([s.get("mem_util_pct") for s in inside]),
-            "memory_used_mb_max": max([s["memory_used_mb"] for s in around if "memory_used_mb" in s], default=NAN),
-            "sm_clock_mhz_mean": _mean([s.get("sm_clock_mhz") for s in inside]),
-            "mem_clock_mhz_mean": _mean([s.get("mem_clock_mhz") for s in inside]),
-            "temperature_c_start": temps[0] if temps else NAN,
-            "temperature_c_max": max(temps, default=NAN),
-            "temperature_c_mean": _mean(temps),
-        }
+        return DeviceStats(
+            gpu_util_pct_mean=_mean([s.get("gpu_util_pct") for s in inside]),
+            mem_util_pct_mean=_mean([s.get("mem_util_pct") for s in inside]),
+            memory_used_mb_max=max([s["memory_used_mb"] for s in around if "memory_used_mb" in s], default=NAN),
+            sm_clock_mhz_mean=_mean([s.get("sm_clock_mhz") for s in inside]),
+            mem_clock_mhz_mean=_mean([s.get("mem_clock_mhz") for s in inside]),
+            temperature_c_start=temps[0] if temps else NAN,
+            temperature_c_max=max(temps, default=NAN),
+            temperature_c_mean=_mean(temps),
+        )
 
 
 class PowerTimeline:
