@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Issue #18's GPU run, `+experiment=int8_alternatives`, on a lent one-GPU H100 (device tool, nvidia-h100-x1),
+# in phases that each fit one 10-minute device call; results stay on the warm machine under
+# outputs/<card>x1/ between calls, and a tarball of them comes back under $OUT. Needs the torchao wheel
+# in .whl (EXTRA_WHEELS="torchao==0.18.0" ../shared/device/wheelhouse .whl, then
+# python3 experiments/device/slim_wheels.py .whl).
+#
+#   experiments/int8_alternatives/run_on_device.sh A|B|C|D
+#
+# A  Mistral-7B, batch 1: fp16, LLM.int8(), pure int8, torchao int8 dynamic / int8 weight-only / fp8,
+#    eager and compiled (12 cells), short protocol, n = 3.
+# B  Mistral-7B, batch 16 (12 cells).   C  Yi-1.5-6B, batch 1.   D  Yi-1.5-6B, batch 16.
+# Each phase resumes its cells if an earlier call was cut off by the time limit.
+set -u
+phase=${1:?phase A-D}
+source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
+limit=${LIMIT_S:-540}
+case $phase in
+  A) model=Mistral-7B; bs=1 ;;
+  B) model=Mistral-7B; bs=16 ;;
+  C) model=Yi-1.5-6B; bs=1 ;;
+  D) model=Yi-1.5-6B; bs=16 ;;
+  *) echo "unknown phase $phase"; exit 2 ;;
+esac
+nvidia-smi --query-gpu=index,name,uuid,power.draw,temperature.gpu --format=csv > "$root/logs/gpus_$phase.csv"
+python3 -c "import torchao; print('torchao', torchao.__version__)" > "$root/logs/torchao_$phase.txt" 2>&1
+timeout -s INT -k 30 $((limit - 20)) python3 -m ecosweep +experiment=int8_alternatives \
+  "hydra.sweeper.params.model=$model" "hydra.sweeper.params.batch_size=$bs" measurement=short repetitions=3 \
+  tracking=none ray.progress=plain output_root="$root" >> "$root/logs/int8_alternatives_$phase.log" 2>&1
+ray_stop
+python3 - "$root/int8_alternatives" <<'PY' > "$root/logs/summary_$phase.txt" 2>&1
+import sys, glob, pandas as pd
+rows = pd.concat(pd.read_parquet(p) for p in glob.glob(sys.argv[1] + "/cells/*.parquet"))
+cols = ["model", "quantization", "engine", "engine_effective", "batch_size", "status", "tok_s",
+        "energy_j_per_1k_tok", "quant_kernel_path", "quant_fallback", "quant_weight_type", "error"]
+pd.set_option("display.width", 250, "display.max_colwidth", 60)
+print(rows.groupby(["model", "quantization", "engine", "batch_size"], dropna=False)
+      .agg(status=("status", "first"), n=("tok_s", "count"), tok_s=("tok_s", "mean"),
+           j_per_1k=("energy_j_per_1k_tok", "mean"), kernel=("quant_kernel_path", "first"),
+           fallback=("quant_fallback", "first")).to_string())
+bad = rows[rows.status != "ok"]
+print(bad[["quantization", "engine", "batch_size", "error"]].to_string() if len(bad) else "all ok")
+PY
+tail -n 40 "$root/logs/summary_$phase.txt"
+[ -n "${OUT:-}" ] && tar czf "$OUT/results_int8_alternatives_$phase.tgz" -C "$repo/outputs" "$host"
