@@ -131,6 +131,35 @@ def to_settings(cfg: DictConfig) -> StudyConfig:
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
+# Settings that say how the whole command runs, not what a cell measures: read once, from the first cell.
+RUN_WIDE_SETTINGS = ("dry_run", "tracking", "report", "ray.address", "ray.num_cpus", "ray.num_gpus", "ray.progress")
+
+
+def _setting(s: StudyConfig, dotted: str) -> Any:
+    value: Any = s
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
+def run_wide_problems(cells: List[Cell]) -> List[str]:
+    """A sweep that varies a run-wide setting (``RUN_WIDE_SETTINGS``): one command has one value of each, so
+    every value past the first would be silently ignored."""
+    problems = []
+    for key in RUN_WIDE_SETTINGS:
+        values: List[Any] = []
+        for cell in cells:
+            value = _setting(cell.settings, key)
+            if value not in values:
+                values.append(value)
+        if len(values) > 1:
+            problems.append(f"{key} takes one value per command (it sets how the whole run goes, not what a cell "
+                            f"measures), but this sweep gives {len(values)}: "
+                            + ", ".join(repr(v) for v in values[:3]) + ("..." if len(values) > 3 else "")
+                            + f". Run one command per value of {key}.")
+    return problems
+
+
 def plan_cells(configs: Iterable[DictConfig]) -> List[Cell]:
     """Validate every config and return the distinct cells, in order.
 
@@ -150,6 +179,7 @@ def plan_cells(configs: Iterable[DictConfig]) -> List[Cell]:
         if cid not in seen:
             seen.add(cid)
             cells.append(Cell(cid, settings, legacy_cell_id(settings)))
+    problems += run_wide_problems(cells)
     if problems:
         raise ConfigError(problems)
     return cells

@@ -90,3 +90,18 @@ def test_cpu_cells_reserve_no_device_so_each_is_its_own_lane():
     # an explicit GPU reservation (logical GPUs, as the parallel tests use) makes them lane cells
     lanes = group_lanes(grid("ray.one_gpu_per=comparison", "hardware=cpu", "ray.gpus_per_cell=1"), cluster_gpus=2)
     assert len(lanes) == 2
+
+
+def test_a_sweep_over_a_run_wide_setting_is_refused_with_the_values():
+    import pytest
+
+    from ecosweep.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        plan_cells([compose(["batch_size=1", "tracking.uri=http://a:5000"]),
+                    compose(["batch_size=2", "tracking.uri=http://b:5000"])])
+    text = str(err.value)
+    assert "tracking takes one value per command" in text and "http://a:5000" in text and "http://b:5000" in text
+    with pytest.raises(ConfigError, match="ray.progress takes one value per command"):
+        plan_cells([compose(["batch_size=1", "ray.progress=plain"]), compose(["batch_size=2", "ray.progress=off"])])
+    assert len(plan_cells([compose(["batch_size=1"]), compose(["batch_size=2"])])) == 2  # the usual sweep
