@@ -9,7 +9,7 @@ and the driver consume it unchanged.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -65,11 +65,6 @@ class LaneSpec:
 @dataclass(frozen=True)
 class Plan:
     entries: Tuple[PlannedCell, ...]
-    states: Dict[CellState, int] = field(init=False)
-
-    def __post_init__(self) -> None:
-        counts = {state: sum(e.state is state for e in self.entries) for state in CellState}
-        object.__setattr__(self, "states", counts)
 
     @property
     def cells(self) -> List[Cell]:

@@ -128,15 +128,14 @@ def check_output_roots_writable(cells: List[object]) -> None:
 
 
 def check_before_running(cells: List[object], cells_to_measure: int) -> None:
-    """Raise ConfigError (exit 2, no result written) for every problem found: an output root that cannot be
-    written or lacks the space for ``cells_to_measure`` cells, or a model the host memory cannot hold."""
+    """Raise ConfigError (exit 2, no result written) for every problem found: an output root that lacks the
+    space for ``cells_to_measure`` cells, or a model the host memory cannot hold. (Whether the roots can be
+    written at all is :func:`check_output_roots_writable`'s, before the study folders are locked.)"""
     problems: List[str] = []
     roots = sorted({c.settings.output_root for c in cells})  # type: ignore[attr-defined]
     for root in roots:
-        problem = writable_folder_problem(Path(root), "output_root")
-        if problem is None:
-            problem = free_space_problem(Path(root), RESULT_MARGIN_BYTES + RESULT_BYTES_PER_CELL * cells_to_measure,
-                                         "output_root", f"storing {cells_to_measure} cell(s)")
+        problem = free_space_problem(Path(root), RESULT_MARGIN_BYTES + RESULT_BYTES_PER_CELL * cells_to_measure,
+                                     "output_root", f"storing {cells_to_measure} cell(s)")
         if problem:
             problems.append(problem)
     if cells_to_measure:

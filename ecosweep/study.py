@@ -34,14 +34,26 @@ class StudyRun:
     """What one invocation did."""
 
     run_id: str
-    cells: List[Cell]
-    skipped: List[Cell] = field(default_factory=list)
+    plan: Plan
     reused: Dict[str, str] = field(default_factory=dict)  # cell id -> the study it was copied from
-    remeasured: Dict[str, str] = field(default_factory=dict)  # cell id -> the study whose copy a lane did not use
     marks: Dict[str, float] = field(default_factory=dict)  # driver milestones, unix seconds (see DRIVER_PHASES)
     outcomes: Dict[str, CellOutcome] = field(default_factory=dict)
     interrupted: bool = False  # stopped by Ctrl-C / SIGINT before every cell was measured
     tracker: Any = None  # the study's tracker, finished after the report (ecosweep.tracking)
+
+    @property
+    def cells(self) -> List[Cell]:
+        return self.plan.cells
+
+    @property
+    def skipped(self) -> List[Cell]:
+        """Cells complete in their study already."""
+        return [e.cell for e in self.plan.having(CellState.DONE)]
+
+    @property
+    def remeasured(self) -> Dict[str, str]:
+        """Cell id -> the study whose copy its lane did not use (measured again)."""
+        return {e.cell.id: e.source.root.name for e in self.plan.having(CellState.REMEASURE)}  # type: ignore[union-attr]
 
     @property
     def failed(self) -> List[Cell]:
@@ -117,10 +129,8 @@ def run_study(plan: Plan, out: TextIO = sys.stdout, marks: Optional[Dict[str, fl
     ``marks``: driver milestones recorded before this call (unix seconds), kept in ``run.marks``.
     """
     cells = plan.cells
-    run = StudyRun(run_id=uuid.uuid4().hex[:12], cells=cells, marks=dict(marks or {}))
+    run = StudyRun(run_id=uuid.uuid4().hex[:12], plan=plan, marks=dict(marks or {}))
     _rename_legacy_cells(plan, out)
-    run.skipped = [e.cell for e in plan.having(CellState.DONE)]
-    run.remeasured = {e.cell.id: e.source.root.name for e in plan.having(CellState.REMEASURE)}  # type: ignore[union-attr]
     todo, adopt = plan.to_measure, [e.cell for e in plan.having(CellState.REUSE)]
     if run.skipped:
         print(f"Skipping {len(run.skipped)} of {len(cells)} cells already complete "
