@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# Issue #18's GPU run, `+experiment=int8_alternatives`, on a lent one-GPU H100 (device tool, nvidia-h100-x1),
-# in phases that each fit one 10-minute device call; results stay on the warm machine under
+# Issue #18's GPU run, `+experiment=int8_alternatives`, on a lent H100 host (device tool), in phases that each fit one 10-minute device call; results stay on the warm machine under
 # outputs/<card>x1/ between calls, and a tarball of them comes back under $OUT. Needs the torchao wheel
 # in .whl (EXTRA_WHEELS="torchao==0.18.0" ../shared/device/wheelhouse .whl, then
 # python3 experiments/device/slim_wheels.py .whl).
@@ -10,6 +9,9 @@
 # A  Mistral-7B, batch 1: fp16, LLM.int8(), pure int8, torchao int8 dynamic / int8 weight-only / fp8,
 #    eager and compiled (12 cells), short protocol, n = 3.
 # B  Mistral-7B, batch 16 (12 cells).   C  Yi-1.5-6B, batch 1.   D  Yi-1.5-6B, batch 16.
+# ALL  the whole grid on a 4-GPU host (nvidia-h100-x4): ray.one_gpu_per=precision gives each (model, batch size)
+#    its own GPU, all of that lane's 12 cells in turn on it, the four lanes at once.
+# A-D run on one GPU (nvidia-h100-x1). Short protocol, n = 3, two warm-up calls.
 # Each phase resumes its cells if an earlier call was cut off by the time limit.
 set -u
 phase=${1:?phase A-D}
@@ -20,13 +22,14 @@ case $phase in
   B) model=Mistral-7B; bs=16 ;;
   C) model=Yi-1.5-6B; bs=1 ;;
   D) model=Yi-1.5-6B; bs=16 ;;
+  ALL) model=Mistral-7B,Yi-1.5-6B; bs=1,16 ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
 nvidia-smi --query-gpu=index,name,uuid,power.draw,temperature.gpu --format=csv > "$root/logs/gpus_$phase.csv"
 python3 -c "import torchao; print('torchao', torchao.__version__)" > "$root/logs/torchao_$phase.txt" 2>&1
 timeout -s INT -k 30 $((limit - 20)) python3 -m ecosweep +experiment=int8_alternatives \
   "hydra.sweeper.params.model=$model" "hydra.sweeper.params.batch_size=$bs" measurement=short repetitions=3 \
-  tracking=none ray.progress=plain output_root="$root" >> "$root/logs/int8_alternatives_$phase.log" 2>&1
+  warmup=2 ray.one_gpu_per=precision tracking=none ray.progress=plain output_root="$root" >> "$root/logs/int8_alternatives_$phase.log" 2>&1
 ray_stop
 python3 - "$root/int8_alternatives" <<'PY' > "$root/logs/summary_$phase.txt" 2>&1
 import sys, glob, pandas as pd
