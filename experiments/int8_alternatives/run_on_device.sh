@@ -18,17 +18,17 @@ phase=${1:?phase A-D}
 source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
 limit=${LIMIT_S:-540}
 case $phase in
-  A) model=Mistral-7B; bs=1 ;;
-  B) model=Mistral-7B; bs=16 ;;
-  C) model=Yi-1.5-6B; bs=1 ;;
-  D) model=Yi-1.5-6B; bs=16 ;;
-  ALL) model=Mistral-7B,Yi-1.5-6B; bs=1,16 ;;
+  A) grid=(hydra.sweeper.params.model=Mistral-7B hydra.sweeper.params.batch_size=1) ;;
+  B) grid=(hydra.sweeper.params.model=Mistral-7B hydra.sweeper.params.batch_size=16) ;;
+  C) grid=(hydra.sweeper.params.model=Yi-1.5-6B hydra.sweeper.params.batch_size=1) ;;
+  D) grid=(hydra.sweeper.params.model=Yi-1.5-6B hydra.sweeper.params.batch_size=16) ;;
+  ALL) grid=() ;;  # the experiment's own grid
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
 nvidia-smi --query-gpu=index,name,uuid,power.draw,temperature.gpu --format=csv > "$root/logs/gpus_$phase.csv"
 python3 -c "import torchao; print('torchao', torchao.__version__)" > "$root/logs/torchao_$phase.txt" 2>&1
 timeout -s INT -k 30 $((limit - 20)) python3 -m ecosweep +experiment=int8_alternatives \
-  "hydra.sweeper.params.model=$model" "hydra.sweeper.params.batch_size=$bs" measurement=short repetitions=3 \
+  "${grid[@]}" measurement=short repetitions=3 \
   warmup=2 ray.one_gpu_per=precision tracking=none ray.progress=plain output_root="$root" >> "$root/logs/int8_alternatives_$phase.log" 2>&1
 ray_stop
 python3 - "$root/int8_alternatives" <<'PY' > "$root/logs/summary_$phase.txt" 2>&1
