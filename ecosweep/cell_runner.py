@@ -169,9 +169,11 @@ def device_facts(device: str, gpus: int = 1) -> Dict[str, Any]:
 def check_device_runs(s: StudyConfig, facts: Dict[str, Any]) -> None:
     """Raise, before the model loads, where this device cannot run the cell's quantization or profile."""
     if s.quantization.method == "torchao":
-        from ecosweep.workload.quantization import torchao_problem
+        from ecosweep.workload.quantization import compiled_int_mm_problem, torchao_problem
 
-        problem = torchao_problem(s.quantization, facts.get("device", "cpu"))
+        device = facts.get("device", "cpu")
+        problem = (torchao_problem(s.quantization, device)
+                   or compiled_int_mm_problem(s.quantization, s.engine.kind, s.batch_size, device))
         if problem:
             raise RuntimeError(problem)
     need = s.quantization.min_compute_capability

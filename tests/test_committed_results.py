@@ -340,3 +340,41 @@ def test_fewer_gpus_on_two_h100s_bills_both_gpus_of_fp16_and_one_of_nf4(tmp_path
     assert (comp.baseline_gpu_count == 2).all()
     text = (tmp_path / "report.md").read_text()
     assert text.count("- GPU count:") == 3 and "Cross-device" not in text
+
+
+def test_int8_alternatives_on_four_h100s_partial_run_holds_what_its_readme_says(tmp_path):
+    """experiments/int8_alternatives/h100x4_2026-11-27/README.md: 20 measured cells (each (model, batch) lane on
+    its own GPU), torchao fp8 compiled on its fast path and above compiled fp16, the bitsandbytes paths never
+    compiled, and the four torchao int8-dynamic compiled cells that failed, listed by the report and refused
+    by the cell check since."""
+    from ecosweep.cell_runner import check_device_runs
+    from ecosweep.config.compose import load_cell_config
+
+    study = REPO / "experiments" / "int8_alternatives" / "h100x4_2026-11-27" / "int8_alternatives"
+    rows = read_results([study]).to_pandas()
+    ok, failed = rows[rows.status == "ok"], rows[rows.status != "ok"]
+    assert ok.cell_id.nunique() == 20 and (ok.groupby("cell_id").size() == 3).all()
+    assert set(ok.device_name) == {GPU_NAME["h100"]} and set(ok.energy_source) == {"nvml_counter"}
+    lanes = ok.groupby(["model", "batch_size"]).gpu_uuid.nunique()
+    assert (lanes == 1).all() and ok.gpu_uuid.nunique() == 4
+    assert len(failed) == 4 and set(failed.quantization) == {"ao_int8_dynamic"} and set(failed.engine) == {"compiled"}
+    assert failed.error.str.contains("needs to be greater than 16").all()
+    fp8 = ok[ok.quantization == "ao_fp8"]
+    assert set(fp8.quant_kernel_path) == {"torchao Float8Tensor, compiled"} and not fp8.quant_fallback.any()
+    bnb_compiled = ok[ok.quantization.isin(["int8", "int8_pure"]) & (ok.engine == "compiled")]
+    assert set(bnb_compiled.engine_effective) == {"eager_static_cache"}
+    build_report([study], tmp_path)
+    comp = pd.read_csv(tmp_path / "comparisons.csv").set_index(["model", "quantization", "engine", "batch_size"])
+    assert round(comp.loc[("Yi-1.5-6B", "ao_fp8", "compiled", 16)].delta_pct, 1) == 16.4
+    assert comp.loc[("Yi-1.5-6B", "ao_fp8", "compiled", 16)].p < 0.001
+    assert round(comp.loc[("Mistral-7B", "ao_fp8", "compiled", 1)].delta_pct, 1) == 20.4
+    assert round(comp.loc[("Mistral-7B", "int8", "eager", 1)].delta_pct, 1) == 160.3
+    assert comp.same_device.all()
+    text = (tmp_path / "report.md").read_text()
+    unfinished = text.split("## Cells that did not finish")[1].split("## Methods")[0]
+    assert "4 cell(s) stored without a successful repetition" in unfinished
+    assert unfinished.count("| ao_int8_dynamic | compiled |") == 4
+    h100 = {"device": "cuda", "compute_capability": "9.0", "device_name": GPU_NAME["h100"]}
+    for cell in failed.cell_id:
+        with pytest.raises(RuntimeError, match="needs more than 16 rows"):
+            check_device_runs(load_cell_config(study / "configs" / f"{cell}.yaml"), h100)

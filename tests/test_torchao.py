@@ -59,3 +59,28 @@ def test_rows_record_the_kernel_path_the_cell_took(quantization, path, fallback)
     for row in outcome.rows:
         assert row["quant_kernel_path"] == path and row["quant_fallback"] is fallback
         assert row["fidelity_kl_nats_mean"] > 0  # quantized against the fp32 reference of the same weights
+
+
+def test_int8_dynamic_compiled_at_small_batch_is_refused_on_a_gpu_before_the_model_loads():
+    """torch._int_mm (what compiled torchao int8 dynamic layers call) refuses 16 rows or fewer on CUDA: every
+    such cell of experiments/int8_alternatives/h100x4_2026-11-27 failed after loading; now validation says so
+    for a GPU profile, and the cell itself (hardware=auto) before its model loads."""
+    from ecosweep.cell_runner import check_device_runs
+
+    def problems(*overrides):
+        return validate_study(to_settings(compose(["quantization=ao_int8_dynamic", *overrides])))
+
+    refused = problems("hardware=h100", "engine=compiled", "batch_size=16")
+    assert len(refused) == 1 and "batch_size=16 cannot decode on a CUDA GPU" in refused[0]
+    assert "needs more than 16 rows" in refused[0] and "engine=eager or engine=graph" in refused[0]
+    assert problems("hardware=h100", "engine=compiled", "batch_size=17") == []
+    assert problems("hardware=h100", "engine=eager", "batch_size=1") == []
+    assert problems("hardware=cpu", "engine=compiled", "batch_size=1") == []   # transformers compiles on GPUs only
+    assert problems("hardware=auto", "engine=compiled", "batch_size=1") == []  # device unknown until the cell runs
+    cell = to_settings(compose(["quantization=ao_int8_dynamic", "hardware=auto", "engine=compiled", "batch_size=1"]))
+    h100 = {"device": "cuda", "compute_capability": "9.0", "device_name": "NVIDIA H100 80GB HBM3"}
+    with pytest.raises(RuntimeError, match="batch_size=1 cannot decode on a CUDA GPU"):
+        check_device_runs(cell, h100)
+    check_device_runs(cell, {"device": "cpu"})  # runs (uncompiled) on a CPU
+    check_device_runs(to_settings(compose(["quantization=ao_int8_weight_only", "hardware=auto", "engine=compiled",
+                                           "batch_size=1"])), h100)

@@ -37,13 +37,10 @@ def _md(df: pd.DataFrame, cols: List[str], floats: str = "{:.4g}") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _methods(inputs: List[Path]) -> str:
-    from ecosweep.results.store import read_results
-
-    dirs = [p for p in inputs if p.is_dir()]
-    if not dirs:
+def _methods(rows: pd.DataFrame) -> str:
+    """Versions, device and protocol of the successful repetitions among the raw ``rows``."""
+    if rows.empty:
         return "Summary tables only: see each table's own documentation for its protocol.\n"
-    rows = read_results(dirs, damaged=[]).to_pandas()
     rows = rows[rows.status == "ok"]
     if rows.empty:
         return "No successful repetitions.\n"
@@ -64,6 +61,31 @@ def _methods(inputs: List[Path]) -> str:
                          "energy from the NVML "
                  "counter on the cell's own GPU (by UUID), idle baseline with the CUDA context alive.")
     return "\n".join(facts) + "\n"
+
+
+def _first_line(error: object, limit: int = 160) -> str:
+    line = str(error).strip().splitlines()[0] if isinstance(error, str) and error.strip() else "no error recorded"
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+def _unfinished_section(rows: pd.DataFrame) -> List[str]:
+    """The cells whose stored rows hold no successful repetition (failed, out of memory), with the first line
+    of their error: they appear in no table of the report, and a reader must not take them for unmeasured."""
+    if rows.empty:
+        return []
+    finished = set(rows.cell_id[rows.status == "ok"])
+    unfinished = rows[~rows.cell_id.isin(finished)].drop_duplicates("cell_id").copy()
+    if unfinished.empty:
+        return []
+    unfinished["reason"] = unfinished.error.map(_first_line)
+    columns = [c for c in ("study", "model", "quantization", "engine", "batch_size", "gpu_count", "gpu_uuid")
+               if c in unfinished]
+    unfinished = unfinished.sort_values(columns[:5])
+    return ["## Cells that did not finish\n",
+            f"{len(unfinished)} cell(s) stored without a successful repetition, so in no table or figure above "
+            "(status: failed or oom; the whole error is in the cell's rows, column `error`). Running the study "
+            "again measures them again (retry_failed=true, the default).\n",
+            _md(unfinished, [*columns, "status", "reason"])]
 
 
 def _metric_and_baseline(configs: pd.DataFrame, metric: str, baseline: str) -> Tuple[str, str, List[str]]:
@@ -174,9 +196,9 @@ def _int8_gap(configs: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], configs: pd.DataFrame, t: Dict[str, Any],
-              baseline: str, metric: str, warnings: List[str], figs: List[Path]) -> str:
+              baseline: str, metric: str, warnings: List[str], figs: List[Path], rows: pd.DataFrame) -> str:
     """report.md from the tables ``t`` (comparisons, engine_comparisons, engine_signs, crossover, batch_scaling,
-    roofline)."""
+    roofline) and the raw ``rows`` of the inputs that have them (methods, cells that did not finish)."""
     comp, engines, signs, cross, batch, roof, costs = (t[k] for k in (
         "comparisons", "engine_comparisons", "engine_signs", "crossover", "batch_scaling", "roofline", "cost"))
     # several inputs: say which one each comparison's treatment came from (its baseline is that input's
@@ -227,7 +249,8 @@ def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], config
     text += _int8_gap_section(t["int8_gap"], columns, metric)
     text += _fidelity_section(configs, comp, metric, columns) + _decision_section(t["decision"], by_source, by_axis)
     text += _cost_section(costs, columns)
-    text += ["## Methods\n", _methods(inputs)]
+    text += _unfinished_section(rows)
+    text += ["## Methods\n", _methods(rows)]
     text += ["## Warnings\n", "\n".join(f"- {w}" for w in warnings) + "\n" if warnings else "_none_\n"]
     text += ["## Figures\n"] + [f"![{p.stem}](figures/{p.name})" for p in figs if p.suffix == ".png"] + [""]
     return "\n".join(text)
@@ -242,7 +265,8 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
     inputs = [Path(p) for p in inputs]
     out_dir = Path(out_dir)
     damaged: List[Any] = []
-    configs = tables.load_inputs(inputs, damaged)
+    raw = tables.read_raw_inputs(inputs, damaged)
+    configs = tables.load_inputs(inputs, damaged, raw=raw)
     if configs.empty:
         left_out = "".join(f" {d.path} is damaged ({d.reason})." for d in damaged)
         raise EcosweepError(f"no usable results in {', '.join(map(str, inputs))}: no successful repetition and no "
@@ -269,7 +293,8 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
     for name, df in csv_tables.items():
         df.to_csv(out_dir / f"{name}.csv", index=False)
     path = out_dir / "report.md"
-    path.write_text(_markdown(title, inputs, notes, configs, t, baseline, metric, warnings, figs))
+    rows = pd.concat(raw.values(), ignore_index=True) if raw else pd.DataFrame()
+    path.write_text(_markdown(title, inputs, notes, configs, t, baseline, metric, warnings, figs, rows))
     return path
 
 

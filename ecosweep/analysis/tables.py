@@ -161,20 +161,32 @@ def summary_from_rows(rows: pd.DataFrame, source: str) -> pd.DataFrame:
     return pd.DataFrame(records)
 
 
-def load_inputs(paths: Iterable[str | Path], damaged: Optional[list] = None) -> pd.DataFrame:
-    """Any mix of result folders / Parquet files (raw) and CSV / Parquet summary tables. Damaged
-    result files are left out and recorded in ``damaged`` when it is given (else they raise)."""
+def is_raw_input(path: Path) -> bool:
+    """A results folder or a Parquet file of raw result rows (not a summary table)."""
+    return path.is_dir() or (path.suffix.lower() in (".csv", ".parquet") and _is_raw_results(path))
+
+
+def read_raw_inputs(paths: Iterable[str | Path], damaged: Optional[list] = None) -> Dict[Path, pd.DataFrame]:
+    """The raw result rows (every status) of each results folder or raw Parquet file among ``paths``, read
+    once for the whole report; damaged files as in :func:`load_inputs`."""
     from ecosweep.results.store import read_results
 
+    return {p: read_results([p], damaged).to_pandas() for p in map(Path, paths) if is_raw_input(p)}
+
+
+def load_inputs(paths: Iterable[str | Path], damaged: Optional[list] = None,
+                raw: Optional[Dict[Path, pd.DataFrame]] = None) -> pd.DataFrame:
+    """Any mix of result folders / Parquet files (raw) and CSV / Parquet summary tables. Damaged
+    result files are left out and recorded in ``damaged`` when it is given (else they raise). ``raw``: the
+    raw inputs' rows already read (:func:`read_raw_inputs`), else they are read here."""
+    paths = [Path(p) for p in paths]
+    raw = read_raw_inputs(paths, damaged) if raw is None else raw
     parts = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            parts.append(summary_from_rows(read_results([p], damaged).to_pandas(), str(p)))
+    for p in paths:
+        if p in raw:
+            parts.append(summary_from_rows(raw[p], str(p)))
         elif p.suffix.lower() in (".csv", ".parquet"):
-            if _is_raw_results(p):
-                parts.append(summary_from_rows(read_results([p], damaged).to_pandas(), str(p)))
-            else:
-                parts.append(summary_from_table(_read_table(p), str(p)))
+            parts.append(summary_from_table(_read_table(p), str(p)))
         else:
             raise FileNotFoundError(f"not a results folder, Parquet file or CSV table: {p}")
     parts = [p for p in parts if not p.empty]

@@ -154,6 +154,15 @@ def validate_quantization_on_hardware(q: QuantizationConfig, h: HardwareConfig) 
     return []
 
 
+def validate_engine_shape_on_hardware(s: StudyConfig) -> List[str]:
+    """A precision, engine and batch size that a GPU profile's device cannot decode (hardware=auto: checked
+    again in the cell, once the device is known, before the model loads)."""
+    from ecosweep.workload.quantization import compiled_int_mm_problem
+
+    problem = compiled_int_mm_problem(s.quantization, s.engine.kind, s.batch_size, s.hardware.device)
+    return [problem + "."] if problem else []
+
+
 def validate_measurement(m: MeasurementConfig, repetitions: int) -> List[str]:
     problems = _choice("measurement.meter", m.meter, METERS)
     for key in ("min_window_s", "prefill_min_window_s", "warmup_min_s", "idle_settle_s",
@@ -274,6 +283,7 @@ def validate_study(s: StudyConfig) -> List[str]:
     problems += validate_engine_with_quantization(s.engine, s.quantization)
     problems += validate_hardware(s.hardware)
     problems += validate_quantization_on_hardware(s.quantization, s.hardware)
+    problems += validate_engine_shape_on_hardware(s)
     problems += validate_measurement(s.measurement, s.repetitions)
     problems += validate_ray(s.ray) + validate_multi_gpu(s)
     problems += cost_settings_problems(s.report)

@@ -99,3 +99,23 @@ def torchao_problem(q: QuantizationConfig, device: str) -> Optional[str]:
         return (f"quantization={q.name} needs torchao's int4 kernels from the fbgemm-gpu-genai package, which is "
                 "not installed (pip install fbgemm-gpu-genai matching your torch and CUDA)")
     return None
+
+
+# torch._int_mm on CUDA (cuBLAS) multiplies only matrices of more than this many rows.
+INT_MM_MAX_REFUSED_ROWS = 16
+
+
+def compiled_int_mm_problem(q: QuantizationConfig, engine_kind: str, batch_size: int, device: str) -> Optional[str]:
+    """Why torchao's int8 dynamic precision cannot decode under ``engine_kind`` at ``batch_size`` on ``device``
+    ("cpu" or "cuda"), or None. Compiled, its linear layers call torch._int_mm with batch_size rows per decode
+    step, which CUDA refuses for 16 rows or fewer; eager torchao catches that refusal and falls back to a float
+    matmul, compiled code does not (measured on H100, torch 2.11, torchao 0.18: every such cell failed with
+    "self.size(0) needs to be greater than 16"). On a CPU transformers does not compile at all."""
+    if not (q.method == "torchao" and q.torchao_type == "int8_dynamic" and engine_kind == "compiled"
+            and device == "cuda" and batch_size <= INT_MM_MAX_REFUSED_ROWS):
+        return None
+    return (f"quantization={q.name} (torchao int8 dynamic) with engine=compiled at batch_size={batch_size} cannot "
+            "decode on a CUDA GPU: each decode step multiplies batch_size rows, and the int8 matmul torch.compile "
+            f"emits for it (torch._int_mm) needs more than {INT_MM_MAX_REFUSED_ROWS} rows. Use batch_size >= "
+            f"{INT_MM_MAX_REFUSED_ROWS + 1}, engine=eager or engine=graph (torchao falls back to a float matmul: rows "
+            "say quant_fallback=true), or quantization=ao_int8_weight_only")

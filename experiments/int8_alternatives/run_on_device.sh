@@ -12,6 +12,10 @@
 # ALL  the whole grid on a 4-GPU host (nvidia-h100-x4): ray.one_gpu_per=precision gives each (model, batch size)
 #    its own GPU, all of that lane's 12 cells in turn on it, the four lanes at once.
 # A-D run on one GPU (nvidia-h100-x1). Short protocol, n = 3, two warm-up calls.
+# The 2026-11-27 run (h100x4_2026-11-27/) measured 20 cells of ALL before the device time ran out; what it
+# lacks, with fp16 again as each lane's baseline on the new host, in two calls of one warm 4-GPU machine:
+# REST_COMPILED  fp16, torchao int8 weight-only and fp8 under engine=compiled (12 cells, 3 per GPU)
+# REST_EAGER     fp16, pure int8 and the three torchao precisions under eager generate() (20 cells, 5 per GPU)
 # Each phase resumes its cells if an earlier call was cut off by the time limit.
 set -u
 phase=${1:?phase A-D}
@@ -23,6 +27,10 @@ case $phase in
   C) grid=(hydra.sweeper.params.model=Yi-1.5-6B hydra.sweeper.params.batch_size=1) ;;
   D) grid=(hydra.sweeper.params.model=Yi-1.5-6B hydra.sweeper.params.batch_size=16) ;;
   ALL) grid=() ;;  # the experiment's own grid
+  REST_COMPILED) grid=(hydra.sweeper.params.engine=compiled
+                       'hydra.sweeper.params.quantization="fp16,ao_int8_weight_only,ao_fp8"') ;;
+  REST_EAGER) grid=(hydra.sweeper.params.engine=eager
+                    'hydra.sweeper.params.quantization="fp16,int8_pure,ao_int8_dynamic,ao_int8_weight_only,ao_fp8"') ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
 nvidia-smi --query-gpu=index,name,uuid,power.draw,temperature.gpu --format=csv > "$root/logs/gpus_$phase.csv"
