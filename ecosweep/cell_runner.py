@@ -39,6 +39,8 @@ class CellOutcome:
     launched_unix_s: float = 0.0  # set by the driver: when it asked Ray to run the cell
     ray_node_id: Optional[str] = None
     process_id: Optional[int] = None  # the process that measured the cell (a fresh one per cell)
+    profile_trace: Optional[bytes] = None  # gzip'd Chrome trace of the profiled call (profile=true)
+    profile_kernels_csv: Optional[str] = None  # its distinct kernels and their classes (kernel_profile.kernel_table)
 
 
 class CellProcessDied(RuntimeError):
@@ -251,6 +253,22 @@ def prepare_workload(s: StudyConfig, device: str, extra: Dict[str, Any], phases:
     return workload
 
 
+def profile_workload(cell: Cell, workload: Any, device: str, gpus: int, rows: List[Dict[str, Any]]) -> Any:
+    """One more call of the cell's workload under the PyTorch profiler (``workload.kernel_profile``): a
+    ``ProfiledCall`` (its ``profile_*`` columns, trace and kernel table). The busy share is taken against the
+    call's measured latency (the mean of the repetitions' ``latency_s_per_request``), which the profiler's host
+    overhead does not inflate."""
+    from ecosweep.meters import synchronize_devices
+    from ecosweep.results.store import profile_trace_name
+    from ecosweep.workload.kernel_profile import profile_call
+
+    latencies = [r["latency_s_per_request"] for r in rows if r.get("latency_s_per_request")]
+    scoped = getattr(workload, "model", None) if cell.settings.engine.kind == "eager" else None
+    return profile_call(workload.generate, "cuda" if device.startswith("cuda") else "cpu",
+                        synchronize_devices(device, gpus), profile_trace_name(cell.id), scoped,
+                        sum(latencies) / len(latencies) if latencies else None)
+
+
 def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional[str] = None) -> CellOutcome:
     """Load, warm up, measure. Runs in the actor (or a process it started; then ``ray_node_id`` is
     the actor's node); returns rows instead of raising."""
@@ -298,11 +316,19 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
             trace = meter.trace()
         facts = engine_facts(workload)  # known once the workload ran (compiled: whether it compiled)
         facts.update(kernel_path(s.quantization, extra.get("quant_weight_type"), facts.get("engine_effective")))
+        profiled = None
+        if s.profile:  # after the meter stopped: nothing the profiler does is in an energy window
+            t = time.perf_counter()
+            profiled = profile_workload(cell, workload, device, gpus, result.rows)
+            facts.update(profiled.profile.columns())
+            phases["profile_s"] = time.perf_counter() - t
         for row in result.rows:
             row.update(facts)
         phases.update(result.phases_s)
         return CellOutcome(cell.id, result.rows, "ok", None, trace, phases, started, time.time(), visible,
-                           ray_node_id=node, process_id=os.getpid())
+                           ray_node_id=node, process_id=os.getpid(),
+                           profile_trace=profiled.trace_gzip if profiled else None,
+                           profile_kernels_csv=profiled.kernels_csv if profiled else None)
     except Exception as exc:  # the cell failed; the study goes on
         status = "oom" if is_oom(exc) else "failed"
         error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"

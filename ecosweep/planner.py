@@ -21,6 +21,8 @@ from ecosweep.config.validate import validate_study
 from ecosweep.errors import ConfigError
 
 CELL_ID_LENGTH = 12
+# The kernel profile's version in the id of a profiled cell: a new classification is a new measurement.
+PROFILE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,9 @@ class Cell:
         engine = "" if is_default_engine(s) else f"/{s.engine.name}"
         gpus = _gpus_over_one(s)
         on = f"/{gpus}gpu" if gpus else ""
+        profiled = "/profiled" if s.profile else ""
         return (f"{s.model.name}/{s.quantization.name}{engine}/bs{s.batch_size}/in{s.input_tokens}/"
-                f"out{s.output_tokens}{on}")
+                f"out{s.output_tokens}{on}{profiled}")
 
 
 def _gpus_over_one(s: StudyConfig) -> int:
@@ -100,6 +103,8 @@ def measured_identity(s: StudyConfig, with_datasheet: bool = False) -> Dict[str,
         from ecosweep.workload.int8_outliers import PLANTING_VERSION
 
         identity["outlier_features"] = {**dataclasses.asdict(s.outlier_features), "planting": PLANTING_VERSION}
+    if s.profile:  # a profiled cell carries the breakdown; unprofiled cells keep their ids
+        identity["profile"] = PROFILE_VERSION
     gpus = _gpus_over_one(s)
     if gpus:  # energy over N GPUs is another measurement; one-GPU cells keep their ids
         identity["gpus"] = gpus

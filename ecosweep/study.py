@@ -68,6 +68,7 @@ def persist_outcome(cell: Cell, outcome: CellOutcome) -> pa.Table:
     store.write_config(cell.id, OmegaConf.to_yaml(OmegaConf.structured(cell.settings)))
     if outcome.trace is not None:
         store.write_trace(cell.id, outcome.trace)
+    store.write_profile(cell.id, outcome.profile_trace, outcome.profile_kernels_csv)
     table = rows_to_table(outcome.rows)
     store.write_cell(cell.id, table)
     store.write_timing(cell.id, {

@@ -240,3 +240,37 @@ def batch_panel(configs: pd.DataFrame, out_dir: Path) -> List[Path]:
 
 def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-." else "_" for c in str(text))
+
+
+def kernel_breakdown(configs: pd.DataFrame, out_dir: Path) -> List[Path]:
+    """Where a generated token's time goes (profile=true): per hardware, model and batch size, one stacked bar
+    per precision and engine of GPU time per token by kernel class, and the GPU's idle time on top (the measured
+    call's time the GPU waited on the host; none on a CPU)."""
+    from ecosweep.analysis.tables import kernel_classes_seen
+
+    classes = kernel_classes_seen(configs)
+    if not classes:
+        return []
+    plt = _plt()
+    paths: List[Path] = []
+    for key, g in configs[configs.profile_wall_ms_per_tok.notna()].groupby(["hardware", "model", "batch_size"]):
+        g = g.sort_values(["engine", "quantization"])
+        labels = [f"{q}\n{e}" for q, e in zip(g.quantization, g.engine)]
+        fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(g) + 2.5), 4.5))
+        bottom = np.zeros(len(g))
+        for i, c in enumerate(classes):
+            values = g[c].fillna(0).to_numpy(dtype=float)
+            ax.bar(labels, values, bottom=bottom, label=c.removeprefix("profile_ms_per_tok_"),
+                   color=GREYS[i % len(GREYS)], hatch=HATCHES[(i // len(GREYS)) % len(HATCHES)] or None,
+                   edgecolor="black", linewidth=0.4)
+            bottom += values
+        busy_share = g.profile_gpu_busy_share.astype(float).to_numpy()
+        idle = np.where(busy_share > 0, bottom * (1 / np.where(busy_share > 0, busy_share, 1) - 1), 0.0)
+        if np.nan_to_num(idle).any():
+            ax.bar(labels, np.nan_to_num(idle), bottom=bottom, label="GPU idle (waiting on the host)", color="white",
+                   hatch="//", edgecolor="black", linewidth=0.4)
+        ax.set_ylabel("time per generated token (ms)")
+        ax.set_title(" / ".join(map(str, key[:2])) + f" / batch {key[2]}")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        paths += _save(fig, out_dir, "kernels_" + _slug("_".join(map(str, key))))
+    return paths

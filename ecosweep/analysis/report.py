@@ -109,7 +109,8 @@ def _write_figures(configs: pd.DataFrame, comp: pd.DataFrame, costs: pd.DataFram
         return []
     return (figures.energy_by_model(configs, comp, fig_dir, metric) + figures.crossover_plot(comp, fig_dir)
             + figures.delta_vs_batch(comp, fig_dir) + figures.batch_panel(configs, fig_dir)
-            + figures.carbon_by_model(configs, costs, cost.describe(settings), fig_dir))
+            + figures.carbon_by_model(configs, costs, cost.describe(settings), fig_dir)
+            + figures.kernel_breakdown(configs, fig_dir))
 
 
 def _fidelity_beside_energy(configs: pd.DataFrame, comp: pd.DataFrame) -> pd.DataFrame:
@@ -136,6 +137,22 @@ def _fidelity_section(configs: pd.DataFrame, comp: pd.DataFrame, metric: str, co
             "window: greedy agreement over the generated positions, top-1 match over all positions, KL(reference "
             f"|| cell) in nats (mean, 95th percentile), the largest logit error.{random_note}\n",
             _md(fidelity, [*columns, f"{metric}_mean", "delta_pct", *tables.PER_CELL_COLUMNS])]
+
+
+def _profile_section(configs: pd.DataFrame, columns: List[str]) -> List[str]:
+    """Cells measured with profile=true: their GPU busy and idle share, launches and time by kernel class."""
+    used = tables.kernel_classes_seen(configs)
+    if not used:
+        return []
+    profiled = configs[configs.profile_wall_ms_per_tok.notna()]
+    return ["## Kernel profile (per generated token)\n",
+            "One extra call per cell, traced with the PyTorch profiler after its energy windows (never inside "
+            "them). profile_gpu_idle_share: the share of the measured call (no profiler) in which no kernel ran, the "
+            "launch-bound share; then kernels and host-side launches per token and GPU time per token by kernel "
+            "class, in ms (classes: README, 'Kernel profile'; on a CPU, operators' self time). Unknown kernels are "
+            "named, never dropped; each cell's trace is traces/<cell_id>.profile.json.gz.\n",
+            _md(profiled, [*columns, "profile_gpu_idle_share", "profile_kernels_per_tok", "profile_launches_per_tok",
+                           "profile_wall_ms_per_tok", *used, "profile_unknown_kernels"])]
 
 
 def _decision_section(choice: pd.DataFrame, by_source: List[str], by_axis: List[str]) -> List[str]:
@@ -242,12 +259,14 @@ def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], config
                      "energy_j_per_request",
                          "energy_per_request_change_pct", "tok_s", "speedup", "scaling_efficiency", "same_device"])]
     text += ["## Roofline context (decode)\n",
-             "Ceiling = batch × peak memory bandwidth ÷ weight bytes read per decode step.\n",
+             "Ceiling = batch × peak memory bandwidth ÷ weight bytes read per decode step; achieved bandwidth = "
+             "weight bytes × measured decode steps per second (the KV cache's reads not counted).\n",
              _md(roof, ["hardware", "model", "quantization", *by_axis, "batch_size", "weight_gb", "peak_bandwidth_gb_s",
-                        "decode_ceiling_tok_s", "decode_tok_s", "fraction_of_ceiling"])]
+                        "achieved_bandwidth_gb_s", "decode_ceiling_tok_s", "decode_tok_s", "fraction_of_ceiling"])]
     columns = [*by_source, "hardware", "model", "quantization", *by_axis, "batch_size"]
     text += _int8_gap_section(t["int8_gap"], columns, metric)
-    text += _fidelity_section(configs, comp, metric, columns) + _decision_section(t["decision"], by_source, by_axis)
+    text += _fidelity_section(configs, comp, metric, columns) + _profile_section(configs, columns)
+    text += _decision_section(t["decision"], by_source, by_axis)
     text += _cost_section(costs, columns)
     text += _unfinished_section(rows)
     text += ["## Methods\n", _methods(rows)]

@@ -16,12 +16,13 @@ import numpy as np
 import pandas as pd
 
 from ecosweep.analysis.stats import compare, holm, linear_trend_p, summarize, summarize_stats
-from ecosweep.results.schema import FIDELITY_COLUMNS, INT8_DECOMPOSITION_COLUMNS
+from ecosweep.results.schema import FIDELITY_COLUMNS, INT8_DECOMPOSITION_COLUMNS, PROFILE_COLUMNS
 from ecosweep.workload.quantization import weight_bytes_per_parameter
 
 METRICS = ["energy_j_per_1k_tok", "tok_s", "power_w_mean", "energy_j_per_request", "gpu_util_pct_mean",
            "decode_tok_s", "static_energy_share", "net_energy_j_per_1k_tok"]
-PER_CELL_COLUMNS = FIDELITY_COLUMNS + INT8_DECOMPOSITION_COLUMNS  # one value per configuration, not summarised
+# one value per configuration, not summarised
+PER_CELL_COLUMNS = FIDELITY_COLUMNS + INT8_DECOMPOSITION_COLUMNS + PROFILE_COLUMNS
 KEYS = ["hardware", "model", "quantization", "engine", "batch_size", "input_tokens", "output_tokens", "weights",
         "gpu_count"]
 ROW_KEYS = ["source", *KEYS]  # what identifies one row of the configurations table
@@ -159,6 +160,17 @@ def summary_from_rows(rows: pd.DataFrame, source: str) -> pd.DataFrame:
             rec[f"{m}_values"] = g[m].astype(float).tolist()
         records.append(rec)
     return pd.DataFrame(records)
+
+
+def kernel_classes_seen(configs: pd.DataFrame) -> List[str]:
+    """The ``profile_ms_per_tok_<class>`` columns with time in some profiled configuration (profile=true), in
+    ``KERNEL_CLASSES`` order; empty when nothing was profiled."""
+    from ecosweep.workload.kernel_profile import KERNEL_CLASSES
+
+    if "profile_wall_ms_per_tok" not in configs or not configs.profile_wall_ms_per_tok.notna().any():
+        return []
+    columns = [f"profile_ms_per_tok_{c}" for c in KERNEL_CLASSES]
+    return [c for c in columns if c in configs and configs[c].fillna(0).gt(0).any()]
 
 
 def is_raw_input(path: Path) -> bool:
@@ -430,7 +442,8 @@ def _bandwidth_gb_s(row: pd.Series, profiles: Dict[str, dict]) -> float:
 
 
 def roofline(configs: pd.DataFrame, profiles: Optional[Dict[str, dict]] = None) -> pd.DataFrame:
-    """Decode ceiling from bandwidth: batch x peak bandwidth / weight bytes read per step."""
+    """Decode ceiling from bandwidth: batch x peak bandwidth / weight bytes read per step; and the bandwidth the
+    measured decode achieved on the weights alone (weight bytes x decode steps per second, GB/s)."""
     profiles = profiles if profiles is not None else hardware_profiles()
     records = []
     if configs.empty or "decode_tok_s_mean" not in configs or "quant_method" not in configs:
@@ -448,7 +461,9 @@ def roofline(configs: pd.DataFrame, profiles: Optional[Dict[str, dict]] = None) 
                         "engine": r.get("engine", DEFAULT_ENGINE), "batch_size": r.batch_size,
                                 "weight_gb": weight_gb, "peak_bandwidth_gb_s": bw,
                         "decode_ceiling_tok_s": ceiling, "decode_tok_s": r.decode_tok_s_mean,
-                        "fraction_of_ceiling": r.decode_tok_s_mean / ceiling if ceiling == ceiling else math.nan})
+                        "fraction_of_ceiling": r.decode_tok_s_mean / ceiling if ceiling == ceiling else math.nan,
+                        # weights read per second of decode (each step reads them once; KV cache not counted)
+                        "achieved_bandwidth_gb_s": weight_gb * r.decode_tok_s_mean / r.batch_size})
     return pd.DataFrame(records)
 
 

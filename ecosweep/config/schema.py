@@ -197,6 +197,7 @@ class StudyConfig:
     retry_failed: bool = True
     reuse_cells: bool = True  # copy a cell another study under output_root already measured
     dry_run: bool = False  # plan, validate and list the cells; run nothing
+    profile: bool = False  # one extra call per cell traced with the PyTorch profiler, after its energy windows
     model: ModelConfig = MISSING
     quantization: QuantizationConfig = MISSING
     engine: EngineConfig = field(default_factory=EngineConfig)

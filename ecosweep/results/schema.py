@@ -30,6 +30,31 @@ FIDELITY_COLUMNS = ["fidelity_reference", "fidelity_greedy_agreement_share", "fi
                     "fidelity_reference_ppl"]
 INT8_DECOMPOSITION_COLUMNS = ["outlier_features_count", "int8_decomposed_cols_mean", "int8_decomposed_matmul_share"]
 
+
+def _profile_columns() -> List["Column"]:
+    from ecosweep.workload.kernel_profile import KERNEL_CLASSES  # no torch at import
+
+    per_class = [Column(f"profile_ms_per_tok_{c}", _F, f"profile=true: GPU time of {c} kernels in the profiled call "
+                        "(CPU: operators' self time), milliseconds per generated token (classes: README, 'Kernel profile').")
+                 for c in KERNEL_CLASSES]
+    return [
+        Column("profile_wall_ms_per_tok", _F, "profile=true: wall time of the profiled call (after the energy windows, "
+               "under the PyTorch profiler), milliseconds per generated token."),
+        Column("profile_gpu_busy_share", _F, "profile=true: union of the call's kernel intervals / the call's measured "
+               "latency (latency_s_per_request, no profiler), 0..1; null on a CPU."),
+        Column("profile_gpu_idle_share", _F, "1 - profile_gpu_busy_share: the share of a call the GPU waits on the host "
+               "(launch-bound share), measured; null on a CPU."),
+        Column("profile_kernels_per_tok", _F, "profile=true: GPU kernels (and memcpy/memset) per generated token; CPU: "
+               "operators per token."),
+        Column("profile_launches_per_tok", _F, "profile=true: host-side kernel and graph launches (cudaLaunchKernel, "
+               "cudaGraphLaunch, ...) per generated token; null on a CPU."),
+        *per_class,
+        Column("profile_unknown_kernels", _S, "profile=true: kernels no classification rule knows (counted in "
+               "profile_ms_per_tok_unknown), most time first, '; '-separated."),
+        Column("profile_trace_file", _S, "profile=true: the profiled call's trace in the study's traces/ folder "
+               "(gzip'd Chrome JSON: Perfetto, chrome://tracing)."),
+    ]
+
 COLUMNS: List[Column] = [
     # identity and outcome
     Column("study", _S, "Study name (the folder under the output root)."),
@@ -155,6 +180,9 @@ COLUMNS: List[Column] = [
     Column("cpu_steal_pct", _F, "Host CPU steal time over the window, % of all CPUs (psutil CPU times)."),
     Column("cpu_load_1m", _F, "1-minute load average at the window end."),
 ]
+# the kernel profile (once per cell, after its energy windows)
+COLUMNS += _profile_columns()
+PROFILE_COLUMNS = [c.name for c in COLUMNS if c.name.startswith("profile_")]
 
 SCHEMA = pa.schema([pa.field(c.name, c.type) for c in COLUMNS])
 COLUMN_NAMES = [c.name for c in COLUMNS]

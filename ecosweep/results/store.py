@@ -4,6 +4,8 @@ Layout under ``<output_root>/<study>/``::
 
     cells/<cell_id>.parquet     one row per repetition (or one failure row)
     traces/<cell_id>.parquet    the cell's power/utilisation trace (GPU cells)
+    traces/<cell_id>.profile.json.gz  the profiled call's PyTorch profiler trace (profile=true; Perfetto)
+    traces/<cell_id>.kernels.csv      its distinct kernels, the op that launched each, and their classes
     configs/<cell_id>.yaml      the cell's resolved config
     timings/<cell_id>.json      where the cell's wall time went (actor start, load, warm-up, ...)
     runs/<run_id>.json          where one invocation's wall time went around the cells (Ray start, report, ...)
@@ -101,6 +103,12 @@ class StudyStore:
     def trace_path(self, cell_id: str) -> Path:
         return self.traces_dir / f"{cell_id}.parquet"
 
+    def profile_trace_path(self, cell_id: str) -> Path:
+        return self.traces_dir / profile_trace_name(cell_id)
+
+    def kernel_table_path(self, cell_id: str) -> Path:
+        return self.traces_dir / f"{cell_id}.kernels.csv"
+
     def config_path(self, cell_id: str) -> Path:
         return self.configs_dir / f"{cell_id}.yaml"
 
@@ -137,6 +145,13 @@ class StudyStore:
         path = self.trace_path(cell_id)
         atomic_write_parquet(path, table)
         return path
+
+    def write_profile(self, cell_id: str, gzipped_json: Optional[bytes], kernels_csv: Optional[str]) -> None:
+        """The profiled call's trace and kernel table (profile=true), each when present."""
+        if gzipped_json is not None:
+            atomic_write_bytes(self.profile_trace_path(cell_id), gzipped_json)
+        if kernels_csv is not None:
+            atomic_write_bytes(self.kernel_table_path(cell_id), kernels_csv.encode())
 
     def write_timing(self, cell_id: str, timing: dict) -> Path:
         return _write_json(self.timing_path(cell_id), timing)
@@ -186,8 +201,10 @@ class StudyStore:
         source_id = source_id or cell_id
         rows = _with_column(read_cell_table(source.cell_path(source_id)), "study", study)
         self.write_config(cell_id, config_yaml)
-        if source.trace_path(source_id).exists():
-            atomic_write_bytes(self.trace_path(cell_id), source.trace_path(source_id).read_bytes())
+        for path in (source.trace_path, source.profile_trace_path, source.kernel_table_path):
+            if path(source_id).exists():
+                target = self.traces_dir / path(source_id).name.replace(source_id, cell_id, 1)
+                atomic_write_bytes(target, path(source_id).read_bytes())
         timing = {}
         if source.timing_path(source_id).exists():
             timing = json.loads(source.timing_path(source_id).read_text())
@@ -200,7 +217,9 @@ class StudyStore:
         ``cell_id`` rewritten. The rows go last, so a crash midway leaves the old rows, and renaming again
         finishes the job."""
         for old, new in ((self.config_path(old_id), self.config_path(new_id)),
-                         (self.trace_path(old_id), self.trace_path(new_id))):
+                         (self.trace_path(old_id), self.trace_path(new_id)),
+                         (self.profile_trace_path(old_id), self.profile_trace_path(new_id)),
+                         (self.kernel_table_path(old_id), self.kernel_table_path(new_id))):
             if old.exists():
                 os.replace(old, new)
         if self.timing_path(old_id).exists():
@@ -209,6 +228,11 @@ class StudyStore:
             self.timing_path(old_id).unlink()
         self.write_cell(new_id, _with_column(read_cell_table(self.cell_path(old_id)), "cell_id", new_id))
         self.cell_path(old_id).unlink()
+
+
+def profile_trace_name(cell_id: str) -> str:
+    """The file name of a cell's profiler trace in its study's traces/ folder."""
+    return f"{cell_id}.profile.json.gz"
 
 
 def _with_column(table: pa.Table, name: str, value: str) -> pa.Table:

@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterator, List, Optional, TextIO
 
 from ecosweep.analysis.stats import summarize
 from ecosweep.config.schema import StudyConfig
-from ecosweep.results.schema import FIDELITY_COLUMNS, INT8_DECOMPOSITION_COLUMNS
+from ecosweep.results.schema import FIDELITY_COLUMNS, INT8_DECOMPOSITION_COLUMNS, PROFILE_COLUMNS
 from ecosweep.tracking import study_summary
 
 # Per-repetition metrics logged as steps, and summarised per cell.
@@ -40,7 +40,8 @@ PARAM_COLUMNS = ["cell_id", "model", "model_type", "params_count", "params_b_nom
                  "device", "device_name", "min_window_s", "fidelity_reference", "torchao_type", "quant_kernel_path",
                  "quant_fallback", "gpu_count", "weights_source"]
 # One value per cell (computed once, before its windows): logged as plain metrics (the reference is a param).
-CELL_METRICS = [c for c in FIDELITY_COLUMNS if c != "fidelity_reference"] + INT8_DECOMPOSITION_COLUMNS
+CELL_METRICS = ([c for c in FIDELITY_COLUMNS if c != "fidelity_reference"] + INT8_DECOMPOSITION_COLUMNS
+                + [c for c in PROFILE_COLUMNS if c not in ("profile_unknown_kernels", "profile_trace_file")])
 # Per-repetition series are logged under this prefix with step = repetition; the bare metric name is the
 # cell's mean, so the runs table's obvious column is the right number.
 REPETITION_PREFIX = "rep."
@@ -316,7 +317,8 @@ def mirror_stored_cell(mirror: MlflowMirror, store: Any, cell_id: str, experimen
     rows = _cell_rows(store.cell_path(cell_id)) if rows is None else rows
     if not rows:
         return False
-    artifacts = [store.cell_path(cell_id), store.trace_path(cell_id)]
+    artifacts = [store.cell_path(cell_id), store.trace_path(cell_id), store.profile_trace_path(cell_id),
+                 store.kernel_table_path(cell_id)]
     timing = json.loads(store.timing_path(cell_id).read_text()) if store.timing_path(cell_id).exists() else None
     return mirror.log_cell_rows(rows, artifacts, store.config_path(cell_id), timing, experiment)
 

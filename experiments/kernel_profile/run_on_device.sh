@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Issue #17's GPU run: `+experiment=kernel_profile` (Mistral-7B fp16 / nf4 / int8_pure x eager / graph, and
+# LLM.int8() eager, batch 1 and 16, each cell profiled after its energy windows) on a lent one-GPU H100
+# (device tool, nvidia-h100-x1), short protocol, n = 3. Results stay on a warm machine under outputs/<card>x1/
+# between calls (run it again to resume), a tarball of them comes back under $OUT, and the distinct kernel
+# names every cell recorded (traces/*.kernels.csv) are gathered into kernel_names.csv: the recorded list the
+# classification's tests read.
+#
+#   LIMIT_S=580 experiments/kernel_profile/run_on_device.sh
+set -u
+source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
+limit=${LIMIT_S:-540}
+common="measurement=short repetitions=3 warmup=2 tracking=none ray.progress=plain output_root=$root"
+nvidia-smi --query-gpu=index,name,uuid,power.draw,temperature.gpu --format=csv > "$root/logs/gpus_kernel_profile.csv"
+timeout -s INT -k 30 $((limit - 60)) python3 -m ecosweep +experiment=kernel_profile $common \
+  >> "$root/logs/kernel_profile.log" 2>&1
+ray_stop
+left=$((limit - SECONDS - 20))
+[ $left -gt 60 ] && timeout -s INT -k 20 $left python3 -m ecosweep +experiment=kernel_profile \
+  hydra.sweeper.params.quantization=int8 hydra.sweeper.params.engine=eager $common \
+  >> "$root/logs/kernel_profile.log" 2>&1
+ray_stop
+python3 - "$root/kernel_profile" <<'PY' > "$root/logs/summary_kernel_profile.txt" 2>&1
+import glob, sys
+import pandas as pd
+study = sys.argv[1]
+tables = []
+for path in sorted(glob.glob(f"{study}/traces/*.kernels.csv")):
+    t = pd.read_csv(path)
+    t["cell_id"] = path.split("/")[-1].split(".")[0]
+    tables.append(t)
+if tables:
+    names = pd.concat(tables)
+    names.groupby(["kernel", "op", "within", "kernel_class"], dropna=False).agg(
+        cells=("cell_id", "nunique"), total_us=("total_us", "sum")).reset_index().sort_values(
+        "total_us", ascending=False).to_csv(f"{study}/kernel_names.csv", index=False)
+    print(names.groupby("kernel_class").total_us.sum().sort_values(ascending=False).to_string())
+rows = pd.concat(pd.read_parquet(p) for p in glob.glob(f"{study}/cells/*.parquet"))
+cols = [c for c in rows.columns if c.startswith("profile_ms_per_tok_")]
+pd.set_option("display.width", 250)
+print(rows.groupby(["quantization", "engine", "batch_size"]).agg(
+    tok_s=("tok_s", "mean"), idle=("profile_gpu_idle_share", "first"), launches=("profile_launches_per_tok", "first"),
+    **{c[19:]: (c, "first") for c in cols}).round(3).to_string())
+print(rows[rows.status != "ok"][["quantization", "engine", "batch_size", "error"]].to_string())
+PY
+tail -n 40 "$root/logs/summary_kernel_profile.txt"
+[ -n "${OUT:-}" ] && tar czf "$OUT/results_kernel_profile.tgz" -C "$repo/outputs" "$host"

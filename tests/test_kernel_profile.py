@@ -1,0 +1,185 @@
+"""The kernel profile (profile=true): the classification table on kernel names as PyTorch, cuBLAS, FlashAttention,
+Triton and bitsandbytes name them, the busy/idle arithmetic, and a profiled CPU cell end to end (its profiled call
+after the energy windows, its trace kept, its rows carrying the breakdown)."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+
+import pytest
+
+from conftest import compose
+from ecosweep.planner import cell_id, plan_cells, to_settings
+from ecosweep.workload.kernel_profile import (KERNEL_CLASSES, KernelRecord, busy_seconds, classify, summarize)
+
+# (kernel name, launching op, ops around it) -> class. GPU names as the PyTorch profiler reports them on Hopper
+# (cuBLAS/cuBLASLt, PyTorch's own kernels, FlashAttention 2 in PyTorch, Inductor's Triton kernels), and the
+# bitsandbytes custom ops that launch its kernels (torch.ops.bitsandbytes.*, 0.50).
+BNB_INT8 = ("ecosweep::module::Linear8bitLt",)
+CASES = [
+    ("sm90_xmma_gemm_f16f16_f16f32_f32_tn_n_tilesize128x128x64_warpgroupsize1x1x1_execute_segment_k_off_kernel__5x_cublas",
+     "aten::mm", (), "dense_gemm"),
+    ("nvjet_hsh_128x256_64x4_2x1_v_bz_coopA_TNT", "aten::addmm", (), "dense_gemm"),
+    ("void gemv2T_kernel_val<int, int, __half, __half, float, 128, 16, 4, 4, false, false>", "aten::mm", (), "dense_gemm"),
+    ("ampere_fp16_s16816gemm_fp16_128x128_ldg8_f2f_stages_32x5_tn", "aten::mm", (), "dense_gemm"),
+    ("triton_tem_fused_mm_0", "", (), "dense_gemm"),
+    ("sm90_xmma_gemm_e4m3e4m3_e4m3f32_f32_tn_n_tilesize128x128x128_cublas", "aten::_scaled_mm", (), "fp8_gemm"),
+    ("sm80_xmma_gemm_i8i8_i8i32_f32_tn_n_tilesize128x128x64_cublas", "aten::_int_mm", (), "int8_gemm"),
+    ("sm80_xmma_gemm_i8i8_i8i32_f32_tn_n_tilesize128x128x64_cublas", "bitsandbytes::int8_linear_matmul",
+     (*BNB_INT8, "bitsandbytes::int8_scaled_mm", "bitsandbytes::int8_linear_matmul"), "int8_gemm"),
+    ("void kInt8VectorQuant<__half, 1024, 0>(__half*, signed char*, float*, float, int, int)",
+     "bitsandbytes::int8_vectorwise_quant", (*BNB_INT8, "bitsandbytes::int8_vectorwise_quant"), "act_quantize"),
+    ("void at::native::reduce_kernel<512, 1, at::native::ReduceOp<bool, at::native::func_wrapper_t<bool, "
+     "at::native::or_kernel_cuda>, unsigned int, bool, 4, 4>>", "aten::any",
+     (*BNB_INT8, "bitsandbytes::int8_vectorwise_quant", "aten::any"), "llm_int8_outliers"),
+    ("void at::native::index_elementwise_kernel<128, 4>", "aten::index",
+     (*BNB_INT8, "bitsandbytes::int8_mixed_scaled_mm", "aten::index"), "llm_int8_outliers"),
+    ("sm90_xmma_gemm_f16f16_f16f32_f32_tn_n_tilesize64x64x64_cublas", "aten::mm",
+     (*BNB_INT8, "bitsandbytes::int8_mixed_scaled_mm", "aten::addmm", "aten::mm"), "llm_int8_side_gemm"),
+    ("void kdequant_mm_int32_fp16<4, 512>(int*, float*, float*, __half*, __half*, int, int, int)",
+     "bitsandbytes::int8_mm_dequant", (*BNB_INT8, "bitsandbytes::int8_mm_dequant"), "dequantize"),
+    ("void kgemm_4bit_inference_naive<__half, 128, 16>(int, int, int, __half*, unsigned char*, float*, "
+     "__half const*, __half*, int, int, int, int)", "bitsandbytes::gemm_4bit",
+     ("ecosweep::module::Linear4bit", "bitsandbytes::gemm_4bit"), "nf4_fp4"),
+    ("void kDequantizeBlockwise<__half, 512, 64, 8, 2>(float*, unsigned char*, float*, __half*, int, int)", "", (),
+     "nf4_fp4"),
+    ("void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128, 64, 4, false, false, cutlass::half_t>>",
+     "aten::_flash_attention_forward", (), "attention"),
+    ("fmha_cutlassF_f16_aligned_64x64_rf_sm80(PyTorchMemEffAttention::AttentionKernel<cutlass::half_t>::Params)",
+     "aten::_efficient_attention_forward", (), "attention"),
+    ("triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_1", "", (), "norm"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::pow_tensor_scalar_kernel>", "aten::pow",
+     ("ecosweep::module::LlamaRMSNorm", "aten::pow"), "norm"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::(anonymous namespace)::neg_kernel_cuda>",
+     "aten::neg", ("ecosweep::module::LlamaAttention", "aten::neg"), "attention"),
+    ("void at::native::vectorized_elementwise_kernel<4, at::native::silu_kernel>", "aten::silu", (), "elementwise"),
+    ("triton_poi_fused_add_mul_silu_0", "", (), "elementwise"),
+    ("void at::native::reduce_kernel<512, 1, at::native::ReduceOp<float, at::native::ArgMaxOps<float>>>",
+     "aten::argmax", (), "elementwise"),
+    ("Memcpy HtoD (Pageable -> Device)", "", (), "copy"),
+    ("Memset (Device)", "", (), "copy"),
+    ("void at::native::(anonymous namespace)::CatArrayBatchedCopy<at::native::(anonymous namespace)::OpaqueType<2>>",
+     "aten::cat", (), "copy"),
+    ("void at::native::index_elementwise_kernel<128, 4>", "aten::index_copy_", ("aten::index_copy_",), "copy"),
+    ("my_custom_fused_thing_kernel", "", (), "unknown"),
+]
+
+
+@pytest.mark.parametrize("name,op,within,expected", CASES, ids=[f"{c[3]}:{c[0][:30]}" for c in CASES])
+def test_each_kernel_lands_in_its_class(name, op, within, expected):
+    assert expected in KERNEL_CLASSES
+    assert classify(KernelRecord(name, 0.0, 1.0, op, within)) == expected
+
+
+def test_busy_time_is_the_union_of_kernel_intervals():
+    records = [KernelRecord("a", 0, 10), KernelRecord("b", 5, 10), KernelRecord("c", 30, 5), KernelRecord("d", 31, 1)]
+    assert busy_seconds(records) == pytest.approx(20e-6)  # [0, 15) and [30, 35)
+    assert busy_seconds([]) == 0.0
+
+
+def test_summary_per_token_keeps_unknown_kernels_and_measures_idle_against_the_unprofiled_call():
+    records = [KernelRecord("sm90_xmma_gemm_f16f16_cublas", 0, 600, "aten::mm"),
+               KernelRecord("mystery_kernel", 700, 200), KernelRecord("mystery_kernel", 950, 100),
+               KernelRecord("other_mystery", 1100, 50)]
+    profile = summarize(records, "cuda", tokens=10, wall_s=4e-3, launches=40, trace_file="x.profile.json.gz",
+                        measured_call_s=2e-3)
+    row = profile.columns()
+    assert row["profile_ms_per_tok_dense_gemm"] == pytest.approx(0.06)
+    assert row["profile_ms_per_tok_unknown"] == pytest.approx(0.035)
+    assert row["profile_unknown_kernels"] == "mystery_kernel; other_mystery"  # most time first, none dropped
+    assert row["profile_gpu_busy_share"] == pytest.approx(0.95e-3 / 2e-3)   # against the call without profiler
+    assert row["profile_gpu_idle_share"] == pytest.approx(1 - 0.95e-3 / 2e-3)
+    assert row["profile_kernels_per_tok"] == 0.4 and row["profile_launches_per_tok"] == 4.0
+    assert row["profile_wall_ms_per_tok"] == pytest.approx(0.4)
+    assert sum(row[f"profile_ms_per_tok_{c}"] for c in KERNEL_CLASSES) == pytest.approx(0.095)
+    on_cpu = summarize(records, "cpu", tokens=10, wall_s=4e-3, launches=0).columns()
+    assert on_cpu["profile_gpu_busy_share"] is None and on_cpu["profile_launches_per_tok"] is None
+
+
+def test_profile_is_in_the_id_only_when_on():
+    base = to_settings(compose(["hardware=cpu"]))
+    assert base.profile is False
+    assert cell_id(to_settings(compose(["hardware=cpu", "profile=false"]))) == cell_id(base)
+    assert cell_id(to_settings(compose(["hardware=cpu", "profile=true"]))) != cell_id(base)
+    assert plan_cells([compose(["hardware=cpu", "profile=true"])])[0].label.endswith("/out64/profiled")
+
+
+@pytest.mark.slow
+def test_a_profiled_cpu_cell_profiles_after_its_windows_and_keeps_breakdown_and_trace(monkeypatch, tmp_path):
+    """LLM.int8() on the tiny model: the profiled call starts after the meter closed its last window, the rows
+    carry the int8 classes, and the trace is Chrome JSON that names bitsandbytes' ops."""
+    from ecosweep import cell_runner
+    from ecosweep.meters.base import NullMeter
+    from ecosweep.workload import kernel_profile
+
+    events = []
+
+    class RecordingMeter(NullMeter):
+        def _begin(self):
+            events.append("window")
+
+        def close(self):
+            events.append("meter closed")
+            super().close()
+
+    real_profile_call = kernel_profile.profile_call
+
+    def recording_profile_call(*args, **kwargs):
+        events.append("profile")
+        return real_profile_call(*args, **kwargs)
+
+    monkeypatch.setattr("ecosweep.meters.make_meter", lambda *a, **k: (RecordingMeter(), False))
+    monkeypatch.setattr(kernel_profile, "profile_call", recording_profile_call)
+    overrides = ["hardware=cpu", "quantization=int8", "measurement=quick", "repetitions=2", "warmup=1",
+                 "input_tokens=8", "output_tokens=4", "profile=true", f"output_root={tmp_path}"]
+    cell = plan_cells([compose(overrides)])[0]
+    outcome = cell_runner.execute_cell(cell)
+    assert outcome.status == "ok", outcome.error
+    assert events.count("profile") == 1 and events.index("profile") > events.index("meter closed")
+    assert events.index("meter closed") > max(i for i, e in enumerate(events) if e == "window")
+    row = outcome.rows[0]
+    for kernel_class in ("int8_gemm", "act_quantize", "dequantize", "llm_int8_outliers", "dense_gemm", "attention"):
+        assert row[f"profile_ms_per_tok_{kernel_class}"] > 0, kernel_class
+    assert row["profile_ms_per_tok_nf4_fp4"] == 0 and row["profile_ms_per_tok_unknown"] == 0
+    assert row["profile_unknown_kernels"] is None
+    assert row["profile_gpu_busy_share"] is None  # a CPU has no kernels to be busy with
+    in_classes = sum(row[f"profile_ms_per_tok_{c}"] for c in KERNEL_CLASSES)
+    assert 0 < in_classes <= row["profile_wall_ms_per_tok"]
+    assert all(r["profile_trace_file"] == f"{outcome.cell_id}.profile.json.gz" for r in outcome.rows)
+    trace = json.loads(gzip.decompress(outcome.profile_trace))
+    names = {e.get("name") for e in trace["traceEvents"]}
+    assert "bitsandbytes::int8_vectorwise_quant" in names and "ecosweep::module::Linear8bitLt" in names
+    assert "profile_s" in outcome.phases_s
+    kernels = list(csv.DictReader(io.StringIO(outcome.profile_kernels_csv)))
+    assert {k["kernel_class"] for k in kernels if k["op"] == "bitsandbytes::int8_linear_matmul"} == {"int8_gemm"}
+    assert all(k["kernel_class"] == classify(KernelRecord(k["kernel"], 0, 0, k["op"], tuple(k["within"].split(" > "))))
+               for k in kernels)
+    assert sum(float(k["total_us"]) for k in kernels) / 1e3 / 4 == pytest.approx(in_classes, rel=1e-3)
+    # stored beside the cell, and reported: a table and a stacked bar
+    from ecosweep.analysis.report import build_report
+    from ecosweep.study import persist_outcome
+
+    persist_outcome(cell, outcome)
+    study = tmp_path / cell.settings.study
+    assert (study / "traces" / f"{cell.id}.profile.json.gz").exists()
+    assert (study / "traces" / f"{cell.id}.kernels.csv").read_text() == outcome.profile_kernels_csv
+    report = build_report([study], tmp_path / "report").read_text()
+    table = report.split("## Kernel profile (per generated token)")[1].split("\n## ")[0]
+    assert "profile_ms_per_tok_llm_int8_outliers" in table and "profile_ms_per_tok_nf4_fp4" not in table
+    assert list((tmp_path / "report" / "figures").glob("kernels_*_tiny-llama_1.png"))
+
+
+def test_an_unprofiled_cell_makes_no_extra_call(monkeypatch):
+    from ecosweep import cell_runner
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("profile=false must not profile")
+
+    monkeypatch.setattr(cell_runner, "profile_workload", refuse)
+    overrides = ["hardware=cpu", "measurement=quick", "repetitions=1", "warmup=0", "input_tokens=4", "output_tokens=2"]
+    outcome = cell_runner.execute_cell(plan_cells([compose(overrides)])[0])
+    assert outcome.status == "ok" and outcome.profile_trace is None
+    assert all(r.get("profile_trace_file") is None for r in outcome.rows) and "profile_s" not in outcome.phases_s
