@@ -12,7 +12,7 @@ from scipy import stats
 
 from ecosweep.analysis import tables
 from ecosweep.analysis.report import build_report
-from ecosweep.analysis.stats import compare, holm, summarize, summarize_stats, welch
+from ecosweep.stats import compare, holm, summarize, summarize_stats, welch
 
 PUBLISHED = Path(__file__).resolve().parent.parent / "experiments" / "published_rtx4090d"
 

@@ -15,8 +15,8 @@ from typing import Dict, Iterable, List, Optional
 import numpy as np
 import pandas as pd
 
-from ecosweep.analysis.stats import compare, holm, linear_trend_p, summarize, summarize_stats
-from ecosweep.results.schema import FIDELITY_COLUMNS, INT8_DECOMPOSITION_COLUMNS, PROFILE_COLUMNS
+from ecosweep.stats import compare, holm, linear_trend_p, summarize, summarize_stats
+from ecosweep.results.schema import FIDELITY_COLUMNS, INT8_DECOMPOSITION_COLUMNS, KERNEL_CLASSES, PROFILE_COLUMNS
 from ecosweep.workload.quantization import weight_bytes_per_parameter
 
 METRICS = ["energy_j_per_1k_tok", "tok_s", "power_w_mean", "energy_j_per_request", "gpu_util_pct_mean",
@@ -165,8 +165,6 @@ def summary_from_rows(rows: pd.DataFrame, source: str) -> pd.DataFrame:
 def kernel_classes_seen(configs: pd.DataFrame) -> List[str]:
     """The ``profile_ms_per_tok_<class>`` columns with time in some profiled configuration (profile=true), in
     ``KERNEL_CLASSES`` order; empty when nothing was profiled."""
-    from ecosweep.workload.kernel_profile import KERNEL_CLASSES
-
     if "profile_wall_ms_per_tok" not in configs or not configs.profile_wall_ms_per_tok.notna().any():
         return []
     columns = [f"profile_ms_per_tok_{c}" for c in KERNEL_CLASSES]

@@ -9,7 +9,7 @@ older files onto it. A failed cell is one row with ``status`` failed or oom,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, Iterable, List, Tuple
 
 import pyarrow as pa
 
@@ -31,9 +31,26 @@ FIDELITY_COLUMNS = ["fidelity_reference", "fidelity_greedy_agreement_share", "fi
 INT8_DECOMPOSITION_COLUMNS = ["outlier_features_count", "int8_decomposed_cols_mean", "int8_decomposed_matmul_share"]
 
 
-def _profile_columns() -> List["Column"]:
-    from ecosweep.workload.kernel_profile import KERNEL_CLASSES  # no torch at import
+# The kernel profile's classes (profile=true), each a profile_ms_per_tok_<class> column; the rules that sort
+# kernels into them are ecosweep.workload.kernel_profile.RULES.
+KERNEL_CLASSES: Tuple[str, ...] = (
+    "dense_gemm",          # fp16/bf16/fp32 GEMM and GEMV (cuBLAS, CUTLASS, Triton matmuls)
+    "int8_gemm",           # int8 x int8 matmuls (bitsandbytes int8_linear_matmul, torch._int_mm)
+    "fp8_gemm",            # fp8 scaled matmuls (torch._scaled_mm)
+    "act_quantize",        # activations quantized on the fly (bitsandbytes int8_vectorwise_quant, ...)
+    "dequantize",          # int8 results and int8 weights back to 16 bits (int8_mm_dequant, ...)
+    "nf4_fp4",             # 4-bit weights: bitsandbytes' fused dequantize-GEMV and blockwise dequantize
+    "llm_int8_outliers",   # LLM.int8(): finding outlier columns, extracting and restoring them
+    "llm_int8_side_gemm",  # LLM.int8(): the 16-bit matmul of the outlier columns
+    "attention",           # attention kernels (flash, memory-efficient, SDPA math, softmax)
+    "norm",                # RMSNorm / LayerNorm
+    "elementwise",         # activations, residual adds, rotary embedding, sampling, fused Triton pointwise
+    "copy",                # memcpy/memset, cat, index/gather, KV-cache writes, dtype casts
+    "unknown",             # no rule matched: named in profile_unknown_kernels
+)
 
+
+def _profile_columns() -> List["Column"]:
     per_class = [Column(f"profile_ms_per_tok_{c}", _F, f"profile=true: GPU time of {c} kernels in the profiled call "
                         "(CPU: operators' self time), milliseconds per generated token (classes: README, 'Kernel profile').")
                  for c in KERNEL_CLASSES]

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, TextIO
 
-from ecosweep.analysis.stats import summarize
+from ecosweep.stats import summarize
 from ecosweep.config.schema import StudyConfig
 from ecosweep.results.schema import FIDELITY_COLUMNS, INT8_DECOMPOSITION_COLUMNS, PROFILE_COLUMNS
 from ecosweep.tracking import study_summary

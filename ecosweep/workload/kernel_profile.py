@@ -30,21 +30,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-KERNEL_CLASSES: Tuple[str, ...] = (
-    "dense_gemm",          # fp16/bf16/fp32 GEMM and GEMV (cuBLAS, CUTLASS, Triton matmuls)
-    "int8_gemm",           # int8 x int8 matmuls (bitsandbytes int8_linear_matmul, torch._int_mm)
-    "fp8_gemm",            # fp8 scaled matmuls (torch._scaled_mm)
-    "act_quantize",        # activations quantized on the fly (bitsandbytes int8_vectorwise_quant, ...)
-    "dequantize",          # int8 results and int8 weights back to 16 bits (int8_mm_dequant, ...)
-    "nf4_fp4",             # 4-bit weights: bitsandbytes' fused dequantize-GEMV and blockwise dequantize
-    "llm_int8_outliers",   # LLM.int8(): finding outlier columns, extracting and restoring them
-    "llm_int8_side_gemm",  # LLM.int8(): the 16-bit matmul of the outlier columns
-    "attention",           # attention kernels (flash, memory-efficient, SDPA math, softmax)
-    "norm",                # RMSNorm / LayerNorm
-    "elementwise",         # activations, residual adds, rotary embedding, sampling, fused Triton pointwise
-    "copy",                # memcpy/memset, cat, index/gather, KV-cache writes, dtype casts
-    "unknown",             # no rule matched: named in profile_unknown_kernels
-)
+from ecosweep.results.schema import KERNEL_CLASSES
+
 
 
 @dataclass(frozen=True)

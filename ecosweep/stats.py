@@ -1,5 +1,8 @@
 """Statistics of repeated measurements: per-configuration summaries and comparisons.
 
+A leaf module (no other ecosweep import): the report's tables and the MLflow mirror both summarise with it,
+so a CI in MLflow is the report's.
+
 Everything works from summary statistics (mean, sd, n), so published tables that give
 only those are analysed the same way as our raw repetitions; where raw values exist a
 bootstrap CI is added. Conventions (as in the published study):
