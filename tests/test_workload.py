@@ -114,6 +114,33 @@ def test_weights_drawn_tensor_by_tensor_are_fixed_by_the_seed_and_load_into_a_wo
         load_random_model(m, "float32", 0, "cpu", None, outlier_count=6, built_on=PER_TENSOR)
 
 
+@pytest.mark.parametrize("quantization", ["fp32", "nf4", "int8_pure"])
+def test_weights_drawn_lazily_by_the_loader_are_those_drawn_into_host_memory(quantization, monkeypatch):
+    """transformers 5 materialises a passed state dict tensor by tensor (``tensor[...]``): the lazy state dict
+    draws each parameter only then, on the cell's device, and the loaded (and quantized) model is bit-identical
+    to one loaded from the same tensors drawn into host memory first (the path of other transformers)."""
+    from ecosweep.workload import random_weights
+    from ecosweep.workload.placement import PER_TENSOR
+    from ecosweep.workload.quantization import hf_quantization_config
+
+    s = settings(f"quantization={quantization}")
+    m, q = s.model, s.quantization
+    lazy, host = (random_weights.lazy_random_state_dict(m, "float32", 0, "cpu"),
+                  random_weights.random_state_dict(m, "float32", 0, "cpu"))
+    assert lazy.keys() == host.keys() and all(lazy[k][...].equal(host[k]) for k in host)
+    assert all(lazy[k].shape == tuple(host[k].shape) and lazy[k].dtype == host[k].dtype for k in host)
+    drawn = []
+    monkeypatch.setattr(random_weights, "_check_host_memory", lambda needed, name: drawn.append(needed))
+    assert random_weights.loader_materialises_lazily()  # transformers 5 here: the default
+    loaded_lazily = random_weights.load_random_model(m, q.dtype, 0, "cpu", hf_quantization_config(q),
+                                                     built_on=PER_TENSOR).state_dict()
+    assert drawn == []  # nothing staged in host memory first
+    loaded_from_host = random_weights.load_random_model(m, q.dtype, 0, "cpu", hf_quantization_config(q),
+                                                        built_on=PER_TENSOR, lazy=False).state_dict()
+    assert len(drawn) == 1 and loaded_lazily.keys() == loaded_from_host.keys()
+    assert all(loaded_lazily[k].equal(loaded_from_host[k]) for k in loaded_lazily)
+
+
 def test_a_state_dict_the_host_cannot_hold_is_refused_as_out_of_memory(monkeypatch):
     import psutil
 

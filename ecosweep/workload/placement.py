@@ -38,15 +38,15 @@ def placement_kwargs(device: str, gpu_count: int) -> Dict[str, Any]:
             "max_memory": {index: torch.cuda.mem_get_info(index)[0] for index in range(gpu_count)}}
 
 
-PER_TENSOR = "per_tensor"  # random weights drawn tensor by tensor into host memory, then placed
+PER_TENSOR = "per_tensor"  # random weights drawn tensor by tensor as the loader asks (or into host memory), placed
 
 
 def build_device(device: str, gpu_count: int, weight_bytes_16bit: float) -> str:
     """Where random weights are built before they are placed: the cell's own GPU when its 16-bit copy fits
-    in 80 % of that GPU's free memory and the cell holds one GPU, else PER_TENSOR: drawn tensor by tensor into
-    host memory (``random_weights.random_state_dict``; a model over several GPUs, or one quantized onto a
-    GPU its 16-bit copy would not fit). Those are other tensors than a whole-model build of the same seed;
-    rows say which (weights_source ends in ``@pertensor``)."""
+    in 80 % of that GPU's free memory and the cell holds one GPU, else PER_TENSOR: drawn tensor by tensor
+    (``random_weights.lazy_random_state_dict`` or ``random_state_dict``; a model over several GPUs, or one
+    quantized onto a GPU its 16-bit copy would not fit). Those are other tensors than a whole-model build of
+    the same seed; rows say which (weights_source ends in ``@pertensor``)."""
     if not device.startswith("cuda"):
         return device
     if gpu_count > 1:

@@ -8,8 +8,11 @@ one model (NF4, int8 and fp16 cells quantize the same 16-bit tensors). These are
 checkpoint path before 2026-11-27 saved and read back, so cells measured then are the same workload.
 
 A model that is placed across several GPUs, or quantized onto a GPU its 16-bit copy would not fit, is
-drawn tensor by tensor instead (:func:`random_state_dict`): each tensor from its own seeded generator on
-the cell's first GPU, into host memory, then placed by ``from_pretrained``.
+drawn tensor by tensor instead: each tensor from its own seeded generator on the cell's first GPU. Where
+transformers' loader materialises checkpoint tensors one by one (``tensor[...]``, transformers 5), each is
+drawn only then and goes straight to its GPU (:func:`lazy_random_state_dict`: no copy of the model in host
+memory); otherwise all are drawn into host memory first (:func:`random_state_dict`). Both give the same
+tensors.
 
 Quantized models are made the way a checkpoint is loaded — ``from_pretrained`` with the 16-bit
 state dict in place of the files — so bitsandbytes quantizes each tensor on the device exactly as
@@ -22,7 +25,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from typing import Any, Dict
+import math
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from ecosweep.config.schema import ModelConfig
 
@@ -96,14 +100,10 @@ def _check_host_memory(needed_bytes: int, model_name: str) -> None:
                           "host with more RAM (a 70B model in 16 bits needs ~150 GB) or fewer cells at once")
 
 
-def random_state_dict(m: ModelConfig, dtype: str, seed: int, generate_on: str) -> Dict[str, Any]:
-    """Random weights tensor by tensor, for models built away from the cell's device (across several GPUs,
-    or quantized onto a GPU their 16-bit copy would not fit): each tensor drawn on ``generate_on`` from its
-    own generator, seeded by (seed, tensor name), and kept in host memory. The architecture's
-    initialisation, by module kind: Linear and Embedding weights normal(0, initializer_range), norm weights
-    one, biases zero. The same (architecture, dtype, seed) gives bit-identical tensors wherever they are
-    placed, without ever holding the model on one device; not the tensors of :func:`build_random_model`,
-    whose single generator runs through the model in order."""
+def _parameter_draws(m: ModelConfig, dtype: str) -> Iterator[Tuple[str, Tuple[int, ...], Any, str, float]]:
+    """(name, shape, torch dtype, how it is initialised, std) of every parameter of the architecture, from a
+    skeleton on the meta device: Linear and Embedding weights normal(0, initializer_range), norm weights one,
+    biases zero (the architecture's own initialisation, by module kind)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -112,32 +112,99 @@ def random_state_dict(m: ModelConfig, dtype: str, seed: int, generate_on: str) -
     config = hf_config(m)
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config, dtype=torch_dtype(dtype))
-    _check_host_memory(sum(p.numel() * p.element_size() for p in skeleton.parameters()), m.name)
     std = float(getattr(config, "initializer_range", 0.02))
-    generator = torch.Generator(device=generate_on)
-    state: Dict[str, Any] = {}
     for module_name, module in skeleton.named_modules():
         for param_name, param in module.named_parameters(recurse=False):
             name = f"{module_name}.{param_name}" if module_name else param_name
-            tensor = torch.empty(param.shape, dtype=param.dtype, device=generate_on)
             if param_name == "bias":
-                tensor.zero_()
+                kind = "zero"
             elif isinstance(module, (torch.nn.Linear, torch.nn.Embedding)):
-                tensor.normal_(0.0, std, generator=generator.manual_seed(_tensor_seed(seed, name)))
+                kind = "normal"
             elif "norm" in type(module).__name__.lower():
-                tensor.fill_(1.0)
+                kind = "one"
             else:
                 raise ValueError(f"cannot initialise {name} of {type(module).__name__} tensor by tensor: only "
                                  "Linear, Embedding and norm modules are known")
-            state[name] = tensor.to("cpu")
-    return state
+            yield name, tuple(param.shape), param.dtype, kind, std
+
+
+def _draw(name: str, shape: Tuple[int, ...], dtype: Any, kind: str, std: float, seed: int, device: str) -> Any:
+    """One parameter's tensor on ``device``, from its own generator seeded by (seed, name): thread-safe, and the
+    same numbers whichever order or thread draws it."""
+    import torch
+
+    tensor = torch.empty(shape, dtype=dtype, device=device)
+    if kind == "zero":
+        return tensor.zero_()
+    if kind == "one":
+        return tensor.fill_(1.0)
+    generator = torch.Generator(device=device).manual_seed(_tensor_seed(seed, name))
+    return tensor.normal_(0.0, std, generator=generator)
+
+
+def random_state_dict(m: ModelConfig, dtype: str, seed: int, generate_on: str) -> Dict[str, Any]:
+    """Random weights tensor by tensor, for models built away from the cell's device (across several GPUs,
+    or quantized onto a GPU their 16-bit copy would not fit): each tensor drawn on ``generate_on`` from its
+    own generator, seeded by (seed, tensor name), and kept in host memory (``_parameter_draws`` gives the
+    initialisation). The same (architecture, dtype, seed) gives bit-identical tensors wherever they are
+    placed, without ever holding the model on one device; not the tensors of :func:`build_random_model`,
+    whose single generator runs through the model in order."""
+    draws = list(_parameter_draws(m, dtype))
+    _check_host_memory(sum(math.prod(shape) * _element_size(t) for _, shape, t, _, _ in draws), m.name)
+    return {name: _draw(name, shape, t, kind, std, seed, generate_on).to("cpu")
+            for name, shape, t, kind, std in draws}
+
+
+class LazyRandomTensor:
+    """A parameter of :func:`lazy_random_state_dict`: drawn on ``device`` only when transformers' loader
+    materialises it (``tensor[...]``, as it does a safetensors slice), then moved by the loader to where the
+    parameter goes. Carries ``shape`` and ``dtype`` like the tensor it stands for."""
+
+    def __init__(self, name: str, shape: Tuple[int, ...], dtype: Any, kind: str, std: float, seed: int,
+                 device: str):
+        self.name, self.shape, self.dtype, self.kind, self.std, self.seed, self.device = (
+            name, shape, dtype, kind, std, seed, device)
+
+    def __getitem__(self, index: Any) -> Any:
+        tensor = _draw(self.name, self.shape, self.dtype, self.kind, self.std, self.seed, self.device)
+        return tensor if index is Ellipsis else tensor[index]
+
+    def get_shape(self) -> List[int]:
+        return list(self.shape)
+
+    def is_floating_point(self) -> bool:
+        return self.dtype.is_floating_point
+
+
+def lazy_random_state_dict(m: ModelConfig, dtype: str, seed: int, generate_on: str) -> Dict[str, LazyRandomTensor]:
+    """The tensors of :func:`random_state_dict`, each drawn only when the loader asks for it: nothing is held in
+    host memory, and each lands on its GPU without a round trip through the host."""
+    return {name: LazyRandomTensor(name, shape, t, kind, std, seed, generate_on)
+            for name, shape, t, kind, std in _parameter_draws(m, dtype)}
+
+
+def loader_materialises_lazily() -> bool:
+    """Whether this transformers loads a passed state dict tensor by tensor through ``tensor[...]`` (its
+    checkpoint-slice path, transformers 5), so that :func:`lazy_random_state_dict` can be passed."""
+    try:
+        from transformers import core_model_loading
+    except ImportError:
+        return False
+    return hasattr(core_model_loading, "spawn_materialize")
+
+
+def _element_size(dtype: Any) -> int:
+    import torch
+
+    return torch.empty((), dtype=dtype).element_size()
 
 
 def load_random_model(m: ModelConfig, dtype: str, seed: int, device: str, quantization_config: Any,
                       outlier_count: int = 0, outlier_scale: float = 1.0, gpu_count: int = 1, built_on: str = "",
-                      load_dtype: str = "", **from_pretrained_kwargs: Any) -> Any:
+                      load_dtype: str = "", lazy: Optional[bool] = None, **from_pretrained_kwargs: Any) -> Any:
     """The cell's model: random 16-bit (or fp32) weights built on ``device`` (or, with ``built_on`` PER_TENSOR,
-    see ``placement.build_device``, tensor by tensor into host memory), then loaded through ``from_pretrained``
+    see ``placement.build_device``, tensor by tensor: drawn as the loader asks for each with ``lazy`` — default:
+    where transformers' loader allows it — else into host memory first), then loaded through ``from_pretrained``
     with ``quantization_config`` (None: unquantized) in ``load_dtype`` (default ``dtype``) onto ``device``, or
     across ``gpu_count`` GPUs."""
     import torch
@@ -156,7 +223,9 @@ def load_random_model(m: ModelConfig, dtype: str, seed: int, device: str, quanti
                              "outlier_features.count=0 or ray.gpus_per_cell=1 on a GPU its 16-bit copy fits")
         config = hf_config(m)
         model_class, reference = MODEL_FOR_CAUSAL_LM_MAPPING[type(config)], None
-        state = random_state_dict(m, dtype, seed, device)
+        lazy = loader_materialises_lazily() if lazy is None else lazy
+        drawn = lazy_random_state_dict if lazy else random_state_dict
+        state = drawn(m, dtype, seed, device)
     try:
         model = model_class.from_pretrained(
             None, config=config, state_dict=state, dtype=torch_dtype(load_dtype or dtype),

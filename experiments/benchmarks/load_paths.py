@@ -7,9 +7,10 @@ ecosweep used before 2026-11-27 (build once, save_pretrained, then every cell fr
 For each quantization: the one-time checkpoint build (from_config + save_pretrained), the checkpoint
 load a cell then paid (from_pretrained from the folder; the first read may come from the page cache,
 as it did for every cell after the first), and the in-memory load (build_random_model + from_pretrained
-with the state dict), and the tensor-by-tensor path of cells over several GPUs (``random_state_dict``,
-through host memory). Each load is timed ``--repeats`` times in this process, synchronised on CUDA,
-and the two paths' weights are compared tensor by tensor (they must be bit-identical). Writes
+with the state dict), and the tensor-by-tensor path of cells over several GPUs, through host memory
+(``random_state_dict``) and drawn as the loader asks for each (``lazy_random_state_dict``). Each load is
+timed ``--repeats`` times in this process, synchronised on CUDA, and the two paths' weights are compared
+tensor by tensor (they must be bit-identical). Writes
 load_paths.json and prints one line per case. CPU works too (``--device cpu``; fp32 instead of fp16).
 """
 
@@ -60,6 +61,7 @@ def measure_case(s: Any, folder: Path, device: str, repeats: int, sync: Callable
     from_disk: List[float] = []
     in_memory: List[float] = []
     per_tensor: List[float] = []
+    per_tensor_lazy: List[float] = []
     for _ in range(repeats):
         seconds, disk_model = timed(lambda: transformers.AutoModelForCausalLM.from_pretrained(
             folder, dtype=torch_dtype(q.dtype), quantization_config=bnb_config(q),
@@ -71,13 +73,16 @@ def measure_case(s: Any, folder: Path, device: str, repeats: int, sync: Callable
         del disk_model, memory_model
         if device.startswith("cuda"):
             torch.cuda.empty_cache()
-        # the path of cells over several GPUs (or too large for one): drawn tensor by tensor into host memory
-        seconds, _ = timed(lambda: load_random_model(s.model, q.dtype, s.seed, device, bnb_config(q),
-                                                     built_on=PER_TENSOR), sync)
-        per_tensor.append(seconds)
-        if device.startswith("cuda"):
-            torch.cuda.empty_cache()
+        # the path of cells over several GPUs (or too large for one): drawn tensor by tensor, into host memory
+        # first, and as the loader asks for each (straight onto the device)
+        for lazy, times in ((False, per_tensor), (True, per_tensor_lazy)):
+            seconds, _ = timed(lambda lazy=lazy: load_random_model(s.model, q.dtype, s.seed, device, bnb_config(q),
+                                                                   built_on=PER_TENSOR, lazy=lazy), sync)
+            times.append(seconds)
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
     case.update(checkpoint_load_s=from_disk, in_memory_load_s=in_memory, per_tensor_load_s=per_tensor,
+                per_tensor_lazy_load_s=per_tensor_lazy,
                 checkpoint_gb=sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e9)
     return case
 
@@ -111,7 +116,8 @@ def main() -> int:
             print(f"{args.model} {name:10s} build+save {case.get('checkpoint_build_s', float('nan')):6.1f} s  "
                   f"from checkpoint {min(case['checkpoint_load_s']):6.1f} s  "
                   f"in memory {min(case['in_memory_load_s']):6.1f} s  tensor by tensor "
-                  f"{min(case['per_tensor_load_s']):6.1f} s  identical {case['bit_identical']}", flush=True)
+                  f"{min(case['per_tensor_load_s']):6.1f} s (via host) {min(case['per_tensor_lazy_load_s']):6.1f} s "
+                  f"(lazily)  identical {case['bit_identical']}", flush=True)
             (args.out / "load_paths.json").write_text(json.dumps(results, indent=1))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
