@@ -10,7 +10,8 @@
 #    GPUs' energy (energy_j_by_gpu), both moving above their idle power, and sum to energy_j. (Run on
 #    2026-11-27; Mistral's two-GPU cell did not finish loading: weights were then drawn on the CPU.)
 # B  +experiment=fewer_gpus (Llama-3-70B: fp16 on both GPUs, nf4 and int8_pure on one, batch 1 and 16) under
-#    the short protocol, n = 3 (device time: each cell draws its 141 GB of 16-bit random weights first);
+#    the short protocol, n = 3 (device time: each cell draws its 141 GB of 16-bit random weights; on
+#    2026-11-27 through host memory, 137-251 s a cell; since, as the loader asks for each tensor);
 #    resumable: run B again on the warm machine until every cell is done.
 # C  the load-time benchmark with the tensor-by-tensor path (Mistral-7B fp16, nf4), then A again (resumes
 #    Mistral's two-GPU cell).
