@@ -26,7 +26,7 @@ import os
 import re
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -146,7 +146,7 @@ class KernelProfile:
     device: str                       # "cuda" | "cpu"
     tokens: int                       # tokens the call generated (batch_size x output_tokens)
     wall_s: float                     # the call's wall time, synchronised at both ends
-    kernels: int                      # kernels (CPU: leaf operators) that ran
+    kernels: int                      # kernels (CPU: operators) that ran
     launches: int                     # host-side kernel and graph launches (CUDA runtime/driver calls)
     busy_s: Optional[float]           # union of the kernels' intervals
     measured_call_s: Optional[float] = None  # the same call's wall time in the energy windows, no profiler
@@ -297,7 +297,7 @@ def profile_call(call: Callable[[], int], device: str, sync: Callable[[], None],
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
-    scopes = module_scopes(model) if model is not None else _nothing()
+    scopes = module_scopes(model) if model is not None else nullcontext()
     sync()
     with profile(activities=activities) as prof:
         with scopes:
@@ -309,11 +309,6 @@ def profile_call(call: Callable[[], int], device: str, sync: Callable[[], None],
     trace = _chrome_trace_gzip(prof) if trace_path else None
     return ProfiledCall(summarize(records, device, tokens, wall_s, launches, trace_path, measured_call_s), trace,
                         kernel_table(records))
-
-
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
 
 
 def _chrome_trace_gzip(prof: Any) -> bytes:
