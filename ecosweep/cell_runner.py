@@ -15,7 +15,7 @@ import traceback
 import uuid
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from ecosweep.config.schema import StudyConfig
 from ecosweep.environment import cpu_model, host_facts
@@ -269,12 +269,36 @@ def profile_workload(cell: Cell, workload: Any, device: str, gpus: int, rows: Li
                         sum(latencies) / len(latencies) if latencies else None)
 
 
+def measure_workload(cell: Cell, workload: Any, device: str, gpus: int, base_row: Dict[str, Any]) -> Tuple[Any, Any]:
+    """The cell's protocol (warm-up, idle baseline, energy windows) under its meter: the protocol's result
+    (rows built on ``base_row``, wall times) and the meter's power trace (None without a sampler)."""
+    import torch
+
+    from ecosweep.meters import make_meter
+    from ecosweep.protocol import CellProtocol
+
+    s = cell.settings
+    is_cuda = device.startswith("cuda")
+    for index in range(gpus):
+        torch.cuda.reset_peak_memory_stats(index)
+
+    def peak_memory_mb() -> float:  # summed over the cell's GPUs
+        return sum(torch.cuda.max_memory_allocated(i) for i in range(gpus)) / 2**20 if is_cuda else math.nan
+
+    uuids = base_row["gpu_uuid"].split("+") if base_row.get("gpu_uuid") else []
+    meter, observes_device = make_meter(s.measurement, device, uuids)
+    with meter:
+        protocol = CellProtocol(workload, meter, s.measurement, s.repetitions, s.warmup,
+                                observes_device=observes_device)
+        result = protocol.run(base_row, peak_memory_mb)
+        trace = meter.trace()
+    return result, trace
+
+
 def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional[str] = None) -> CellOutcome:
     """Load, warm up, measure. Runs in the actor (or a process it started; then ``ray_node_id`` is
     the actor's node); returns rows instead of raising."""
     quiet_libraries()
-    from ecosweep.meters import make_meter
-
     run_id = run_id or uuid.uuid4().hex[:12]
     s = cell.settings
     started = time.time()
@@ -298,22 +322,7 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
         from ecosweep.workload.kernel_path import kernel_path
 
         workload = prepare_workload(s, device, extra, phases)
-        is_cuda = device.startswith("cuda")
-        for index in range(gpus):
-            torch.cuda.reset_peak_memory_stats(index)
-
-        def peak_memory_mb() -> float:  # summed over the cell's GPUs
-            return sum(torch.cuda.max_memory_allocated(i) for i in range(gpus)) / 2**20 if is_cuda else math.nan
-
-        uuids = extra["gpu_uuid"].split("+") if extra.get("gpu_uuid") else []
-        meter, observes_device = make_meter(s.measurement, device, uuids)
-        from ecosweep.protocol import CellProtocol
-
-        with meter:
-            protocol = CellProtocol(workload, meter, s.measurement, s.repetitions, s.warmup,
-                                    observes_device=observes_device)
-            result = protocol.run({**config_row(cell, run_id), **extra}, peak_memory_mb)
-            trace = meter.trace()
+        result, trace = measure_workload(cell, workload, device, gpus, {**config_row(cell, run_id), **extra})
         facts = engine_facts(workload)  # known once the workload ran (compiled: whether it compiled)
         facts.update(kernel_path(s.quantization, extra.get("quant_weight_type"), facts.get("engine_effective")))
         profiled = None

@@ -212,6 +212,24 @@ def _int8_gap(configs: pd.DataFrame, metric: str) -> pd.DataFrame:
     return gap.merge(configs[keys + ["int8_decomposed_cols_mean"]].drop_duplicates(keys), on=keys, how="left")
 
 
+def _engine_sections(engines: pd.DataFrame, signs: List[str], baseline: str, metric: str) -> List[str]:
+    """Engines against eager within each precision, and whether each precision's effect keeps its sign."""
+    text: List[str] = []
+    if not engines.empty:
+        text += [f"## Engines against {tables.DEFAULT_ENGINE} ({metric})\n",
+                 "The same model, precision and batch decoded by another engine, against eager generate() "
+                 "(Δ% with 95 % CI, Welch's p, Holm-adjusted p; tok_s_ratio: its throughput over eager's; "
+                 "engine_effective: what actually ran).\n",
+                 _md(engines, ["hardware", "model", "quantization", "batch_size", "engine", "engine_effective",
+                               "baseline_mean", "mean", "delta_pct", "delta_pct_ci_low", "delta_pct_ci_high", "p",
+                               "p_holm", "tok_s_ratio", "same_device"])]
+    if signs:
+        text += ["## Does the engine decide the sign?\n",
+                 f"Each precision's effect against {baseline} under every engine that measured it "
+                 "(significant at p < 0.05, Welch):\n", "\n".join(f"- {line}" for line in signs) + "\n"]
+    return text
+
+
 def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], configs: pd.DataFrame, t: Dict[str, Any],
               baseline: str, metric: str, warnings: List[str], figs: List[Path], rows: pd.DataFrame) -> str:
     """report.md from the tables ``t`` (comparisons, engine_comparisons, engine_signs, crossover, batch_scaling,
@@ -237,18 +255,7 @@ def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], config
                      "baseline_mean", "mean",
                         "delta_pct", "delta_pct_ci_low", "delta_pct_ci_high", "t", "df", "p", "p_holm", "cohens_d",
                         "hedges_g", "same_device"])]
-    if not engines.empty:
-        text += [f"## Engines against {tables.DEFAULT_ENGINE} ({metric})\n",
-                 "The same model, precision and batch decoded by another engine, against eager generate() "
-                 "(Δ% with 95 % CI, Welch's p, Holm-adjusted p; tok_s_ratio: its throughput over eager's; "
-                 "engine_effective: what actually ran).\n",
-                 _md(engines, ["hardware", "model", "quantization", "batch_size", "engine", "engine_effective",
-                               "baseline_mean", "mean", "delta_pct", "delta_pct_ci_low", "delta_pct_ci_high", "p",
-                               "p_holm", "tok_s_ratio", "same_device"])]
-    if signs:
-        text += ["## Does the engine decide the sign?\n",
-                 f"Each precision's effect against {baseline} under every engine that measured it "
-                 "(significant at p < 0.05, Welch):\n", "\n".join(f"- {line}" for line in signs) + "\n"]
+    text += _engine_sections(engines, signs, baseline, metric)
     text += ["## Crossover (Δ% = a + b·ln(parameters))\n",
              _md(cross, ["hardware", "quantization",
                      *(["engine"] if not cross.empty and cross.engine.nunique() > 1 else []),
