@@ -44,4 +44,20 @@ print(rows.groupby(["quantization", "engine", "batch_size"]).agg(
 print(rows[rows.status != "ok"][["quantization", "engine", "batch_size", "error"]].to_string())
 PY
 tail -n 40 "$root/logs/summary_kernel_profile.txt"
-[ -n "${OUT:-}" ] && tar czf "$OUT/results_kernel_profile.tgz" -C "$repo/outputs" "$host"
+ls -la "$root/kernel_profile/traces" > "$root/logs/trace_sizes.txt" 2>&1
+# The Chrome traces of a 7B model's calls run to megabytes each: the tarball leaves them out (the checkout, and
+# with it every committed result, must stay under the device tool's 64 MiB); the kernel tables and the rows
+# carry what the report needs. One trace per engine at batch 1 comes back beside it to be looked at.
+if [ -n "${OUT:-}" ]; then
+  tar czf "$OUT/results_kernel_profile.tgz" --exclude='*.profile.json.gz' -C "$repo/outputs" "$host"
+  mkdir -p "$OUT/sample_traces"
+  python3 - "$root/kernel_profile" "$OUT/sample_traces" <<'PY'
+import glob, shutil, sys
+import pandas as pd
+study, out = sys.argv[1:]
+rows = pd.concat(pd.read_parquet(p) for p in glob.glob(f"{study}/cells/*.parquet"))
+picked = rows[(rows.status == "ok") & (rows.batch_size == 1) & (rows.quantization == "fp16")]
+for _, r in picked.drop_duplicates("engine").iterrows():
+    shutil.copy(f"{study}/traces/{r.profile_trace_file}", f"{out}/{r.engine}_{r.profile_trace_file}")
+PY
+fi
