@@ -232,9 +232,9 @@ def main(argv: List[str] | None = None) -> None:
         WAIT_FOR_LOCKS = True
         argv = [a for a in argv if a != "--wait"]
         sys.argv = [sys.argv[0], *argv]
-    from ecosweep.config.suggest import unknown_key_problems
+    from ecosweep.config.suggest import command_line_problems
 
-    problems = unknown_key_problems(argv)
+    problems = command_line_problems(argv)
     if problems:
         print("ecosweep: " + "\n".join(problems) + "\nNothing was run and no results were written.", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)

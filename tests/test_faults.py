@@ -70,12 +70,14 @@ def test_a_cpu_cell_too_large_for_this_machine_is_refused(tmp_path, monkeypatch)
     check_before_running(gpu, cells_to_measure=1)
 
 
-def test_a_typo_in_a_key_gets_did_you_mean(tmp_path):
+def test_a_typo_in_a_key_gets_did_you_mean_and_a_mistyped_value_its_type(tmp_path):
     r = run_cli(["batchsize=4"], cwd=tmp_path)
     assert r.returncode == 2
     assert "unknown key 'batchsize'" in r.stderr and "Did you mean batch_size?" in r.stderr
     r = run_cli(["ray.one_gpu_pr=cell"], cwd=tmp_path)
     assert r.returncode == 2 and "Did you mean ray.one_gpu_per?" in r.stderr
+    r = run_cli(["-m", "batch_size=1,many"], cwd=tmp_path)
+    assert r.returncode == 2 and "batch_size='many' is not an integer" in r.stderr and "HYDRA_FULL_ERROR" not in r.stderr
     assert list(tmp_path.iterdir()) == []
 
 

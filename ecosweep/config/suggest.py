@@ -1,15 +1,19 @@
-""""Did you mean": unknown keys on the command line, caught before Hydra composes anything.
+""""Did you mean": unknown keys and mistyped values on the command line, caught before Hydra composes anything.
 
 Hydra answers ``batchsize=4`` with a hint to append ``+batchsize=4``, which would not help: the
 schema has no such key. Here every plain ``key=value`` override is checked against the typed
-schema (:mod:`ecosweep.config.schema`), and an unknown key gets the closest valid names.
+schema (:mod:`ecosweep.config.schema`): an unknown key gets the closest valid names, and a value its
+field's type cannot take (``batch_size=many``, each value of a sweep) gets the type and the field's help
+from ``conf/config.yaml``, instead of Hydra's stack-trace hint.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import typing
+from pathlib import Path
 from typing import Any, List, Optional
 
 from ecosweep.config.schema import StudyConfig
@@ -21,6 +25,97 @@ _OTHER_TOP_LEVEL = {"hydra", "experiment"}
 def _fields(cls: Any) -> dict:
     hints = typing.get_type_hints(cls)
     return {f.name: hints.get(f.name) for f in dataclasses.fields(cls)}
+
+
+def _leaf_type(key: str) -> Any:
+    """The schema type of a dotted key's field (unwrapped from Optional), or None where it is unknown, a
+    dataclass, a container, or under one."""
+    cls: Any = StudyConfig
+    for part in key.split("."):
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            return None
+        cls = _fields(cls).get(part)
+        if typing.get_origin(cls) is typing.Union:
+            args = [a for a in typing.get_args(cls) if a is not type(None)]
+            cls = args[0] if len(args) == 1 else None
+    return cls if cls in (int, float, bool, str) else None
+
+
+def _is_optional(key: str) -> bool:
+    *path, leaf = key.split(".")
+    cls: Any = StudyConfig
+    for part in path:
+        cls = _fields(cls)[part]
+    hint = _fields(cls).get(leaf)
+    return typing.get_origin(hint) is typing.Union and type(None) in typing.get_args(hint)
+
+
+def _yaml_comment(path: Path, key: str) -> Optional[str]:
+    """The comment after ``key`` (dotted) in a YAML file, with the comment-only lines that continue it."""
+    stack: List[tuple] = []
+    lines = path.read_text().splitlines()
+    for number, line in enumerate(lines):
+        match = re.match(r"^( *)([A-Za-z_][A-Za-z0-9_]*):(.*)$", line)
+        if not match:
+            continue
+        indent, name, rest = len(match.group(1)), match.group(2), match.group(3)
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, name))
+        if ".".join(n for _, n in stack) != key or "#" not in rest:
+            continue
+        text = [rest.split("#", 1)[1].strip()]
+        for following in lines[number + 1:]:
+            if not following.lstrip().startswith("#") or following.startswith("#"):
+                break
+            text.append(following.lstrip()[1:].strip())
+        return " ".join(text)
+    return None
+
+
+def field_help(key: str) -> Optional[str]:
+    """A setting's help: the comment after it in conf/config.yaml, or for a config group's field
+    (``measurement.min_window_s``) in the group's files, its default option first; None where none has one."""
+    from ecosweep.config.compose import CONF_DIR
+
+    group, _, rest = key.partition(".")
+    if rest and (CONF_DIR / group).is_dir():
+        default = _yaml_comment_default(CONF_DIR, group)
+        files = sorted((CONF_DIR / group).glob("*.yaml"), key=lambda p: (p.stem != default, p.stem))
+        return next((text for text in (_yaml_comment(p, rest) for p in files) if text), None)
+    return _yaml_comment(CONF_DIR / "config.yaml", key)
+
+
+def _yaml_comment_default(conf_dir: Path, group: str) -> Optional[str]:
+    """The group's default option in conf/config.yaml's defaults list."""
+    match = re.search(rf"^\s*- {re.escape(group)}: *([A-Za-z0-9_.-]+)", (conf_dir / "config.yaml").read_text(), re.M)
+    return match.group(1) if match else None
+
+
+_NODES = {int: "IntegerNode", float: "FloatNode", bool: "BooleanNode"}
+
+
+def _value_problem(key: str, value: str) -> Optional[str]:
+    """Why ``value`` cannot be ``key``'s (checked the way OmegaConf converts it), or None. Interpolations,
+    sweep functions and quoted values are left to Hydra."""
+    import omegaconf.nodes
+
+    kind = _leaf_type(key)
+    if kind not in _NODES or any(c in value for c in "${}()[]'\""):
+        return None
+    node = getattr(omegaconf.nodes, _NODES[kind])
+    bad = []
+    for item in value.split(","):
+        try:
+            node(value=None if item.strip() == "null" else item.strip(), is_optional=_is_optional(key))
+        except omegaconf.errors.ValidationError:
+            bad.append(item.strip())
+    if not bad:
+        return None
+    help_text = field_help(key)
+    what = {int: "an integer", float: "a number", bool: "true or false"}[kind]
+    return (f"{key}={', '.join(repr(b) for b in bad)} is not {what}: {key} takes {what}"
+            f"{' or null' if _is_optional(key) else ''}" + (f" ({help_text})." if help_text else "."))
 
 
 def _problem(key: str) -> Optional[str]:
@@ -49,13 +144,15 @@ def _problem(key: str) -> Optional[str]:
     return None
 
 
-def unknown_key_problems(argv: List[str]) -> List[str]:
-    """One sentence per command-line override whose key the schema does not have."""
+def command_line_problems(argv: List[str]) -> List[str]:
+    """One sentence per command-line override whose key the schema does not have, or whose value (each value
+    of a sweep) its field's type cannot take."""
     problems = []
     for arg in argv:
         if arg.startswith(("-", "+", "~")) or "=" not in arg:
             continue
-        problem = _problem(arg.split("=", 1)[0].strip())
+        key, value = (part.strip() for part in arg.split("=", 1))
+        problem = _problem(key) or _value_problem(key, value)
         if problem:
             problems.append(problem)
     return problems
