@@ -328,8 +328,11 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
         profiled = None
         if s.profile:  # after the meter stopped: nothing the profiler does is in an energy window
             t = time.perf_counter()
-            profiled = profile_workload(cell, workload, device, gpus, result.rows)
-            facts.update(profiled.profile.columns())
+            try:
+                profiled = profile_workload(cell, workload, device, gpus, result.rows)
+                facts.update(profiled.profile.columns())
+            except Exception as exc:  # the measurement stands; the rows say why there is no profile
+                facts["profile_error"] = f"{type(exc).__name__}: {exc}"
             phases["profile_s"] = time.perf_counter() - t
         for row in result.rows:
             row.update(facts)

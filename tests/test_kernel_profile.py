@@ -183,3 +183,20 @@ def test_an_unprofiled_cell_makes_no_extra_call(monkeypatch):
     outcome = cell_runner.execute_cell(plan_cells([compose(overrides)])[0])
     assert outcome.status == "ok" and outcome.profile_trace is None
     assert all(r.get("profile_trace_file") is None for r in outcome.rows) and "profile_s" not in outcome.phases_s
+
+
+def test_a_profile_that_fails_keeps_the_measured_rows_and_says_why(monkeypatch):
+    """The profiled call comes after the energy windows: when the profiler cannot run (no CUPTI, say), the cell
+    is still ok, with its measurements, and profile_error tells why its breakdown is missing."""
+    from ecosweep import cell_runner
+
+    def no_cupti(*args, **kwargs):
+        raise RuntimeError("CUPTI_ERROR_NOT_INITIALIZED")
+
+    monkeypatch.setattr(cell_runner, "profile_workload", no_cupti)
+    overrides = ["hardware=cpu", "measurement=quick", "repetitions=2", "warmup=0", "input_tokens=4", "output_tokens=2",
+                 "profile=true"]
+    outcome = cell_runner.execute_cell(plan_cells([compose(overrides)])[0])
+    assert outcome.status == "ok" and len(outcome.rows) == 2 and all(r["tok_s"] > 0 for r in outcome.rows)
+    assert all(r["profile_error"] == "RuntimeError: CUPTI_ERROR_NOT_INITIALIZED" for r in outcome.rows)
+    assert all(r.get("profile_wall_ms_per_tok") is None for r in outcome.rows) and outcome.profile_trace is None

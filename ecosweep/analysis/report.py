@@ -136,15 +136,18 @@ def _fidelity_section(configs: pd.DataFrame, comp: pd.DataFrame, metric: str, co
             "on the cell's prompts, teacher-forced on the reference's greedy continuation, before any energy "
             "window: greedy agreement over the generated positions, top-1 match over all positions, KL(reference "
             f"|| cell) in nats (mean, 95th percentile), the largest logit error.{random_note}\n",
-            _md(fidelity, [*columns, f"{metric}_mean", "delta_pct", *tables.PER_CELL_COLUMNS])]
+            _md(fidelity, [*columns, f"{metric}_mean", "delta_pct", *tables.FIDELITY_TABLE_COLUMNS])]
 
 
 def _profile_section(configs: pd.DataFrame, columns: List[str]) -> List[str]:
     """Cells measured with profile=true: their GPU busy and idle share, launches and time by kernel class."""
     used = tables.kernel_classes_seen(configs)
-    if not used:
+    failed = configs[configs.profile_error.notna()] if "profile_error" in configs else configs.iloc[0:0]
+    if not used and failed.empty:
         return []
-    profiled = configs[configs.profile_wall_ms_per_tok.notna()]
+    profiled = configs[configs.profile_wall_ms_per_tok.notna()] if used else configs.iloc[0:0]
+    errors = (["Profiles that failed (the cells' measurements stand):\n", _md(failed, [*columns, "profile_error"])]
+              if not failed.empty else [])
     return ["## Kernel profile (per generated token)\n",
             "One extra call per cell, traced with the PyTorch profiler after its energy windows (never inside "
             "them). profile_gpu_idle_share: the share of the measured call (no profiler) in which no kernel ran, the "
@@ -152,7 +155,7 @@ def _profile_section(configs: pd.DataFrame, columns: List[str]) -> List[str]:
             "class, in ms (classes: README, 'Kernel profile'; on a CPU, operators' self time). Unknown kernels are "
             "named, never dropped; each cell's trace is traces/<cell_id>.profile.json.gz.\n",
             _md(profiled, [*columns, "profile_gpu_idle_share", "profile_kernels_per_tok", "profile_launches_per_tok",
-                           "profile_wall_ms_per_tok", *used, "profile_unknown_kernels"])]
+                           "profile_wall_ms_per_tok", *used, "profile_unknown_kernels"]), *errors]
 
 
 def _decision_section(choice: pd.DataFrame, by_source: List[str], by_axis: List[str]) -> List[str]:

@@ -21,8 +21,10 @@ from ecosweep.workload.quantization import weight_bytes_per_parameter
 
 METRICS = ["energy_j_per_1k_tok", "tok_s", "power_w_mean", "energy_j_per_request", "gpu_util_pct_mean",
            "decode_tok_s", "static_energy_share", "net_energy_j_per_1k_tok"]
-# one value per configuration, not summarised
-PER_CELL_COLUMNS = FIDELITY_COLUMNS + INT8_DECOMPOSITION_COLUMNS + PROFILE_COLUMNS
+# one value per configuration, not summarised: fidelity and LLM.int8()'s decomposition (before the energy
+# windows), the kernel profile (after them)
+FIDELITY_TABLE_COLUMNS = FIDELITY_COLUMNS + INT8_DECOMPOSITION_COLUMNS
+PER_CELL_COLUMNS = FIDELITY_TABLE_COLUMNS + PROFILE_COLUMNS
 KEYS = ["hardware", "model", "quantization", "engine", "batch_size", "input_tokens", "output_tokens", "weights",
         "gpu_count"]
 ROW_KEYS = ["source", *KEYS]  # what identifies one row of the configurations table
@@ -151,7 +153,7 @@ def summary_from_rows(rows: pd.DataFrame, source: str) -> pd.DataFrame:
                    gpu_uuids=",".join(sorted(g.gpu_uuid.dropna().unique())) if "gpu_uuid" in g else "",
                    drift_p=linear_trend_p(g.energy_j_per_1k_tok.tolist())
                    if g.energy_j_per_1k_tok.notna().sum() >= 4 else linear_trend_p(g.tok_s.tolist()))
-        for column in PER_CELL_COLUMNS:  # one value per cell (computed once, before its windows)
+        for column in PER_CELL_COLUMNS:  # one value per cell (computed once, outside its windows)
             rec[column] = g[column].dropna().iloc[0] if column in g and g[column].notna().any() else None
         for m in METRICS:
             s = summarize(g[m].astype(float).tolist())

@@ -70,6 +70,8 @@ def _profile_columns() -> List["Column"]:
                "profile_ms_per_tok_unknown), most time first, '; '-separated."),
         Column("profile_trace_file", _S, "profile=true: the profiled call's trace in the study's traces/ folder "
                "(gzip'd Chrome JSON: Perfetto, chrome://tracing)."),
+        Column("profile_error", _S, "profile=true: why the profiled call failed (e.g. no CUPTI); the cell's "
+               "measurements stand, its profile_* columns are null."),
     ]
 
 COLUMNS: List[Column] = [
