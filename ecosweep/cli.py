@@ -219,7 +219,24 @@ def _report(argv: List[str]) -> int:
     return report_main(argv)
 
 
-SUBCOMMANDS = {"mlflow-backfill": _backfill, "report": _report}
+def _settings(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ecosweep settings",
+                                     description="Every setting with its value and help (after the overrides given).")
+    parser.add_argument("prefix", nargs="?", default="", help="only settings starting with this, e.g. measurement.")
+    parser.add_argument("overrides", nargs="*", help="overrides as on the study command line, e.g. measurement=short")
+    args = parser.parse_args(argv)
+    prefix, overrides = ("", [args.prefix, *args.overrides]) if "=" in args.prefix else (args.prefix, args.overrides)
+    from ecosweep.config.suggest import command_line_problems, settings_table
+
+    problems = command_line_problems(overrides)
+    if problems:
+        print("ecosweep settings: " + " ".join(problems), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(settings_table(overrides, prefix))
+    return 0
+
+
+SUBCOMMANDS = {"mlflow-backfill": _backfill, "report": _report, "settings": _settings}
 
 
 def main(argv: List[str] | None = None) -> None:

@@ -52,3 +52,17 @@ def test_each_study_is_one_command_and_plans_its_grid(tmp_path, experiment, cell
     assert f"{cells} cell(s); dry run: nothing was run." in r.stdout
     assert needle in r.stdout and r.stdout.count(" todo ") == cells
     assert not (out / experiment / "cells").exists()
+
+
+def test_settings_lists_each_setting_with_its_value_after_the_overrides_and_its_help(capsys):
+    from ecosweep.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["settings", "measurement.", "measurement=short"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert "measurement.min_window_s = 3.0\n    each repetition repeats generate() until its window is this long" in out
+    assert "batch_size" not in out and "measurement.cooldown_temp_c = null" in out
+    with pytest.raises(SystemExit) as done:
+        main(["settings", "batch_size=x"])
+    assert done.value.code == 2 and "batch_size='x' is not an integer" in capsys.readouterr().err

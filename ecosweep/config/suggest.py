@@ -156,3 +156,37 @@ def command_line_problems(argv: List[str]) -> List[str]:
         if problem:
             problems.append(problem)
     return problems
+
+
+def leaf_settings(cls: Any = StudyConfig, prefix: str = "") -> List[str]:
+    """Every leaf setting of the schema as a dotted key (``measurement.min_window_s``), in schema order."""
+    keys: List[str] = []
+    for name, hint in _fields(cls).items():
+        if typing.get_origin(hint) is typing.Union:
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            keys += leaf_settings(hint, f"{prefix}{name}.")
+        else:
+            keys.append(prefix + name)
+    return keys
+
+
+def settings_table(overrides: List[str], prefix: str = "") -> str:
+    """``python -m ecosweep settings [PREFIX] [overrides]``: each setting under ``prefix`` with its value in the
+    config these overrides compose (groups' defaults otherwise) and its help."""
+    from omegaconf import OmegaConf
+
+    from ecosweep.config.compose import compose_config
+
+    cfg = compose_config(overrides)
+    lines = []
+    for key in leaf_settings():
+        if not key.startswith(prefix):
+            continue
+        value = OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+        if OmegaConf.is_config(value):
+            shown = OmegaConf.to_yaml(value).strip() or "{}"
+        else:
+            shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+        lines.append(f"{key} = {shown}\n    {field_help(key) or ''}")
+    return "\n".join(lines)
