@@ -16,7 +16,8 @@
 # lacks, with fp16 again as each lane's baseline on the new host, in two calls of one warm 4-GPU machine:
 # REST_COMPILED  fp16, torchao int8 weight-only and fp8 under engine=compiled (12 cells, 3 per GPU)
 # REST_EAGER     fp16, pure int8 and the three torchao precisions under eager generate() (20 cells, 5 per GPU)
-# REST           both in one call, the compiled cells first (resume it on the warm machine until both are done)
+# REST           both, the compiled cells first with the whole call, the eager ones with what is left (run it
+#                again on the warm machine until both are done: finished cells are skipped)
 # Each phase resumes its cells if an earlier call was cut off by the time limit.
 set -u
 phase=${1:?phase A-D}
@@ -32,7 +33,9 @@ case $phase in
                        'hydra.sweeper.params.quantization="fp16,ao_int8_weight_only,ao_fp8"') ;;
   REST_EAGER) grid=(hydra.sweeper.params.engine=eager
                     'hydra.sweeper.params.quantization="fp16,int8_pure,ao_int8_dynamic,ao_int8_weight_only,ao_fp8"') ;;
-  REST) LIMIT_S=$((limit / 2)) "$0" REST_COMPILED; LIMIT_S=$((limit - SECONDS)) exec "$0" REST_EAGER ;;
+  # compiled cells may take 5-7 min each (fp8's token check): they get the whole call, the eager ones what is left
+  REST) LIMIT_S=$limit "$0" REST_COMPILED; left=$((limit - SECONDS))
+        [ $left -gt 120 ] && LIMIT_S=$left exec "$0" REST_EAGER; exit 0 ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
 nvidia-smi --query-gpu=index,name,uuid,power.draw,temperature.gpu --format=csv > "$root/logs/gpus_$phase.csv"
