@@ -458,7 +458,8 @@ def roofline(configs: pd.DataFrame, profiles: Optional[Dict[str, dict]] = None) 
         bw = _bandwidth_gb_s(r, profiles)
         ceiling = r.batch_size * bw / weight_gb if weight_gb and bw == bw else math.nan
         records.append({"hardware": r.hardware, "model": r.model, "quantization": r.quantization,
-                        "engine": r.get("engine", DEFAULT_ENGINE), "batch_size": r.batch_size,
+                        "engine": r.get("engine", DEFAULT_ENGINE), "gpu_count": r.get("gpu_count", 1),
+                        "batch_size": r.batch_size,
                                 "weight_gb": weight_gb, "peak_bandwidth_gb_s": bw,
                         "decode_ceiling_tok_s": ceiling, "decode_tok_s": r.decode_tok_s_mean,
                         "fraction_of_ceiling": r.decode_tok_s_mean / ceiling if ceiling == ceiling else math.nan,
