@@ -151,22 +151,8 @@ def test_a_value_its_field_cannot_take_is_named_with_its_type_and_the_fields_hel
 def test_every_setting_has_help_text():
     """Each leaf setting of the schema is explained where users read it: a comment beside it in conf/config.yaml
     or in its group's files (the text errors quote, ``suggest.field_help``)."""
-    import dataclasses
-    import typing
+    from ecosweep.config.suggest import field_help, leaf_settings
 
-    from ecosweep.config.schema import StudyConfig
-    from ecosweep.config.suggest import field_help
-
-    def leaves(cls, prefix=""):
-        for f in dataclasses.fields(cls):
-            hint = typing.get_type_hints(cls)[f.name]
-            if typing.get_origin(hint) is typing.Union:
-                hint = next(a for a in typing.get_args(hint) if a is not type(None))
-            if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-                yield from leaves(hint, f"{prefix}{f.name}.")
-            else:
-                yield prefix + f.name
-
-    settings = list(leaves(StudyConfig))
+    settings = leaf_settings()
     assert len(settings) > 80 and "measurement.min_window_s" in settings
     assert [s for s in settings if not field_help(s)] == []

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import re
 import typing
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 from ecosweep.config.schema import StudyConfig
 
@@ -27,33 +28,35 @@ def _fields(cls: Any) -> dict:
     return {f.name: hints.get(f.name) for f in dataclasses.fields(cls)}
 
 
-def _leaf_type(key: str) -> Any:
-    """The schema type of a dotted key's field (unwrapped from Optional), or None where it is unknown, a
-    dataclass, a container, or under one."""
+def _unwrap_optional(hint: Any) -> Tuple[Any, bool]:
+    """``Optional[X]`` -> (X, True); another union -> (None, True); anything else -> (it, False)."""
+    if typing.get_origin(hint) is not typing.Union:
+        return hint, False
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return (args[0] if len(args) == 1 else None), True
+
+
+def _scalar_field(key: str) -> Tuple[Any, bool]:
+    """The scalar type (int, float, bool, str) of a dotted key's field and whether it takes null; (None, False)
+    where the key is unknown, a dataclass, a container, or under one."""
     cls: Any = StudyConfig
+    optional = False
     for part in key.split("."):
         if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
-            return None
-        cls = _fields(cls).get(part)
-        if typing.get_origin(cls) is typing.Union:
-            args = [a for a in typing.get_args(cls) if a is not type(None)]
-            cls = args[0] if len(args) == 1 else None
-    return cls if cls in (int, float, bool, str) else None
+            return None, False
+        cls, optional = _unwrap_optional(_fields(cls).get(part))
+    return (cls, optional) if cls in (int, float, bool, str) else (None, False)
 
 
-def _is_optional(key: str) -> bool:
-    *path, leaf = key.split(".")
-    cls: Any = StudyConfig
-    for part in path:
-        cls = _fields(cls)[part]
-    hint = _fields(cls).get(leaf)
-    return typing.get_origin(hint) is typing.Union and type(None) in typing.get_args(hint)
+@functools.lru_cache(maxsize=None)
+def _lines(path: Path) -> Tuple[str, ...]:
+    return tuple(path.read_text().splitlines())
 
 
 def _yaml_comment(path: Path, key: str) -> Optional[str]:
     """The comment after ``key`` (dotted) in a YAML file, with the comment-only lines that continue it."""
     stack: List[tuple] = []
-    lines = path.read_text().splitlines()
+    lines = _lines(path)
     for number, line in enumerate(lines):
         match = re.match(r"^( *)([A-Za-z_][A-Za-z0-9_]*):(.*)$", line)
         if not match:
@@ -80,16 +83,16 @@ def field_help(key: str) -> Optional[str]:
 
     group, _, rest = key.partition(".")
     if rest and (CONF_DIR / group).is_dir():
-        default = _yaml_comment_default(CONF_DIR, group)
+        default = _group_default(CONF_DIR, group)
         files = sorted((CONF_DIR / group).glob("*.yaml"), key=lambda p: (p.stem != default, p.stem))
         return next((text for text in (_yaml_comment(p, rest) for p in files) if text), None)
     return _yaml_comment(CONF_DIR / "config.yaml", key)
 
 
-def _yaml_comment_default(conf_dir: Path, group: str) -> Optional[str]:
+def _group_default(conf_dir: Path, group: str) -> Optional[str]:
     """The group's default option in conf/config.yaml's defaults list."""
-    match = re.search(rf"^\s*- {re.escape(group)}: *([A-Za-z0-9_.-]+)", (conf_dir / "config.yaml").read_text(), re.M)
-    return match.group(1) if match else None
+    pattern = re.compile(rf"^\s*- {re.escape(group)}: *([A-Za-z0-9_.-]+)")
+    return next((m.group(1) for m in map(pattern.match, _lines(conf_dir / "config.yaml")) if m), None)
 
 
 _NODES = {int: "IntegerNode", float: "FloatNode", bool: "BooleanNode"}
@@ -100,14 +103,14 @@ def _value_problem(key: str, value: str) -> Optional[str]:
     sweep functions and quoted values are left to Hydra."""
     import omegaconf.nodes
 
-    kind = _leaf_type(key)
+    kind, optional = _scalar_field(key)
     if kind not in _NODES or any(c in value for c in "${}()[]'\""):
         return None
     node = getattr(omegaconf.nodes, _NODES[kind])
     bad = []
     for item in value.split(","):
         try:
-            node(value=None if item.strip() == "null" else item.strip(), is_optional=_is_optional(key))
+            node(value=None if item.strip() == "null" else item.strip(), is_optional=optional)
         except omegaconf.errors.ValidationError:
             bad.append(item.strip())
     if not bad:
@@ -115,7 +118,7 @@ def _value_problem(key: str, value: str) -> Optional[str]:
     help_text = field_help(key)
     what = {int: "an integer", float: "a number", bool: "true or false"}[kind]
     return (f"{key}={', '.join(repr(b) for b in bad)} is not {what}: {key} takes {what}"
-            f"{' or null' if _is_optional(key) else ''}" + (f" ({help_text})." if help_text else "."))
+            f"{' or null' if optional else ''}" + (f" ({help_text})." if help_text else "."))
 
 
 def _problem(key: str) -> Optional[str]:
@@ -134,12 +137,8 @@ def _problem(key: str) -> Optional[str]:
             hint = f" Did you mean {' or '.join(('.'.join(parts[:depth] + [c])) for c in close)}?" if close else ""
             return (f"unknown key '{key}' ('{part}' is not a setting at {where}).{hint} Valid there: "
                     f"{', '.join(names)}.")
-        cls = fields[part]
-        origin = typing.get_origin(cls)
-        if origin is typing.Union:  # Optional[X]
-            args = [a for a in typing.get_args(cls) if a is not type(None)]
-            cls = args[0] if len(args) == 1 else None
-        elif origin is not None:
+        cls, _ = _unwrap_optional(fields[part])
+        if typing.get_origin(cls) is not None:  # a container: below it anything goes
             cls = None
     return None
 
@@ -162,8 +161,7 @@ def leaf_settings(cls: Any = StudyConfig, prefix: str = "") -> List[str]:
     """Every leaf setting of the schema as a dotted key (``measurement.min_window_s``), in schema order."""
     keys: List[str] = []
     for name, hint in _fields(cls).items():
-        if typing.get_origin(hint) is typing.Union:
-            hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        hint, _ = _unwrap_optional(hint)
         if isinstance(hint, type) and dataclasses.is_dataclass(hint):
             keys += leaf_settings(hint, f"{prefix}{name}.")
         else:
