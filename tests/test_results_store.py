@@ -120,3 +120,19 @@ def test_only_complete_ok_cells_of_other_studies_are_found_for_reuse(tmp_path):
     _stored_cell(StudyStore(tmp_path, "c_good"), "abc", ["ok", "ok"])
     found = measured_by_another_study(cell)
     assert found is not None and found[0].root.name == "c_good" and found[1] == "abc"
+
+
+def test_a_profiled_cells_traces_travel_with_it_when_adopted_under_a_new_id_and_when_renamed(tmp_path):
+    """Power trace, profiler trace and kernel table: copied on reuse (from a legacy id to the cell's id) and
+    renamed with the cell, each under the new id."""
+    source, target = StudyStore(tmp_path, "kernel_profile"), StudyStore(tmp_path, "other")
+    _stored_cell(source, "old", ["ok"])
+    source.write_profile("old", b"gzipped trace", "kernel,op\nk,aten::mm\n")
+    target.adopt_cell(source, "new", "other", "study: other\n", source_id="old")
+    assert [p.name for p in target.trace_files("new") if p.exists()] == [
+        "new.parquet", "new.profile.json.gz", "new.kernels.csv"]
+    assert target.profile_trace_path("new").read_bytes() == b"gzipped trace"
+    source.rename_cell("old", "renamed")
+    assert [p.exists() for p in source.trace_files("renamed")] == [True, True, True]
+    assert not any(p.exists() for p in source.trace_files("old"))
+    assert source.kernel_table_path("renamed").read_text() == "kernel,op\nk,aten::mm\n"

@@ -109,6 +109,10 @@ class StudyStore:
     def kernel_table_path(self, cell_id: str) -> Path:
         return self.traces_dir / f"{cell_id}.kernels.csv"
 
+    def trace_files(self, cell_id: str) -> List[Path]:
+        """Where a cell's traces go, in one order (power trace, profiler trace, kernel table): each may be absent."""
+        return [self.trace_path(cell_id), self.profile_trace_path(cell_id), self.kernel_table_path(cell_id)]
+
     def config_path(self, cell_id: str) -> Path:
         return self.configs_dir / f"{cell_id}.yaml"
 
@@ -201,10 +205,9 @@ class StudyStore:
         source_id = source_id or cell_id
         rows = _with_column(read_cell_table(source.cell_path(source_id)), "study", study)
         self.write_config(cell_id, config_yaml)
-        for path in (source.trace_path, source.profile_trace_path, source.kernel_table_path):
-            if path(source_id).exists():
-                target = self.traces_dir / path(source_id).name.replace(source_id, cell_id, 1)
-                atomic_write_bytes(target, path(source_id).read_bytes())
+        for theirs, ours in zip(source.trace_files(source_id), self.trace_files(cell_id)):
+            if theirs.exists():
+                atomic_write_bytes(ours, theirs.read_bytes())
         timing = {}
         if source.timing_path(source_id).exists():
             timing = json.loads(source.timing_path(source_id).read_text())
@@ -216,10 +219,8 @@ class StudyStore:
         """Give a stored cell another id (its legacy id -> its id): files renamed, the rows' and timing's
         ``cell_id`` rewritten. The rows go last, so a crash midway leaves the old rows, and renaming again
         finishes the job."""
-        for old, new in ((self.config_path(old_id), self.config_path(new_id)),
-                         (self.trace_path(old_id), self.trace_path(new_id)),
-                         (self.profile_trace_path(old_id), self.profile_trace_path(new_id)),
-                         (self.kernel_table_path(old_id), self.kernel_table_path(new_id))):
+        for old, new in zip([self.config_path(old_id), *self.trace_files(old_id)],
+                            [self.config_path(new_id), *self.trace_files(new_id)]):
             if old.exists():
                 os.replace(old, new)
         if self.timing_path(old_id).exists():

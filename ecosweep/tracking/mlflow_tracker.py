@@ -317,8 +317,7 @@ def mirror_stored_cell(mirror: MlflowMirror, store: Any, cell_id: str, experimen
     rows = _cell_rows(store.cell_path(cell_id)) if rows is None else rows
     if not rows:
         return False
-    artifacts = [store.cell_path(cell_id), store.trace_path(cell_id), store.profile_trace_path(cell_id),
-                 store.kernel_table_path(cell_id)]
+    artifacts = [store.cell_path(cell_id), *store.trace_files(cell_id)]
     timing = json.loads(store.timing_path(cell_id).read_text()) if store.timing_path(cell_id).exists() else None
     return mirror.log_cell_rows(rows, artifacts, store.config_path(cell_id), timing, experiment)
 
