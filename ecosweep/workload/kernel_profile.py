@@ -21,6 +21,7 @@ graph and compiled engines replay or fuse their modules, and their kernels are c
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import re
@@ -116,12 +117,18 @@ class KernelRecord:
 
 def classify(record: KernelRecord) -> str:
     """The record's kernel class (``KERNEL_CLASSES``): the first rule of ``RULES`` that matches."""
+    return _classify(record.name, record.op, record.within)
+
+
+@functools.lru_cache(maxsize=None)
+def _classify(name: str, launched_by: str, within_names: Tuple[str, ...]) -> str:
+    # cached: a call's tens of thousands of kernels are a few hundred distinct (name, op, scopes)
     for kernel_class, kernel, op, within in _COMPILED_RULES:
-        if kernel and not kernel.search(record.name):
+        if kernel and not kernel.search(name):
             continue
-        if op and not op.search(record.op):
+        if op and not op.search(launched_by):
             continue
-        if within and not any(within.search(name) for name in record.within):
+        if within and not any(within.search(n) for n in within_names):
             continue
         return kernel_class
     return "unknown"

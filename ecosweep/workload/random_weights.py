@@ -150,7 +150,7 @@ def random_state_dict(m: ModelConfig, dtype: str, seed: int, generate_on: str) -
     placed, without ever holding the model on one device; not the tensors of :func:`build_random_model`,
     whose single generator runs through the model in order."""
     draws = list(_parameter_draws(m, dtype))
-    _check_host_memory(sum(math.prod(shape) * _element_size(t) for _, shape, t, _, _ in draws), m.name)
+    _check_host_memory(sum(math.prod(shape) * t.itemsize for _, shape, t, _, _ in draws), m.name)
     return {name: _draw(name, shape, t, kind, std, seed, generate_on).to("cpu")
             for name, shape, t, kind, std in draws}
 
@@ -191,12 +191,6 @@ def loader_materialises_lazily() -> bool:
     except ImportError:
         return False
     return hasattr(core_model_loading, "spawn_materialize")
-
-
-def _element_size(dtype: Any) -> int:
-    import torch
-
-    return torch.empty((), dtype=dtype).element_size()
 
 
 def load_random_model(m: ModelConfig, dtype: str, seed: int, device: str, quantization_config: Any,
