@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# A GPU run longer than one device call (10 min), without cutting a cell off between calls: the run starts in a
+# process session of its own (setsid), which the device tool leaves running on the warm machine after the call
+# returns, and each later call waits on it, prints its progress and brings the results back under $OUT.
+#
+#   experiments/device/detached.sh start NAME COMMAND...   start COMMAND (logs in outputs/<host>/logs/NAME.log)
+#   experiments/device/detached.sh wait NAME SECONDS        wait until it ends or SECONDS pass, then tar
+#                                                           outputs/<host> into $OUT (every call: a machine that
+#                                                           goes back takes its disk with it)
+#
+# The run itself must be resumable (ecosweep studies are: finished cells are skipped), since the machine can
+# still go back under it. Start it in the same call as the wheels' install; PYTHONPATH is inherited.
+set -u
+mode=${1:?start|wait}
+name=${2:?name}
+source "$(dirname "$0")/host.sh"  # repo, card, host, root; cd "$repo"
+log=$root/logs/$name.log
+rc_file=$root/logs/$name.rc
+case $mode in
+  start)
+    shift 2
+    rm -f "$rc_file"
+    setsid nohup bash -c '"$@"; echo $? > "'"$rc_file"'"' _ "$@" >> "$log" 2>&1 < /dev/null &
+    echo "started $name (pid $!): $*" ;;
+  wait)
+    limit=${3:?seconds}
+    while [ ! -e "$rc_file" ] && [ $SECONDS -lt "$limit" ]; do sleep 10; done
+    grep -E '^(ok|failed|start|Interrupted|Done|refused) ' "$log" | tail -n 30
+    tail -n 5 "$log"
+    if [ -e "$rc_file" ]; then echo "$name finished, exit status $(cat "$rc_file")"; else echo "$name still running"; fi
+    [ -n "${OUT:-}" ] && tar czf "$OUT/results_$host.tgz" --exclude='*.profile.json.gz' -C "$repo/outputs" "$host" ;;
+  *) echo "unknown mode $mode"; exit 2 ;;
+esac
