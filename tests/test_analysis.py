@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,32 @@ def test_a_slope_inside_the_noise_places_no_crossover():
                          "delta_pct": [2 + e for e in (3.0, -2.5, 2.8, -3.1, 0.4)]})
     row = tables.crossover(comp).iloc[0]
     assert row.slope_p > 0.5 and row.verdict.startswith("fit too flat to place a crossover (slope p = ")
+
+
+def test_crossover_fits_each_batch_size_on_its_own():
+    """Two batch sizes of the same precision are two curves over model size: batch 1 crosses zero at e^2 B
+    parameters, batch 16 never does; one fit through all ten points would place a crossover neither has."""
+    params = [0.5, 1.0, 2.0, 4.0, 8.0]
+    noise = [0.3, -0.2, 0.1, -0.3, 0.2]
+    bs1 = pd.DataFrame({"hardware": "X", "quantization": "nf4", "engine": "eager", "batch_size": 1,
+                        "params_b_nominal": params,
+                        "delta_pct": [20 - 10 * math.log(p) + e for p, e in zip(params, noise)]})
+    bs16 = bs1.assign(batch_size=16, delta_pct=[60 - 10 * math.log(p) + e for p, e in zip(params, noise)])
+    rows = tables.crossover(pd.concat([bs1, bs16])).set_index("batch_size")
+    assert rows.points.tolist() == [5, 5]
+    assert rows.loc[1].crossover_params_b == pytest.approx(math.e ** 2, rel=0.05)
+    assert rows.loc[1].verdict == "crossover in range" and rows.loc[16].verdict == "no crossover in range"
+
+
+def test_a_flat_fit_leaves_the_crossover_blank():
+    """Two sizes barely apart and Δ% alike: the line's zero lies past any float; nothing is reported for it."""
+    comp = pd.DataFrame({"hardware": "X", "quantization": "ao_fp8", "params_b_nominal": [6.06, 6.06, 7.24, 7.24],
+                         "delta_pct": [20.9, 0.8, 18.9, 9.3]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning either
+        row = tables.crossover(comp).iloc[0]
+    assert row.verdict.startswith("fit too flat")
+    assert pd.isna(row.crossover_params_b) and pd.isna(row.crossover_ci_low_b) and pd.isna(row.crossover_ci_high_b)
 
 
 def test_batch_scaling_relative_to_batch_one():

@@ -175,7 +175,8 @@ def delta_vs_batch(comp: pd.DataFrame, out_dir: Path) -> List[Path]:
 
 
 def crossover_plot(comp: pd.DataFrame, out_dir: Path) -> List[Path]:
-    """Delta % (95 % CI bars) against parameters (log axis): a line per quantization, a marker per hardware."""
+    """Delta % (95 % CI bars) against parameters (log axis): a line per quantization (and engine and batch size
+    where the table holds several), a marker per hardware."""
     plt = _plt()
     if comp.empty:
         return []
@@ -186,6 +187,8 @@ def crossover_plot(comp: pd.DataFrame, out_dir: Path) -> List[Path]:
     styles = ["-", "--", ":", "-."]
     hws = list(dict.fromkeys(data.hardware))
     data = _with_series(data)
+    if "batch_size" in data and data.batch_size.nunique() > 1:  # each batch size its own curve over the sizes
+        data["series"] = [f"{s} / bs{b}" for s, b in zip(data.series, data.batch_size)]
     for qi, (q, g) in enumerate(data.groupby("series")):
         for hw, h in g.groupby("hardware"):
             h = h.sort_values("params_b_nominal")

@@ -261,7 +261,8 @@ def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], config
     text += _engine_sections(engines, signs, baseline, metric)
     text += ["## Crossover (Δ% = a + b·ln(parameters))\n",
              _md(cross, ["hardware", "quantization",
-                     *(["engine"] if not cross.empty and cross.engine.nunique() > 1 else []),
+                     *[k for k in ("engine", "batch_size", "input_tokens", "output_tokens")
+                       if k in cross and cross[k].nunique(dropna=False) > 1],
                          "points", "slope_pct_per_log_param", "crossover_params_b",
                          "crossover_ci_low_b", "crossover_ci_high_b", "verdict"])]
     text += ["## Batch scaling (relative to batch 1)\n",

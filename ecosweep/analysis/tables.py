@@ -345,20 +345,30 @@ def engine_sign_findings(comp: pd.DataFrame, alpha: float = 0.05) -> List[str]:
     return out
 
 
+def crossover_keys(comp: pd.DataFrame) -> List[str]:
+    """What holds still along one size-crossover fit: every configuration key but the model (hardware,
+    quantization, engine, batch size, token counts, weights) that the table has. A precision's Δ at batch 16
+    is another curve than its Δ at batch 1, not another point of the same one."""
+    return [k for k in keys_across("model") if k in comp.columns or k == "engine"]
+
+
 def crossover(comp: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
-    """Per hardware x quantization x engine: fit delta% = a + b log(params) and solve delta% = 0, with the
-    zero's 95 % CI (delta method) where more than two sizes were measured. A slope not distinguishable from
-    zero (the OLS t-test of b, p >= ``alpha``) places no crossover: the verdict says the fit is too flat."""
+    """Per hardware x quantization x engine x batch size (x tokens, weights; ``crossover_keys``): fit
+    delta% = a + b log(params) over the model sizes and solve delta% = 0, with the zero's 95 % CI (delta
+    method) where more than two sizes were measured. A slope not distinguishable from zero (the OLS t-test of
+    b, p >= ``alpha``) places no crossover: the verdict says the fit is too flat, and the zero and its CI,
+    which are then anywhere (or past any float), are left blank."""
     records = []
     if comp.empty:
         return pd.DataFrame()
     data = comp.dropna(subset=["params_b_nominal", "delta_pct"]).copy()
     if "engine" not in data:
         data["engine"] = DEFAULT_ENGINE
-    for (hw, q, engine), g in data.groupby(["hardware", "quantization", "engine"]):
+    keys = crossover_keys(data)
+    for key, g in data.groupby(keys, dropna=False):
         x = np.log(g.params_b_nominal.astype(float).to_numpy())
         y = g.delta_pct.to_numpy(dtype=float)
-        rec = {"hardware": hw, "quantization": q, "engine": engine, "points": len(g),
+        rec = {**dict(zip(keys, key)), "points": len(g),
                "params_b_min": float(np.exp(x.min())),
                "params_b_max": float(np.exp(x.max()))}
         if len(np.unique(x)) < 2:
@@ -374,7 +384,8 @@ def crossover(comp: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
             records.append({**rec, "verdict": "no crossover (flat fit)"})
             continue
         x0 = -a / b
-        rec["crossover_params_b"] = float(np.exp(x0))
+        with np.errstate(over="ignore"):
+            rec["crossover_params_b"] = float(np.exp(x0))
         slope_p = math.nan
         if dof > 0:
             from scipy import stats
@@ -384,8 +395,9 @@ def crossover(comp: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
             grad = np.array([-1 / b, a / b ** 2])
             se = math.sqrt(max(0.0, float(grad @ cov @ grad)))
             tq = float(stats.t.ppf(0.975, dof))
-            rec["crossover_ci_low_b"] = float(np.exp(x0 - tq * se))
-            rec["crossover_ci_high_b"] = float(np.exp(x0 + tq * se))
+            with np.errstate(over="ignore"):  # a flat fit's CI runs past any float: inf, blanked below
+                rec["crossover_ci_low_b"] = float(np.exp(x0 - tq * se))
+                rec["crossover_ci_high_b"] = float(np.exp(x0 + tq * se))
             slope_se = math.sqrt(max(0.0, float(cov[1, 1])))
             slope_p = float(2 * stats.t.sf(abs(b) / slope_se, dof)) if slope_se > 0 else 0.0
             rec["slope_p"] = slope_p
@@ -395,6 +407,8 @@ def crossover(comp: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
             rec["verdict"] += " (two model sizes: no CI)"
         elif slope_p >= alpha:
             rec["verdict"] = f"fit too flat to place a crossover (slope p = {slope_p:.2g})"
+            for k in ("crossover_params_b", "crossover_ci_low_b", "crossover_ci_high_b"):
+                rec[k] = math.nan
         records.append(rec)
     return pd.DataFrame(records)
 
