@@ -311,6 +311,27 @@ def test_precisions_are_compared_within_each_engine_and_engines_within_each_prec
     assert "keeps its sign" in bs16
 
 
+def test_each_precision_meets_fp16_at_the_engine_that_suits_each():
+    """NF4 is best under graph at batch 1 (2,400 J) and fp16 too (3,000 J): -20 %. A precision measured under
+    one engine only (int8, eager: 9,000 J) meets fp16 at fp16's best (graph), not at eager's 6,000 J."""
+    from ecosweep.analysis import tables
+
+    configs = configs_two_engines()
+    int8 = configs[(configs.quantization == "fp16") & (configs.engine == "eager") & (configs.batch_size == 1)]
+    configs = pd.concat([configs, int8.assign(quantization="int8", energy_j_per_1k_tok_mean=9000.0,
+                                              energy_j_per_1k_tok_sd=90.0)], ignore_index=True)
+    best = tables.best_engine_comparisons(configs).set_index(["quantization", "batch_size"])
+    nf4 = best.loc[("nf4", 1)]
+    assert (nf4.engine, nf4.baseline_engine, nf4.engines_measured) == ("graph", "graph", "eager,graph")
+    assert nf4.delta_pct == pytest.approx(-20.0) and nf4.p < 0.001
+    assert best.loc[("nf4", 16)].engine == "graph" and best.loc[("nf4", 16)].delta_pct == pytest.approx(20.0)
+    only_eager = best.loc[("int8", 1)]
+    assert (only_eager.engine, only_eager.baseline_engine) == ("eager", "graph")
+    assert only_eager.delta_pct == pytest.approx(200.0)
+    # one engine in the whole table: nothing to choose, no table
+    assert tables.best_engine_comparisons(configs[configs.engine == "eager"]).empty
+
+
 def test_report_has_engine_sections_and_the_delta_vs_batch_figure(tmp_path):
     from ecosweep.analysis import figures, tables
 

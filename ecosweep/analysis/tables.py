@@ -317,6 +317,47 @@ def engine_comparisons(configs: pd.DataFrame, baseline: str = DEFAULT_ENGINE,
     return out
 
 
+def best_engine_comparisons(configs: pd.DataFrame, baseline: str = "fp16",
+                            metric: str = "energy_j_per_1k_tok") -> pd.DataFrame:
+    """The deployment question across engines: each precision decoded by the engine that gave it the lowest
+    mean ``metric`` against ``baseline`` decoded by its own lowest, within hardware, model, batch, tokens and
+    weights (Welch, Holm over the family). A precision whose fast path needs one engine (torchao's through
+    torch.compile) and one that cannot use it (bitsandbytes: transformers does not compile it) each meet fp16
+    at their best. The pick is by the mean of n repetitions, so where two engines are close the CI does not
+    carry the choice's own uncertainty; ``engine_effective`` says what the picked engine actually ran. Empty
+    when no precision was measured under two engines."""
+    if configs.empty or f"{metric}_mean" not in configs:
+        return pd.DataFrame()
+    configs = _with_engine(configs)
+    if configs.engine.nunique() < 2:
+        return pd.DataFrame()
+    # one input's own cells only: a pick across inputs would set one host's engine against another's
+    group_keys = [k for k in ["source", *keys_across("quantization")] if k != "engine" and k in configs]
+    records = []
+    for key, g in configs.groupby(group_keys, dropna=False, sort=False):
+        best = g.loc[g.groupby("quantization", sort=False)[f"{metric}_mean"].idxmin()]
+        base = best[best.quantization == baseline]
+        if base.empty:
+            continue
+        b = base.iloc[0]
+        for _, t in best[best.quantization != baseline].iterrows():
+            sb, st = _summary(b, metric), _summary(t, metric)
+            c = compare(sb, st)
+            records.append({**dict(zip(group_keys, key)), "quantization": t.quantization, "engine": t.engine,
+                            "engine_effective": t.get("engine_effective"), "engines_measured":
+                            ",".join(sorted(g[g.quantization == t.quantization].engine.astype(str))),
+                            "baseline": baseline, "baseline_engine": b.engine, "metric": metric,
+                            "baseline_mean": sb.mean, "mean": st.mean, "delta_pct": c.delta_pct,
+                            "delta_pct_ci_low": c.delta_pct_ci95_low, "delta_pct_ci_high": c.delta_pct_ci95_high,
+                            "p": c.p, "cohens_d": c.cohens_d,
+                            "tok_s_ratio": t.get("tok_s_mean", math.nan) / b.get("tok_s_mean", math.nan),
+                            **_provenance(b, t)})
+    out = pd.DataFrame(records)
+    if not out.empty:
+        out["p_holm"] = holm(out.p.tolist())
+    return out
+
+
 def _direction(row: pd.Series, alpha: float) -> str:
     """'costs more', 'saves' or 'no significant change' for one comparison row."""
     if not (row.p == row.p) or row.p >= alpha:
