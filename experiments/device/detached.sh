@@ -3,7 +3,7 @@
 # process session of its own (setsid), which the device tool leaves running on the warm machine after the call
 # returns, and each later call waits on it, prints its progress and brings the results back under $OUT.
 #
-#   experiments/device/detached.sh start NAME COMMAND...   start COMMAND (logs in outputs/<host>/logs/NAME.log)
+#   experiments/device/detached.sh start NAME COMMAND...   start COMMAND (its output in outputs/<host>/logs/NAME.log)
 #   experiments/device/detached.sh wait NAME SECONDS        wait until it ends or SECONDS pass, then tar
 #                                                           outputs/<host> into $OUT (every call: a machine that
 #                                                           goes back takes its disk with it)
@@ -20,12 +20,15 @@ case $mode in
   start)
     shift 2
     rm -f "$rc_file"
+    touch "$root/logs/$name.started"
     setsid nohup bash -c '"$@"; echo $? > "'"$rc_file"'"' _ "$@" >> "$log" 2>&1 < /dev/null &
     echo "started $name (pid $!): $*" ;;
   wait)
     limit=${3:?seconds}
     while [ ! -e "$rc_file" ] && [ $SECONDS -lt "$limit" ]; do sleep 10; done
-    grep -E '^(ok|failed|start|Interrupted|Done|refused) ' "$log" | tail -n 30
+    # the cells' progress lines, from every log written since the run started (the command's own logs too)
+    find "$root/logs" -name '*.log' -newer "$root/logs/$name.started" -print0 | xargs -0 -r cat |
+      grep -E '^(ok|failed|start|Interrupted|Done|refused) ' | tail -n 30
     tail -n 5 "$log"
     if [ -e "$rc_file" ]; then echo "$name finished, exit status $(cat "$rc_file")"; else echo "$name still running"; fi
     [ -n "${OUT:-}" ] && tar czf "$OUT/results_$host.tgz" --exclude='*.profile.json.gz' -C "$repo/outputs" "$host" ;;

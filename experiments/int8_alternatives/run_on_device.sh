@@ -18,6 +18,12 @@
 # REST_EAGER     fp16, pure int8 and the three torchao precisions under eager generate() (20 cells, 5 per GPU)
 # REST           both, the compiled cells first with the whole call, the eager ones with what is left (run it
 #                again on the warm machine until both are done: finished cells are skipped)
+# The second host (h100x4_2026-11-27b/, run detached: experiments/device/detached.sh) measured REST but for 6 eager
+# cells; what neither host has, with fp16 of each engine again as the lanes' baselines on a third host:
+# LAST_EAGER     fp16, torchao int8 weight-only and fp8 under eager generate() (12 cells, 3 per GPU)
+# LAST_COMPILED  fp16 and LLM.int8() under engine=compiled (8 cells, 2 per GPU; bitsandbytes runs eager with a
+#                static cache there, which is the finding)
+# LAST           both, eager first: about 12 min on a 4-GPU host, so start it detached
 # Each phase resumes its cells if an earlier call was cut off by the time limit.
 set -u
 phase=${1:?phase A-D}
@@ -33,6 +39,11 @@ case $phase in
                        'hydra.sweeper.params.quantization="fp16,ao_int8_weight_only,ao_fp8"') ;;
   REST_EAGER) grid=(hydra.sweeper.params.engine=eager
                     'hydra.sweeper.params.quantization="fp16,int8_pure,ao_int8_dynamic,ao_int8_weight_only,ao_fp8"') ;;
+  LAST_EAGER) grid=(hydra.sweeper.params.engine=eager
+                    'hydra.sweeper.params.quantization="fp16,ao_int8_weight_only,ao_fp8"') ;;
+  LAST_COMPILED) grid=(hydra.sweeper.params.engine=compiled 'hydra.sweeper.params.quantization="fp16,int8"') ;;
+  LAST) LIMIT_S=$limit "$0" LAST_EAGER; left=$((limit - SECONDS))
+        [ $left -gt 120 ] && LIMIT_S=$left exec "$0" LAST_COMPILED; exit 0 ;;
   # compiled cells may take 5-7 min each (fp8's token check): they get the whole call, the eager ones what is left
   REST) LIMIT_S=$limit "$0" REST_COMPILED; left=$((limit - SECONDS))
         [ $left -gt 120 ] && LIMIT_S=$left exec "$0" REST_EAGER; exit 0 ;;
