@@ -37,7 +37,7 @@ def _fail(exc: BaseException) -> None:
 def execute(configs: List[Any]) -> int:
     """Plan, run and summarise. Returns the exit status (1 when a cell failed)."""
     from ecosweep.plan import build_plan, store_for
-    from ecosweep.planner import plan_cells
+    from ecosweep.planner import plan_cells, run_options
     from ecosweep.preflight import check_before_running, check_output_roots_writable
     from ecosweep.results.lock import study_locks
     from ecosweep.study import print_summary, run_study, write_driver_timing
@@ -45,7 +45,7 @@ def execute(configs: List[Any]) -> int:
     marks = {"process_start": process_start_unix_s()}
     try:
         cells = plan_cells(configs)
-        if cells[0].settings.dry_run:
+        if run_options(cells).dry_run:
             print_plan(build_plan(cells))
             return 0
         check_output_roots(cells)
@@ -134,8 +134,7 @@ def _after_study(run: Any) -> None:
     from ecosweep.plan import store_for
 
     try:
-        settings = run.cells[0].settings.report if run.cells else None
-        report_study_folders(sorted({store_for(c).root for c in run.cells}), settings)
+        report_study_folders(sorted({store_for(c).root for c in run.cells}), run.plan.options.report)
     except Exception as exc:  # report problems must not hide measured results
         print(f"WARNING: the report could not be written: {type(exc).__name__}: {exc}", file=sys.stderr)
     finally:

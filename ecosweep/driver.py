@@ -23,10 +23,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from ecosweep.cell_runner import CellOutcome, CellProcessDied, failure_row
-from ecosweep.config.schema import RayConfig
 from ecosweep.errors import ConfigError
 from ecosweep.plan import Plan, gpus_per_cell
-from ecosweep.planner import Cell
+from ecosweep.planner import Cell, RunOptions
 from ecosweep.progress import Progress
 
 log = logging.getLogger("ecosweep")
@@ -56,18 +55,19 @@ def _actor_class():
     return _ACTOR_CLASS
 
 
-def connect_ray(rc: RayConfig) -> bool:
-    """Connect to (or start) Ray. Returns True when this call started it (and should stop it)."""
+def connect_ray(options: RunOptions) -> bool:
+    """Connect to (or start) the command's Ray (``options``: ray.address, ray.num_cpus, ray.num_gpus). Returns
+    True when this call started it (and should stop it)."""
     import ray
 
     if ray.is_initialized():
         return False
-    address = rc.address or os.environ.get("RAY_ADDRESS") or "local"
+    address = options.ray_address or os.environ.get("RAY_ADDRESS") or "local"
     kwargs: Dict[str, Any] = {"address": address, "logging_level": logging.WARNING,
                               "configure_logging": True, "log_to_driver": True}
     if address == "local":
-        kwargs.update(include_dashboard=False, num_cpus=rc.num_cpus, num_gpus=rc.num_gpus)
-    elif rc.num_cpus is not None or rc.num_gpus is not None:
+        kwargs.update(include_dashboard=False, num_cpus=options.ray_num_cpus, num_gpus=options.ray_num_gpus)
+    elif options.ray_num_cpus is not None or options.ray_num_gpus is not None:
         log.warning("ray.num_cpus / ray.num_gpus apply to a local Ray only; ignored for %s", address)
     ray.init(**kwargs)
     return True

@@ -14,7 +14,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from ecosweep.planner import Cell, measured_identity, stable_digest
+from ecosweep.planner import Cell, RunOptions, measured_identity, run_options, stable_digest
 from ecosweep.results.store import DamagedResultError, StudyStore
 from ecosweep.workload.placement import requested_gpus
 
@@ -65,6 +65,7 @@ class LaneSpec:
 @dataclass(frozen=True)
 class Plan:
     entries: Tuple[PlannedCell, ...]
+    options: RunOptions  # how the command runs (dry run, tracking, report settings, Ray connection, progress)
 
     @property
     def cells(self) -> List[Cell]:
@@ -151,7 +152,7 @@ def build_plan(cells: List[Cell]) -> Plan:
             for i in reused:
                 e = entries[i]
                 entries[i] = PlannedCell(cells[i], CellState.REMEASURE, e.source, e.source_id, e.legacy_here)
-    return Plan(tuple(entries))
+    return Plan(tuple(entries), run_options(cells))
 
 
 def lane_key(cell: Cell) -> str:

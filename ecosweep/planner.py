@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterable, List, Optional
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ecosweep.config.schema import EngineConfig, StudyConfig
+from ecosweep.config.schema import EngineConfig, ReportConfig, StudyConfig, TrackingConfig
 from ecosweep.config.validate import validate_study
 from ecosweep.errors import ConfigError
 
@@ -136,8 +136,35 @@ def to_settings(cfg: DictConfig) -> StudyConfig:
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
-# Settings that say how the whole command runs, not what a cell measures: read once, from the first cell.
+# Settings that say how the whole command runs, not what a cell measures: one value per command (a sweep that
+# varies one is refused), read once into RunOptions.
 RUN_WIDE_SETTINGS = ("dry_run", "tracking", "report", "ray.address", "ray.num_cpus", "ray.num_gpus", "ray.progress")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How one command runs, the same for every cell of it (``RUN_WIDE_SETTINGS``): the dry run, MLflow
+    tracking, the report's carbon and cost settings, where Ray runs and how progress shows. Taken once from
+    the validated cells (:func:`run_options`); the study, the driver and the tracker read them from here,
+    never from a cell."""
+
+    dry_run: bool
+    tracking: TrackingConfig
+    report: ReportConfig
+    ray_address: Optional[str]  # None: RAY_ADDRESS, else a local Ray
+    ray_num_cpus: Optional[int]  # a local Ray's CPUs (None: all)
+    ray_num_gpus: Optional[int]  # a local Ray's GPUs (None: all)
+    progress: str  # auto | bar | plain | none
+
+
+def run_options(cells: List["Cell"]) -> RunOptions:
+    """The command's run-wide settings. :func:`plan_cells` has refused a sweep that varies any of them, so
+    every cell holds the same values: the first one's are the command's."""
+    if not cells:
+        raise ValueError("a command without cells has no run options")
+    s = cells[0].settings
+    return RunOptions(dry_run=s.dry_run, tracking=s.tracking, report=s.report, ray_address=s.ray.address,
+                      ray_num_cpus=s.ray.num_cpus, ray_num_gpus=s.ray.num_gpus, progress=s.ray.progress)
 
 
 def _setting(s: StudyConfig, dotted: str) -> Any:

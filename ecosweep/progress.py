@@ -1,4 +1,4 @@
-"""Study progress: a live status line on a terminal, plain log lines otherwise."""
+"""Study progress: a live status line on a terminal (tqdm), plain log lines otherwise."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ def _fmt_s(seconds: float) -> str:
 class Progress:
     """Counts cells done / failed / total, shows the cell on each slot and an ETA.
 
-    ``mode``: live (rewrites one status line), plain (a line per event), off, or auto
-    (live when the stream is a terminal).
+    ``mode``: live (a tqdm bar of cells under the event lines, with the running cells and the ETA), plain (a
+    line per event), off, or auto (live when the stream is a terminal).
     """
 
     def __init__(self, total: int, mode: str = "auto", stream: Optional[TextIO] = None,
@@ -33,7 +33,13 @@ class Progress:
         self.running: Dict[str, str] = {}  # cell id -> "label @ slot"
         self.clock = clock
         self.start = clock()
-        self._live_len = 0
+        self._bar = None
+        if self.mode == "live":
+            from tqdm import tqdm
+
+            # smoothing=0: the ETA from the mean time per finished cell, as in plain mode's status()
+            self._bar = tqdm(total=total, unit="cell", file=self.stream, smoothing=0, dynamic_ncols=True,
+                             bar_format="{n_fmt}/{total_fmt} cells |{bar:20}| {elapsed}<{remaining} {postfix}")
 
     def eta_s(self) -> Optional[float]:
         finished = self.done + self.failed
@@ -52,15 +58,16 @@ class Progress:
     def _emit(self, line: str) -> None:
         if self.mode == "off":
             return
-        if self.mode == "live":
-            self.stream.write("\r" + " " * self._live_len + "\r")
-            self.stream.write(line + "\n")
-            status = self.status()
-            self._live_len = len(status)
-            self.stream.write(status)
+        if self._bar is not None:
+            self._bar.write(line, file=self.stream)  # above the bar, which tqdm draws again below it
+            self._refresh_bar()
         else:
             self.stream.write(line + "\n")
-        self.stream.flush()
+            self.stream.flush()
+
+    def _refresh_bar(self) -> None:
+        running = "; ".join(self.running.values()) or "-"
+        self._bar.set_postfix_str(f"{self.done} ok, {self.failed} failed | running: {running}")  # type: ignore[union-attr]
 
     def started(self, cell_id: str, label: str, slot: str) -> None:
         self.running[cell_id] = f"{label} @ {slot}"
@@ -72,6 +79,8 @@ class Progress:
             self.done += 1
         else:
             self.failed += 1
+        if self._bar is not None:
+            self._bar.update(1)
         self._emit(f"{status:6s} {cell_id} {label} in {_fmt_s(seconds)}{' ' + note if note else ''} "
                    f"({self.done + self.failed}/{self.total})")
 
@@ -80,14 +89,11 @@ class Progress:
         self._emit(f"retry  {cell_id} {label} (attempt {attempt}): {why}")
 
     def tick(self) -> None:
-        """Refresh the live status line (no-op in plain mode)."""
-        if self.mode == "live":
-            status = self.status()
-            self.stream.write("\r" + status + " " * max(0, self._live_len - len(status)))
-            self._live_len = len(status)
-            self.stream.flush()
+        """Refresh the live bar's elapsed time and ETA (no-op in plain mode)."""
+        if self._bar is not None:
+            self._bar.refresh()
 
     def close(self) -> None:
-        if self.mode == "live":
-            self.stream.write("\n")
-            self.stream.flush()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -147,16 +147,16 @@ def run_study(plan: Plan, out: TextIO = sys.stdout, marks: Optional[Dict[str, fl
     try:
         if todo:  # the cluster must host every cell before anything is written, reused copies included
             run.marks["ray_connect"] = time.time()
-            started_ray = connect_ray(todo[0].settings.ray)
+            started_ray = connect_ray(plan.options)
             run.marks["ray_ready"] = time.time()
             scheduler = CellScheduler(plan, run.run_id, lambda cell, outcome: None, None)  # type: ignore[arg-type]
             scheduler.check_resources()
         _prepare_store(run, plan, out)
-        tracker = run.tracker = make_tracker(todo or adopt, run.run_id, out)
+        tracker = run.tracker = make_tracker(plan.options, todo or adopt, out)
         for cell in adopt:
             tracker.log_cell(cell, None, store_for(cell))  # copied: read back from its file
         if todo:
-            _measure(run, scheduler, tracker, Progress(len(todo), todo[0].settings.ray.progress, stream=out))
+            _measure(run, scheduler, tracker, Progress(len(todo), plan.options.progress, stream=out))
         else:
             tracker.close(run)
             print("Nothing left to measure: every other cell of this study is complete.", file=out)

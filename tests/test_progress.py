@@ -34,14 +34,22 @@ def test_plain_progress_counts_running_cells_and_eta():
     assert lines[-1].startswith("oom    b m/nf4/bs1 in 20s (2/4)")
 
 
-def test_live_mode_rewrites_one_status_line():
+def test_live_mode_draws_a_bar_of_cells_under_the_event_lines():
     class Tty(io.StringIO):
         def isatty(self):
             return True
 
     out = Tty()
-    p = Progress(1, "auto", stream=out, clock=Clock())
+    p = Progress(2, "auto", stream=out, clock=Clock())
     assert p.mode == "live"
-    p.started("a", "x", "CPU")
+    p.started("a", "m/fp16/bs1", "GPU")
     p.tick()
-    assert "\r" in out.getvalue() and "[0/1 cells" in out.getvalue()
+    text = out.getvalue()
+    assert "start  a m/fp16/bs1 on GPU\n" in text
+    assert "0/2 cells" in text and "0 ok, 0 failed | running: m/fp16/bs1 @ GPU" in text
+    p.finished("a", "m/fp16/bs1", "ok", 3.0)
+    p.close()
+    text = out.getvalue()
+    assert "ok     a m/fp16/bs1 in 3s (1/2)\n" in text
+    assert "1/2 cells" in text and "1 ok, 0 failed | running: -" in text
+    assert text.index("start  a") < text.index("ok     a")

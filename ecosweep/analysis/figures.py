@@ -267,10 +267,10 @@ def kernel_breakdown(configs: pd.DataFrame, out_dir: Path) -> List[Path]:
                    color=GREYS[i % len(GREYS)], hatch=HATCHES[(i // len(GREYS)) % len(HATCHES)] or None,
                    edgecolor="black", linewidth=0.4)
             bottom += values
-        busy_share = g.profile_gpu_busy_share.astype(float).to_numpy()
-        idle = np.where(busy_share > 0, bottom * (1 / np.where(busy_share > 0, busy_share, 1) - 1), 0.0)
-        if np.nan_to_num(idle).any():
-            ax.bar(labels, np.nan_to_num(idle), bottom=bottom, label="GPU idle (waiting on the host)", color="white",
+        # the measured call's idle time per token (its wall time x the share with no kernel running)
+        idle = np.nan_to_num((g.profile_wall_ms_per_tok * g.profile_gpu_idle_share).to_numpy(dtype=float))
+        if idle.any():
+            ax.bar(labels, idle, bottom=bottom, label="GPU idle (waiting on the host)", color="white",
                    hatch="//", edgecolor="black", linewidth=0.4)
         ax.set_ylabel("time per generated token (ms)")
         ax.set_title(" / ".join(map(str, key[:2])) + f" / batch {key[2]}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, TextIO
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ecosweep.planner import Cell
+    from ecosweep.planner import Cell, RunOptions
     from ecosweep.results.store import StudyStore
 
 
@@ -27,10 +27,11 @@ class NullTracker:
         pass
 
 
-def make_tracker(cells: List["Cell"], run_id: str, out: TextIO):
-    settings = cells[0].settings
-    if not settings.tracking.enabled:
+def make_tracker(options: "RunOptions", cells: List["Cell"], out: TextIO):
+    """The command's tracker (``options.tracking``), with the study parent run of ``cells``' study."""
+    if not options.tracking.enabled:
         return NullTracker()
     from ecosweep.tracking.mlflow_tracker import MlflowTracker
 
-    return MlflowTracker.for_study(settings, out)
+    study = cells[0].settings  # the parent run is the study's; its cells log into their own study's experiment
+    return MlflowTracker.for_study(options.tracking, study.output_root, study.study, out)

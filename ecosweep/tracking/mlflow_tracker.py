@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, TextIO
 
 from ecosweep.stats import summarize
-from ecosweep.config.schema import StudyConfig
+from ecosweep.config.schema import TrackingConfig
 from ecosweep.results.schema import FIDELITY_COLUMNS, INT8_DECOMPOSITION_COLUMNS, PROFILE_COLUMNS
 from ecosweep.tracking import study_summary
 
@@ -56,8 +56,9 @@ def default_uri(output_root: str) -> str:
     return "sqlite:///" + str(Path(output_root).expanduser().resolve() / "mlflow.db")
 
 
-def tracking_uri(settings: StudyConfig) -> str:
-    return settings.tracking.uri or default_uri(settings.output_root)
+def tracking_uri(tracking: TrackingConfig, output_root: str) -> str:
+    """Where MLflow runs go: ``tracking.uri``, else a sqlite store under the output root."""
+    return tracking.uri or default_uri(output_root)
 
 
 def backfill_hint(study_dir: Path, uri: str) -> str:
@@ -333,20 +334,22 @@ class MlflowTracker:
         self.study: Optional[str] = None
 
     @classmethod
-    def for_study(cls, settings: StudyConfig, out: TextIO = sys.stdout) -> "MlflowTracker":
-        uri = tracking_uri(settings)
-        study_dir = Path(settings.output_root).expanduser().resolve() / settings.study
+    def for_study(cls, tracking: TrackingConfig, output_root: str, study: str,
+                  out: TextIO = sys.stdout) -> "MlflowTracker":
+        """The tracker of ``study`` under ``output_root``, its parent run RUNNING (or a warning, once)."""
+        uri = tracking_uri(tracking, output_root)
+        study_dir = Path(output_root).expanduser().resolve() / study
         tracker = cls(None, uri, out, study_dir)
         reason = _reachable(uri)
         if reason is None:
             try:
-                root = Path(settings.output_root).expanduser().resolve()
+                root = Path(output_root).expanduser().resolve()
                 root.mkdir(parents=True, exist_ok=True)
                 with _store_creation_lock(uri):  # two studies creating one sqlite store at once break it
                     tracker.mirror = MlflowMirror(uri, artifact_root=root)
-                    parent = tracker.mirror.parent_run(settings.study)
+                    parent = tracker.mirror.parent_run(study)
                 tracker.mirror.client.update_run(parent, status="RUNNING")
-                tracker.study = settings.study
+                tracker.study = study
             except Exception as exc:  # tracking must never stop a study
                 tracker.mirror = None
                 reason = f"{type(exc).__name__}: {exc}"

@@ -21,7 +21,8 @@ case $mode in
     shift 2
     rm -f "$rc_file"
     touch "$root/logs/$name.started"
-    setsid nohup bash -c '"$@"; echo $? > "'"$rc_file"'"' _ "$@" >> "$log" 2>&1 < /dev/null &
+    # without OUT: the device tool empties $OUT before each call, and a later call's results come from `wait`
+    env -u OUT setsid nohup bash -c '"$@"; echo $? > "'"$rc_file"'"' _ "$@" >> "$log" 2>&1 < /dev/null &
     echo "started $name (pid $!): $*" ;;
   wait)
     limit=${3:?seconds}

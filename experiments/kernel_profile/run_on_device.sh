@@ -6,7 +6,9 @@
 # names every cell recorded (traces/*.kernels.csv) are gathered into kernel_names.csv: the recorded list the
 # classification's tests read.
 #
-#   LIMIT_S=580 experiments/kernel_profile/run_on_device.sh
+#   LIMIT_S=580 experiments/kernel_profile/run_on_device.sh            (in 10-minute calls, resumed by rerunning)
+#   LIMIT_S=1500 experiments/device/detached.sh start kernel_profile experiments/kernel_profile/run_on_device.sh
+#   experiments/device/detached.sh wait kernel_profile 560               (each later call, until finished)
 set -u
 source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
 limit=${LIMIT_S:-540}
@@ -47,17 +49,20 @@ tail -n 40 "$root/logs/summary_kernel_profile.txt"
 ls -la "$root/kernel_profile/traces" > "$root/logs/trace_sizes.txt" 2>&1
 # The Chrome traces of a 7B model's calls run to megabytes each: the tarball leaves them out (the checkout, and
 # with it every committed result, must stay under the device tool's 64 MiB); the kernel tables and the rows
-# carry what the report needs. One trace per engine at batch 1 comes back beside it to be looked at.
-if [ -n "${OUT:-}" ]; then
-  tar czf "$OUT/results_kernel_profile.tgz" --exclude='*.profile.json.gz' -C "$repo/outputs" "$host"
-  mkdir -p "$OUT/sample_traces"
-  python3 - "$root/kernel_profile" "$OUT/sample_traces" <<'PY'
+# carry what the report needs. One trace per engine at batch 1 is kept as samples/<engine>_<cell>.trace.json.gz
+# (a name the tarball keeps), to be opened in Perfetto. Run detached (experiments/device/detached.sh), the
+# script has no $OUT: `detached.sh wait` brings outputs/<host> back, samples included.
+python3 - "$root/kernel_profile" <<'PY'
 import glob, shutil, sys
+from pathlib import Path
 import pandas as pd
-study, out = sys.argv[1:]
+study = sys.argv[1]
 rows = pd.concat(pd.read_parquet(p) for p in glob.glob(f"{study}/cells/*.parquet"))
 picked = rows[(rows.status == "ok") & (rows.batch_size == 1) & (rows.quantization == "fp16")]
+Path(f"{study}/samples").mkdir(exist_ok=True)
 for _, r in picked.drop_duplicates("engine").iterrows():
-    shutil.copy(f"{study}/traces/{r.profile_trace_file}", f"{out}/{r.engine}_{r.profile_trace_file}")
+    name = r.profile_trace_file.replace(".profile.json.gz", ".trace.json.gz")
+    shutil.copy(f"{study}/traces/{r.profile_trace_file}", f"{study}/samples/{r.engine}_{name}")
 PY
-fi
+[ -n "${OUT:-}" ] && tar czf "$OUT/results_kernel_profile.tgz" --exclude='*.profile.json.gz' -C "$repo/outputs" "$host"
+exit 0
