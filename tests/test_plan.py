@@ -96,3 +96,13 @@ def test_a_committed_study_stored_under_legacy_ids_is_done_renamed_and_reports_t
         return df[columns].sort_values(columns[:3]).reset_index(drop=True)
 
     pd.testing.assert_frame_equal(ordered(before), ordered(after))
+
+
+def test_the_plan_carries_the_commands_run_wide_settings_once(tmp_path):
+    """How the command runs (dry run, tracking, report settings, Ray, progress) is read into the plan once; the
+    cells agree on it (a sweep that varies it is refused in plan_cells), and nothing reads it from a cell."""
+    cells = _cells(tmp_path, "tracking.enabled=false", "ray.progress=plain", "ray.num_cpus=3",
+                   "report.grid_gco2e_per_kwh=56", "dry_run=true")
+    options = build_plan(cells).options
+    assert (options.dry_run, options.tracking.enabled, options.progress, options.ray_num_cpus) == (True, False, "plain", 3)
+    assert options.report.grid_gco2e_per_kwh == 56 and options.ray_address is None
