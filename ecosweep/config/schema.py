@@ -10,7 +10,8 @@ model loads or any GPU time is spent. Constructors here have no side effects.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from enum import Enum
+from typing import Dict, List, Optional, Type
 
 from omegaconf import MISSING
 
@@ -210,18 +211,113 @@ class StudyConfig:
     outlier_features: OutlierFeaturesConfig = field(default_factory=OutlierFeaturesConfig)
 
 
-# Choices that are not Hydra groups, checked by ecosweep.config.validate.
-WEIGHTS_CHOICES: List[str] = ["random", "pretrained"]
-QUANT_METHODS: List[str] = ["none", "bnb_4bit", "bnb_8bit", "torchao"]
-TORCHAO_TYPES: List[str] = ["int8_weight_only", "int8_dynamic", "fp8_weight_only", "fp8", "int4_weight_only"]
-DTYPES: List[str] = ["float32", "float16", "bfloat16"]
-BNB_4BIT_TYPES: List[str] = ["nf4", "fp4"]
-DEVICES: List[str] = ["auto", "cpu", "cuda"]
-METERS: List[str] = ["auto", "nvml", "cpu", "none"]
-PROGRESS_MODES: List[str] = ["auto", "live", "plain", "off"]
-ONE_GPU_PER: List[str] = ["cell", "comparison", "precision", "study"]
-ENGINE_KINDS: List[str] = ["eager", "graph", "compiled"]
-ATTN_IMPLEMENTATIONS: List[str] = ["sdpa", "eager", "ecosweep_sdpa"]
+class Choice(str, Enum):
+    """A setting's valid values, each with its help: validation names every choice with its help when a value
+    is not one of them, and ``python -m ecosweep settings`` lists them. The settings themselves stay plain
+    strings (a cell id hashes them as such)."""
+
+    def __new__(cls, value: str, help_text: str = "") -> "Choice":
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.help = help_text  # type: ignore[attr-defined]
+        return member
+
+    @classmethod
+    def values(cls) -> List[str]:
+        return [m.value for m in cls]
+
+
+class Weights(Choice):
+    RANDOM = "random", "built from the architecture with random weights (no checkpoint needed)"
+    PRETRAINED = "pretrained", "the checkpoint's trained weights (a local path, or the Hub with allow_download)"
+
+
+class QuantMethod(Choice):
+    NONE = "none", "unquantized, in quantization.dtype"
+    BNB_4BIT = "bnb_4bit", "bitsandbytes 4-bit (NF4 or FP4, quantization.bnb_4bit_quant_type)"
+    BNB_8BIT = "bnb_8bit", "bitsandbytes int8 (LLM.int8(); llm_int8_threshold 0.0 is pure int8)"
+    TORCHAO = "torchao", "torchao (quantization.torchao_type; pip install -e '.[torchao]')"
+
+
+class TorchaoType(Choice):
+    INT8_WEIGHT_ONLY = "int8_weight_only", "int8 weights, 16-bit activations (fast kernels under engine=compiled)"
+    INT8_DYNAMIC = "int8_dynamic", "int8 weights and per-token int8 activations (on a GPU: eager, or batch > 16)"
+    FP8_WEIGHT_ONLY = "fp8_weight_only", "fp8 weights (compute capability 8.9 or newer)"
+    FP8 = "fp8", "fp8 weights and dynamic fp8 activations, per-row scales (a GPU of compute capability >= 8.9)"
+    INT4_WEIGHT_ONLY = "int4_weight_only", "int4 weights (needs the fbgemm-gpu-genai kernels)"
+
+
+class Dtype(Choice):
+    FLOAT32 = "float32", "32-bit float"
+    FLOAT16 = "float16", "16-bit float (fp16)"
+    BFLOAT16 = "bfloat16", "bfloat16"
+
+
+class Bnb4bitType(Choice):
+    NF4 = "nf4", "4-bit NormalFloat"
+    FP4 = "fp4", "4-bit float"
+
+
+class Device(Choice):
+    AUTO = "auto", "a GPU where Ray offers one, else the CPU"
+    CPU = "cpu", "the CPU"
+    CUDA = "cuda", "an NVIDIA GPU"
+
+
+class Meter(Choice):
+    AUTO = "auto", "NVML on a GPU, RAPL on a CPU where readable, else none"
+    NVML = "nvml", "the GPU's NVML energy counter and power samples (a CUDA cell)"
+    CPU = "cpu", "RAPL package energy under /sys/class/powercap"
+    NONE = "none", "no energy: time and tokens only"
+
+
+class ProgressMode(Choice):
+    AUTO = "auto", "live on a terminal, plain otherwise"
+    LIVE = "live", "a bar of cells under the event lines"
+    PLAIN = "plain", "one line per event (start, ok, failed, retry)"
+    OFF = "off", "nothing"
+
+
+class OneGpuPer(Choice):
+    CELL = "cell", "each GPU cell takes any free GPU"
+    COMPARISON = "comparison", ("cells that differ only in quantization, engine or batch size share one GPU, one "
+                                "after another: every comparison the report makes is one device's")
+    PRECISION = "precision", "as comparison, but each batch size is its own lane (batch sizes in parallel)"
+    STUDY = "study", "every GPU cell of the command on one GPU"
+
+
+class EngineKind(Choice):
+    EAGER = "eager", "transformers generate(), one launch per kernel (the published protocol)"
+    GRAPH = "graph", "ecosweep's decode loop replaying one CUDA graph per step (launch-free)"
+    COMPILED = "compiled", "generate() with a static cache, compiled by torch.compile where transformers agrees"
+
+
+class AttnImplementation(Choice):
+    SDPA = "sdpa", "transformers' scaled_dot_product_attention"
+    EAGER = "eager", "transformers' eager attention (matmuls and softmax)"
+    ECOSWEEP_SDPA = "ecosweep_sdpa", "SDPA decoding grouped-query models on their key/value heads (graph default)"
+
+
+# The same choices as plain lists, for the modules that only test membership.
+WEIGHTS_CHOICES: List[str] = Weights.values()
+QUANT_METHODS: List[str] = QuantMethod.values()
+TORCHAO_TYPES: List[str] = TorchaoType.values()
+DTYPES: List[str] = Dtype.values()
+BNB_4BIT_TYPES: List[str] = Bnb4bitType.values()
+DEVICES: List[str] = Device.values()
+METERS: List[str] = Meter.values()
+PROGRESS_MODES: List[str] = ProgressMode.values()
+ONE_GPU_PER: List[str] = OneGpuPer.values()
+ENGINE_KINDS: List[str] = EngineKind.values()
+ATTN_IMPLEMENTATIONS: List[str] = AttnImplementation.values()
+# Settings that take one of a Choice's values (validation and `ecosweep settings` read it from here).
+CHOICES_BY_SETTING: Dict[str, Type[Choice]] = {
+    "weights": Weights, "quantization.method": QuantMethod, "quantization.torchao_type": TorchaoType,
+    "quantization.dtype": Dtype, "quantization.bnb_4bit_quant_type": Bnb4bitType,
+    "quantization.bnb_4bit_compute_dtype": Dtype, "hardware.device": Device, "measurement.meter": Meter,
+    "ray.progress": ProgressMode, "ray.one_gpu_per": OneGpuPer, "engine.kind": EngineKind,
+    "engine.attn_implementation": AttnImplementation,
+}
 
 
 def register_configs() -> None:

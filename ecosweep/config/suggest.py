@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
-from ecosweep.config.schema import StudyConfig
+from ecosweep.config.schema import CHOICES_BY_SETTING, StudyConfig
 
 # Keys that are not fields of the schema but are valid on the command line.
 _OTHER_TOP_LEVEL = {"hydra", "experiment"}
@@ -187,4 +187,7 @@ def settings_table(overrides: List[str], prefix: str = "") -> str:
         else:
             shown = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
         lines.append(f"{key} = {shown}\n    {field_help(key) or ''}")
+        choices = CHOICES_BY_SETTING.get(key)
+        if choices is not None:
+            lines += [f"      {c.value}: {c.help}" for c in choices]
     return "\n".join(lines)

@@ -23,6 +23,7 @@ from ecosweep.config.schema import (
     PROGRESS_MODES,
     QUANT_METHODS,
     WEIGHTS_CHOICES,
+    CHOICES_BY_SETTING,
     EngineConfig,
     FidelityConfig,
     HardwareConfig,
@@ -38,9 +39,14 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
 def _choice(key: str, value: object, choices: List[str]) -> List[str]:
+    """No problem when ``value`` is one of ``choices``; else one naming every choice, with its help where the
+    setting's choices are a ``schema.Choice`` (``CHOICES_BY_SETTING``)."""
     if value in choices:
         return []
-    return [f"{key}={value!r} is not a valid choice; choose one of: {', '.join(choices)}."]
+    helped = CHOICES_BY_SETTING.get(key)
+    listed = ("; " if helped else ", ").join(
+        f"{c} — {helped(c).help}" if helped and c in helped.values() else c for c in choices)
+    return [f"{key}={value!r} is not a valid choice; choose one of: {listed}."]
 
 
 def _at_least(key: str, value: float, minimum: float, what: str = "a number") -> List[str]:
@@ -105,9 +111,9 @@ def validate_quantization(q: QuantizationConfig) -> List[str]:
 
 def validate_engine(e: EngineConfig) -> List[str]:
     problems = _choice("engine.kind", e.kind, ENGINE_KINDS)
-    if e.attn_implementation is not None and e.attn_implementation not in ATTN_IMPLEMENTATIONS:
-        problems.append(f"engine.attn_implementation={e.attn_implementation!r} is not a valid choice; choose one "
-                        f"of: {', '.join(ATTN_IMPLEMENTATIONS)}, or null for the checkpoint's default.")
+    if e.attn_implementation is not None:
+        problems += [p.removesuffix(".") + ", or null for the checkpoint's default."
+                     for p in _choice("engine.attn_implementation", e.attn_implementation, ATTN_IMPLEMENTATIONS)]
     problems += _at_least("engine.capture_warmup_steps", e.capture_warmup_steps, 0, "an integer")
     return problems
 
