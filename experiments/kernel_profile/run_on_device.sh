@@ -12,7 +12,9 @@
 set -u
 source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
 limit=${LIMIT_S:-540}
-common="measurement=short repetitions=3 warmup=2 tracking=none ray.progress=plain output_root=$root"
+# EXTRA: more overrides, e.g. EXTRA=ray.one_gpu_per=precision (batch 1 and 16 on two GPUs of a larger host,
+# with CUDA_VISIBLE_DEVICES naming them)
+common="measurement=short repetitions=3 warmup=2 tracking=none ray.progress=plain output_root=$root ${EXTRA:-}"
 nvidia-smi --query-gpu=index,name,uuid,power.draw,temperature.gpu --format=csv > "$root/logs/gpus_kernel_profile.csv"
 timeout -s INT -k 30 $((limit - 60)) python3 -m ecosweep +experiment=kernel_profile $common \
   >> "$root/logs/kernel_profile.log" 2>&1
