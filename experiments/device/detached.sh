@@ -4,9 +4,10 @@
 # returns, and each later call waits on it, prints its progress and brings the results back under $OUT.
 #
 #   experiments/device/detached.sh start NAME COMMAND...   start COMMAND (its output in outputs/<host>/logs/NAME.log)
-#   experiments/device/detached.sh wait NAME SECONDS        wait until it ends or SECONDS pass, then tar
-#                                                           outputs/<host> into $OUT (every call: a machine that
-#                                                           goes back takes its disk with it)
+#   experiments/device/detached.sh wait NAME[,NAME...] SECONDS
+#                                                           wait until every one named ends or SECONDS pass,
+#                                                           then tar outputs/<host> into $OUT (every call: a
+#                                                           machine that goes back takes its disk with it)
 #
 # The run itself must be resumable (ecosweep studies are: finished cells are skipped), since the machine can
 # still go back under it. Start it in the same call as the wheels' install; PYTHONPATH is inherited.
@@ -14,7 +15,7 @@ set -u
 mode=${1:?start|wait}
 name=${2:?name}
 source "$(dirname "$0")/host.sh"  # repo, card, host, root; cd "$repo"
-log=$root/logs/$name.log
+log=$root/logs/$name.log  # start: one NAME
 rc_file=$root/logs/$name.rc
 case $mode in
   start)
@@ -26,12 +27,17 @@ case $mode in
     echo "started $name (pid $!): $*" ;;
   wait)
     limit=${3:?seconds}
-    while [ ! -e "$rc_file" ] && [ $SECONDS -lt "$limit" ]; do sleep 10; done
-    # the cells' progress lines, from every log written since the run started (the command's own logs too)
-    find "$root/logs" -name '*.log' -newer "$root/logs/$name.started" -print0 | xargs -0 -r cat |
-      grep -E '^(ok|failed|start|Interrupted|Done|refused) ' | tail -n 30
-    tail -n 5 "$log"
-    if [ -e "$rc_file" ]; then echo "$name finished, exit status $(cat "$rc_file")"; else echo "$name still running"; fi
+    IFS=, read -r -a names <<< "$name"
+    running() { for n in "${names[@]}"; do [ -e "$root/logs/$n.rc" ] || return 0; done; return 1; }
+    while running && [ $SECONDS -lt "$limit" ]; do sleep 10; done
+    for n in "${names[@]}"; do
+      echo "== $n"
+      # the cells' progress lines, from every log written since it started (the command's own logs too)
+      find "$root/logs" -name '*.log' -newer "$root/logs/$n.started" -print0 | xargs -0 -r cat |
+        grep -E '^(ok|failed|start|Interrupted|Done|refused) ' | tail -n 20
+      tail -n 5 "$root/logs/$n.log"
+      if [ -e "$root/logs/$n.rc" ]; then echo "$n finished, exit status $(cat "$root/logs/$n.rc")"; else echo "$n still running"; fi
+    done
     [ -n "${OUT:-}" ] && tar czf "$OUT/results_$host.tgz" --exclude='*.profile.json.gz' -C "$repo/outputs" "$host" ;;
   *) echo "unknown mode $mode"; exit 2 ;;
 esac
