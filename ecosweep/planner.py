@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -192,6 +192,21 @@ def run_wide_problems(cells: List[Cell]) -> List[str]:
     return problems
 
 
+def _where(s: StudyConfig) -> Tuple[str, str]:
+    return s.study, s.output_root
+
+
+def _repeats_problems(repeats: Dict[Tuple[Tuple[str, str], Tuple[str, str]], List[str]]) -> List[str]:
+    """Sweep values that differ only in where a cell's results go (study, output_root) repeat cells the command
+    already measures for another study: one command measures each cell once, so those studies would get
+    nothing. One sentence per pair of studies (a repeat within one study is harmless and dropped)."""
+    return [f"study={later[0]!r} output_root={later[1]!r} repeats {len(ids)} cell(s) of study={first[0]!r} "
+            f"output_root={first[1]!r} (e.g. {ids[0]}): a cell id hashes what is measured, not where its results "
+            "go, and one command measures each cell once, so that study would get nothing. Run it as its own "
+            "command after this one: it copies the finished cells (reuse_cells=true) instead of measuring them "
+            "again." for (first, later), ids in repeats.items()]
+
+
 def plan_cells(configs: Iterable[DictConfig]) -> List[Cell]:
     """Validate every config and return the distinct cells, in order.
 
@@ -199,7 +214,8 @@ def plan_cells(configs: Iterable[DictConfig]) -> List[Cell]:
     a sweep with one bad value fails as a whole before anything runs.
     """
     cells: List[Cell] = []
-    seen: set[str] = set()
+    seen: Dict[str, Cell] = {}
+    repeats: Dict[Tuple[Tuple[str, str], Tuple[str, str]], List[str]] = {}
     problems: List[str] = []
     for cfg in configs:
         settings = to_settings(cfg)
@@ -209,8 +225,11 @@ def plan_cells(configs: Iterable[DictConfig]) -> List[Cell]:
             continue
         cid = cell_id(settings)
         if cid not in seen:
-            seen.add(cid)
-            cells.append(Cell(cid, settings, legacy_cell_id(settings)))
+            seen[cid] = Cell(cid, settings, legacy_cell_id(settings))
+            cells.append(seen[cid])
+        elif _where(seen[cid].settings) != _where(settings):
+            repeats.setdefault((_where(seen[cid].settings), _where(settings)), []).append(cid)
+    problems += _repeats_problems(repeats)
     problems += run_wide_problems(cells)
     if problems:
         raise ConfigError(problems)

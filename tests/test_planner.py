@@ -105,3 +105,20 @@ def test_a_sweep_over_a_run_wide_setting_is_refused_with_the_values():
     with pytest.raises(ConfigError, match="ray.progress takes one value per command"):
         plan_cells([compose(["batch_size=1", "ray.progress=plain"]), compose(["batch_size=2", "ray.progress=off"])])
     assert len(plan_cells([compose(["batch_size=1"]), compose(["batch_size=2"])])) == 2  # the usual sweep
+
+
+def test_a_sweep_that_only_moves_cells_to_another_study_is_refused_once_per_study():
+    """`-m study=a,b batch_size=1,2`: study b's cells are study a's (the id hashes what is measured), and one
+    command measures a cell once, so b would silently get nothing: refused, one sentence, naming both studies
+    and the count. A repeat within one study is dropped quietly."""
+    import pytest
+
+    from ecosweep.errors import ConfigError
+
+    configs = [compose([f"study={s}", f"batch_size={b}"]) for s in ("a", "b") for b in (1, 2)]
+    with pytest.raises(ConfigError) as err:
+        plan_cells(configs)
+    assert len(err.value.problems) == 1
+    text = err.value.problems[0]
+    assert "study='b'" in text and "repeats 2 cell(s) of study='a'" in text and "own command" in text
+    assert len(plan_cells([compose(["batch_size=1"]), compose(["batch_size=1"])])) == 1
