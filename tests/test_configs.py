@@ -153,6 +153,17 @@ def test_all_problems_of_a_sweep_are_reported_together():
     assert len(err.value.problems) == 2
 
 
+def test_a_sweep_over_experiments_is_refused_with_one_command_per_experiment():
+    """`-m +experiment=a,b` would run each experiment as one cell of its defaults, its own grid not expanded."""
+    from ecosweep.config.suggest import command_line_problems
+
+    (problem,) = command_line_problems(["-m", "+experiment=smoke,nf4_crossover", "dry_run=true"])
+    assert problem.startswith("+experiment=smoke,nf4_crossover sweeps over experiments")
+    assert "python -m ecosweep +experiment=smoke; python -m ecosweep +experiment=nf4_crossover." in problem
+    assert command_line_problems(["+experiment=glob(*)"])[0].endswith("python -m ecosweep +experiment=NAME.")
+    assert command_line_problems(["+experiment=int8_ablation", "-m", "batch_size=1,2"]) == []
+
+
 def test_a_value_its_field_cannot_take_is_named_with_its_type_and_the_fields_help():
     from hydra.errors import ConfigCompositionException
 

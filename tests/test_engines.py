@@ -331,6 +331,12 @@ def test_each_precision_meets_fp16_at_the_engine_that_suits_each():
     assert only_eager.delta_pct == pytest.approx(200.0)
     # one engine in the whole table: nothing to choose, no table
     assert tables.best_engine_comparisons(configs[configs.engine == "eager"]).empty
+    # cells without energy (measurement.meter=none) are not picked, and a precision with none is left out
+    unmetered = configs.copy()
+    unmetered.loc[unmetered.quantization == "int8", "energy_j_per_1k_tok_mean"] = float("nan")
+    unmetered.loc[(unmetered.quantization == "nf4") & (unmetered.engine == "graph"), "energy_j_per_1k_tok_mean"] = float("nan")
+    best = tables.best_engine_comparisons(unmetered).set_index(["quantization", "batch_size"])
+    assert "int8" not in best.index.get_level_values(0) and best.loc[("nf4", 1)].engine == "eager"
 
 
 def test_report_has_engine_sections_and_the_delta_vs_batch_figure(tmp_path):

@@ -335,6 +335,9 @@ def best_engine_comparisons(configs: pd.DataFrame, baseline: str = "fp16",
     group_keys = [k for k in ["source", *keys_across("quantization")] if k != "engine" and k in configs]
     records = []
     for key, g in configs.groupby(group_keys, dropna=False, sort=False):
+        g = g.dropna(subset=[f"{metric}_mean"])  # no energy measured (meter none): nothing to pick by
+        if g.empty:
+            continue
         best = g.loc[g.groupby("quantization", sort=False)[f"{metric}_mean"].idxmin()]
         base = best[best.quantization == baseline]
         if base.empty:

@@ -143,11 +143,27 @@ def _problem(key: str) -> Optional[str]:
     return None
 
 
+def _experiment_sweep_problem(arg: str) -> Optional[str]:
+    """``-m +experiment=a,b``: Hydra would run each experiment as one cell of its defaults, without its own grid
+    (an experiment's hydra.sweeper.params are not expanded inside another sweep)."""
+    key, _, value = arg.partition("=")
+    if key.lstrip("+~") != "experiment" or not ("," in value or value.startswith(("choice(", "glob(", "range("))):
+        return None
+    names = [v.strip() for v in value.split(",")] if "," in value and "(" not in value else []
+    commands = "; ".join(f"python -m ecosweep +experiment={n}" for n in names) or "python -m ecosweep +experiment=NAME"
+    return (f"{arg} sweeps over experiments, but an experiment's own grid (its hydra.sweeper.params) is not "
+            f"expanded inside a sweep: each would run a single cell of its defaults. Run one command per "
+            f"experiment: {commands}.")
+
+
 def command_line_problems(argv: List[str]) -> List[str]:
     """One sentence per command-line override whose key the schema does not have, or whose value (each value
     of a sweep) its field's type cannot take."""
     problems = []
     for arg in argv:
+        problem = _experiment_sweep_problem(arg)
+        if problem:
+            problems.append(problem)
         if arg.startswith(("-", "+", "~")) or "=" not in arg:
             continue
         key, value = (part.strip() for part in arg.split("=", 1))
