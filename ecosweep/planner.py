@@ -154,7 +154,7 @@ class RunOptions:
     ray_address: Optional[str]  # None: RAY_ADDRESS, else a local Ray
     ray_num_cpus: Optional[int]  # a local Ray's CPUs (None: all)
     ray_num_gpus: Optional[int]  # a local Ray's GPUs (None: all)
-    progress: str  # auto | bar | plain | none
+    progress: str  # auto | live | plain | off (ray.progress)
 
 
 def run_options(cells: List["Cell"]) -> RunOptions:
