@@ -213,8 +213,7 @@ def plan_cells(configs: Iterable[DictConfig]) -> List[Cell]:
     Raises ConfigError listing every problem of every cell (each problem once), so
     a sweep with one bad value fails as a whole before anything runs.
     """
-    cells: List[Cell] = []
-    seen: Dict[str, Cell] = {}
+    seen: Dict[str, Cell] = {}  # the distinct cells by id, in order
     repeats: Dict[Tuple[Tuple[str, str], Tuple[str, str]], List[str]] = {}
     problems: List[str] = []
     for cfg in configs:
@@ -226,9 +225,9 @@ def plan_cells(configs: Iterable[DictConfig]) -> List[Cell]:
         cid = cell_id(settings)
         if cid not in seen:
             seen[cid] = Cell(cid, settings, legacy_cell_id(settings))
-            cells.append(seen[cid])
         elif _where(seen[cid].settings) != _where(settings):
             repeats.setdefault((_where(seen[cid].settings), _where(settings)), []).append(cid)
+    cells = list(seen.values())
     problems += _repeats_problems(repeats)
     problems += run_wide_problems(cells)
     if problems:

@@ -333,28 +333,21 @@ def best_engine_comparisons(configs: pd.DataFrame, baseline: str = "fp16",
         return pd.DataFrame()
     # one input's own cells only: a pick across inputs would set one host's engine against another's
     group_keys = [k for k in ["source", *keys_across("quantization")] if k != "engine" and k in configs]
+    by_precision = [*group_keys, "quantization"]
+    measured = configs.dropna(subset=[f"{metric}_mean"])  # no energy measured (meter none): nothing to pick by
+    measured = measured.assign(engines_measured=measured.groupby(by_precision, dropna=False, sort=False).engine
+                               .transform(lambda engines: ",".join(sorted(engines.astype(str)))))
+    best = measured.loc[measured.groupby(by_precision, dropna=False, sort=False)[f"{metric}_mean"].idxmin()]
     records = []
-    for key, g in configs.groupby(group_keys, dropna=False, sort=False):
-        g = g.dropna(subset=[f"{metric}_mean"])  # no energy measured (meter none): nothing to pick by
-        if g.empty:
-            continue
-        best = g.loc[g.groupby("quantization", sort=False)[f"{metric}_mean"].idxmin()]
-        base = best[best.quantization == baseline]
-        if base.empty:
-            continue
-        b = base.iloc[0]
-        for _, t in best[best.quantization != baseline].iterrows():
-            sb, st = _summary(b, metric), _summary(t, metric)
-            c = compare(sb, st)
-            records.append({**dict(zip(group_keys, key)), "quantization": t.quantization, "engine": t.engine,
-                            "engine_effective": t.get("engine_effective"), "engines_measured":
-                            ",".join(sorted(g[g.quantization == t.quantization].engine.astype(str))),
-                            "baseline": baseline, "baseline_engine": b.engine, "metric": metric,
-                            "baseline_mean": sb.mean, "mean": st.mean, "delta_pct": c.delta_pct,
-                            "delta_pct_ci_low": c.delta_pct_ci95_low, "delta_pct_ci_high": c.delta_pct_ci95_high,
-                            "p": c.p, "cohens_d": c.cohens_d,
-                            "tok_s_ratio": t.get("tok_s_mean", math.nan) / b.get("tok_s_mean", math.nan),
-                            **_provenance(b, t)})
+    for group, b, t, sb, st, c in _against_baseline(best, group_keys, "quantization", baseline, metric):
+        records.append({**group, "quantization": t.quantization, "engine": t.engine,
+                        "engine_effective": t.get("engine_effective"), "engines_measured": t.engines_measured,
+                        "baseline": baseline, "baseline_engine": b.engine, "metric": metric,
+                        "baseline_mean": sb.mean, "mean": st.mean, "delta_pct": c.delta_pct,
+                        "delta_pct_ci_low": c.delta_pct_ci95_low, "delta_pct_ci_high": c.delta_pct_ci95_high,
+                        "p": c.p, "cohens_d": c.cohens_d,
+                        "tok_s_ratio": t.get("tok_s_mean", math.nan) / b.get("tok_s_mean", math.nan),
+                        **_provenance(b, t)})
     out = pd.DataFrame(records)
     if not out.empty:
         out["p_holm"] = holm(out.p.tolist())
