@@ -8,5 +8,11 @@ host=${card}x$(nvidia-smi -L | wc -l)
 root=$repo/outputs/$host
 mkdir -p "$root/logs"
 export RAY_AUTH_MODE=disabled PYTHONUNBUFFERED=1
-ray_stop() { python3 -m ray.scripts.scripts stop --force > /dev/null 2>&1; }
+# ray stop --force ends every Ray on the machine: while another ecosweep study still runs (two studies started
+# detached on disjoint CUDA_VISIBLE_DEVICES of one host, each with its own local Ray), it would take that study's
+# cluster with it, so it waits; a cut-off study's leftover actors end with their driver anyway.
+ray_stop() {
+  pgrep -f "[p]ython3 -m ecosweep" > /dev/null && return 0
+  python3 -m ray.scripts.scripts stop --force > /dev/null 2>&1
+}
 cd "$repo"
