@@ -200,3 +200,75 @@ def test_a_profile_that_fails_keeps_the_measured_rows_and_says_why(monkeypatch):
     assert outcome.status == "ok" and len(outcome.rows) == 2 and all(r["tok_s"] > 0 for r in outcome.rows)
     assert all(r["profile_error"] == "RuntimeError: CUPTI_ERROR_NOT_INITIALIZED" for r in outcome.rows)
     assert all(r.get("profile_wall_ms_per_tok") is None for r in outcome.rows) and outcome.profile_trace is None
+
+
+class _FakeEvent:
+    """A FunctionEvent as the profiler returns it: torch 2.13 carries ``linked_correlation_id``, torch 2.11 (the
+    GPU hosts') does not (``linked=None``: the attribute is absent)."""
+
+    def __init__(self, id, name, device, start, end, linked=None, parent=None):
+        from torch.autograd import DeviceType
+
+        self.id, self.name, self.cpu_parent = id, name, parent
+        self.device_type = DeviceType.CUDA if device == "cuda" else DeviceType.CPU
+        self.time_range = type("Range", (), {"start": start, "end": end})()
+        if linked is not None:
+            self.linked_correlation_id = linked
+
+
+class _FakeKinetoEvent:
+    def __init__(self, correlation, linked, device):
+        from torch.autograd import DeviceType
+
+        self._c, self._l, self._d = correlation, linked, DeviceType.CUDA if device == "cuda" else DeviceType.CPU
+
+    def correlation_id(self):
+        return self._c
+
+    def linked_correlation_id(self):
+        return self._l
+
+    def device_type(self):
+        return self._d
+
+
+def _profiler_events(with_link_attribute):
+    """One aten::mm (id 7, inside a Linear4bit scope) launching a GEMM through cudaLaunchKernel (runtime
+    correlation 7 as well: the two id spaces overlap), one cudaGraphLaunch (correlation 9) replaying two kernels
+    for aten::_graph_replay (id 3), and one kernel no operator launched. As (FunctionEvents, Kineto events)."""
+    link = (lambda value: value) if with_link_attribute else (lambda value: None)
+    scope = _FakeEvent(2, "ecosweep::module::Linear4bit", "cpu", 0, 50, link(0))
+    mm = _FakeEvent(7, "aten::mm", "cpu", 1, 20, link(0), parent=scope)
+    replay = _FakeEvent(3, "aten::_graph_replay", "cpu", 30, 40, link(0))
+    events = [scope, mm, replay,
+              _FakeEvent(7, "cudaLaunchKernel", "cpu", 2, 3, link(7), parent=mm),
+              _FakeEvent(9, "cudaGraphLaunch", "cpu", 31, 32, link(3), parent=replay),
+              _FakeEvent(7, "sm90_xmma_gemm_f16f16_f16f32_f32_tn_n_cublas", "cuda", 5, 15, link(7)),
+              _FakeEvent(9, "void kgemm_4bit_inference_naive<__half, 128, 16>", "cuda", 33, 36, link(3)),
+              _FakeEvent(9, "triton_poi_fused_add_mul_silu_0", "cuda", 36, 37, link(3)),
+              _FakeEvent(11, "void at::native::vectorized_elementwise_kernel<4, fill>", "cuda", 45, 46, link(0))]
+    kineto = [_FakeKinetoEvent(7, 7, "cuda"), _FakeKinetoEvent(9, 3, "cuda"), _FakeKinetoEvent(11, 0, "cuda"),
+              _FakeKinetoEvent(7, 0, "cpu"), _FakeKinetoEvent(7, 7, "cpu")]
+    return events, kineto
+
+
+@pytest.mark.parametrize("with_link_attribute", [True, False], ids=["torch-2.13-events", "torch-2.11-events"])
+def test_device_kernels_are_linked_to_their_operator_with_or_without_the_events_link(with_link_attribute):
+    """The GPU run of 2026-11-28 (torch 2.11) failed every cell's profile with "'FunctionEvent' object has no
+    attribute 'linked_correlation_id'": the link now comes from the profiler's Kineto events when the
+    FunctionEvents lack it, and both layouts give the same records."""
+    from ecosweep.workload.kernel_profile import device_links, records_from_events
+
+    events, kineto = _profiler_events(with_link_attribute)
+    prof = type("Prof", (), {"profiler": type("P", (), {"kineto_results": type(
+        "R", (), {"events": lambda self: kineto})()})()})()
+    links = device_links(prof)
+    assert links == {7: 7, 9: 3, 11: 0}
+    records, launches = records_from_events(events, "cuda", links)
+    assert launches == 2
+    assert [(r.name[:12], r.op, r.within, r.duration_us) for r in records] == [
+        ("sm90_xmma_ge", "aten::mm", ("ecosweep::module::Linear4bit", "aten::mm"), 10),
+        ("void kgemm_4", "aten::_graph_replay", ("aten::_graph_replay",), 3),
+        ("triton_poi_f", "aten::_graph_replay", ("aten::_graph_replay",), 1),
+        ("void at::nat", "", (), 1)]
+    assert [classify(r) for r in records] == ["dense_gemm", "nf4_fp4", "elementwise", "elementwise"]

@@ -228,11 +228,32 @@ def _enclosing_names(event: Any) -> Tuple[str, ...]:
     return tuple(reversed(names))
 
 
-def records_from_events(events: Sequence[Any], device: str) -> Tuple[List[KernelRecord], int]:
+# CUDA runtime and driver calls on the host (cudaLaunchKernel, cuLaunchKernel, cudaMemcpyAsync, cudaGraphLaunch, ...):
+# the profiler links them, and the kernels they start, to the operator that made them; they are not operators
+_RUNTIME_API = re.compile(r"^cu(da)?[A-Z]")
+
+
+def device_links(prof: Any) -> Dict[int, int]:
+    """Each device event's correlation id -> the id of the host operator that launched it, read from the
+    profiler's raw (Kineto) events. ``FunctionEvent.linked_correlation_id`` carries the same link only from
+    torch 2.12; torch 2.11 (the GPU hosts') drops it after linking kernels to operators for its own tables.
+    Events of one CUDA-graph launch share one correlation id, hence one operator."""
+    from torch.autograd import DeviceType
+
+    results = getattr(getattr(prof, "profiler", None), "kineto_results", None)
+    if results is None:
+        return {}
+    return {k.correlation_id(): k.linked_correlation_id() for k in results.events()
+            if k.device_type() == DeviceType.CUDA}
+
+
+def records_from_events(events: Sequence[Any], device: str,
+                        links: Optional[Dict[int, int]] = None) -> Tuple[List[KernelRecord], int]:
     """Kernel records and the number of host-side launches from the profiler's events
     (``torch.autograd.profiler_util.FunctionEvent``). CUDA: every device kernel and memcpy/memset, linked to
-    the operator that launched it. CPU: every operator, with its self time (its own, without the operators
-    it called), so that the records add up to the time spent in operators."""
+    the operator that launched it (``links``: ``device_links``, for a torch whose events lack the link). CPU:
+    every operator, with its self time (its own, without the operators it called), so that the records add
+    up to the time spent in operators."""
     from torch.autograd import DeviceType
 
     host = [e for e in events if e.device_type == DeviceType.CPU]
@@ -240,13 +261,23 @@ def records_from_events(events: Sequence[Any], device: str) -> Tuple[List[Kernel
         ops = [e for e in host if not e.is_user_annotation and "::" in e.name]
         return [KernelRecord(e.name, e.time_range.start, e.self_cpu_time_total, e.name, (*_enclosing_names(e), e.name))
                 for e in ops], 0
-    ops = {e.id: e for e in host if e.linked_correlation_id == 0}
+    links = links or {}
+
+    def linked_id(event: Any) -> int:
+        value = getattr(event, "linked_correlation_id", None)
+        if value is not None:
+            return value
+        if event.device_type == DeviceType.CPU:  # runtime calls are linked to their operator, operators to nothing
+            return 1 if _RUNTIME_API.match(event.name) else 0
+        return links.get(event.id, 0)
+
+    ops = {e.id: e for e in host if linked_id(e) == 0}
     launches = sum(1 for e in host if LAUNCH_APIS.match(e.name))
     records = []
     for e in events:
         if e.device_type != DeviceType.CUDA:
             continue
-        op = ops.get(e.linked_correlation_id)
+        op = ops.get(linked_id(e))
         records.append(KernelRecord(e.name, e.time_range.start, e.time_range.end - e.time_range.start,
                                     op.name if op is not None else "",
                                     (*_enclosing_names(op), op.name) if op is not None else ()))
@@ -312,7 +343,7 @@ def profile_call(call: Callable[[], int], device: str, sync: Callable[[], None],
             tokens = call()
             sync()
             wall_s = time.perf_counter() - start
-    records, launches = records_from_events(prof.events(), device)
+    records, launches = records_from_events(prof.events(), device, device_links(prof) if device == "cuda" else None)
     trace = _chrome_trace_gzip(prof) if trace_path else None
     return ProfiledCall(summarize(records, device, tokens, wall_s, launches, trace_path, measured_call_s), trace,
                         kernel_table(records))
