@@ -145,7 +145,7 @@ def test_report_with_figures_from_results_and_a_published_table(smoke_study, tmp
     assert r.returncode == 0
     assert (out / "smoke" / "report" / "report.md").exists()  # written at the end of the study
     smoke_figs = list((out / "smoke" / "report" / "figures").glob("*.png"))
-    assert smoke_figs and all(mpimg.imread(p).shape[0] > 100 for p in smoke_figs)  # readable images, 300 dpi
+    assert smoke_figs and all(mpimg.imread(p).shape[0] > 100 for p in smoke_figs)  # readable images
     path = build_report([out / "smoke", PUBLISHED / "summary.csv"], tmp_path / "rep")
     text = path.read_text()
     for section in ("## Comparisons against fp16", "## Crossover", "## Methods", "## Warnings", "Random weights"):
@@ -244,7 +244,7 @@ def test_two_inputs_of_one_configuration_are_compared_within_each_input():
 
 
 def test_figures_are_written_as_grey_pngs_that_keep_every_pixel(tmp_path):
-    """A grey figure (bars, hatches, text, anti-aliasing) written as an 8-bit grey PNG at 300 dpi: smaller
+    """A grey figure (bars, hatches, text, anti-aliasing) written as an 8-bit grey PNG at the report's dpi: smaller
     than matplotlib's RGBA file and the same pixels; one in colour keeps its colours in a palette."""
     import io
 
