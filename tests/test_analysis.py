@@ -115,6 +115,26 @@ def test_a_flat_fit_leaves_the_crossover_blank():
     assert pd.isna(row.crossover_params_b) and pd.isna(row.crossover_ci_low_b) and pd.isna(row.crossover_ci_high_b)
 
 
+def test_points_all_on_one_side_of_zero_answer_even_when_the_fit_is_flat():
+    """NF4 under the CUDA-graph loop on H100 (2026-11-27): −12 to −19 % at each of six sizes, every CI below zero,
+    slope p = 0.14. "Too flat to place a crossover" would hide the answer: no crossover among these sizes,
+    NF4 saves at each. Points with CIs across zero keep the flat verdict."""
+    params = [1.1, 1.54, 3.09, 3.82, 3.95, 7.62]
+    delta = [-12.9, -13.9, -12.3, -19.1, -13.6, -19.3]
+    comp = pd.DataFrame({"hardware": "X", "quantization": "nf4", "engine": "graph", "params_b_nominal": params,
+                         "delta_pct": delta, "delta_pct_ci_low": [d - 2 for d in delta],
+                         "delta_pct_ci_high": [d + 1.5 for d in delta]})
+    row = tables.crossover(comp).iloc[0]
+    assert row.slope_p > 0.05
+    assert row.verdict.startswith("no crossover in range: saves at every size measured (1.1-7.62 B: -19.3 to -12.3 %")
+    assert pd.isna(row.crossover_params_b)
+    straddling = comp.assign(delta_pct_ci_high=[d + 20 for d in delta])
+    assert tables.crossover(straddling).iloc[0].verdict.startswith("fit too flat to place a crossover")
+    costs = comp.assign(delta_pct=[-d for d in delta], delta_pct_ci_low=[-d - 1.5 for d in delta],
+                        delta_pct_ci_high=[-d + 2 for d in delta])
+    assert "costs more at every size measured" in tables.crossover(costs).iloc[0].verdict
+
+
 def test_batch_scaling_relative_to_batch_one():
     configs = pd.DataFrame({"hardware": "X", "model": "m", "quantization": "fp16", "input_tokens": 8,
                             "output_tokens": 8, "batch_size": [1, 2, 4], "tok_s_mean": [10.0, 18.0, 30.0],

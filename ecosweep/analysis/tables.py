@@ -389,6 +389,22 @@ def crossover_keys(comp: pd.DataFrame) -> List[str]:
     return [k for k in keys_across("model") if k in comp.columns or k == "engine"]
 
 
+def _one_sign_at_every_size(points: pd.DataFrame) -> str:
+    """A phrase ("saves at every size measured ...", "costs more ...") when every size's Δ% CI
+    (``delta_pct_ci_low``, ``delta_pct_ci_high``) lies on one side of zero: then there is no crossover among
+    these sizes whatever the fit says (a flat fit still answers). Empty otherwise."""
+    if not {"delta_pct_ci_low", "delta_pct_ci_high"} <= set(points.columns):
+        return ""
+    low, high = points.delta_pct_ci_low.astype(float), points.delta_pct_ci_high.astype(float)
+    sizes = f"{points.params_b_nominal.min():g}-{points.params_b_nominal.max():g} B"
+    span = f"{points.delta_pct.min():+.1f} to {points.delta_pct.max():+.1f} %"
+    if (high < 0).all():
+        return f"saves at every size measured ({sizes}: {span}, every 95 % CI below 0)"
+    if (low > 0).all():
+        return f"costs more at every size measured ({sizes}: {span}, every 95 % CI above 0)"
+    return ""
+
+
 def crossover(comp: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     """Per hardware x quantization x engine x batch size (x tokens, weights; ``crossover_keys``): fit
     delta% = a + b log(params) over the model sizes and solve delta% = 0, with the zero's 95 % CI (delta
@@ -446,6 +462,13 @@ def crossover(comp: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
             rec["verdict"] = f"fit too flat to place a crossover (slope p = {slope_p:.2g})"
             for k in ("crossover_params_b", "crossover_ci_low_b", "crossover_ci_high_b"):
                 rec[k] = math.nan
+        one_sign = _one_sign_at_every_size(g)
+        if one_sign:
+            rec["verdict"] = f"no crossover in range: {one_sign}" + (
+                f"; slope p = {slope_p:.2g}" if dof > 0 and slope_p >= alpha else "")
+            if inside:  # a line through points that all lie on one side cannot place their zero among them
+                for k in ("crossover_params_b", "crossover_ci_low_b", "crossover_ci_high_b"):
+                    rec[k] = math.nan
         records.append(rec)
     return pd.DataFrame(records)
 
@@ -603,6 +626,13 @@ def warnings_for(configs: pd.DataFrame, cv_limit_pct: float = 5.0, static_limit:
             out.append(f"Fallback: {label} ran {r.get('quant_kernel_path')}: this torchao precision reaches its fast "
                        "kernels only through torch.compile, so its numbers are its slow path's, not the precision's "
                        "cost (run it with engine=compiled).")
+        path = r.get("quant_kernel_path")
+        if (r.get("raw") and r.get("quant_fallback") is False and isinstance(path, str)
+                and path.startswith("torchao Float8Tensor") and str(effective or engine).startswith("eager")):
+            out.append(f"Launch-bound: {label} ran {path} under eager generate(): torchao's fp8 reaches its fast "
+                       "_scaled_mm kernel, but quantizes every activation in separate small kernels that eager "
+                       "launches one by one, so its numbers are mostly launch overhead; engine=graph or "
+                       "engine=compiled gives the precision's cost.")
         cv = r.get("energy_j_per_1k_tok_cv_pct")
         if cv == cv and cv is not None and cv > cv_limit_pct:
             out.append(f"High CV: {label} energy per 1k tokens CV {cv:.1f} % (> {cv_limit_pct:g} %).")

@@ -6,6 +6,9 @@ A quantized linear layer is recognised by what it holds: bitsandbytes replaces t
 torchao's int8 weight-only, int8 dynamic and fp8 weight-only layers reach their fast kernels only through
 ``torch.compile`` (``quantization.TORCHAO_NEEDS_COMPILE``); decoded by eager ``generate()`` or a CUDA graph
 without compiling, every call takes torchao's generic path, and the rows say ``quant_fallback=true``.
+torchao fp8 (dynamic activation) takes its fast ``_scaled_mm`` kernel on any engine, so it is no fallback, but
+under eager ``generate()`` its per-layer activation quantization is launched kernel by kernel: the report warns
+("Launch-bound") that such a cell measures launch overhead more than fp8.
 """
 
 from __future__ import annotations
