@@ -420,3 +420,68 @@ def test_int8_alternatives_second_host_answers_the_published_question(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "## Each precision at its best engine" in text
 
+
+
+def test_nf4_saves_at_every_size_under_the_graph_on_an_h100_and_the_crossover_says_so(tmp_path):
+    """experiments/nf4_crossover/h100x4_2026-11-27/README.md: six sizes (two between 3B and 7B) x fp16, nf4 x
+    eager, graph, each model's cells on one GPU. Under the graph NF4 saves 12-19 % at every size, so the fit
+    finds no crossover in range; under eager it costs more at 3-4 B and the fit is too flat."""
+    study = REPO / "experiments" / "nf4_crossover" / "h100x4_2026-11-27" / "nf4_crossover"
+    rows = read_results([study]).to_pandas()
+    ok = rows[rows.status == "ok"]
+    assert len(ok) == len(rows) and ok.cell_id.nunique() == 24 and (ok.groupby("cell_id").size() == 5).all()
+    assert set(ok.device_name) == {GPU_NAME["h100"]} and set(ok.energy_source) == {"nvml_counter"}
+    assert (ok.groupby("model").gpu_uuid.nunique() == 1).all()
+    assert set(ok.model) == set(sweep_values("nf4_crossover")["model"])
+    build_report([study], tmp_path)
+    comp = pd.read_csv(tmp_path / "comparisons.csv").set_index(["model", "engine"])
+    graph = comp.xs("graph", level="engine")
+    assert (graph.delta_pct_ci_high < 0).all() and graph.delta_pct.between(-19.5, -12).all()
+    assert round(comp.loc[("Qwen2.5-3B", "eager")].delta_pct, 1) == 52.6
+    assert round(comp.loc[("Qwen1.5-4B", "eager")].delta_pct, 1) == 34.9 and comp.loc[("Qwen1.5-4B", "eager")].p < 0.01
+    assert comp.same_device.all()
+    crossover = pd.read_csv(tmp_path / "crossover.csv").set_index("engine")
+    assert crossover.loc["graph"].verdict.startswith("no crossover in range: saves at every size measured")
+    assert crossover.loc["eager"].verdict.startswith("fit too flat to place a crossover")
+    configs = pd.read_csv(tmp_path / "configurations.csv")
+    assert configs[configs.engine == "graph"].energy_j_per_1k_tok_cv_pct.max() < 2
+
+
+def test_pure_int8_flips_sign_with_the_engine_for_all_four_ablation_models_on_an_h100(tmp_path):
+    """experiments/int8_ablation/h100x4_2026-11-27_engines/README.md: fp16 and pure int8 under eager and graph,
+    each model on one GPU: +47 to +104 % under eager, -10 to -17 % under the graph, graph CVs <= 1.1 %."""
+    study = REPO / "experiments" / "int8_ablation" / "h100x4_2026-11-27_engines" / "int8_ablation_engines"
+    rows = read_results([study]).to_pandas()
+    ok = rows[rows.status == "ok"]
+    assert len(ok) == len(rows) and ok.cell_id.nunique() == 16 and (ok.groupby("cell_id").size() == 5).all()
+    assert (ok.groupby("model").gpu_uuid.nunique() == 1).all() and set(ok.engine_effective) == {"eager", "graph"}
+    build_report([study], tmp_path)
+    comp = pd.read_csv(tmp_path / "comparisons.csv")
+    eager, graph = comp[comp.engine == "eager"], comp[comp.engine == "graph"]
+    assert len(eager) == len(graph) == 4 and comp.same_device.all()
+    assert (eager.delta_pct_ci_low > 0).all() and eager.delta_pct.between(47, 104).all()
+    assert (graph.delta_pct_ci_high < 0).all() and graph.delta_pct.between(-17, -10).all()
+    text = (tmp_path / "report.md").read_text()
+    assert text.count("int8_pure vs fp16, batch 1 (NVIDIA H100 80GB HBM3): flips sign") == 4
+    configs = pd.read_csv(tmp_path / "configurations.csv")
+    assert configs[configs.engine == "graph"].energy_j_per_1k_tok_cv_pct.max() <= 1.1
+
+
+def test_torchao_under_eager_on_a_third_h100_host_is_flagged_fallback_or_launch_bound(tmp_path):
+    """experiments/int8_alternatives/h100x4_2026-11-27c/README.md: 7 cells; torchao int8 weight-only eager is a
+    flagged fallback (+144 % at batch 1), torchao fp8 eager takes its fast kernel but is warned launch-bound
+    (6.6 tok/s, +258 %)."""
+    study = REPO / "experiments" / "int8_alternatives" / "h100x4_2026-11-27c" / "int8_alternatives"
+    rows = read_results([study]).to_pandas()
+    ok = rows[rows.status == "ok"]
+    assert len(ok) == len(rows) and ok.cell_id.nunique() == 7 and (ok.groupby("cell_id").size() == 3).all()
+    assert (ok.groupby("batch_size").gpu_uuid.nunique() == 1).all()
+    ao = ok[ok.quantization.str.startswith("ao_")]
+    assert (ao.quant_fallback == (ao.quantization == "ao_int8_weight_only")).all()
+    build_report([study], tmp_path)
+    comp = pd.read_csv(tmp_path / "comparisons.csv").set_index(["quantization", "batch_size"])
+    assert round(comp.loc[("ao_int8_weight_only", 1)].delta_pct, 1) == 144.2
+    assert round(comp.loc[("ao_fp8", 1)].delta_pct, 1) == 257.5 and comp.loc[("ao_fp8", 1)].p < 0.005
+    text = (tmp_path / "report.md").read_text()
+    assert text.count("ao_fp8 bs1 ran torchao Float8Tensor, not compiled under eager generate()") == 1
+    assert text.count("ao_int8_weight_only bs16 ran torchao Int8Tensor, not compiled: this torchao precision") == 1
