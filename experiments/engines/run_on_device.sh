@@ -22,10 +22,15 @@
 #    nf4_crossover's remaining cells.
 # F  GPU 0: int8_ablation (fp16, int8_pure) under the graph; GPU 1: batch_size_sweep under the graph;
 #    both resume whatever an earlier phase left.
+# On a 4-GPU host, started detached (experiments/device/detached.sh; about 20 min), what #14 still lacks on H100:
+# G  GPUs 0 and 1: the batch-1 graph cells of Mistral-7B at the default protocol, once on each (graph_gpu_a,
+#    graph_gpu_b: the two-GPU agreement, pure int8 included), then engine_crossover on both (every batch size,
+#    fp16 / nf4 / int8_pure, eager and graph); GPU 2: batch_size_sweep under eager and graph on one GPU (study
+#    batch_size_sweep_engines); GPU 3 is left for another run (e.g. kernel_profile).
 # Each study stops at the phase's time limit; what finished is complete on disk and the next phase
 # (on the same warm machine) resumes it.
 set -u
-phase=${1:?phase A-F}
+phase=${1:?phase A-G}
 source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
 limit=${LIMIT_S:-540}
 SHORT="measurement=short repetitions=5 warmup=1"
@@ -96,6 +101,22 @@ case $phase in
       'hydra.sweeper.params.quantization="fp16,int8_pure"' $SHORT $common > "$root/logs/int8_ablation_F.log" 2>&1 &
     CUDA_VISIBLE_DEVICES=1 timeout -s INT -k 30 "$limit" python3 -m ecosweep +experiment=batch_size_sweep engine=graph \
       $SHORT $common > "$root/logs/batch_size_sweep_F.log" 2>&1 &
+    ;;
+  G)
+    pair=()
+    for gpu in 0 1; do
+      name=$([ $gpu = 0 ] && echo a || echo b)
+      CUDA_VISIBLE_DEVICES=$gpu timeout -s INT -k 30 "$limit" python3 -m ecosweep $PAIR study=graph_gpu_$name $common \
+        > "$root/logs/graph_gpu_$name.log" 2>&1 &
+      pair+=($!)
+    done
+    CUDA_VISIBLE_DEVICES=2 timeout -s INT -k 30 "$limit" python3 -m ecosweep +experiment=batch_size_sweep \
+      study=batch_size_sweep_engines '+hydra.sweeper.params.engine="eager,graph"' $SHORT $common \
+      > "$root/logs/batch_size_sweep_engines.log" 2>&1 &
+    wait "${pair[@]}"
+    left=$((limit - SECONDS - 10))
+    [ $left -gt 60 ] && CUDA_VISIBLE_DEVICES=0,1 timeout -s INT -k 30 $left python3 -m ecosweep \
+      +experiment=engine_crossover $SHORT $common > "$root/logs/engine_crossover_G.log" 2>&1
     ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
