@@ -16,15 +16,7 @@ timeout -s INT -k 30 $((limit - 20)) python3 -m ecosweep +experiment=nf4_crossov
   '+hydra.sweeper.params.engine="eager,graph"' measurement=short repetitions=5 warmup=2 \
   tracking=none ray.progress=plain output_root="$root" ${EXTRA:-} >> "$root/logs/nf4_crossover.log" 2>&1
 ray_stop
-python3 - "$root/nf4_crossover" <<'PY' > "$root/logs/summary_nf4_crossover.txt" 2>&1
-import glob, sys
-import pandas as pd
-rows = pd.concat(pd.read_parquet(p) for p in glob.glob(sys.argv[1] + "/cells/*.parquet"))
-pd.set_option("display.width", 200)
-print(rows.groupby(["model", "engine", "quantization"]).agg(
-    status=("status", "first"), n=("tok_s", "count"), tok_s=("tok_s", "mean"),
-    j_per_1k=("energy_j_per_1k_tok", "mean"), effective=("engine_effective", "first")).round(1).to_string())
-PY
+python3 experiments/device/summarize_cells.py "$root/nf4_crossover" > "$root/logs/summary_nf4_crossover.txt" 2>&1
 tail -n 30 "$root/logs/summary_nf4_crossover.txt"
 [ -n "${OUT:-}" ] && tar czf "$OUT/results_nf4_crossover.tgz" -C "$repo/outputs" "$host"
 exit 0
