@@ -235,8 +235,9 @@ _RUNTIME_API = re.compile(r"^cu(da)?[A-Z]")
 
 def device_links(prof: Any) -> Dict[int, int]:
     """Each device event's correlation id -> the id of the host operator that launched it, read from the
-    profiler's raw (Kineto) events. ``FunctionEvent.linked_correlation_id`` carries the same link only from
-    torch 2.12; torch 2.11 (the GPU hosts') drops it after linking kernels to operators for its own tables.
+    profiler's raw (Kineto) events. ``FunctionEvent.linked_correlation_id`` carries the same link in torch
+    2.13 (this project's CPU pin); torch 2.11 (the GPU hosts') drops it after linking kernels to operators
+    for its own tables.
     Events of one CUDA-graph launch share one correlation id, hence one operator."""
     from torch.autograd import DeviceType
 
@@ -277,7 +278,8 @@ def records_from_events(events: Sequence[Any], device: str,
     for e in events:
         if e.device_type != DeviceType.CUDA:
             continue
-        op = ops.get(linked_id(e))
+        link = linked_id(e)
+        op = ops.get(link) if link else None  # 0: no operator launched it
         records.append(KernelRecord(e.name, e.time_range.start, e.time_range.end - e.time_range.start,
                                     op.name if op is not None else "",
                                     (*_enclosing_names(op), op.name) if op is not None else ()))
