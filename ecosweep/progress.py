@@ -18,7 +18,8 @@ class Progress:
     """Counts cells done / failed / total, shows the cell on each slot and an ETA.
 
     ``mode``: live (a tqdm bar of cells under the event lines, with the running cells and the ETA), plain (a
-    line per event), off, or auto (live when the stream is a terminal).
+    line per event, each finished cell's with the ETA: what a log of a detached run shows), off, or auto (live
+    when the stream is a terminal).
     """
 
     def __init__(self, total: int, mode: str = "auto", stream: Optional[TextIO] = None,
@@ -37,23 +38,17 @@ class Progress:
         if self.mode == "live":
             from tqdm import tqdm
 
-            # smoothing=0: the ETA from the mean time per finished cell, as in plain mode's status()
+            # smoothing=0: the ETA from the mean time per finished cell, as plain mode's eta_s()
             self._bar = tqdm(total=total, unit="cell", file=self.stream, smoothing=0, dynamic_ncols=True,
                              bar_format="{n_fmt}/{total_fmt} cells |{bar:20}| {elapsed}<{remaining} {postfix}")
 
     def eta_s(self) -> Optional[float]:
+        """Seconds until every cell is done, from the mean time per finished cell; None before the first."""
         finished = self.done + self.failed
         if not finished:
             return None
         elapsed = self.clock() - self.start
         return elapsed / finished * (self.total - finished)
-
-    def status(self) -> str:
-        eta = self.eta_s()
-        running = "; ".join(self.running.values()) or "-"
-        return (f"[{self.done + self.failed}/{self.total} cells: {self.done} ok, {self.failed} failed] "
-                f"running: {running} | elapsed {_fmt_s(self.clock() - self.start)}"
-                f" | ETA {_fmt_s(eta) if eta is not None else '?'}")
 
     def _emit(self, line: str) -> None:
         if self.mode == "off":
@@ -81,8 +76,12 @@ class Progress:
             self.failed += 1
         if self._bar is not None:
             self._bar.update(1)
-        self._emit(f"{status:6s} {cell_id} {label} in {_fmt_s(seconds)}{' ' + note if note else ''} "
-                   f"({self.done + self.failed}/{self.total})")
+        finished = self.done + self.failed
+        line = f"{status:6s} {cell_id} {label} in {_fmt_s(seconds)}{' ' + note if note else ''} ({finished}/{self.total})"
+        eta = self.eta_s()
+        if self._bar is None and eta is not None and finished < self.total:  # the live bar shows its own
+            line += f", ETA {_fmt_s(eta)}"
+        self._emit(line)
 
     def retrying(self, cell_id: str, label: str, attempt: int, why: str) -> None:
         self.running.pop(cell_id, None)

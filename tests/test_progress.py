@@ -21,17 +21,21 @@ def test_plain_progress_counts_running_cells_and_eta():
     assert p.mode == "plain"  # StringIO is not a terminal
     p.started("a", "m/fp16/bs1", "GPU")
     p.started("b", "m/nf4/bs1", "GPU")
-    assert "m/fp16/bs1 @ GPU; m/nf4/bs1 @ GPU" in p.status()
+    assert list(p.running.values()) == ["m/fp16/bs1 @ GPU", "m/nf4/bs1 @ GPU"]
     clock.t = 10.0
     p.finished("a", "m/fp16/bs1", "ok", 10.0)
     clock.t = 20.0
     p.finished("b", "m/nf4/bs1", "oom", 20.0)
     assert (p.done, p.failed) == (1, 1)
     assert p.eta_s() == 20.0  # 10 s per finished cell, 2 to go
-    assert "[2/4 cells: 1 ok, 1 failed]" in p.status() and "ETA 20s" in p.status()
     lines = out.getvalue().splitlines()
     assert lines[0].startswith("start  a m/fp16/bs1 on GPU")
-    assert lines[-1].startswith("oom    b m/nf4/bs1 in 20s (2/4)")
+    assert lines[-2] == "ok     a m/fp16/bs1 in 10s (1/4), ETA 30s"
+    assert lines[-1] == "oom    b m/nf4/bs1 in 20s (2/4), ETA 20s"
+    clock.t = 40.0
+    p.finished("c", "m/int8/bs1", "ok", 20.0)
+    p.finished("d", "m/int8_pure/bs1", "ok", 0.0)
+    assert out.getvalue().splitlines()[-1] == "ok     d m/int8_pure/bs1 in 0s (4/4)"  # no ETA once all are done
 
 
 def test_live_mode_draws_a_bar_of_cells_under_the_event_lines():

@@ -274,7 +274,7 @@ class Meter(Choice):
 class ProgressMode(Choice):
     AUTO = "auto", "live on a terminal, plain otherwise"
     LIVE = "live", "a bar of cells under the event lines"
-    PLAIN = "plain", "one line per event (start, ok, failed, retry)"
+    PLAIN = "plain", "one line per event (start, ok, failed, retry), each finished cell's with the ETA"
     OFF = "off", "nothing"
 
 
