@@ -77,7 +77,8 @@ class Progress:
         if self._bar is not None:
             self._bar.update(1)
         finished = self.done + self.failed
-        line = f"{status:6s} {cell_id} {label} in {_fmt_s(seconds)}{' ' + note if note else ''} ({finished}/{self.total})"
+        note = f" {note}" if note else ""
+        line = f"{status:6s} {cell_id} {label} in {_fmt_s(seconds)}{note} ({finished}/{self.total})"
         eta = self.eta_s()
         if self._bar is None and eta is not None and finished < self.total:  # the live bar shows its own
             line += f", ETA {_fmt_s(eta)}"
