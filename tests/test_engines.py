@@ -101,7 +101,8 @@ def test_bad_engine_values_name_the_choices():
     problems = validate_study(settings("engine.kind=turbo", "engine.attn_implementation=flash", "engine.capture_warmup_steps=-1"))
     assert any("engine.kind='turbo'" in p and all(f"{k} — " in p for k in ("eager", "graph", "compiled"))
                for p in problems)
-    assert any("engine.attn_implementation='flash'" in p and "ecosweep_sdpa" in p for p in problems)
+    assert any("engine.attn_implementation='flash'" in p and "ecosweep_sdpa" in p and p.endswith(", or null for the checkpoint's default.")
+               for p in problems)
     assert any("engine.capture_warmup_steps=-1" in p for p in problems)
 
 

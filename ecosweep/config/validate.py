@@ -38,15 +38,17 @@ from ecosweep.config.schema import (
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
-def _choice(key: str, value: object, choices: List[str]) -> List[str]:
+def _choice(key: str, value: object, choices: List[str], or_null: str = "") -> List[str]:
     """No problem when ``value`` is one of ``choices``; else one naming every choice, with its help where the
-    setting's choices are a ``schema.Choice`` (``CHOICES_BY_SETTING``)."""
+    setting's choices are a ``schema.Choice`` (``CHOICES_BY_SETTING``). ``or_null``: what null means, for a
+    setting that may be left null (then named as the last choice)."""
     if value in choices:
         return []
     helped = CHOICES_BY_SETTING.get(key)
     listed = ("; " if helped else ", ").join(
         f"{c} — {helped(c).help}" if helped and c in helped.values() else c for c in choices)
-    return [f"{key}={value!r} is not a valid choice; choose one of: {listed}."]
+    null = f", or null for {or_null}" if or_null else ""
+    return [f"{key}={value!r} is not a valid choice; choose one of: {listed}{null}."]
 
 
 def _at_least(key: str, value: float, minimum: float, what: str = "a number") -> List[str]:
@@ -112,8 +114,8 @@ def validate_quantization(q: QuantizationConfig) -> List[str]:
 def validate_engine(e: EngineConfig) -> List[str]:
     problems = _choice("engine.kind", e.kind, ENGINE_KINDS)
     if e.attn_implementation is not None:
-        problems += [p.removesuffix(".") + ", or null for the checkpoint's default."
-                     for p in _choice("engine.attn_implementation", e.attn_implementation, ATTN_IMPLEMENTATIONS)]
+        problems += _choice("engine.attn_implementation", e.attn_implementation, ATTN_IMPLEMENTATIONS,
+                            or_null="the checkpoint's default")
     problems += _at_least("engine.capture_warmup_steps", e.capture_warmup_steps, 0, "an integer")
     return problems
 
