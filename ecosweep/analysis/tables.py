@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import pandas as pd
@@ -405,6 +405,55 @@ def _one_sign_at_every_size(points: pd.DataFrame) -> str:
     return ""
 
 
+_CROSSOVER_COLUMNS = ("crossover_params_b", "crossover_ci_low_b", "crossover_ci_high_b")
+
+
+def _fit_log_size(x: np.ndarray, y: np.ndarray) -> Tuple[Dict[str, float], float]:
+    """OLS of Δ% (``y``) on ln(parameters) (``x``): the columns ``intercept_pct`` and
+    ``slope_pct_per_log_param``; where the slope is not 0 also the zero, ``crossover_params_b``, and past two
+    sizes its 95 % CI (delta method, ``crossover_ci_low_b`` / ``_high_b``) and the slope's two-sided p
+    (``slope_p``). With the zero in ln(parameters) (nan for a slope of 0)."""
+    X = np.column_stack([np.ones_like(x), x])
+    beta, *_ = np.linalg.lstsq(X, y, rcond=None)
+    a, b = beta
+    fit: Dict[str, float] = {"intercept_pct": a, "slope_pct_per_log_param": b}
+    if b == 0:
+        return fit, math.nan
+    x0 = -a / b
+    with np.errstate(over="ignore"):
+        fit["crossover_params_b"] = float(np.exp(x0))
+    dof = len(x) - 2
+    if dof > 0:
+        from scipy import stats
+
+        resid = y - X @ beta
+        cov = float(resid @ resid) / dof * np.linalg.inv(X.T @ X)
+        grad = np.array([-1 / b, a / b ** 2])
+        se = math.sqrt(max(0.0, float(grad @ cov @ grad)))
+        tq = float(stats.t.ppf(0.975, dof))
+        with np.errstate(over="ignore"):  # a flat fit's CI runs past any float: inf, blanked by the caller
+            fit["crossover_ci_low_b"] = float(np.exp(x0 - tq * se))
+            fit["crossover_ci_high_b"] = float(np.exp(x0 + tq * se))
+        slope_se = math.sqrt(max(0.0, float(cov[1, 1])))
+        fit["slope_p"] = float(2 * stats.t.sf(abs(b) / slope_se, dof)) if slope_se > 0 else 0.0
+    return fit, x0
+
+
+def _crossover_verdict(inside: bool, points: int, slope_p: float, one_sign: str, alpha: float) -> Tuple[str, bool]:
+    """The verdict on a fit of ``points`` whose zero does (``inside``) or does not lie among the sizes measured,
+    and whether its zero and CI stand (False: blank them). ``one_sign``: ``_one_sign_at_every_size``'s phrase."""
+    flat = points > 2 and slope_p >= alpha
+    if one_sign:  # the points answer: a line through points all on one side cannot place their zero among them
+        return (f"no crossover in range: {one_sign}" + (f"; slope p = {slope_p:.2g}" if flat else ""),
+                not flat and not inside)
+    if flat:
+        return f"fit too flat to place a crossover (slope p = {slope_p:.2g})", False
+    verdict = "crossover in range" if inside else "no crossover in range"
+    if points == 2:  # a line through two points: the zero is exact arithmetic, not an estimate
+        verdict += " (two model sizes: no CI)"
+    return verdict, True
+
+
 def crossover(comp: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     """Per hardware x quantization x engine x batch size (x tokens, weights; ``crossover_keys``): fit
     delta% = a + b log(params) over the model sizes and solve delta% = 0, with the zero's 95 % CI (delta
@@ -420,55 +469,21 @@ def crossover(comp: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
     keys = crossover_keys(data)
     for key, g in data.groupby(keys, dropna=False):
         x = np.log(g.params_b_nominal.astype(float).to_numpy())
-        y = g.delta_pct.to_numpy(dtype=float)
         rec = {**dict(zip(keys, key)), "points": len(g),
                "params_b_min": float(np.exp(x.min())),
                "params_b_max": float(np.exp(x.max()))}
         if len(np.unique(x)) < 2:
             records.append({**rec, "verdict": "too few model sizes to fit"})
             continue
-        X = np.column_stack([np.ones_like(x), x])
-        beta, *_ = np.linalg.lstsq(X, y, rcond=None)
-        a, b = beta
-        resid = y - X @ beta
-        dof = len(x) - 2
-        rec.update(intercept_pct=a, slope_pct_per_log_param=b)
-        if b == 0:
+        fit, x0 = _fit_log_size(x, g.delta_pct.to_numpy(dtype=float))
+        rec.update(fit)
+        if fit["slope_pct_per_log_param"] == 0:
             records.append({**rec, "verdict": "no crossover (flat fit)"})
             continue
-        x0 = -a / b
-        with np.errstate(over="ignore"):
-            rec["crossover_params_b"] = float(np.exp(x0))
-        slope_p = math.nan
-        if dof > 0:
-            from scipy import stats
-
-            sigma2 = float(resid @ resid) / dof
-            cov = sigma2 * np.linalg.inv(X.T @ X)
-            grad = np.array([-1 / b, a / b ** 2])
-            se = math.sqrt(max(0.0, float(grad @ cov @ grad)))
-            tq = float(stats.t.ppf(0.975, dof))
-            with np.errstate(over="ignore"):  # a flat fit's CI runs past any float: inf, blanked below
-                rec["crossover_ci_low_b"] = float(np.exp(x0 - tq * se))
-                rec["crossover_ci_high_b"] = float(np.exp(x0 + tq * se))
-            slope_se = math.sqrt(max(0.0, float(cov[1, 1])))
-            slope_p = float(2 * stats.t.sf(abs(b) / slope_se, dof)) if slope_se > 0 else 0.0
-            rec["slope_p"] = slope_p
-        inside = x.min() <= x0 <= x.max()
-        rec["verdict"] = "crossover in range" if inside else "no crossover in range"
-        if dof == 0:  # a line through two points: the zero is exact arithmetic, not an estimate
-            rec["verdict"] += " (two model sizes: no CI)"
-        elif slope_p >= alpha:
-            rec["verdict"] = f"fit too flat to place a crossover (slope p = {slope_p:.2g})"
-            for k in ("crossover_params_b", "crossover_ci_low_b", "crossover_ci_high_b"):
-                rec[k] = math.nan
-        one_sign = _one_sign_at_every_size(g)
-        if one_sign:
-            rec["verdict"] = f"no crossover in range: {one_sign}" + (
-                f"; slope p = {slope_p:.2g}" if dof > 0 and slope_p >= alpha else "")
-            if inside:  # a line through points that all lie on one side cannot place their zero among them
-                for k in ("crossover_params_b", "crossover_ci_low_b", "crossover_ci_high_b"):
-                    rec[k] = math.nan
+        rec["verdict"], placed = _crossover_verdict(x.min() <= x0 <= x.max(), len(x), fit.get("slope_p", math.nan),
+                                                    _one_sign_at_every_size(g), alpha)
+        if not placed:
+            rec.update(dict.fromkeys(_CROSSOVER_COLUMNS, math.nan))
         records.append(rec)
     return pd.DataFrame(records)
 
