@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, List
 
 from ecosweep.config.schema import (
+    CHOICES_BY_SETTING,
     BNB_4BIT_TYPES,
     DEVICES,
     ATTN_IMPLEMENTATIONS,
@@ -23,7 +24,6 @@ from ecosweep.config.schema import (
     PROGRESS_MODES,
     QUANT_METHODS,
     WEIGHTS_CHOICES,
-    CHOICES_BY_SETTING,
     EngineConfig,
     FidelityConfig,
     HardwareConfig,

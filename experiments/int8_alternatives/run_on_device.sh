@@ -26,7 +26,7 @@
 # LAST           both, eager first: about 12 min on a 4-GPU host, so start it detached
 # Each phase resumes its cells if an earlier call was cut off by the time limit.
 set -u
-phase=${1:?phase A-D}
+phase=${1:?phase: A-D, ALL, REST[_COMPILED|_EAGER] or LAST[_EAGER|_COMPILED]}
 source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
 limit=${LIMIT_S:-540}
 case $phase in

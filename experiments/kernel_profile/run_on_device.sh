@@ -60,7 +60,8 @@ from pathlib import Path
 import pandas as pd
 study = sys.argv[1]
 rows = pd.concat(pd.read_parquet(p) for p in glob.glob(f"{study}/cells/*.parquet"))
-picked = rows[(rows.status == "ok") & (rows.batch_size == 1) & (rows.quantization == "fp16")]
+picked = rows[(rows.status == "ok") & (rows.batch_size == 1) & (rows.quantization == "fp16")
+              & rows.profile_trace_file.notna()]  # a failed profile (profile_error) has no trace
 Path(f"{study}/samples").mkdir(exist_ok=True)
 for _, r in picked.drop_duplicates("engine").iterrows():
     name = r.profile_trace_file.replace(".profile.json.gz", ".trace.json.gz")
