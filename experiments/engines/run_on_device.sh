@@ -25,7 +25,7 @@
 # On a 4-GPU host, started detached (experiments/device/detached.sh; about 20 min), what #14 still lacks on H100:
 # G  GPUs 0 and 1: the batch-1 graph cells of Mistral-7B at the default protocol, once on each (graph_gpu_a,
 #    graph_gpu_b: the two-GPU agreement, pure int8 included), then engine_crossover on both (every batch size,
-#    fp16 / nf4 / int8_pure, eager and graph); GPU 2: batch_size_sweep under eager and graph on one GPU (study
+#    fp16 / nf4 / int8_pure, eager and graph); GPU 2: batch_size_sweep under graph, then eager, on one GPU (study
 #    batch_size_sweep_engines); GPU 3 is left for another run (e.g. kernel_profile).
 # Each study stops at the phase's time limit; what finished is complete on disk and the next phase
 # (on the same warm machine) resumes it.
@@ -110,9 +110,13 @@ case $phase in
         > "$root/logs/graph_gpu_$name.log" 2>&1 &
       pair+=($!)
     done
-    CUDA_VISIBLE_DEVICES=2 timeout -s INT -k 30 "$limit" python3 -m ecosweep +experiment=batch_size_sweep \
-      study=batch_size_sweep_engines '+hydra.sweeper.params.engine="eager,graph"' $SHORT $common \
-      > "$root/logs/batch_size_sweep_engines.log" 2>&1 &
+    # the whole graph curve first, then eager's cells into the same study while time is left
+    ( for engine in graph eager; do
+        left=$((limit - SECONDS - 10))
+        [ $left -gt 60 ] || break
+        CUDA_VISIBLE_DEVICES=2 timeout -s INT -k 30 $left python3 -m ecosweep +experiment=batch_size_sweep \
+          study=batch_size_sweep_engines engine=$engine $SHORT $common >> "$root/logs/batch_size_sweep_engines.log" 2>&1
+      done ) &
     wait "${pair[@]}"
     left=$((limit - SECONDS - 10))
     [ $left -gt 60 ] && CUDA_VISIBLE_DEVICES=0,1 timeout -s INT -k 30 $left python3 -m ecosweep \
