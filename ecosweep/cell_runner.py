@@ -334,6 +334,7 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
             except Exception as exc:  # the measurement stands; the rows say why there is no profile
                 facts["profile_error"] = f"{type(exc).__name__}: {exc}"
             phases["profile_s"] = time.perf_counter() - t
+            phases.update(profiled.phases_s if profiled else {})
         for row in result.rows:
             row.update(facts)
         phases.update(result.phases_s)

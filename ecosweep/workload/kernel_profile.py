@@ -326,6 +326,7 @@ class ProfiledCall:
     profile: KernelProfile
     trace_gzip: Optional[bytes]
     kernels_csv: str
+    phases_s: Dict[str, float] = field(default_factory=dict)  # seconds: the traced call, reading its events, the trace
 
 
 def profile_call(call: Callable[[], int], device: str, sync: Callable[[], None], trace_path: Optional[str] = None,
@@ -339,16 +340,23 @@ def profile_call(call: Callable[[], int], device: str, sync: Callable[[], None],
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
     scopes = module_scopes(model) if model is not None else nullcontext()
     sync()
+    entered = time.perf_counter()
     with profile(activities=activities) as prof:
         with scopes:
             start = time.perf_counter()
             tokens = call()
             sync()
             wall_s = time.perf_counter() - start
+    traced = time.perf_counter()
     records, launches = records_from_events(prof.events(), device, device_links(prof) if device == "cuda" else None)
+    read = time.perf_counter()
     trace = _chrome_trace_gzip(prof) if trace_path else None
-    return ProfiledCall(summarize(records, device, tokens, wall_s, launches, trace_path, measured_call_s), trace,
-                        kernel_table(records))
+    written = time.perf_counter()
+    summary = summarize(records, device, tokens, wall_s, launches, trace_path, measured_call_s)
+    table = kernel_table(records)
+    phases = {"profile_call_s": traced - entered, "profile_events_s": read - traced,
+              "profile_trace_export_s": written - read, "profile_summary_s": time.perf_counter() - written}
+    return ProfiledCall(summary, trace, table, phases)
 
 
 def _chrome_trace_gzip(prof: Any) -> bytes:

@@ -13,10 +13,11 @@ set -u
 source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
 limit=${LIMIT_S:-540}
 # EXTRA: more overrides, e.g. EXTRA=ray.one_gpu_per=precision (batch 1 and 16 on two GPUs of a larger host,
-# with CUDA_VISIBLE_DEVICES naming them)
+# with CUDA_VISIBLE_DEVICES naming them) or EXTRA=ray.one_gpu_per=cell (every GPU of the host, a cell each);
+# INT8_RESERVE_S: seconds of LIMIT_S kept for the LLM.int8() cells (a profiled cell takes ~3 min)
 common="measurement=short repetitions=3 warmup=2 tracking=none ray.progress=plain output_root=$root ${EXTRA:-}"
 nvidia-smi --query-gpu=index,name,uuid,power.draw,temperature.gpu --format=csv > "$root/logs/gpus_kernel_profile.csv"
-timeout -s INT -k 30 $((limit - 60)) python3 -m ecosweep +experiment=kernel_profile $common \
+timeout -s INT -k 30 $((limit - ${INT8_RESERVE_S:-60})) python3 -m ecosweep +experiment=kernel_profile $common \
   >> "$root/logs/kernel_profile.log" 2>&1
 ray_stop
 left=$((limit - SECONDS - 20))
