@@ -485,3 +485,34 @@ def test_torchao_under_eager_on_a_third_h100_host_is_flagged_fallback_or_launch_
     text = (tmp_path / "report.md").read_text()
     assert text.count("ao_fp8 bs1 ran torchao Float8Tensor, not compiled under eager generate()") == 1
     assert text.count("ao_int8_weight_only bs16 ran torchao Int8Tensor, not compiled: this torchao precision") == 1
+
+
+def test_kernel_profile_on_an_h100_shows_where_a_token_goes(tmp_path):
+    """experiments/kernel_profile/h100x4_2026-11-28/README.md: Mistral-7B fp16 / NF4 / pure int8 x eager / graph and
+    LLM.int8() eager, batch 1 and 16, each cell profiled after its windows. Each bar (kernel classes + idle) makes
+    up the measured time per token; a batch-1 eager token is mostly GPU idle, a graph token is not; LLM.int8()'s
+    extra GPU time over pure int8 is mostly its outlier extraction."""
+    from ecosweep.analysis import tables
+
+    study = REPO / "experiments" / "kernel_profile" / "h100x4_2026-11-28" / "kernel_profile"
+    rows = read_results([study]).to_pandas()
+    assert (rows.status == "ok").all() and rows.cell_id.nunique() == 14 and rows.profile_error.isna().all()
+    assert set(rows.device_name) == {GPU_NAME["h100"]} and rows.profile_trace_file.notna().all()
+    build_report([study], tmp_path)
+    configs = pd.read_csv(tmp_path / "configurations.csv")
+    configs = configs[configs.profile_wall_ms_per_tok.notna()].set_index(["quantization", "engine", "batch_size"])
+    assert len(configs) == 14
+    classes = tables.kernel_classes_seen(configs)
+    busy = configs[classes].sum(axis=1)
+    assert ((busy + tables.idle_ms_per_token(configs)) / (1e3 / configs.tok_s_mean) - 1).abs().max() < 0.03
+    idle = configs.profile_gpu_idle_share.round(3)
+    assert idle[:, "eager", 1].to_dict() == {"fp16": 0.766, "int8": 0.895, "int8_pure": 0.91, "nf4": 0.891}
+    assert idle[:, "graph", 1].to_dict() == {"fp16": 0.098, "int8_pure": 0.145, "nf4": 0.133}
+    assert configs.profile_ms_per_tok_unknown.max() < 0.01
+    llm_int8, pure = configs.loc[("int8", "eager", 1)], configs.loc[("int8_pure", "eager", 1)]
+    extra_gpu_ms = busy[("int8", "eager", 1)] - busy[("int8_pure", "eager", 1)]
+    assert round(llm_int8.profile_ms_per_tok_llm_int8_outliers, 2) == 2.52 and round(extra_gpu_ms, 2) == 3.03
+    assert round(llm_int8.profile_launches_per_tok - pure.profile_launches_per_tok) == 1024
+    nf4_graph = configs.loc[("nf4", "graph", 1)]
+    assert nf4_graph.profile_ms_per_tok_nf4_fp4 > 10 * nf4_graph.profile_ms_per_tok_dense_gemm
+    assert (tmp_path / "figures" / "kernels_NVIDIA_H100_80GB_HBM3_Mistral-7B_1.png").exists()

@@ -252,7 +252,7 @@ def kernel_breakdown(configs: pd.DataFrame, out_dir: Path) -> List[Path]:
     """Where a generated token's time goes (profile=true): per hardware, model and batch size, one stacked bar
     per precision and engine of GPU time per token by kernel class, and the GPU's idle time on top (the measured
     call's time the GPU waited on the host; none on a CPU)."""
-    from ecosweep.analysis.tables import kernel_classes_seen
+    from ecosweep.analysis.tables import idle_ms_per_token, kernel_classes_seen
 
     classes = kernel_classes_seen(configs)
     if not classes:
@@ -270,8 +270,7 @@ def kernel_breakdown(configs: pd.DataFrame, out_dir: Path) -> List[Path]:
                    color=GREYS[i % len(GREYS)], hatch=HATCHES[(i // len(GREYS)) % len(HATCHES)] or None,
                    edgecolor="black", linewidth=0.4)
             bottom += values
-        # the measured call's idle time per token (its wall time x the share with no kernel running)
-        idle = np.nan_to_num((g.profile_wall_ms_per_tok * g.profile_gpu_idle_share).to_numpy(dtype=float))
+        idle = idle_ms_per_token(g).to_numpy(dtype=float)  # the bar's total: the measured time per token
         if idle.any():
             ax.bar(labels, idle, bottom=bottom, label="GPU idle (waiting on the host)", color="white",
                    hatch="//", edgecolor="black", linewidth=0.4)

@@ -139,6 +139,13 @@ def _fidelity_section(configs: pd.DataFrame, comp: pd.DataFrame, metric: str, co
             _md(fidelity, [*columns, f"{metric}_mean", "delta_pct", *tables.FIDELITY_TABLE_COLUMNS])]
 
 
+def _kernel_heads(names: object, width: int = 60) -> object:
+    """'; '-separated kernel names, each cut to ``width`` characters (the full names: the rows, the kernel tables)."""
+    if not isinstance(names, str):
+        return names
+    return "; ".join(n if len(n) <= width else n[:width - 1] + "…" for n in names.split("; "))
+
+
 def _profile_section(configs: pd.DataFrame, columns: List[str]) -> List[str]:
     """Cells measured with profile=true: their GPU busy and idle share, launches and time by kernel class."""
     used = tables.kernel_classes_seen(configs)
@@ -146,6 +153,8 @@ def _profile_section(configs: pd.DataFrame, columns: List[str]) -> List[str]:
     if not used and failed.empty:
         return []
     profiled = configs[configs.profile_wall_ms_per_tok.notna()] if used else configs.iloc[0:0]
+    if "profile_unknown_kernels" in profiled:  # C++ template names run to kilobytes: their heads name them
+        profiled = profiled.assign(profile_unknown_kernels=profiled.profile_unknown_kernels.map(_kernel_heads))
     errors = (["Profiles that failed (the cells' measurements stand):\n", _md(failed, [*columns, "profile_error"])]
               if not failed.empty else [])
     return ["## Kernel profile (per generated token)\n",
@@ -153,7 +162,8 @@ def _profile_section(configs: pd.DataFrame, columns: List[str]) -> List[str]:
             "them). profile_gpu_idle_share: the share of the measured call (no profiler) in which no kernel ran, the "
             "launch-bound share; then kernels and host-side launches per token and GPU time per token by kernel "
             "class, in ms (classes: README, 'Kernel profile'; on a CPU, operators' self time). Unknown kernels are "
-            "named, never dropped; each cell's trace is traces/<cell_id>.profile.json.gz.\n",
+            "named (cut to their first 60 characters here), never dropped; each cell's trace is "
+            "traces/<cell_id>.profile.json.gz, its kernels traces/<cell_id>.kernels.csv.\n",
             _md(profiled, [*columns, "profile_gpu_idle_share", "profile_kernels_per_tok", "profile_launches_per_tok",
                            "profile_wall_ms_per_tok", *used, "profile_unknown_kernels"]), *errors]
 

@@ -173,6 +173,14 @@ def kernel_classes_seen(configs: pd.DataFrame) -> List[str]:
     return [c for c in columns if c in configs and configs[c].fillna(0).gt(0).any()]
 
 
+def idle_ms_per_token(configs: pd.DataFrame) -> pd.Series:
+    """The GPU's idle time per generated token in each profiled configuration, milliseconds: the measured call's
+    time per token (1000 / tok_s_mean, no profiler) x ``profile_gpu_idle_share``, the share it is taken against.
+    The busy part is the kernel classes' time, so classes + idle make up the measured time per token. Zero on a
+    CPU (no idle share)."""
+    return (1e3 / configs.tok_s_mean * configs.profile_gpu_idle_share).fillna(0.0)
+
+
 def is_raw_input(path: Path) -> bool:
     """A results folder or a Parquet file of raw result rows (not a summary table)."""
     return path.is_dir() or (path.suffix.lower() in (".csv", ".parquet") and _is_raw_results(path))

@@ -58,20 +58,25 @@ RULES: Tuple[KernelRule, ...] = (
     # bitsandbytes: its custom ops, by the op that launched the kernel or one around it
     KernelRule("int8_gemm", within=_BNB + r"int8_linear_matmul"),
     KernelRule("int8_gemm", op=_BNB + r"int8_linear_matmul"),
+    # an int8 GEMM kernel by its name, whatever scope it ran in (the profiler can link one to the wrong op)
+    KernelRule("int8_gemm", kernel=r"s8s8|i8i8|imma|igemm|int8_gemm|_i\d{4,5}gemm|i16832gemm"),
     KernelRule("dequantize", within=_BNB + r"(int8_mm_dequant|int8_vectorwise_dequant)"),
     KernelRule("act_quantize", op=_INT8_QUANT_OPS),
     KernelRule("act_quantize", kernel=r"kInt8VectorQuant|kQuantize|int8_vectorwise_quant"),
+    KernelRule("dequantize", kernel=r"kdequant_mm|int8_mm_dequant"),
     KernelRule("llm_int8_outliers", within=_INT8_QUANT_OPS),
     KernelRule("llm_int8_side_gemm", within=_BNB + r"int8_mixed_scaled_mm", op=_GEMM_OPS),
     KernelRule("llm_int8_outliers", within=_BNB + r"int8_mixed_scaled_mm"),
+    # bitsandbytes' 4-bit matmul above batch 1 dequantizes the weight, then runs an fp16 GEMM on it (aten::mm)
+    KernelRule("dense_gemm", within=_BNB + r"gemm_4bit", op=_GEMM_OPS),
     KernelRule("nf4_fp4", within=_BNB + r"(gemm_4bit|dequantize_4bit|dequantize_blockwise)"),
-    KernelRule("nf4_fp4", kernel=r"kgemm_4bit|kDequantize|gemv_4bit|dequantize_4bit"),
-    KernelRule("dequantize", kernel=r"kdequant_mm|int8_mm_dequant"),
+    # by name (captured graphs have no ops): the fused 4-bit GEMV/GEMM kernels (gemm_4bit_simt,
+    # gemm_4bit_sm80_m16n8k16, kgemm_4bit_inference_naive) before the generic "gemm" of dense GEMMs
+    KernelRule("nf4_fp4", kernel=r"gemm_4bit|kDequantize|gemv_4bit|dequantize_4bit"),
     # torch's quantized matmuls (torchao int8 dynamic: torch._int_mm; fp8: torch._scaled_mm)
     KernelRule("int8_gemm", op=r"^aten::_int_mm$"),
     KernelRule("fp8_gemm", op=r"^aten::_scaled_mm$"),
     KernelRule("fp8_gemm", kernel=r"e4m3|e5m2|f8f8|fp8_gemm|_fp8_"),
-    KernelRule("int8_gemm", kernel=r"s8s8|i8i8|imma|igemm|int8_gemm|_i\d{4,5}gemm|i16832gemm"),
     # attention kernels by name (before GEMMs: FlashAttention's names carry cutlass types)
     KernelRule("attention", kernel=r"flash|fmha|attention|attn|sdpa|softmax|_efficient_"),
     # dense matmuls: by name (cuBLAS, CUTLASS, Triton templates) or by the op
@@ -84,7 +89,7 @@ RULES: Tuple[KernelRule, ...] = (
     KernelRule("norm", op=r"^aten::(native_layer_norm|layer_norm|rms_norm|_fused_rms_norm)"),
     KernelRule("norm", within=r"^ecosweep::module::\w*Norm"),
     # copies and data movement
-    KernelRule("copy", kernel=r"(?i)memcpy|memset|copy|CatArray|cat_|index_select|gather|scatter|index_put|"
+    KernelRule("copy", kernel=r"(?i)memcpy|memset|copy|CatArray|cat_|index_?select|gather|scatter|index_put|"
                               r"indexing|direct_copy|transpose|permute"),
     KernelRule("copy", op=r"^aten::(copy_|cat|index_select|index|index_put_|_to_copy|to|contiguous|clone|"
                           r"gather|scatter_|index_copy_|slice_scatter|narrow_copy|_unsafe_index|fill_|zero_)$"),
@@ -219,11 +224,18 @@ def kernel_table(records: Sequence[KernelRecord]) -> str:
     return out.getvalue()
 
 
+# The profiler's own work on the host, recorded between operators: it takes the correlation id of the operator
+# it interrupted (a kernel linked by that id would name it as its launcher) and can enclose operators (it would
+# show among their scopes). Neither an operator nor a scope.
+PROFILER_OVERHEAD = re.compile(r"^(Buffer Flush|Activity Buffer Request)$")
+
+
 def _enclosing_names(event: Any) -> Tuple[str, ...]:
     names: List[str] = []
     parent = getattr(event, "cpu_parent", None)
     while parent is not None:
-        names.append(parent.name)
+        if not PROFILER_OVERHEAD.match(parent.name):
+            names.append(parent.name)
         parent = parent.cpu_parent
     return tuple(reversed(names))
 
@@ -246,6 +258,15 @@ def device_links(prof: Any) -> Dict[int, int]:
         return {}
     return {k.correlation_id(): k.linked_correlation_id() for k in results.events()
             if k.device_type() == DeviceType.CUDA}
+
+
+def is_device_scope(event: Any, host_scopes: Any = ()) -> bool:
+    """Whether a device event is a profiler scope (``record_function``, e.g. ``ecosweep::module::<class>``) drawn
+    on the GPU's timeline, not a kernel: torch 2.11 records each scope there too (``gpu_user_annotation``),
+    spanning the kernels run inside it. Counted as a kernel it would double the GPU time and fill the idle gaps
+    (the first H100 profile: ``unknown`` 35 ms per token, idle share 0 for fp16 eager). Told by the event's
+    flag or, where a torch does not set it, by the name of a scope on the host."""
+    return bool(getattr(event, "is_user_annotation", False)) or event.name in host_scopes
 
 
 def records_from_events(events: Sequence[Any], device: str,
@@ -272,11 +293,12 @@ def records_from_events(events: Sequence[Any], device: str,
             return 1 if _RUNTIME_API.match(event.name) else 0
         return links.get(event.id, 0)
 
-    ops = {e.id: e for e in host if linked_id(e) == 0}
+    ops = {e.id: e for e in host if linked_id(e) == 0 and not PROFILER_OVERHEAD.match(e.name)}
     launches = sum(1 for e in host if LAUNCH_APIS.match(e.name))
+    scopes = {e.name for e in host if getattr(e, "is_user_annotation", False)}
     records = []
     for e in events:
-        if e.device_type != DeviceType.CUDA:
+        if e.device_type != DeviceType.CUDA or is_device_scope(e, scopes):
             continue
         link = linked_id(e)
         op = ops.get(link) if link else None  # 0: no operator launched it
