@@ -251,10 +251,10 @@ def _profiler_events(with_link_attribute):
     for aten::_graph_replay (id 3), and one kernel no operator launched. The profiler's own host events enclose
     aten::mm (Buffer Flush) and take its id (Activity Buffer Request): they are neither its launcher nor its
     scope. The Linear4bit scope is drawn on the
-    GPU's timeline too, as torch 2.11 does (flagged as a user annotation in one layout, by its name alone in the
-    other), and is no kernel. As (FunctionEvents, Kineto events)."""
+    GPU's timeline too, as torch 2.11 does (flagged as a user annotation in one layout; unflagged in the other,
+    where its name, a host event's, gives it away), and is no kernel. As (FunctionEvents, Kineto events)."""
     link = (lambda value: value) if with_link_attribute else (lambda value: None)
-    scope = _FakeEvent(2, "ecosweep::module::Linear4bit", "cpu", 0, 50, link(0), annotation=True)
+    scope = _FakeEvent(2, "ecosweep::module::Linear4bit", "cpu", 0, 50, link(0), annotation=with_link_attribute)
     flush = _FakeEvent(5, "Buffer Flush", "cpu", 0.5, 25, link(0), parent=scope)  # the profiler's own work
     mm = _FakeEvent(7, "aten::mm", "cpu", 1, 20, link(0), parent=flush)
     replay = _FakeEvent(3, "aten::_graph_replay", "cpu", 30, 40, link(0))

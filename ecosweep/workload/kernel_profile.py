@@ -260,13 +260,13 @@ def device_links(prof: Any) -> Dict[int, int]:
             if k.device_type() == DeviceType.CUDA}
 
 
-def is_device_scope(event: Any, host_scopes: Any = ()) -> bool:
+def is_device_scope(event: Any, host_names: Any = ()) -> bool:
     """Whether a device event is a profiler scope (``record_function``, e.g. ``ecosweep::module::<class>``) drawn
     on the GPU's timeline, not a kernel: torch 2.11 records each scope there too (``gpu_user_annotation``),
     spanning the kernels run inside it. Counted as a kernel it would double the GPU time and fill the idle gaps
     (the first H100 profile: ``unknown`` 35 ms per token, idle share 0 for fp16 eager). Told by the event's
-    flag or, where a torch does not set it, by the name of a scope on the host."""
-    return bool(getattr(event, "is_user_annotation", False)) or event.name in host_scopes
+    flag or, where a torch does not set it, by its name being one of the host's events' (a kernel's never is)."""
+    return bool(getattr(event, "is_user_annotation", False)) or event.name in host_names
 
 
 def records_from_events(events: Sequence[Any], device: str,
@@ -295,10 +295,10 @@ def records_from_events(events: Sequence[Any], device: str,
 
     ops = {e.id: e for e in host if linked_id(e) == 0 and not PROFILER_OVERHEAD.match(e.name)}
     launches = sum(1 for e in host if LAUNCH_APIS.match(e.name))
-    scopes = {e.name for e in host if getattr(e, "is_user_annotation", False)}
+    host_names = {e.name for e in host}
     records = []
     for e in events:
-        if e.device_type != DeviceType.CUDA or is_device_scope(e, scopes):
+        if e.device_type != DeviceType.CUDA or is_device_scope(e, host_names):
             continue
         link = linked_id(e)
         op = ops.get(link) if link else None  # 0: no operator launched it
