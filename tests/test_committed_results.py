@@ -540,3 +540,5 @@ def test_graph_batch_1_mistral_on_a_third_h100_host_agrees_within_3_percent_for_
     comp = pd.read_csv(tmp_path / "comparisons.csv").set_index("quantization")
     assert comp.same_device.all() and (comp.delta_pct_ci_high < 0).all()
     assert round(comp.loc["nf4"].delta_pct, 1) == -22.0 and round(comp.loc["int8_pure"].delta_pct, 1) == -18.4
+    contention = [w for w in (tmp_path / "report.md").read_text().splitlines() if w.startswith("- Host contention")]
+    assert len(contention) == 1 and "Mistral-7B fp16 graph bs1 repetition 0 decoded at 92.9 tok/s" in contention[0]

@@ -15,6 +15,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
+from ecosweep.analysis.contention import contention_note
 from ecosweep.stats import compare, holm, linear_trend_p, summarize, summarize_stats
 from ecosweep.results.schema import FIDELITY_COLUMNS, INT8_DECOMPOSITION_COLUMNS, KERNEL_CLASSES, PROFILE_COLUMNS
 from ecosweep.workload.quantization import weight_bytes_per_parameter
@@ -145,6 +146,7 @@ def summary_from_rows(rows: pd.DataFrame, source: str) -> pd.DataFrame:
                    torchao_type=g.torchao_type.iloc[0] if "torchao_type" in g else None,
                    throttled_reps=int(g.throttled.fillna(False).sum()),
                    contaminated_reps=int(g.contaminated.fillna(False).sum()),
+                   host_contention=contention_note(g),
                    energy_source=g.energy_source.iloc[0],
                    engine_effective=",".join(sorted(g.engine_effective.dropna().unique())) or rec["engine"],
                    attn_implementation=",".join(sorted(g.attn_implementation.dropna().unique())) or None,
@@ -668,6 +670,8 @@ def warnings_for(configs: pd.DataFrame, cv_limit_pct: float = 5.0, static_limit:
             if r.get("contaminated_reps"):
                 out.append(f"Contaminated: {label} had {int(r.contaminated_reps)} "
                         f"repetition(s) with a foreign process on its GPU.")
+            if isinstance(r.get("host_contention"), str):
+                out.append(f"Host contention: {label} {r.host_contention}")
             share = r.get("static_energy_share_mean")
             if share == share and share is not None and share > static_limit:
                 out.append(f"Launch-bound: {label} spends {100 * share:.0f} % of its energy as idle (static) power; "

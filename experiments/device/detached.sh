@@ -11,6 +11,8 @@
 #
 # The run itself must be resumable (ecosweep studies are: finished cells are skipped), since the machine can
 # still go back under it. Start it in the same call as the wheels' install; PYTHONPATH is inherited.
+# The device tool gives an idle machine back 30 s after a call returns, and a detached run dies with it: issue
+# the next `wait` at once, every time (on 2026-11-28 a run of 7 minutes was lost to a pause between two calls).
 set -u
 mode=${1:?start|wait}
 name=${2:?name}

@@ -27,10 +27,14 @@
 #    graph_gpu_b: the two-GPU agreement, pure int8 included), then engine_crossover on both (every batch size,
 #    fp16 / nf4 / int8_pure, eager and graph); GPU 2: batch_size_sweep under graph, then eager, on one GPU (study
 #    batch_size_sweep_engines); GPU 3 is left for another run (e.g. kernel_profile).
+# H  (#14 and #20 together, about 22 min, detached) GPUs 0-1: fewer_gpus' batch-16 half (multi_gpu D: fp16 on both,
+#    nf4 and pure int8 on one); GPUs 2-3 at the same time: engine_crossover (every cell, one lane per batch size);
+#    then, once both are done, batch_size_sweep under the graph on all four GPUs (a cell per GPU; its
+#    batch-size comparisons cross GPUs and are flagged so: graph cells agree within 0.3-1.6 % between GPUs).
 # Each study stops at the phase's time limit; what finished is complete on disk and the next phase
 # (on the same warm machine) resumes it.
 set -u
-phase=${1:?phase A-G}
+phase=${1:?phase A-H}
 source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
 limit=${LIMIT_S:-540}
 SHORT="measurement=short repetitions=5 warmup=1"
@@ -121,6 +125,17 @@ case $phase in
     left=$((limit - SECONDS - 10))
     [ $left -gt 60 ] && CUDA_VISIBLE_DEVICES=0,1 timeout -s INT -k 30 $left python3 -m ecosweep \
       +experiment=engine_crossover $SHORT $common > "$root/logs/engine_crossover_G.log" 2>&1
+    ;;
+  H)
+    ( CUDA_VISIBLE_DEVICES=0,1 LIMIT_S=$((limit * 6 / 10)) experiments/multi_gpu/run_on_device.sh D ) &
+    first=($!)
+    CUDA_VISIBLE_DEVICES=2,3 timeout -s INT -k 30 $((limit * 6 / 10)) python3 -m ecosweep +experiment=engine_crossover \
+      $SHORT $common > "$root/logs/engine_crossover_H.log" 2>&1 &
+    first+=($!)
+    wait "${first[@]}"
+    left=$((limit - SECONDS - 10))
+    [ $left -gt 60 ] && timeout -s INT -k 30 $left python3 -m ecosweep +experiment=batch_size_sweep engine=graph \
+      ray.one_gpu_per=cell $SHORT $common > "$root/logs/batch_size_sweep_H.log" 2>&1
     ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
