@@ -513,6 +513,9 @@ def test_kernel_profile_on_an_h100_shows_where_a_token_goes(tmp_path):
     extra_gpu_ms = busy[("int8", "eager", 1)] - busy[("int8_pure", "eager", 1)]
     assert round(llm_int8.profile_ms_per_tok_llm_int8_outliers, 2) == 2.52 and round(extra_gpu_ms, 2) == 3.03
     assert round(llm_int8.profile_launches_per_tok - pure.profile_launches_per_tok) == 1024
+    gap = pd.read_csv(tmp_path / "int8_kernel_gap.csv").set_index("batch_size")
+    assert set(gap.largest_class) == {"llm_int8_outliers"} and round(gap.loc[1].largest_class_share, 2) == 0.83
+    assert round(gap.loc[1].extra_ms_per_tok, 1) == 15.4 and round(gap.loc[16].largest_class_share, 2) == 0.75
     nf4_graph = configs.loc[("nf4", "graph", 1)]
     assert nf4_graph.profile_ms_per_tok_nf4_fp4 > 10 * nf4_graph.profile_ms_per_tok_dense_gemm
     assert (tmp_path / "figures" / "kernels_NVIDIA_H100_80GB_HBM3_Mistral-7B_1.png").exists()

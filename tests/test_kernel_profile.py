@@ -331,3 +331,27 @@ def test_kernel_names_recorded_on_an_h100_land_in_their_classes():
     assert unknown.total_us.sum() < 1e-4 * names.total_us.sum()
     assert unknown.kernel.str.contains("NonZeroOp|cub::").all()  # torch.nonzero's CUB passes, launched by no op
 
+
+
+def test_kernel_gap_says_which_class_adds_the_most_gpu_time():
+    """int8 against int8_pure, both profiled: the extra whole-token, GPU and launch time per token, and the class
+    that adds the most GPU time; a pair with one side unprofiled, or another batch, has no row."""
+    import pandas as pd
+
+    from ecosweep.analysis.tables import kernel_gap
+
+    def config(quantization, batch, tok_s, launches, outliers, gemm, profiled=True):
+        return {"source": "s", "hardware": "H", "model": "m", "quantization": quantization, "engine": "eager",
+                "batch_size": batch, "input_tokens": 8, "output_tokens": 4, "weights": "random", "gpu_count": 1,
+                "tok_s_mean": tok_s, "profile_wall_ms_per_tok": 50.0 if profiled else None,
+                "profile_launches_per_tok": launches, "profile_ms_per_tok_llm_int8_outliers": outliers,
+                "profile_ms_per_tok_int8_gemm": gemm}
+
+    configs = pd.DataFrame([config("int8", 1, 10.0, 2800, 2.5, 4.4), config("int8_pure", 1, 12.5, 1800, 0.0, 4.3),
+                            config("int8", 16, 140.0, 180, 0.3, 0.33),
+                            config("int8_pure", 16, 200.0, 110, 0.0, 0.31, profiled=False)])
+    (row,) = kernel_gap(configs, "int8", "int8_pure").to_dict("records")
+    assert row["batch_size"] == 1 and row["largest_class"] == "llm_int8_outliers"
+    assert row["extra_ms_per_tok"] == pytest.approx(20.0) and row["extra_gpu_ms_per_tok"] == pytest.approx(2.6)
+    assert row["largest_class_share"] == pytest.approx(2.5 / 2.6) and row["extra_launches_per_tok"] == 1000
+    assert kernel_gap(configs.assign(profile_wall_ms_per_tok=None), "int8", "int8_pure").empty

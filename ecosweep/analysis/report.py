@@ -201,16 +201,25 @@ def _cost_section(costs: pd.DataFrame, columns: List[str]) -> List[str]:
                         "usd_gpu_time_per_request"])]
 
 
-def _int8_gap_section(gap: pd.DataFrame, columns: List[str], metric: str) -> List[str]:
+def _int8_gap_section(gap: pd.DataFrame, kernels: pd.DataFrame, columns: List[str], metric: str) -> List[str]:
     if gap.empty:
         return []
-    return ["## LLM.int8() against pure int8\n",
+    text = ["## LLM.int8() against pure int8\n",
             f"int8 (threshold 6.0) against int8_pure (threshold 0.0) of the same weights ({metric}): what the "
             "outlier decomposition costs, with the columns it took per int8 matmul (int8_decomposed_cols_mean; "
             "weights random+outliers<N>x<scale>: outlier features planted, see the README).\n",
             _md(gap, [*(c for c in columns if c != "weights"), "weights", "int8_decomposed_cols_mean",
                     "baseline_mean", "mean", "delta_pct",
                       "delta_pct_ci_low", "delta_pct_ci_high", "p", "cohens_d", "same_device"])]
+    if kernels.empty:
+        return text
+    return text + [
+        "Where its extra time goes (profile=true on both): int8 minus int8_pure per generated token, in ms of the "
+        "whole token (1000 / tok/s), of GPU time, and of the kernel class that adds the most GPU time (with its "
+        "share of the extra GPU time); the rest of the extra token is the host (extra_launches_per_tok).\n",
+        _md(kernels, [*(c for c in columns if c not in ("quantization", "weights")), "weights", "extra_ms_per_tok",
+                      "extra_gpu_ms_per_tok", "extra_launches_per_tok", "largest_class", "largest_class_ms_per_tok",
+                      "largest_class_share"])]
 
 
 def _int8_gap(configs: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -296,7 +305,7 @@ def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], config
              _md(roof, ["hardware", "model", "quantization", *by_axis, "batch_size", "weight_gb", "peak_bandwidth_gb_s",
                         "achieved_bandwidth_gb_s", "decode_ceiling_tok_s", "decode_tok_s", "fraction_of_ceiling"])]
     columns = [*by_source, "hardware", "model", "quantization", *by_axis, "batch_size"]
-    text += _int8_gap_section(t["int8_gap"], columns, metric)
+    text += _int8_gap_section(t["int8_gap"], t["int8_kernel_gap"], columns, metric)
     text += _fidelity_section(configs, comp, metric, columns) + _profile_section(configs, columns)
     text += _decision_section(t["decision"], by_source, by_axis)
     text += _cost_section(costs, columns)
@@ -330,7 +339,7 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
          "engine_signs": tables.engine_sign_findings(comp), "crossover": tables.crossover(comp),
          "batch_scaling": tables.batch_scaling(configs), "roofline": tables.roofline(configs),
          "cost": cost.cost_table(configs, cost_settings), "decision": decision.decision_table(configs),
-         "int8_gap": _int8_gap(configs, metric)}
+         "int8_gap": _int8_gap(configs, metric), "int8_kernel_gap": tables.kernel_gap(configs, "int8", "int8_pure")}
     warnings = [f"Damaged: {d.path} could not be read ({d.reason}) and is left out of this report. Run the "
                 "command that measured its study again: it moves the file to damaged/ and measures the cell again "
                 "(`dry_run=true` lists it as damaged)." for d in damaged]
@@ -340,7 +349,7 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
                                                  errors="ignore"),
                   **{k: t[k] for k in ("comparisons", "engine_comparisons", "crossover", "batch_scaling", "roofline",
                                        "cost", "decision")}}
-    for optional in ("int8_gap", "best_engine"):
+    for optional in ("int8_gap", "int8_kernel_gap", "best_engine"):
         if not t[optional].empty:
             csv_tables[optional] = t[optional]
     for name, df in csv_tables.items():
