@@ -27,7 +27,7 @@
 #    graph_gpu_b: the two-GPU agreement, pure int8 included), then engine_crossover on both (every batch size,
 #    fp16 / nf4 / int8_pure, eager and graph); GPU 2: batch_size_sweep under graph, then eager, on one GPU (study
 #    batch_size_sweep_engines); GPU 3 is left for another run (e.g. kernel_profile).
-# H  (#14 and #20 together, about 22 min, detached) GPUs 0-1: fewer_gpus' batch-16 half (multi_gpu D: fp16 on both,
+# H  (#14 and #20 together, about 22 min, detached; LIMIT_S=1350: 70 % for the first two, the rest for the sweep) GPUs 0-1: fewer_gpus' batch-16 half (multi_gpu D: fp16 on both,
 #    nf4 and pure int8 on one); GPUs 2-3 at the same time: engine_crossover (every cell, one lane per batch size);
 #    then, once both are done, batch_size_sweep under the graph on all four GPUs (a cell per GPU; its
 #    batch-size comparisons cross GPUs and are flagged so: graph cells agree within 0.3-1.6 % between GPUs).
@@ -127,9 +127,9 @@ case $phase in
       +experiment=engine_crossover $SHORT $common > "$root/logs/engine_crossover_G.log" 2>&1
     ;;
   H)
-    ( CUDA_VISIBLE_DEVICES=0,1 LIMIT_S=$((limit * 6 / 10)) experiments/multi_gpu/run_on_device.sh D ) &
+    ( CUDA_VISIBLE_DEVICES=0,1 LIMIT_S=$((limit * 7 / 10)) experiments/multi_gpu/run_on_device.sh D ) &
     first=($!)
-    CUDA_VISIBLE_DEVICES=2,3 timeout -s INT -k 30 $((limit * 6 / 10)) python3 -m ecosweep +experiment=engine_crossover \
+    CUDA_VISIBLE_DEVICES=2,3 timeout -s INT -k 30 $((limit * 7 / 10)) python3 -m ecosweep +experiment=engine_crossover \
       $SHORT $common > "$root/logs/engine_crossover_H.log" 2>&1 &
     first+=($!)
     wait "${first[@]}"
