@@ -48,10 +48,10 @@ class ContendedRepetition:
 def contended_repetitions(reps: pd.DataFrame) -> List[ContendedRepetition]:
     """The contended repetitions among one cell's successful repetition rows (``tok_s``, ``cpu_util_pct``,
     ``cpu_steal_pct``, ``repetition``); none where the host's CPU use was not recorded."""
-    needed = ("tok_s", "cpu_util_pct", "cpu_steal_pct", "repetition")
-    if len(reps) < MIN_REPETITIONS or any(c not in reps for c in needed):
+    needed = ["tok_s", "cpu_util_pct", "cpu_steal_pct", "repetition"]
+    if any(c not in reps for c in needed):
         return []
-    reps = reps.dropna(subset=list(needed))
+    reps = reps.dropna(subset=needed)
     if len(reps) < MIN_REPETITIONS:
         return []
     median_tok_s = float(reps.tok_s.median())

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import glob
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -40,7 +41,7 @@ import pyarrow.parquet as pq
 
 from ecosweep.results.schema import KERNEL_CLASSES
 from ecosweep.results.store import atomic_write_parquet
-from ecosweep.workload.kernel_profile import PROFILER_OVERHEAD, KernelProfile, KernelRecord, classify
+from ecosweep.workload.kernel_profile import PROFILER_OVERHEAD, KernelRecord, classify, summarize
 
 SCOPE_PREFIX = "ecosweep::module::"
 
@@ -71,22 +72,18 @@ def recompute_cell(rows: pd.DataFrame, table: pd.DataFrame) -> tuple:
     kept["kernel_class"] = [classify(r) for r in records]
     first = rows.iloc[0]
     tokens = int(first.batch_size) * int(first.output_tokens)
-    by_class = (kept.groupby("kernel_class").total_us.sum() / 1e6).to_dict()
-    unknown = kept[kept.kernel_class == "unknown"].groupby("kernel").total_us.sum().sort_values(ascending=False)
-    latencies = rows.latency_s_per_request.dropna()
-    profile = KernelProfile(
-        device="cuda", tokens=tokens, wall_s=float(first.profile_wall_ms_per_tok) * tokens / 1e3,
-        kernels=int(kept["count"].sum()), launches=round(float(first.profile_launches_per_tok) * tokens),
-        busy_s=float(kept.total_us.sum()) / 1e6, measured_call_s=float(latencies.mean()),
-        seconds_by_class=by_class, unknown_kernels=tuple(unknown.index[:8]), trace_file=first.profile_trace_file)
+    summary = summarize(records, "cuda", tokens, float(first.profile_wall_ms_per_tok) * tokens / 1e3,
+                        round(float(first.profile_launches_per_tok) * tokens), first.profile_trace_file,
+                        float(rows.latency_s_per_request.dropna().mean()))
+    # a table row stands for `count` kernels and has no start times: the count and the busy time from its totals
+    columns = replace(summary, kernels=int(kept["count"].sum()), busy_s=float(kept.total_us.sum()) / 1e6).columns()
     if not scopes.any():  # untouched by the bug: the recorded union must equal the summed time
-        recorded = float(first.profile_gpu_busy_share)
-        summed = profile.columns()["profile_gpu_busy_share"]
+        recorded, summed = float(first.profile_gpu_busy_share), columns["profile_gpu_busy_share"]
         if abs(recorded - summed) > 1e-3:
             raise SystemExit(f"cell {first.cell_id}: recorded busy share {recorded:.4f} is not the summed kernel "
                              f"time's {summed:.4f}: its kernels overlap, and the sum cannot stand in for the union")
     out = rows.copy()
-    for column, value in profile.columns().items():
+    for column, value in columns.items():
         if column in out:
             out[column] = value
     return out, kept

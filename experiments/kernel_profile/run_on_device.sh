@@ -28,17 +28,14 @@ ray_stop
 python3 - "$root/kernel_profile" <<'PY' > "$root/logs/summary_kernel_profile.txt" 2>&1
 import glob, sys
 import pandas as pd
+sys.path.insert(0, "experiments/kernel_profile")
+from recompute_from_kernel_tables import kernel_names
 study = sys.argv[1]
-tables = []
-for path in sorted(glob.glob(f"{study}/traces/*.kernels.csv")):
-    t = pd.read_csv(path)
-    t["cell_id"] = path.split("/")[-1].split(".")[0]
-    tables.append(t)
+tables = {path.split("/")[-1].split(".")[0]: pd.read_csv(path)
+          for path in sorted(glob.glob(f"{study}/traces/*.kernels.csv"))}
 if tables:
-    names = pd.concat(tables)
-    names.groupby(["kernel", "op", "within", "kernel_class"], dropna=False).agg(
-        cells=("cell_id", "nunique"), total_us=("total_us", "sum")).reset_index().sort_values(
-        "total_us", ascending=False).to_csv(f"{study}/kernel_names.csv", index=False)
+    names = kernel_names(tables)
+    names.to_csv(f"{study}/kernel_names.csv", index=False, lineterminator="\n")
     print(names.groupby("kernel_class").total_us.sum().sort_values(ascending=False).to_string())
 rows = pd.concat(pd.read_parquet(p) for p in glob.glob(f"{study}/cells/*.parquet"))
 cols = [c for c in rows.columns if c.startswith("profile_ms_per_tok_")]
