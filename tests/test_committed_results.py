@@ -3,6 +3,7 @@ rebuilds from it with the figures the README quotes."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -545,3 +546,77 @@ def test_graph_batch_1_mistral_on_a_third_h100_host_agrees_within_3_percent_for_
     assert round(comp.loc["nf4"].delta_pct, 1) == -22.0 and round(comp.loc["int8_pure"].delta_pct, 1) == -18.4
     contention = [w for w in (tmp_path / "report.md").read_text().splitlines() if w.startswith("- Host contention")]
     assert len(contention) == 1 and "Mistral-7B fp16 graph bs1 repetition 0 decoded at 92.9 tok/s" in contention[0]
+
+
+def test_engine_crossover_on_one_h100_host_every_cell_each_batch_on_one_gpu(tmp_path):
+    """experiments/engines/h100x4_2026-11-28_crossover/README.md: all 24 cells, each batch size's six on one GPU;
+    pure int8 costs more under eager and saves 16-19 % under the graph at every batch size; NF4 saves under the
+    graph at batch 1 only; the graph costs less than eager everywhere (fp16 at batch 16 / 64: -49.6 / -35.3 %)."""
+    study = REPO / "experiments" / "engines" / "h100x4_2026-11-28_crossover" / "engine_crossover"
+    rows = read_results([study]).to_pandas()
+    assert (rows.status == "ok").all() and rows.cell_id.nunique() == 24 and (rows.groupby("cell_id").size() == 5).all()
+    assert (rows.groupby("batch_size").gpu_uuid.nunique() == 1).all() and rows.gpu_uuid.nunique() == 2
+    assert set(rows.engine_effective) == {"eager", "graph"}
+    build_report([study], tmp_path)
+    comp = pd.read_csv(tmp_path / "comparisons.csv").set_index(["engine", "quantization", "batch_size"]).sort_index()
+    assert comp.same_device.all() and len(comp) == 16
+    pure_graph, pure_eager = comp.loc[("graph", "int8_pure")], comp.loc[("eager", "int8_pure")]
+    assert (pure_graph.delta_pct_ci_high < 0).all() and pure_graph.delta_pct.between(-19.3, -16.2).all()
+    assert (pure_eager.delta_pct_ci_low > 0).all()
+    nf4_graph = comp.loc[("graph", "nf4")].delta_pct.round(1).to_dict()
+    assert nf4_graph == {1: -22.7, 4: 32.1, 16: 65.0, 64: 87.9}
+    assert comp.loc[("eager", "nf4", 1)].p > 0.05
+    engines = pd.read_csv(tmp_path / "engine_comparisons.csv").set_index(["quantization", "batch_size"])
+    assert engines.same_device.all() and (engines.delta_pct_ci_high < 0).all() and len(engines) == 12
+    assert round(engines.loc[("fp16", 16)].delta_pct, 1) == -49.6 and round(engines.loc[("fp16", 64)].delta_pct, 1) == -35.3
+    configs = pd.read_csv(tmp_path / "configurations.csv")
+    graph = configs[configs.engine == "graph"]
+    assert graph.energy_j_per_1k_tok_cv_pct.max() < 1.0
+    assert graph[(graph.quantization == "fp16") & (graph.batch_size == 1)].tok_s_mean.iloc[0] >= 100
+    text = (tmp_path / "report.md").read_text()
+    assert text.count("int8_pure vs fp16, batch") == 4 and text.count(": flips sign:") == 4
+    assert "Mistral-7B nf4 vs fp16, batch 1 (NVIDIA H100 80GB HBM3): saves under graph only" in text
+
+
+def test_batch_size_sweep_under_the_graph_on_h100_keeps_the_published_96_percent(tmp_path):
+    """experiments/batch_size_sweep/h100x4_2026-11-28_graph/README.md: 256 + 256 tokens under the graph, one cell
+    per GPU: energy per request -96.4 % from batch 1 to 64 (both on one GPU), every CV <= 1.92 %."""
+    study = REPO / "experiments" / "batch_size_sweep" / "h100x4_2026-11-28_graph" / "batch_size_sweep"
+    rows = read_results([study]).to_pandas()
+    assert (rows.status == "ok").all() and set(rows.engine_effective) == {"graph"}
+    assert sorted(rows.batch_size.unique()) == [1, 2, 4, 8, 16, 32, 64] and set(rows.output_tokens) == {256}
+    assert rows.gpu_uuid.nunique() == 4
+    build_report([study], tmp_path)
+    batch = pd.read_csv(tmp_path / "batch_scaling.csv").set_index("batch_size")
+    assert round(batch.loc[64].energy_per_request_change_pct, 1) == -96.4 and batch.loc[64].same_device
+    assert (~batch.drop(index=[1, 64]).same_device.astype(bool)).all()
+    assert (batch.drop(index=1).p < 1e-7).all()
+    configs = pd.read_csv(tmp_path / "configurations.csv")
+    assert configs.energy_j_per_1k_tok_cv_pct.max() <= 1.92
+    assert (tmp_path / "report.md").read_text().count("- Cross-device:") == 5
+
+
+def test_fewer_gpus_batch_16_on_one_h100_host_with_pure_int8(tmp_path):
+    """experiments/multi_gpu/fewer_gpus_bs16_h100x4_2026-11-28/README.md: fp16 Llama-3-70B on two GPUs, NF4 and
+    pure int8 on one of them, batch 16: -25.4 % and -37.6 %; both of fp16's GPUs counted; the on-demand random
+    weights loaded in 15.3 s (fp16, two GPUs), 21.3 s (NF4), 139.4 s (pure int8)."""
+    study = REPO / "experiments" / "multi_gpu" / "fewer_gpus_bs16_h100x4_2026-11-28" / "fewer_gpus_bs16"
+    rows = read_results([study]).to_pandas()
+    assert (rows.status == "ok").all() and set(rows.batch_size) == {16} and set(rows.model) == {"Llama-3-70B"}
+    assert set(rows.quantization) == {"fp16", "nf4", "int8_pure"} and (rows.groupby("cell_id").size() == 3).all()
+    fp16 = rows[rows.quantization == "fp16"]
+    pair = fp16.gpu_uuid.iloc[0].split("+")
+    assert (fp16.gpu_count == 2).all() and set(rows[rows.gpu_count == 1].gpu_uuid) == {pair[1]}
+    for _, r in fp16.iterrows():
+        assert r.energy_j == pytest.approx(sum(r.energy_j_by_gpu))
+        assert all(p > i + 90 for p, i in zip(r.power_w_mean_by_gpu, r.idle_power_w_by_gpu))
+    assert rows.weights_source.nunique() == 1 and rows.weights_source.iloc[0].endswith("@pertensor")
+    build_report([study], tmp_path)
+    comp = pd.read_csv(tmp_path / "comparisons.csv").set_index("quantization")
+    assert round(comp.loc["nf4"].delta_pct, 1) == -25.4 and round(comp.loc["int8_pure"].delta_pct, 1) == -37.6
+    assert (comp.delta_pct_ci_high < 0).all() and (comp.p < 0.05).all()
+    load_s = {}
+    for path in (study / "timings").glob("*.json"):
+        timing = json.loads(path.read_text())
+        load_s[timing["label"].split("/")[1]] = round(timing["load_s"], 1)
+    assert load_s == {"fp16": 15.3, "nf4": 21.3, "int8_pure": 139.4}

@@ -313,6 +313,23 @@ def test_precisions_are_compared_within_each_engine_and_engines_within_each_prec
     assert "keeps its sign" in bs16
 
 
+def test_sign_finding_names_the_engines_where_an_effect_is_significant():
+    """An effect significant under one engine only says which ("saves under graph only"); one significant
+    under none says so — not "keeps its sign" and not a sentence that reads as a double negative."""
+    from ecosweep.analysis import tables
+
+    configs = configs_two_engines()
+    eager_fp16 = (configs.quantization == "fp16") & (configs.engine == "eager") & (configs.batch_size == 1)
+    eager_nf4 = (configs.quantization == "nf4") & (configs.engine == "eager") & (configs.batch_size == 1)
+    noisy = configs.copy()
+    noisy.loc[eager_fp16 | eager_nf4, "energy_j_per_1k_tok_sd"] = 3000.0  # eager's +10 % inside the noise
+    bs1 = next(f for f in tables.engine_sign_findings(tables.comparisons(noisy)) if "batch 1 " in f)
+    assert ": saves under graph only: no significant change under eager" in bs1
+    noisy.loc[noisy.batch_size == 1, "energy_j_per_1k_tok_sd"] = 3000.0
+    bs1 = next(f for f in tables.engine_sign_findings(tables.comparisons(noisy)) if "batch 1 " in f)
+    assert ": no significant change under any engine: " in bs1
+
+
 def test_each_precision_meets_fp16_at_the_engine_that_suits_each():
     """NF4 is best under graph at batch 1 (2,400 J) and fp16 too (3,000 J): -20 %. A precision measured under
     one engine only (int8, eager: 9,000 J) meets fp16 at fp16's best (graph), not at eager's 6,000 J."""

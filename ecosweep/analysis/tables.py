@@ -412,10 +412,17 @@ def engine_sign_findings(comp: pd.DataFrame, alpha: float = 0.05) -> List[str]:
         hw, model, q, bs = key[:4]
         parts = [f"{_direction(r, alpha)} under {r.engine} ({r.delta_pct:+.1f} %, p = {r.p:.2g})"
                  for _, r in g.sort_values("engine").iterrows()]
-        signs = {_direction(r, alpha) for _, r in g.iterrows()} - {"no significant change"}
-        everywhere = all(_direction(r, alpha) != "no significant change" for _, r in g.iterrows())
-        verdict = "flips sign" if len(signs) == 2 else (
-            "keeps its sign" if len(signs) == 1 and everywhere else "is not significant under every engine")
+        significant = {r.engine: _direction(r, alpha) for _, r in g.iterrows()
+                       if _direction(r, alpha) != "no significant change"}
+        signs = set(significant.values())
+        if len(signs) == 2:
+            verdict = "flips sign"
+        elif not signs:
+            verdict = "no significant change under any engine"
+        elif len(significant) == g.engine.nunique():
+            verdict = "keeps its sign"
+        else:
+            verdict = f"{next(iter(signs))} under {' and '.join(sorted(significant))} only"
         out.append(f"{model} {q} vs {g.baseline.iloc[0]}, batch {bs} ({hw}): {verdict}: " + "; ".join(parts) + ".")
     return out
 
