@@ -215,25 +215,21 @@ def test_a_profile_that_fails_keeps_the_measured_rows_and_says_why(monkeypatch):
     assert all(r.get("profile_wall_ms_per_tok") is None for r in outcome.rows) and outcome.profile_trace is None
 
 
-class _FakeEvent:
-    """A FunctionEvent as the profiler returns it: torch 2.13 carries ``linked_correlation_id``, torch 2.11 (the
-    GPU hosts') does not (``linked=None``: the attribute is absent)."""
-
-    def __init__(self, id, name, device, start, end, linked=None, parent=None, annotation=False):
-        from torch.autograd import DeviceType
-
-        self.id, self.name, self.cpu_parent, self.is_user_annotation = id, name, parent, annotation
-        self.device_type = DeviceType.CUDA if device == "cuda" else DeviceType.CPU
-        self.time_range = type("Range", (), {"start": start, "end": end})()
-        if linked is not None:
-            self.linked_correlation_id = linked
-
-
 class _FakeKinetoEvent:
-    def __init__(self, correlation, linked, device):
+    """A Kineto event as ``prof.profiler.kineto_results.events()`` yields it. ``flags``: whether this torch's events
+    have ``is_user_annotation`` (torch 2.13 does; an older one may not)."""
+
+    def __init__(self, correlation, name, device, start_us, end_us, linked=0, thread=1, annotation=False, flags=True):
         from torch.autograd import DeviceType
 
-        self._c, self._l, self._d = correlation, linked, DeviceType.CUDA if device == "cuda" else DeviceType.CPU
+        self._c, self._n, self._l, self._t = correlation, name, linked, thread
+        self._d = DeviceType.CUDA if device == "cuda" else DeviceType.CPU
+        self._start, self._end = int(start_us * 1000), int(end_us * 1000)
+        if flags:
+            self.is_user_annotation = lambda: annotation
+
+    def name(self):
+        return self._n
 
     def correlation_id(self):
         return self._c
@@ -244,46 +240,47 @@ class _FakeKinetoEvent:
     def device_type(self):
         return self._d
 
+    def start_ns(self):
+        return self._start
 
-def _profiler_events(with_link_attribute):
+    def duration_ns(self):
+        return self._end - self._start
+
+    def start_thread_id(self):
+        return self._t
+
+
+def _kineto_events(flags):
     """One aten::mm (id 7, inside a Linear4bit scope) launching a GEMM through cudaLaunchKernel (runtime
     correlation 7 as well: the two id spaces overlap), one cudaGraphLaunch (correlation 9) replaying two kernels
     for aten::_graph_replay (id 3), and one kernel no operator launched. The profiler's own host events enclose
     aten::mm (Buffer Flush) and take its id (Activity Buffer Request): they are neither its launcher nor its
-    scope. The Linear4bit scope is drawn on the
-    GPU's timeline too, as torch 2.11 does (flagged as a user annotation in one layout; unflagged in the other,
-    where its name, a host event's, gives it away), and is no kernel. As (FunctionEvents, Kineto events)."""
-    link = (lambda value: value) if with_link_attribute else (lambda value: None)
-    scope = _FakeEvent(2, "ecosweep::module::Linear4bit", "cpu", 0, 50, link(0), annotation=with_link_attribute)
-    flush = _FakeEvent(5, "Buffer Flush", "cpu", 0.5, 25, link(0), parent=scope)  # the profiler's own work
-    mm = _FakeEvent(7, "aten::mm", "cpu", 1, 20, link(0), parent=flush)
-    replay = _FakeEvent(3, "aten::_graph_replay", "cpu", 30, 40, link(0))
-    events = [scope, flush, mm, _FakeEvent(7, "Activity Buffer Request", "cpu", 4, 5, link(0), parent=mm), replay,
-              _FakeEvent(7, "cudaLaunchKernel", "cpu", 2, 3, link(7), parent=mm),
-              _FakeEvent(9, "cudaGraphLaunch", "cpu", 31, 32, link(3), parent=replay),
-              _FakeEvent(2, "ecosweep::module::Linear4bit", "cuda", 5, 46, link(0), annotation=with_link_attribute),
-              _FakeEvent(7, "sm90_xmma_gemm_f16f16_f16f32_f32_tn_n_cublas", "cuda", 5, 15, link(7)),
-              _FakeEvent(9, "void kgemm_4bit_inference_naive<__half, 128, 16>", "cuda", 33, 36, link(3)),
-              _FakeEvent(9, "triton_poi_fused_add_mul_silu_0", "cuda", 36, 37, link(3)),
-              _FakeEvent(11, "void at::native::vectorized_elementwise_kernel<4, fill>", "cuda", 45, 46, link(0))]
-    kineto = [_FakeKinetoEvent(7, 7, "cuda"), _FakeKinetoEvent(9, 3, "cuda"), _FakeKinetoEvent(11, 0, "cuda"),
-              _FakeKinetoEvent(7, 0, "cpu"), _FakeKinetoEvent(7, 7, "cpu")]
-    return events, kineto
+    scope. The Linear4bit scope is drawn on the GPU's timeline too, as torch 2.11 does (flagged as a user
+    annotation where the events have the flag; where not, its name, a host event's, gives it away), and is no
+    kernel. A memory record is no event at all."""
+    return [_FakeKinetoEvent(2, "ecosweep::module::Linear4bit", "cpu", 0, 28, annotation=True, flags=flags),
+            _FakeKinetoEvent(5, "Buffer Flush", "cpu", 0.5, 25, flags=flags),
+            _FakeKinetoEvent(7, "aten::mm", "cpu", 1, 20, flags=flags),
+            _FakeKinetoEvent(7, "Activity Buffer Request", "cpu", 4, 5, flags=flags),
+            _FakeKinetoEvent(0, "[memory]", "cpu", 4, 4, flags=flags),
+            _FakeKinetoEvent(3, "aten::_graph_replay", "cpu", 30, 40, flags=flags),
+            _FakeKinetoEvent(7, "cudaLaunchKernel", "cpu", 2, 3, linked=7, flags=flags),
+            _FakeKinetoEvent(9, "cudaGraphLaunch", "cpu", 31, 32, linked=3, flags=flags),
+            _FakeKinetoEvent(2, "ecosweep::module::Linear4bit", "cuda", 5, 26, annotation=True, flags=flags),
+            _FakeKinetoEvent(7, "sm90_xmma_gemm_f16f16_f16f32_f32_tn_n_cublas", "cuda", 5, 15, linked=7, flags=flags),
+            _FakeKinetoEvent(9, "void kgemm_4bit_inference_naive<__half, 128, 16>", "cuda", 33, 36, linked=3, flags=flags),
+            _FakeKinetoEvent(9, "triton_poi_fused_add_mul_silu_0", "cuda", 36, 37, linked=3, flags=flags),
+            _FakeKinetoEvent(11, "void at::native::vectorized_elementwise_kernel<4, fill>", "cuda", 45, 46, flags=flags)]
 
 
-@pytest.mark.parametrize("with_link_attribute", [True, False], ids=["torch-2.13-events", "torch-2.11-events"])
-def test_device_kernels_are_linked_to_their_operator_with_or_without_the_events_link(with_link_attribute):
-    """The GPU run of 2026-11-28 (torch 2.11) failed every cell's profile with "'FunctionEvent' object has no
-    attribute 'linked_correlation_id'": the link now comes from the profiler's Kineto events when the
-    FunctionEvents lack it, and both layouts give the same records."""
-    from ecosweep.workload.kernel_profile import device_links, records_from_events
+@pytest.mark.parametrize("flags", [True, False], ids=["events-with-annotation-flag", "events-without"])
+def test_device_kernels_are_linked_to_their_operator_and_its_scopes(flags):
+    """Kernels name the operator that launched them and the scopes around it, read straight from the Kineto
+    events; the profiler's own work and the scopes torch 2.11 draws on the GPU are neither kernels nor launchers."""
+    from ecosweep.workload.kernel_profile import records_from_trace, trace_events_from_kineto
 
-    events, kineto = _profiler_events(with_link_attribute)
-    prof = type("Prof", (), {"profiler": type("P", (), {"kineto_results": type(
-        "R", (), {"events": lambda self: kineto})()})()})()
-    links = device_links(prof)
-    assert links == {7: 7, 9: 3, 11: 0}
-    records, launches = records_from_events(events, "cuda", links)
+    results = type("Results", (), {"events": lambda self: _kineto_events(flags)})()
+    records, launches = records_from_trace(trace_events_from_kineto(results), "cuda")
     assert launches == 2
     assert [(r.name[:12], r.op, r.within, r.duration_us) for r in records] == [
         ("sm90_xmma_ge", "aten::mm", ("ecosweep::module::Linear4bit", "aten::mm"), 10),
@@ -291,7 +288,38 @@ def test_device_kernels_are_linked_to_their_operator_with_or_without_the_events_
         ("triton_poi_f", "aten::_graph_replay", ("aten::_graph_replay",), 1),
         ("void at::nat", "", (), 1)]
     assert [classify(r) for r in records] == ["dense_gemm", "nf4_fp4", "elementwise", "elementwise"]
-    assert busy_seconds(records) == pytest.approx(15e-6)  # the scope's 41 us span is not GPU work
+    assert busy_seconds(records) == pytest.approx(15e-6)  # the scope's 21 us span is not GPU work
+
+
+def test_a_cpu_profile_read_from_kineto_matches_torchs_own_event_tree():
+    """On a CPU the operators stand in for kernels: each with its self time and the scopes and operators around it.
+    Read from the Kineto events, they are what torch's (slow) FunctionEvent tree of the same profile says."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from ecosweep.workload.kernel_profile import module_scopes, records_from_trace, trace_events_from_kineto
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        with module_scopes(model), torch.no_grad():
+            for _ in range(3):
+                model(torch.ones(2, 8))
+    records, launches = records_from_trace(trace_events_from_kineto(prof.profiler.kineto_results), "cpu")
+
+    def around(event):
+        names = []
+        while event is not None:
+            names.append(event.name)
+            event = event.cpu_parent
+        return tuple(reversed(names))
+
+    expected = sorted((e.time_range.start, e.name, around(e), e.self_cpu_time_total) for e in prof.events()
+                      if not e.is_user_annotation and "::" in e.name)
+    got = sorted((r.start_us, r.name, r.within, r.duration_us) for r in records)
+    assert [g[1:3] for g in got] == [e[1:3] for e in expected]
+    assert [g[3] for g in got] == pytest.approx([e[3] for e in expected], abs=0.01)  # microseconds
+    assert launches == 0 and any("ecosweep::module::LayerNorm" in r.within for r in records)
+    assert {r.op for r in records} >= {"aten::linear", "aten::layer_norm"}
 
 
 H100_KERNELS = REPO / "experiments" / "kernel_profile" / "h100x4_2026-11-28" / "kernel_profile" / "kernel_names.csv"
@@ -355,3 +383,34 @@ def test_kernel_gap_says_which_class_adds_the_most_gpu_time():
     assert row["extra_ms_per_tok"] == pytest.approx(20.0) and row["extra_gpu_ms_per_tok"] == pytest.approx(2.6)
     assert row["largest_class_share"] == pytest.approx(2.5 / 2.6) and row["extra_launches_per_tok"] == 1000
     assert kernel_gap(configs.assign(profile_wall_ms_per_tok=None), "int8", "int8_pure").empty
+
+
+SAMPLES = REPO / "experiments" / "kernel_profile" / "h100x4_2026-11-28"
+
+
+@pytest.mark.parametrize("sample,cell_id", [("eager_fp16_bs1_45777cca09de.first220ms", "45777cca09de"),
+                                            ("graph_fp16_bs1_5d5cfbf057f4.first120ms", "5d5cfbf057f4")])
+def test_traces_recorded_on_an_h100_give_the_kernels_their_cells_recorded(sample, cell_id):
+    """The saved H100 traces (the first 120-220 ms of two profiled calls, torch 2.11) read with the same linking
+    as the live profile: every (kernel, launching op, scopes) they hold is one the cell's kernel table recorded —
+    but for a kernel launched by a dispatcher re-entry (aten::sum inside aten::sum), which the table, read
+    through torch's event tree, has without an operator and this reader gives to aten::sum. No scope drawn on the
+    GPU is a kernel; the eager call launches each kernel from the host, the graph replays most of its kernels."""
+    from ecosweep.workload.kernel_profile import records_from_trace, trace_events_from_chrome
+
+    trace = json.loads(gzip.decompress((SAMPLES / "samples" / f"{sample}.trace.json.gz").read_bytes()))
+    records, launches = records_from_trace(trace_events_from_chrome(trace), "cuda")
+    with open(SAMPLES / "kernel_profile" / "traces" / f"{cell_id}.kernels.csv") as f:
+        table = {(r["kernel"], r["op"], r["within"]) for r in csv.DictReader(f)}
+    seen = {(r.name, r.op, " > ".join(r.within)) for r in records}
+    for kernel, op, within in seen - table:
+        assert (op, within) == ("aten::sum", "aten::sum") and (kernel, "", "") in table, (kernel[:60], op, within)
+    assert len(seen - table) <= 1 and not any(r.name.startswith("ecosweep::module::") for r in records)
+    span_s = (max(r.start_us + r.duration_us for r in records) - min(r.start_us for r in records)) / 1e6
+    idle_share = 1 - busy_seconds(records) / span_s
+    if sample.startswith("eager"):
+        # 5,700 kernels from as many cudaLaunchKernel / cuLaunchKernel calls, and 77 memcpys and 32 memsets
+        assert (len(records), launches) == (5809, 5700) and 0.8 < idle_share < 0.9
+        assert any(r.within[:1] == ("ecosweep::module::MistralAttention",) for r in records)
+    else:  # the uncaptured prefill and the capture launch theirs; each decode step is one cudaGraphLaunch
+        assert (len(records), launches) == (6991, 1603)

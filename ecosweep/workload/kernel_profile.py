@@ -29,7 +29,7 @@ import tempfile
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 from ecosweep.results.schema import KERNEL_CLASSES
 
@@ -229,82 +229,163 @@ def kernel_table(records: Sequence[KernelRecord]) -> str:
 # show among their scopes). Neither an operator nor a scope.
 PROFILER_OVERHEAD = re.compile(r"^(Buffer Flush|Activity Buffer Request)$")
 
-
-def _enclosing_names(event: Any) -> Tuple[str, ...]:
-    names: List[str] = []
-    parent = getattr(event, "cpu_parent", None)
-    while parent is not None:
-        if not PROFILER_OVERHEAD.match(parent.name):
-            names.append(parent.name)
-        parent = parent.cpu_parent
-    return tuple(reversed(names))
-
-
 # CUDA runtime and driver calls on the host (cudaLaunchKernel, cuLaunchKernel, cudaMemcpyAsync, cudaGraphLaunch, ...):
 # the profiler links them, and the kernels they start, to the operator that made them; they are not operators
 _RUNTIME_API = re.compile(r"^cu(da)?[A-Z]")
 
+# the profiler's bookkeeping records on the host (memory allocations, out-of-memory marks), not events
+_PROFILER_RECORDS = re.compile(r"^\[(memory|OutOfMemory)\]$")
 
-def device_links(prof: Any) -> Dict[int, int]:
-    """Each device event's correlation id -> the id of the host operator that launched it, read from the
-    profiler's raw (Kineto) events. ``FunctionEvent.linked_correlation_id`` carries the same link in torch
-    2.13 (this project's CPU pin); torch 2.11 (the GPU hosts') drops it after linking kernels to operators
-    for its own tables.
-    Events of one CUDA-graph launch share one correlation id, hence one operator."""
+
+class TraceEvent(NamedTuple):
+    """One profiler event, with what the kernel breakdown needs of it. ``kind``: ``op`` (an operator on a host
+    thread), ``scope`` (a ``record_function`` scope on a host thread), ``launch`` (a CUDA runtime or driver call),
+    ``device`` (a kernel, memcpy or memset on a GPU), ``device_scope`` (a scope drawn on a GPU's timeline, which
+    torch 2.11 records for every host scope: not GPU work). Times in microseconds."""
+
+    kind: str
+    name: str
+    thread: Any          # the host thread (ops and scopes nest within one thread); None on a GPU
+    start_us: float
+    duration_us: float
+    op_id: int           # op, scope: its own id; launch, device: the id of the op or scope that made it (0: none)
+
+
+def _flag(event: Any, method: str) -> bool:
+    getter = getattr(event, method, None)  # not every torch's Kineto events have every flag
+    return bool(getter()) if callable(getter) else False
+
+
+def trace_events_from_kineto(results: Any) -> List[TraceEvent]:
+    """The events of a finished profile (``prof.profiler.kineto_results``), read straight from the profiler's
+    Kineto records: a few microseconds per event, where torch's ``prof.events()`` builds a Python object tree
+    (80-179 s for the ~1.4 M events of one eager 7B call on an H100). Operators and scopes carry their
+    correlation id, runtime calls and device events the linked one (the operator's)."""
     from torch.autograd import DeviceType
 
-    results = getattr(getattr(prof, "profiler", None), "kineto_results", None)
-    if results is None:
-        return {}
-    return {k.correlation_id(): k.linked_correlation_id() for k in results.events()
-            if k.device_type() == DeviceType.CUDA}
+    raw = results.events()
+    # relative to the trace's start before dividing: epoch nanoseconds as float microseconds keep only ~0.25 us
+    base_ns = min((k.start_ns() for k in raw), default=0)
+    events = []
+    for k in raw:
+        name = k.name()
+        if _PROFILER_RECORDS.match(name) or _flag(k, "is_hidden_event"):
+            continue
+        start_us, duration_us = (k.start_ns() - base_ns) / 1e3, k.duration_ns() / 1e3
+        device_type = k.device_type()
+        if device_type == DeviceType.CUDA:
+            kind = "device_scope" if _flag(k, "is_user_annotation") else "device"
+            events.append(TraceEvent(kind, name, None, start_us, duration_us, k.linked_correlation_id()))
+        elif device_type == DeviceType.CPU and not PROFILER_OVERHEAD.match(name):
+            linked = k.linked_correlation_id()
+            if linked > 0 or _RUNTIME_API.match(name):
+                events.append(TraceEvent("launch", name, k.start_thread_id(), start_us, duration_us, linked))
+            else:
+                kind = "scope" if _flag(k, "is_user_annotation") else "op"
+                events.append(TraceEvent(kind, name, k.start_thread_id(), start_us, duration_us, k.correlation_id()))
+    return events
 
 
-def is_device_scope(event: Any, host_names: Any = ()) -> bool:
-    """Whether a device event is a profiler scope (``record_function``, e.g. ``ecosweep::module::<class>``) drawn
-    on the GPU's timeline, not a kernel: torch 2.11 records each scope there too (``gpu_user_annotation``),
-    spanning the kernels run inside it. Counted as a kernel it would double the GPU time and fill the idle gaps
-    (the first H100 profile: ``unknown`` 35 ms per token, idle share 0 for fp16 eager). Told by the event's
-    flag or, where a torch does not set it, by its name being one of the host's events' (a kernel's never is)."""
-    return bool(getattr(event, "is_user_annotation", False)) or event.name in host_names
+# Chrome-trace categories (what ``prof.export_chrome_trace`` writes) -> TraceEvent kinds; other categories
+# (the profiler's overhead, flow arrows, metadata) are no events of the breakdown
+_CHROME_KINDS = {"cpu_op": "op", "user_annotation": "scope", "cuda_runtime": "launch", "cuda_driver": "launch",
+                 "kernel": "device", "gpu_memcpy": "device", "gpu_memset": "device",
+                 "gpu_user_annotation": "device_scope"}
 
 
-def records_from_events(events: Sequence[Any], device: str,
-                        links: Optional[Dict[int, int]] = None) -> Tuple[List[KernelRecord], int]:
-    """Kernel records and the number of host-side launches from the profiler's events
-    (``torch.autograd.profiler_util.FunctionEvent``). CUDA: every device kernel and memcpy/memset, linked to
-    the operator that launched it (``links``: ``device_links``, for a torch whose events lack the link). CPU:
-    every operator, with its self time (its own, without the operators it called), so that the records add
-    up to the time spent in operators."""
-    from torch.autograd import DeviceType
+def trace_events_from_chrome(trace: Dict[str, Any]) -> List[TraceEvent]:
+    """The events of a saved trace (``traces/<cell_id>.profile.json.gz``, parsed): the same events as
+    ``trace_events_from_kineto`` reads, linked by the trace's "External id" (an operator's own, and on its
+    runtime calls and kernels the id of the operator that made them)."""
+    events = []
+    for e in trace.get("traceEvents", []):
+        kind = _CHROME_KINDS.get(e.get("cat", "")) if e.get("ph") == "X" else None
+        if kind is None or _PROFILER_RECORDS.match(e.get("name", "")):
+            continue
+        on_host = kind in ("op", "scope", "launch")
+        events.append(TraceEvent(kind, e["name"], (e.get("pid"), e.get("tid")) if on_host else None, float(e["ts"]),
+                                 float(e.get("dur", 0.0)), int(e.get("args", {}).get("External id", 0) or 0)))
+    return events
 
-    host = [e for e in events if e.device_type == DeviceType.CPU]
+
+@dataclass(frozen=True)
+class _Nesting:
+    """How a thread's host events (ops and scopes) nest: ``parent[i]`` the event ``i`` sits in (-1: none),
+    ``merged[i]`` the event it counts as (itself, or the same-named event it was the only one inside: torch's
+    event tree drops such a dispatcher re-entry, e.g. ``aten::sum`` inside ``aten::sum``, and lifts its kernels
+    up), ``inner_us[i]`` the summed duration of the events directly inside ``i``, microseconds."""
+
+    parent: List[int]
+    merged: List[int]
+    inner_us: List[float]
+
+
+def _nest(host: Sequence[TraceEvent]) -> _Nesting:
+    """One event encloses another on the same thread when it starts no later and ends no earlier (as torch's own
+    event tree: sorted by start, longer first; a partial overlap is no nesting)."""
+    raw_parent, inside = [-1] * len(host), [0] * len(host)
+    order: List[int] = []
+    by_thread: Dict[Any, List[int]] = {}
+    for i, e in enumerate(host):
+        by_thread.setdefault(e.thread, []).append(i)
+    for indices in by_thread.values():
+        indices.sort(key=lambda i: (host[i].start_us, -(host[i].start_us + host[i].duration_us)))
+        open_events: List[int] = []
+        for i in indices:
+            start, end = host[i].start_us, host[i].start_us + host[i].duration_us
+            while open_events:
+                top = host[open_events[-1]]
+                if start >= top.start_us + top.duration_us or end > top.start_us + top.duration_us:
+                    open_events.pop()
+                    continue
+                raw_parent[i] = open_events[-1]
+                inside[open_events[-1]] += 1
+                break
+            open_events.append(i)
+        order.extend(indices)  # parents before their children
+    merged, parent, inner_us = list(range(len(host))), [-1] * len(host), [0.0] * len(host)
+    for i in order:
+        p = raw_parent[i]
+        if p < 0:
+            continue
+        if host[p].name == host[i].name and inside[p] == 1:
+            merged[i] = merged[p]
+        else:
+            parent[i] = merged[p]
+            inner_us[merged[p]] += host[i].duration_us
+    return _Nesting(parent, merged, inner_us)
+
+
+def records_from_trace(events: Sequence[TraceEvent], device: str) -> Tuple[List[KernelRecord], int]:
+    """Kernel records and the number of host-side launches of a traced call. CUDA: every device kernel and
+    memcpy/memset, linked to the operator (or scope) that launched it, with the operators and scopes around that
+    one; a device event that is a scope drawn on the GPU's timeline (flagged, or named like a host event: a
+    kernel never is) is left out — counted, it would double the GPU time and fill the idle gaps. CPU: every
+    operator, with its self time (its own, without the events inside it), so that the records add up to the
+    time spent in operators."""
+    host = [e for e in events if e.kind in ("op", "scope")]
+    nesting = _nest(host)
+    chains: Dict[int, Tuple[str, ...]] = {}
+
+    def within(i: int) -> Tuple[str, ...]:  # the names around host[i], outermost first, then its own
+        if i not in chains:
+            p = nesting.parent[i]
+            chains[i] = (*(within(p) if p >= 0 else ()), host[i].name)
+        return chains[i]
+
+    launches = sum(1 for e in events if e.kind in ("launch", "op") and LAUNCH_APIS.match(e.name))
     if device != "cuda":
-        ops = [e for e in host if not e.is_user_annotation and "::" in e.name]
-        return [KernelRecord(e.name, e.time_range.start, e.self_cpu_time_total, e.name, (*_enclosing_names(e), e.name))
-                for e in ops], 0
-    links = links or {}
-
-    def linked_id(event: Any) -> int:
-        value = getattr(event, "linked_correlation_id", None)
-        if value is not None:
-            return value
-        if event.device_type == DeviceType.CPU:  # runtime calls are linked to their operator, operators to nothing
-            return 1 if _RUNTIME_API.match(event.name) else 0
-        return links.get(event.id, 0)
-
-    ops = {e.id: e for e in host if linked_id(e) == 0 and not PROFILER_OVERHEAD.match(e.name)}
-    launches = sum(1 for e in host if LAUNCH_APIS.match(e.name))
-    host_names = {e.name for e in host}
+        return [KernelRecord(e.name, e.start_us, e.duration_us - nesting.inner_us[i], e.name, within(i))
+                for i, e in enumerate(host) if e.kind == "op" and "::" in e.name and nesting.merged[i] == i], launches
+    by_id = {e.op_id: nesting.merged[i] for i, e in enumerate(host) if e.op_id}
+    host_names = {e.name for e in events if e.kind in ("op", "scope", "launch")}
     records = []
     for e in events:
-        if e.device_type != DeviceType.CUDA or is_device_scope(e, host_names):
+        if e.kind != "device" or e.name in host_names:
             continue
-        link = linked_id(e)
-        op = ops.get(link) if link else None  # 0: no operator launched it
-        records.append(KernelRecord(e.name, e.time_range.start, e.time_range.end - e.time_range.start,
-                                    op.name if op is not None else "",
-                                    (*_enclosing_names(op), op.name) if op is not None else ()))
+        i = by_id.get(e.op_id, -1) if e.op_id else -1
+        records.append(KernelRecord(e.name, e.start_us, e.duration_us, host[i].name if i >= 0 else "",
+                                    within(i) if i >= 0 else ()))
     return records, launches
 
 
@@ -370,7 +451,7 @@ def profile_call(call: Callable[[], int], device: str, sync: Callable[[], None],
             sync()
             wall_s = time.perf_counter() - start
     traced = time.perf_counter()
-    records, launches = records_from_events(prof.events(), device, device_links(prof) if device == "cuda" else None)
+    records, launches = records_from_trace(trace_events_from_kineto(prof.profiler.kineto_results), device)
     read = time.perf_counter()
     trace = _chrome_trace_gzip(prof) if trace_path else None
     written = time.perf_counter()

@@ -4,15 +4,16 @@
 Why: the first complete H100 run (2026-11-28, torch 2.11) counted the profiler scopes that ecosweep opens around
 attention, norm and bitsandbytes modules under the eager engine (``ecosweep::module::<class>``) as kernels: torch
 2.11 draws each scope on the GPU's timeline too. They landed in ``unknown`` (35 ms per token for fp16 eager at
-batch 1) and, spanning the kernels inside them, filled the idle gaps (idle share 0). ``records_from_events`` now
-leaves them out (``kernel_profile.is_device_scope``); the traces of that run were too large to bring back, but
+batch 1) and, spanning the kernels inside them, filled the idle gaps (idle share 0). ``records_from_trace`` now
+leaves them out (device events flagged as scopes or named like a host event); the traces of that run were too
+large to bring back, but
 each cell's kernel table holds every distinct (kernel, launching op, scopes) with its count and total time, which
 is what the columns are made of:
 
 - the scope rows (a kernel named like a scope: ``ecosweep::module::...``) are dropped;
 - the profiler's own host events (``kernel_profile.PROFILER_OVERHEAD``: Buffer Flush, Activity Buffer Request)
   leave the rows' scopes, and a row they were recorded as launching goes to the operator they interrupted (the
-  innermost scope left), as ``records_from_events`` now links them; rows that become alike are merged;
+  innermost scope left), as ``records_from_trace`` now links them; rows that become alike are merged;
 - every row is classified again (``kernel_profile.classify``);
 - ``profile_ms_per_tok_<class>``, ``profile_kernels_per_tok`` and ``profile_unknown_kernels`` from the rows;
 - ``profile_gpu_busy_share``: the summed kernel time / the call's measured latency. The profile takes the union
