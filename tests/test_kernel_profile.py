@@ -291,6 +291,20 @@ def test_device_kernels_are_linked_to_their_operator_and_its_scopes(flags):
     assert busy_seconds(records) == pytest.approx(15e-6)  # the scope's 21 us span is not GPU work
 
 
+def test_utility_operators_torchs_tree_leaves_out_are_no_operators_here_either():
+    """aten::is_leaf, record_function's enter op and the memory records are bookkeeping: on a CPU they would be
+    operators of their own and take time from the operator around them."""
+    from ecosweep.workload.kernel_profile import records_from_trace, trace_events_from_kineto
+
+    events = [_FakeKinetoEvent(1, "aten::mm", "cpu", 0, 10), _FakeKinetoEvent(2, "aten::is_leaf", "cpu", 1, 2),
+              _FakeKinetoEvent(3, "profiler::_record_function_enter_new", "cpu", 3, 4),
+              _FakeKinetoEvent(4, "aten::add", "cpu", 5, 8), _FakeKinetoEvent(0, "[memory]", "cpu", 6, 6)]
+    results = type("Results", (), {"events": lambda self: events})()
+    records, _ = records_from_trace(trace_events_from_kineto(results), "cpu")
+    assert [(r.name, r.within, r.duration_us) for r in records] == [
+        ("aten::mm", ("aten::mm",), 7.0), ("aten::add", ("aten::mm", "aten::add"), 3.0)]
+
+
 def test_a_cpu_profile_read_from_kineto_matches_torchs_own_event_tree():
     """On a CPU the operators stand in for kernels: each with its self time and the scopes and operators around it.
     Read from the Kineto events, they are what torch's (slow) FunctionEvent tree of the same profile says."""

@@ -233,8 +233,10 @@ PROFILER_OVERHEAD = re.compile(r"^(Buffer Flush|Activity Buffer Request)$")
 # the profiler links them, and the kernels they start, to the operator that made them; they are not operators
 _RUNTIME_API = re.compile(r"^cu(da)?[A-Z]")
 
-# the profiler's bookkeeping records on the host (memory allocations, out-of-memory marks), not events
-_PROFILER_RECORDS = re.compile(r"^\[(memory|OutOfMemory)\]$")
+# the profiler's bookkeeping records (memory allocations, out-of-memory marks) and the utility operators torch's
+# own event tree leaves out (record_function's enter and exit, autograd's bookkeeping): not events of the call
+_PROFILER_RECORDS = re.compile(r"^(\[(memory|OutOfMemory)\]|profiler::_record_function_(enter|enter_new|exit)|"
+                               r"aten::(is_leaf|output_nr|_version))$")
 
 
 class TraceEvent(NamedTuple):
