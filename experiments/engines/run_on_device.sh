@@ -31,6 +31,9 @@
 #    nf4 and pure int8 on one); GPUs 2-3 at the same time: engine_crossover (every cell, one lane per batch size);
 #    then, once both are done, batch_size_sweep under the graph on all four GPUs (a cell per GPU; its
 #    batch-size comparisons cross GPUs and are flagged so: graph cells agree within 0.3-1.6 % between GPUs).
+#    Ran 2026-11-28 with LIMIT_S=1320 (engine_crossover needed the same command once more for its last 4 cells):
+#    experiments/engines/h100x4_2026-11-28_crossover/, experiments/batch_size_sweep/h100x4_2026-11-28_graph/,
+#    experiments/multi_gpu/fewer_gpus_bs16_h100x4_2026-11-28/.
 # Each study stops at the phase's time limit; what finished is complete on disk and the next phase
 # (on the same warm machine) resumes it.
 set -u
