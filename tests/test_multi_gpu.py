@@ -141,3 +141,17 @@ def test_gpu_time_counts_every_gpu_a_cell_held():
     assert costs.gpu_hours_per_1m_tok.tolist() == pytest.approx([2 * 1e6 / 10 / 3600, 1e6 / 10 / 3600])
     assert costs.usd_gpu_time_per_request.tolist() == pytest.approx([2 * 100 / 10 / 3600 * 3.6, 100 / 10 / 3600 * 3.6])
     assert costs.kwh_per_1m_tok.iloc[0] == costs.kwh_per_1m_tok.iloc[1]  # energy is already the cells' total
+
+
+def test_a_figure_of_cells_on_different_gpu_counts_says_how_many_each_held():
+    """fewer_gpus' bars: fp16 held two GPUs, NF4 and pure int8 one, and the legend says so; a model measured on one
+    GPU and on two gets a bar for each (one series per GPU count); a figure whose cells all held one GPU keeps
+    plain precision names."""
+    import pandas as pd
+
+    from ecosweep.analysis.figures import _with_series
+
+    mixed = pd.DataFrame({"quantization": ["fp16", "nf4", "int8_pure", "fp16"], "gpu_count": [2, 1, 1, 1]})
+    assert list(_with_series(mixed, by_gpus=True).series) == [
+        "fp16 on 2 GPUs", "nf4 on 1 GPU", "int8_pure on 1 GPU", "fp16 on 1 GPU"]
+    assert list(_with_series(mixed).series) == ["fp16", "nf4", "int8_pure", "fp16"]

@@ -71,8 +71,9 @@ def energy_by_model(configs: pd.DataFrame, comp: pd.DataFrame, out_dir: Path,
     ``note``: a line the title adds (e.g. the settings a derived metric used)."""
     plt = _plt()
     paths: List[Path] = []
-    configs = _with_series(configs)
-    comp = _with_series(comp) if not comp.empty else comp
+    by_gpus = "gpu_count" in configs and configs.gpu_count.nunique() > 1  # fp16 on 2 GPUs beside NF4 on 1
+    configs = _with_series(configs, by_gpus)
+    comp = _with_series(comp, by_gpus) if not comp.empty else comp
     for (hw, bs), g in configs.groupby(["hardware", "batch_size"]):
         models = list(dict.fromkeys(g.sort_values("params_b_nominal").model))
         quants = list(dict.fromkeys(g.series))
@@ -129,13 +130,18 @@ def _fixed(g: pd.DataFrame) -> str:
     return ", ".join(parts)
 
 
-def _with_series(df: pd.DataFrame) -> pd.DataFrame:
-    """Add ``series``: the quantization, with the engine when a table holds several engines."""
+def _with_series(df: pd.DataFrame, by_gpus: bool = False) -> pd.DataFrame:
+    """Add ``series``: the quantization, with the engine when a table holds several engines, and with the GPUs
+    its cells held when ``by_gpus`` (a figure of cells on different numbers of GPUs: each bar is the energy of
+    every GPU its cell held, and one model's one- and two-GPU cells are two bars)."""
     df = df.copy()
     if "engine" not in df:
         df["engine"] = "eager"
     several = df.engine.nunique() > 1
     df["series"] = [f"{q} / {e}" if several else q for q, e in zip(df.quantization, df.engine)]
+    if by_gpus and "gpu_count" in df:
+        df["series"] = [f"{series} on {int(n)} GPU{'s' if n > 1 else ''}" if n == n else series
+                        for series, n in zip(df.series, df.gpu_count)]
     return df
 
 
