@@ -410,10 +410,11 @@ def engine_sign_findings(comp: pd.DataFrame, alpha: float = 0.05) -> List[str]:
         if g.engine.nunique() < 2:
             continue
         hw, model, q, bs = key[:4]
-        parts = [f"{_direction(r, alpha)} under {r.engine} ({r.delta_pct:+.1f} %, p = {r.p:.2g})"
-                 for _, r in g.sort_values("engine").iterrows()]
-        significant = {r.engine: _direction(r, alpha) for _, r in g.iterrows()
-                       if _direction(r, alpha) != "no significant change"}
+        g = g.sort_values("engine")
+        directions = [_direction(r, alpha) for _, r in g.iterrows()]
+        parts = [f"{d} under {r.engine} ({r.delta_pct:+.1f} %, p = {r.p:.2g})"
+                 for d, (_, r) in zip(directions, g.iterrows())]
+        significant = {e: d for e, d in zip(g.engine, directions) if d != "no significant change"}
         signs = set(significant.values())
         if len(signs) == 2:
             verdict = "flips sign"

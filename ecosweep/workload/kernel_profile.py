@@ -252,6 +252,10 @@ class TraceEvent(NamedTuple):
     duration_us: float
     op_id: int           # op, scope: its own id; launch, device: the id of the op or scope that made it (0: none)
 
+    @property
+    def end_us(self) -> float:
+        return self.start_us + self.duration_us
+
 
 def _flag(event: Any, method: str) -> bool:
     getter = getattr(event, method, None)  # not every torch's Kineto events have every flag
@@ -331,13 +335,12 @@ def _nest(host: Sequence[TraceEvent]) -> _Nesting:
     for i, e in enumerate(host):
         by_thread.setdefault(e.thread, []).append(i)
     for indices in by_thread.values():
-        indices.sort(key=lambda i: (host[i].start_us, -(host[i].start_us + host[i].duration_us)))
+        indices.sort(key=lambda i: (host[i].start_us, -host[i].end_us))
         open_events: List[int] = []
         for i in indices:
-            start, end = host[i].start_us, host[i].start_us + host[i].duration_us
             while open_events:
                 top = host[open_events[-1]]
-                if start >= top.start_us + top.duration_us or end > top.start_us + top.duration_us:
+                if host[i].start_us >= top.end_us or host[i].end_us > top.end_us:
                     open_events.pop()
                     continue
                 raw_parent[i] = open_events[-1]
@@ -375,7 +378,7 @@ def records_from_trace(events: Sequence[TraceEvent], device: str) -> Tuple[List[
             chains[i] = (*(within(p) if p >= 0 else ()), host[i].name)
         return chains[i]
 
-    launches = sum(1 for e in events if e.kind in ("launch", "op") and LAUNCH_APIS.match(e.name))
+    launches = sum(1 for e in events if e.kind == "launch" and LAUNCH_APIS.match(e.name))
     if device != "cuda":
         return [KernelRecord(e.name, e.start_us, e.duration_us - nesting.inner_us[i], e.name, within(i))
                 for i, e in enumerate(host) if e.kind == "op" and "::" in e.name and nesting.merged[i] == i], launches
