@@ -241,7 +241,11 @@ def prepare_workload(s: StudyConfig, device: str, extra: Dict[str, Any], phases:
         t = time.perf_counter()  # one hooked generate() call: what LLM.int8()'s decomposition takes
         extra.update(count_decomposed_columns(loaded.model, FixedLengthGeneration(**shape).generate).columns())
         phases["int8_count_s"] = time.perf_counter() - t
-    workload = build_workload(s.engine, **shape)
+    workload = build_workload(s.engine, **shape, quantization=s.quantization)
+    if hasattr(workload, "prepare"):  # capture (graph) or compile and capture (compiled), before its token check
+        t = time.perf_counter()
+        workload.prepare()
+        phases["compile_s" if s.engine.kind == "compiled" else "capture_s"] = time.perf_counter() - t
     if s.engine.kind != "eager" and s.engine.verify_tokens:
         t = time.perf_counter()
         check = verify_tokens(workload, FixedLengthGeneration(**shape), s.engine.name,
@@ -323,7 +327,7 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
 
         workload = prepare_workload(s, device, extra, phases)
         result, trace = measure_workload(cell, workload, device, gpus, {**config_row(cell, run_id), **extra})
-        facts = engine_facts(workload)  # known once the workload ran (compiled: whether it compiled)
+        facts = engine_facts(workload, s.engine)  # known once the workload ran (compiled: whether it compiled)
         facts.update(kernel_path(s.quantization, extra.get("quant_weight_type"), facts.get("engine_effective")))
         profiled = None
         if s.profile:  # after the meter stopped: nothing the profiler does is in an energy window

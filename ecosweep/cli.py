@@ -37,13 +37,17 @@ def _fail(exc: BaseException) -> None:
 def execute(configs: List[Any]) -> int:
     """Plan, run and summarise. Returns the exit status (1 when a cell failed)."""
     from ecosweep.plan import build_plan, store_for
-    from ecosweep.planner import plan_cells, run_options
+    from ecosweep.planner import excluded_by_sweep, plan_cells, run_options
     from ecosweep.preflight import check_before_running, check_output_roots_writable
     from ecosweep.results.lock import study_locks
     from ecosweep.study import print_summary, run_study, write_driver_timing
 
     marks = {"process_start": process_start_unix_s()}
     try:
+        configs, left_out = excluded_by_sweep(configs)
+        if left_out:
+            print(f"Left out {sum(left_out.values())} grid combination(s) that sweep.exclude names: "
+                  + "; ".join(f"{rule} ({n})" for rule, n in left_out.items()) + ".")
         cells = plan_cells(configs)
         if run_options(cells).dry_run:
             print_plan(build_plan(cells))

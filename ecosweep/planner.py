@@ -55,7 +55,23 @@ def _gpus_over_one(s: StudyConfig) -> int:
 def is_default_engine(s: StudyConfig) -> bool:
     """Whether the cell decodes with the default engine (eager ``generate()``, default attention): the
     only engine before the engine axis existed, so such cells keep the ids they had then."""
-    return dataclasses.asdict(s.engine) == dataclasses.asdict(EngineConfig())
+    return engine_identity(s.engine) == engine_identity(EngineConfig())
+
+
+# Engine fields added on 2026-12-02 (the compiled engine): left out of an engine's identity at their defaults, so
+# graph and hf_static cells measured before keep their ids.
+_ENGINE_FIELDS_SINCE_COMPILED = {"decode_model": (None, "transformers"), "fuse_projections": (False,),
+                                 "compile": (None,)}
+
+
+def engine_identity(e: EngineConfig) -> Dict[str, Any]:
+    """The engine's fields as a cell id hashes them: the fields added with the compiled engine only where they
+    differ from what every engine did before them (the transformers model code, no fusion, no compile)."""
+    fields = dataclasses.asdict(e)
+    for key, defaults in _ENGINE_FIELDS_SINCE_COMPILED.items():
+        if fields.get(key) in defaults:
+            fields.pop(key, None)
+    return fields
 
 
 def _quantization_identity(s: StudyConfig) -> Dict[str, Any]:
@@ -98,7 +114,7 @@ def measured_identity(s: StudyConfig, with_datasheet: bool = False) -> Dict[str,
         "seed": s.seed,
     }
     if not is_default_engine(s):
-        identity["engine"] = dataclasses.asdict(s.engine)
+        identity["engine"] = engine_identity(s.engine)
     if s.outlier_features.count > 0:  # planted outliers change the weights; plain random cells keep their ids
         from ecosweep.workload.int8_outliers import PLANTING_VERSION
 
@@ -138,7 +154,8 @@ def to_settings(cfg: DictConfig) -> StudyConfig:
 
 # Settings that say how the whole command runs, not what a cell measures: one value per command (a sweep that
 # varies one is refused), read once into RunOptions.
-RUN_WIDE_SETTINGS = ("dry_run", "tracking", "report", "ray.address", "ray.num_cpus", "ray.num_gpus", "ray.progress")
+RUN_WIDE_SETTINGS = ("dry_run", "tracking", "report", "ray.address", "ray.num_cpus", "ray.num_gpus", "ray.progress",
+                     "sweep")
 
 
 @dataclass(frozen=True)
@@ -174,14 +191,15 @@ def _setting(s: StudyConfig, dotted: str) -> Any:
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
-def run_wide_problems(cells: List[Cell]) -> List[str]:
+def run_wide_problems(settings: List[StudyConfig]) -> List[str]:
     """A sweep that varies a run-wide setting (``RUN_WIDE_SETTINGS``): one command has one value of each, so
-    every value past the first would be silently ignored."""
+    every value past the first would be silently ignored. Checked over every composed config, before cells are
+    merged by id (an id leaves these settings out, so merged cells would hide the other values)."""
     problems = []
     for key in RUN_WIDE_SETTINGS:
         values: List[Any] = []
-        for cell in cells:
-            value = _setting(cell.settings, key)
+        for one in settings:
+            value = _setting(one, key)
             if value not in values:
                 values.append(value)
         if len(values) > 1:
@@ -207,6 +225,45 @@ def _repeats_problems(repeats: Dict[Tuple[Tuple[str, str], Tuple[str, str]], Lis
             "again." for (first, later), ids in repeats.items()]
 
 
+def _value_at(cfg: DictConfig, dotted: str) -> Any:
+    """A composed config's value at ``dotted``; a group (a node with a name) by its option name."""
+    value = OmegaConf.select(cfg, dotted, default=None)
+    if isinstance(value, DictConfig) and "name" in value:
+        return value.name
+    return value
+
+
+def _matches(cfg: DictConfig, rule: Dict[str, Any]) -> bool:
+    def wanted(value: Any) -> List[Any]:
+        return list(value) if isinstance(value, (list, tuple)) or OmegaConf.is_list(value) else [value]
+
+    return all(_value_at(cfg, key) in wanted(value) for key, value in rule.items())
+
+
+_MISSING = object()
+
+
+def excluded_by_sweep(configs: Iterable[DictConfig]) -> Tuple[List[DictConfig], Dict[str, int]]:
+    """(kept, left out): the configs that match a rule of their ``sweep.exclude`` are left out; the second
+    counts them by rule (its text). Raises ConfigError for a rule that names no setting (a typo would exclude
+    nothing, silently)."""
+    kept: List[DictConfig] = []
+    left_out: Dict[str, int] = {}
+    for cfg in configs:
+        rules = [dict(rule) for rule in (OmegaConf.select(cfg, "sweep.exclude", default=None) or [])]
+        unknown = sorted({k for rule in rules for k in rule if OmegaConf.select(cfg, k, default=_MISSING) is _MISSING})
+        if unknown:
+            raise ConfigError([f"sweep.exclude names {', '.join(unknown)}, which is not a setting; name settings as "
+                               "on the command line (quantization, engine, batch_size, model.name, ...)."])
+        hit = next((rule for rule in rules if _matches(cfg, rule)), None)
+        if hit is None:
+            kept.append(cfg)
+        else:
+            text = " with ".join(f"{k}={v}" for k, v in hit.items())
+            left_out[text] = left_out.get(text, 0) + 1
+    return kept, left_out
+
+
 def plan_cells(configs: Iterable[DictConfig]) -> List[Cell]:
     """Validate every config and return the distinct cells, in order.
 
@@ -216,8 +273,10 @@ def plan_cells(configs: Iterable[DictConfig]) -> List[Cell]:
     seen: Dict[str, Cell] = {}  # the distinct cells by id, in order
     repeats: Dict[Tuple[Tuple[str, str], Tuple[str, str]], List[str]] = {}
     problems: List[str] = []
+    composed: List[StudyConfig] = []
     for cfg in configs:
         settings = to_settings(cfg)
+        composed.append(settings)
         cell_problems = validate_study(settings)
         if cell_problems:
             problems += [p for p in cell_problems if p not in problems]
@@ -229,7 +288,7 @@ def plan_cells(configs: Iterable[DictConfig]) -> List[Cell]:
             repeats.setdefault((_where(seen[cid].settings), _where(settings)), []).append(cid)
     cells = list(seen.values())
     problems += _repeats_problems(repeats)
-    problems += run_wide_problems(cells)
+    problems += run_wide_problems(composed)
     if problems:
         raise ConfigError(problems)
     return cells

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Protocol
 
 from ecosweep.config.schema import MeasurementConfig
+from ecosweep.errors import EcosweepError
 from ecosweep.environment import cpu_window_stats, read_cpu_times
 from ecosweep.meters.base import Meter, WindowReading
 
@@ -157,8 +158,13 @@ def _device_columns(r: WindowReading, pr: WindowReading, idle: WindowReading, ob
     }
 
 
+class CompileInWindowError(EcosweepError):
+    """Something compiled (or recorded a CUDA graph) inside an energy window: its energy is not the workload's."""
+
+
 class CellProtocol:
-    """Runs the protocol for one workload with one (already started) meter."""
+    """Runs the protocol for one workload with one (already started) meter. A workload that compiles
+    (``compile_events()``, the compiled engine) must not compile inside a window: the window is refused."""
 
     def __init__(self, workload: Workload, meter: Meter, protocol: MeasurementConfig, repetitions: int,
                  warmup: int, clock: Callable[[], float] = time.perf_counter,
@@ -240,14 +246,30 @@ class CellProtocol:
             return False  # nothing to converge on without an energy source
         return ci95_half_width_pct(per_1k) > self.p.target_ci_pct
 
+    def _compile_events(self) -> int:
+        events = getattr(self.w, "compile_events", None)
+        return events() if events is not None else 0
+
+    def _check_no_compile(self, before: int, rep: int, window: str) -> None:
+        compiled = self._compile_events() - before
+        if compiled:
+            raise CompileInWindowError(
+                f"{compiled} compilation(s) or CUDA-graph recording(s) happened inside the {window} window of "
+                f"repetition {rep}: the engine recompiled after its warm-up (a guard on something that changed "
+                "between calls), so that window's time and energy include compiling. Nothing was recorded for "
+                "this cell; run it with engine=graph, or report the recompile (TORCH_LOGS=recompiles names it).")
+
     def _repetition(self, rep: int, idle: WindowReading) -> Dict[str, Any]:
         """One repetition: a prefill window, then the window of whole calls; its row."""
         w = self.w
+        events = self._compile_events()
         with self.meter.window() as pre:
             prefill_calls, _ = _repeat_until(w.prefill, self.p.prefill_min_window_s, self.clock)
+        self._check_no_compile(events, rep, "prefill")
         cpu_before = read_cpu_times()
         with self.meter.window() as full:
             calls, tokens = _repeat_until(w.generate, self.p.min_window_s, self.clock)
+        self._check_no_compile(events, rep, "energy")
         cpu = cpu_window_stats(cpu_before, read_cpu_times())
         r, pr = full.reading, pre.reading
         assert r is not None and pr is not None

@@ -358,23 +358,23 @@ def test_int8_alternatives_on_four_h100s_partial_run_holds_what_its_readme_says(
     assert set(ok.device_name) == {GPU_NAME["h100"]} and set(ok.energy_source) == {"nvml_counter"}
     lanes = ok.groupby(["model", "batch_size"]).gpu_uuid.nunique()
     assert (lanes == 1).all() and ok.gpu_uuid.nunique() == 4
-    assert len(failed) == 4 and set(failed.quantization) == {"ao_int8_dynamic"} and set(failed.engine) == {"compiled"}
+    assert len(failed) == 4 and set(failed.quantization) == {"ao_int8_dynamic"} and set(failed.engine) == {"hf_static"}
     assert failed.error.str.contains("needs to be greater than 16").all()
     fp8 = ok[ok.quantization == "ao_fp8"]
     assert set(fp8.quant_kernel_path) == {"torchao Float8Tensor, compiled"} and not fp8.quant_fallback.any()
-    bnb_compiled = ok[ok.quantization.isin(["int8", "int8_pure"]) & (ok.engine == "compiled")]
+    bnb_compiled = ok[ok.quantization.isin(["int8", "int8_pure"]) & (ok.engine == "hf_static")]
     assert set(bnb_compiled.engine_effective) == {"eager_static_cache"}
     build_report([study], tmp_path)
     comp = pd.read_csv(tmp_path / "comparisons.csv").set_index(["model", "quantization", "engine", "batch_size"])
-    assert round(comp.loc[("Yi-1.5-6B", "ao_fp8", "compiled", 16)].delta_pct, 1) == 16.4
-    assert comp.loc[("Yi-1.5-6B", "ao_fp8", "compiled", 16)].p < 0.001
-    assert round(comp.loc[("Mistral-7B", "ao_fp8", "compiled", 1)].delta_pct, 1) == 20.4
+    assert round(comp.loc[("Yi-1.5-6B", "ao_fp8", "hf_static", 16)].delta_pct, 1) == 16.4
+    assert comp.loc[("Yi-1.5-6B", "ao_fp8", "hf_static", 16)].p < 0.001
+    assert round(comp.loc[("Mistral-7B", "ao_fp8", "hf_static", 1)].delta_pct, 1) == 20.4
     assert round(comp.loc[("Mistral-7B", "int8", "eager", 1)].delta_pct, 1) == 160.3
     assert comp.same_device.all()
     text = (tmp_path / "report.md").read_text()
     unfinished = text.split("## Cells that did not finish")[1].split("## Methods")[0]
     assert "4 cell(s) stored without a successful repetition" in unfinished
-    assert unfinished.count("| ao_int8_dynamic | compiled |") == 4
+    assert unfinished.count("| ao_int8_dynamic | hf_static |") == 4
     h100 = {"device": "cuda", "compute_capability": "9.0", "device_name": GPU_NAME["h100"]}
     for cell in failed.cell_id:
         with pytest.raises(RuntimeError, match="needs more than 16 rows"):
@@ -395,18 +395,18 @@ def test_int8_alternatives_second_host_answers_the_published_question(tmp_path):
     assert (ok.groupby(["model", "batch_size"]).gpu_uuid.nunique() == 1).all() and ok.gpu_uuid.nunique() == 4
     ao = ok[ok.quantization.str.startswith("ao_")]
     assert (ao.quant_fallback == (ao.engine == "eager")).all()  # fast exactly where compiled
-    assert set(ao[ao.engine == "compiled"].engine_effective) == {"compiled"}
+    assert set(ao[ao.engine == "hf_static"].engine_effective) == {"hf_static_compiled"}
     build_report([study], tmp_path)
     comp = pd.read_csv(tmp_path / "comparisons.csv").set_index(["model", "quantization", "engine", "batch_size"])
     for model, pct in (("Mistral-7B", 86.8), ("Yi-1.5-6B", 84.6)):
-        row = comp.loc[(model, "ao_int8_weight_only", "compiled", 16)]
+        row = comp.loc[(model, "ao_int8_weight_only", "hf_static", 16)]
         assert round(row.delta_pct, 1) == pct and row.p < 0.002
-    assert round(comp.loc[("Yi-1.5-6B", "ao_fp8", "compiled", 1)].delta_pct, 1) == 21.0
-    assert round(comp.loc[("Yi-1.5-6B", "ao_fp8", "compiled", 16)].delta_pct, 1) == 0.8
+    assert round(comp.loc[("Yi-1.5-6B", "ao_fp8", "hf_static", 1)].delta_pct, 1) == 21.0
+    assert round(comp.loc[("Yi-1.5-6B", "ao_fp8", "hf_static", 16)].delta_pct, 1) == 0.8
     assert comp.xs("ao_int8_dynamic", level="quantization").delta_pct.min() > 800
     assert comp.same_device.all()
     best = pd.read_csv(tmp_path / "best_engine.csv").set_index(["model", "quantization", "batch_size"])
-    assert set(best.xs("ao_int8_weight_only", level="quantization").engine) == {"compiled"}
+    assert set(best.xs("ao_int8_weight_only", level="quantization").engine) == {"hf_static"}
     assert set(best.xs("int8_pure", level="quantization").engine) == {"eager"}
     assert round(best.loc[("Mistral-7B", "int8_pure", 1)].delta_pct, 1) == 227.7
     configs = pd.read_csv(tmp_path / "configurations.csv").set_index(["model", "quantization", "engine", "batch_size"])
@@ -416,7 +416,7 @@ def test_int8_alternatives_second_host_answers_the_published_question(tmp_path):
         return summarize_stats(r.energy_j_per_1k_tok_mean, r.energy_j_per_1k_tok_sd, int(r.n))
 
     for model, pct in (("Mistral-7B", -63.7), ("Yi-1.5-6B", -56.3)):  # torchao int8 wo compiled vs bnb's best
-        c = compare(energy((model, "int8_pure", "eager", 1)), energy((model, "ao_int8_weight_only", "compiled", 1)))
+        c = compare(energy((model, "int8_pure", "eager", 1)), energy((model, "ao_int8_weight_only", "hf_static", 1)))
         assert round(c.delta_pct, 1) == pct and c.p < 0.003
     text = (tmp_path / "report.md").read_text()
     assert "## Each precision at its best engine" in text

@@ -91,7 +91,7 @@ def test_llm_int8_under_graph_is_refused_with_the_reason_and_what_to_use():
 
 
 @pytest.mark.parametrize("overrides", [["engine=graph", "quantization=int8_pure"], ["engine=graph", "quantization=nf4"],
-                                       ["engine=eager", "quantization=int8"], ["engine=compiled", "quantization=int8"],
+                                       ["engine=eager", "quantization=int8"], ["engine=hf_static", "quantization=int8"],
                                        ["engine=graph", "quantization=bf16"], ["engine=graph", "quantization=fp4"]])
 def test_engines_accept_what_they_can_run(overrides):
     assert validate_study(settings(*overrides)) == []
@@ -166,11 +166,11 @@ def test_token_check_fails_a_loop_that_computes_something_else(broken, monkeypat
     loaded = load_model(s, "cpu")
     graph, reference = workloads(loaded.model, loaded.vocab_size, s.engine, 2, 10, 12)
     if broken == "mask_one_position_off":
-        graph.kv_positions = graph.kv_positions + 1  # hides the newest key from every decode step
+        graph.decoder.kv_positions = graph.decoder.kv_positions + 1  # hides the newest key from every decode step
         with pytest.raises(TokenMismatchError, match="does not decode what generate\\(\\) decodes"):
             verify_tokens(graph, reference, "graph", tolerance_for("float32", "none"))
     else:  # the second call (the teacher-forced one) writes past the first: on a CPU torch refuses the index
-        monkeypatch.setattr(graph.cache, "reset", lambda: None)
+        monkeypatch.setattr(graph.decoder.cache, "reset", lambda: None)
         with pytest.raises(IndexError, match="out of bounds"):
             verify_tokens(graph, reference, "graph", tolerance_for("float32", "none"))
 
@@ -198,7 +198,7 @@ def test_sliding_window_models_decode_over_a_full_attention_cache():
 
     model = tiny_mistral()
     graph, reference = workloads(model, 512, EngineConfig(name="graph", kind="graph"), 2, 10, 8)
-    assert {type(layer).__name__ for layer in graph.cache.layers} == {"StaticLayer"}
+    assert {type(layer).__name__ for layer in graph.decoder.cache.layers} == {"StaticLayer"}
     check = check_tokens(graph, reference, 1e-3)
     assert check.passed and check.agreement == 1.0
 
@@ -236,17 +236,17 @@ def test_ecosweep_sdpa_equals_transformers_sdpa_on_a_masked_decode_step():
 
 
 @pytest.mark.slow
-def test_compiled_on_cpu_records_that_transformers_ran_it_eager():
+def test_hf_static_on_cpu_records_that_transformers_ran_it_eager():
     from ecosweep.workload.engines import engine_facts
     from ecosweep.workload.models import load_model
 
-    s = settings("engine=compiled")
+    s = settings("engine=hf_static")
     loaded = load_model(s, "cpu")
     compiled, _ = workloads(loaded.model, loaded.vocab_size, s.engine, 1, 6, 4)
     assert compiled.engine_effective == "unknown"
     compiled.generate()
-    facts = engine_facts(compiled)
-    assert facts["engine_effective"] == "eager_static_cache"
+    facts = engine_facts(compiled, s.engine)
+    assert facts["engine_effective"] == "eager_static_cache" and facts["engine_kind"] == "hf_static"
     assert "not on cpu" in facts["engine_note"] and facts["attn_implementation"] == "sdpa"
 
 
@@ -397,6 +397,6 @@ def test_past_rounding_the_engine_is_judged_against_generates_own_kernel_to_kern
     assert check.logit_diff_sd <= 2 * check.floor_sd and check.columns()["engine_logit_floor_sd"] == check.floor_sd
     assert loaded.model.config._attn_implementation == "ecosweep_sdpa"  # put back after the eager comparison
     broken, reference = workloads(loaded.model, loaded.vocab_size, s.engine, 2, 10, 12)
-    broken.kv_positions = broken.kv_positions + 1
+    broken.decoder.kv_positions = broken.decoder.kv_positions + 1
     check = check_tokens(broken, reference, tolerance_sd=0.0)
     assert not check.passed and check.logit_diff_sd > 5 * check.floor_sd

@@ -43,7 +43,8 @@ def has_random_weights(configs: pd.DataFrame) -> bool:
 # Rows written before the engine axis, and published tables, measured generate(): the eager engine.
 DEFAULT_ENGINE = "eager"
 # What may run for each engine asked for without a warning (graph runs uncaptured on a CPU by design).
-EXPECTED_EFFECTIVE = {"eager": {"eager"}, "graph": {"graph", "graph_uncaptured"}, "compiled": {"compiled"}}
+EXPECTED_EFFECTIVE = {"eager": {"eager"}, "graph": {"graph", "graph_uncaptured"}, "compiled": {"compiled"},
+                      "hf_static": {"hf_static_compiled"}}
 # Column names of summary tables in other layouts (the published tables) -> ours.
 ALIASES = {"gpu": "hardware", "params_b": "params_b_nominal", "throughput_tok_s": "tok_s", "power_w": "power_w_mean",
            "energy_j_per_1k_tok": "energy_j_per_1k_tok"}

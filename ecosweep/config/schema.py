@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Dict, List, Optional, Type
+from typing import Any, Dict, List, Optional, Type
 
 from omegaconf import MISSING
 
@@ -63,29 +63,60 @@ class QuantizationConfig:
 
 
 @dataclass
+class CompileConfig:
+    """How the ``compiled`` engine compiles its decode step (``engine.compile.*``). Every field changes the kernels
+    that run, so every field enters the cell id."""
+
+    # who replays the compiled step from CUDA graphs: inductor (its CUDA-graph trees, torch.compile's
+    # "reduce-overhead") | ecosweep (ecosweep's own torch.cuda.graph capture around the compiled step) | none
+    cudagraphs: str = "inductor"
+    # a graph break fails the cell before anything is measured; false: breaks allowed, counted in the rows
+    fullgraph: bool = True
+    # inductor benchmarks each Triton kernel's launch configuration around its heuristic choice (gpt-fast's setting)
+    coordinate_descent_tuning: bool = True
+    # inductor also autotunes matmul templates (Triton, CUTLASS) against cuBLAS: slower compiles
+    max_autotune: bool = False
+    # compile the prefill too (its own graph, no CUDA graph); false: the prefill runs uncompiled
+    prefill: bool = False
+    # apply the quantization backend's recommended inductor settings (torchao: recommended_inductor_config_setter)
+    backend_recommended: bool = True
+    # further inductor options by name (torch._inductor.config), e.g. {epilogue_fusion: false}
+    inductor_options: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class EngineConfig:
     """How the tokens of a cell are decoded (the ``engine`` group).
 
     ``eager``: transformers' ``generate()``, one kernel launch at a time from the host (the
     published protocol). ``graph``: ecosweep's own fixed-length greedy loop - an uncaptured
     prefill into a static KV cache, then every decode step replayed from one CUDA graph (on a
-    CPU the same loop runs uncaptured). ``compiled``: ``generate()`` with transformers' static
-    cache, which compiles the decode step where transformers agrees to (it declines for some
-    quantized models: rows record what ran in ``engine_effective``).
+    CPU the same loop runs uncaptured). ``compiled``: the same loop with its decode step compiled by
+    ``torch.compile`` (inductor, whole graph) and replayed from CUDA graphs. ``hf_static``:
+    ``generate()`` with transformers' static cache, which compiles the decode step where transformers
+    agrees to (rows record what ran in ``engine_effective``; the ``compiled`` engine before 2026-12-02).
     """
 
     name: str = "eager"
-    kind: str = "eager"  # eager | graph | compiled
+    kind: str = "eager"  # eager | graph | compiled | hf_static
     # attention kernel: null keeps the checkpoint's default (sdpa); sdpa | eager | ecosweep_sdpa
     # (sdpa that runs a single decode token of a grouped-query model on its key/value heads,
     # instead of copying every key/value head for each query head as transformers' sdpa does
     # whenever an attention mask is passed, as a static cache needs)
     attn_implementation: Optional[str] = None
-    # graph and compiled: run the engine once against generate() on the cell's own prompts before
-    # measuring, and fail the cell when the greedy tokens differ
+    # graph, compiled and hf_static: run the engine once against generate() on the cell's own prompts
+    # before measuring, and fail the cell when the greedy tokens differ
     verify_tokens: bool = True
-    # graph: decode steps run (and discarded) on a side stream before the capture
+    # graph and compiled: decode steps run (and discarded) before the capture
     capture_warmup_steps: int = 3
+    # graph and compiled: the model code that decodes: transformers (the checkpoint's own modules and a
+    # StaticCache; null means this) | ecosweep (ecosweep's compact decoder for Llama, Mistral and Qwen2:
+    # the checkpoint's own linear layers, with the KV cache, rotary tables and masks as tensors)
+    decode_model: Optional[str] = None
+    # ecosweep decode model with 16-bit weights: one matmul for q, k and v and one for gate and up
+    fuse_projections: bool = False
+    # compiled: how the decode step is compiled (null for every other kind)
+    compile: Optional[CompileConfig] = None
 
 
 @dataclass
@@ -182,6 +213,16 @@ class RayConfig:
 
 
 @dataclass
+class SweepConfig:
+    """What a grid leaves out (``sweep.exclude``): Hydra sweeps every combination of their values, and some
+    combinations cannot run (LLM.int8() under a CUDA graph). Each rule maps settings to a value, or a list of
+    values any of which matches; a group is matched by its option name (``quantization: int8``). A grid cell
+    that matches every setting of a rule is left out, and the command says how many were."""
+
+    exclude: List[Dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
 class StudyConfig:
     """The root config: one cell's worth of settings (a sweep varies them)."""
 
@@ -209,6 +250,7 @@ class StudyConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     fidelity: FidelityConfig = field(default_factory=FidelityConfig)
     outlier_features: OutlierFeaturesConfig = field(default_factory=OutlierFeaturesConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
 class Choice(str, Enum):
@@ -244,7 +286,8 @@ class TorchaoType(Choice):
     INT8_DYNAMIC = "int8_dynamic", "int8 weights and per-token int8 activations (on a GPU: eager, or batch > 16)"
     FP8_WEIGHT_ONLY = "fp8_weight_only", "fp8 weights (compute capability 8.9 or newer)"
     FP8 = "fp8", "fp8 weights and dynamic fp8 activations, per-row scales (a GPU of compute capability >= 8.9)"
-    INT4_WEIGHT_ONLY = "int4_weight_only", "int4 weights (needs the fbgemm-gpu-genai kernels)"
+    INT4_WEIGHT_ONLY = "int4_weight_only", ("int4 weights in groups of 128, bfloat16 activations, tinygemm kernels "
+                                            "(CUDA only)")
 
 
 class Dtype(Choice):
@@ -289,7 +332,22 @@ class OneGpuPer(Choice):
 class EngineKind(Choice):
     EAGER = "eager", "transformers generate(), one launch per kernel (the published protocol)"
     GRAPH = "graph", "ecosweep's decode loop replaying one CUDA graph per step (launch-free)"
-    COMPILED = "compiled", "generate() with a static cache, compiled by torch.compile where transformers agrees"
+    COMPILED = "compiled", ("ecosweep's decode loop with its step compiled by torch.compile (inductor, whole graph), "
+                            "replayed from CUDA graphs")
+    HF_STATIC = "hf_static", ("generate() with transformers' static cache, compiled where transformers agrees (the "
+                              "compiled engine before 2026-12-02)")
+
+
+class DecodeModel(Choice):
+    TRANSFORMERS = "transformers", "the checkpoint's own transformers modules over a StaticCache"
+    ECOSWEEP = "ecosweep", ("ecosweep's compact decoder (Llama, Mistral, Qwen2): the checkpoint's linear layers, "
+                            "KV cache, rotary tables and masks as tensors, nothing on the host inside a step")
+
+
+class CudaGraphs(Choice):
+    INDUCTOR = "inductor", "inductor's CUDA-graph trees replay the compiled step (torch.compile 'reduce-overhead')"
+    ECOSWEEP = "ecosweep", "ecosweep captures the compiled step in one torch.cuda.graph, as the graph engine does"
+    NONE = "none", "no CUDA graph: the compiled step's kernels are launched from the host every token"
 
 
 class AttnImplementation(Choice):
@@ -310,13 +368,16 @@ PROGRESS_MODES: List[str] = ProgressMode.values()
 ONE_GPU_PER: List[str] = OneGpuPer.values()
 ENGINE_KINDS: List[str] = EngineKind.values()
 ATTN_IMPLEMENTATIONS: List[str] = AttnImplementation.values()
+DECODE_MODELS: List[str] = DecodeModel.values()
+CUDA_GRAPHS: List[str] = CudaGraphs.values()
 # Settings that take one of a Choice's values (validation and `ecosweep settings` read it from here).
 CHOICES_BY_SETTING: Dict[str, Type[Choice]] = {
     "weights": Weights, "quantization.method": QuantMethod, "quantization.torchao_type": TorchaoType,
     "quantization.dtype": Dtype, "quantization.bnb_4bit_quant_type": Bnb4bitType,
     "quantization.bnb_4bit_compute_dtype": Dtype, "hardware.device": Device, "measurement.meter": Meter,
     "ray.progress": ProgressMode, "ray.one_gpu_per": OneGpuPer, "engine.kind": EngineKind,
-    "engine.attn_implementation": AttnImplementation,
+    "engine.attn_implementation": AttnImplementation, "engine.decode_model": DecodeModel,
+    "engine.compile.cudagraphs": CudaGraphs,
 }
 
 

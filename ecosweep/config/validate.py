@@ -16,6 +16,8 @@ from ecosweep.config.schema import (
     BNB_4BIT_TYPES,
     DEVICES,
     ATTN_IMPLEMENTATIONS,
+    CUDA_GRAPHS,
+    DECODE_MODELS,
     DTYPES,
     ENGINE_KINDS,
     METERS,
@@ -111,24 +113,86 @@ def validate_quantization(q: QuantizationConfig) -> List[str]:
     return problems
 
 
+# Architectures ecosweep's compact decoder (engine.decode_model=ecosweep) implements.
+ECOSWEEP_DECODER_MODEL_TYPES = ("llama", "mistral", "qwen2")
+# Engines that run ecosweep's own decode loop (and so take decode_model, fuse_projections, capture_warmup_steps).
+LOOP_ENGINE_KINDS = ("graph", "compiled")
+
+
 def validate_engine(e: EngineConfig) -> List[str]:
     problems = _choice("engine.kind", e.kind, ENGINE_KINDS)
     if e.attn_implementation is not None:
         problems += _choice("engine.attn_implementation", e.attn_implementation, ATTN_IMPLEMENTATIONS,
                             or_null="the checkpoint's default")
     problems += _at_least("engine.capture_warmup_steps", e.capture_warmup_steps, 0, "an integer")
+    if e.decode_model is not None:
+        problems += _choice("engine.decode_model", e.decode_model, DECODE_MODELS, or_null="transformers")
+    loop = e.kind in LOOP_ENGINE_KINDS
+    if not loop and e.decode_model not in (None, "transformers"):
+        problems.append(f"engine.decode_model={e.decode_model!r} needs an engine that runs ecosweep's decode loop "
+                        f"(engine=graph or engine=compiled); engine={e.name} (kind {e.kind}) decodes with generate().")
+    if e.fuse_projections and e.decode_model != "ecosweep":
+        problems.append("engine.fuse_projections=true fuses the projections of ecosweep's own decoder: it needs "
+                        f"engine.decode_model=ecosweep (engine={e.name} has {e.decode_model or 'transformers'!r}).")
+    if e.kind == "compiled" and e.compile is None:
+        problems.append(f"engine={e.name} (kind compiled) has no engine.compile settings; use engine=compiled, which "
+                        "sets them (conf/engine/compiled.yaml), or add them to your engine config.")
+    if e.kind != "compiled" and e.compile is not None:
+        problems.append(f"engine.compile is set but engine={e.name} is of kind {e.kind!r}; only kind compiled "
+                        "compiles its step (use engine=compiled).")
+    if e.compile is not None:
+        problems += _choice("engine.compile.cudagraphs", e.compile.cudagraphs, CUDA_GRAPHS)
+        problems += _inductor_option_problems(e.compile.inductor_options)
+    return problems
+
+
+def _inductor_option_problems(options: dict) -> List[str]:
+    """engine.compile.inductor_options names torch._inductor.config options (torch is imported only when some
+    are given)."""
+    if not options:
+        return []
+    try:
+        import torch._inductor.config as inductor_config
+    except ImportError:  # pragma: no cover - torch is a dependency
+        return ["engine.compile.inductor_options needs torch, which is not installed."]
+    unknown = []
+    for name in options:
+        node: object = inductor_config
+        for part in str(name).split("."):
+            if not hasattr(node, part):
+                unknown.append(str(name))
+                break
+            node = getattr(node, part)
+    if not unknown:
+        return []
+    return [f"engine.compile.inductor_options names {', '.join(sorted(unknown))}, which torch._inductor.config "
+            "does not have; give option names as torch._inductor.config spells them (e.g. epilogue_fusion, "
+            "triton.cudagraphs), or leave inductor_options empty."]
+
+
+def validate_engine_with_model(e: EngineConfig, m: ModelConfig, q: QuantizationConfig) -> List[str]:
+    """ecosweep's compact decoder knows three architectures, and fuses only 16-bit weights."""
+    problems = []
+    if e.decode_model == "ecosweep" and m.model_type not in ECOSWEEP_DECODER_MODEL_TYPES:
+        problems.append(f"engine.decode_model=ecosweep implements {', '.join(ECOSWEEP_DECODER_MODEL_TYPES)}, not "
+                        f"model={m.name} (model_type {m.model_type!r}); use engine.decode_model=transformers.")
+    if e.fuse_projections and q.method != "none":
+        problems.append(f"engine.fuse_projections=true fuses 16-bit weights; quantization={q.name} ({q.method}) "
+                        "quantizes each projection on its own. Use engine.fuse_projections=false with it.")
     return problems
 
 
 def validate_engine_with_quantization(e: EngineConfig, q: QuantizationConfig) -> List[str]:
     """Engine and quantization pairs that cannot run, known before anything loads."""
-    if e.kind == "graph" and q.is_llm_int8:
+    captured = e.kind == "graph" or (e.kind == "compiled" and e.compile is not None and e.compile.cudagraphs != "none")
+    if captured and q.is_llm_int8:
         return [
             f"engine={e.name} cannot run quantization={q.name} (LLM.int8(), llm_int8_threshold="
             f"{q.llm_int8_threshold}): its outlier decomposition chooses, from each activation's values at "
             "run time, which columns go to a separate fp16 matmul, and a CUDA graph replays fixed work only "
             "(a failed capture also leaves the process's CUDA random-number state unusable). Measure "
-            "LLM.int8() with engine=eager, or use quantization=int8_pure (threshold 0.0) with engine=graph."
+            "LLM.int8() with engine=eager (or engine=compiled engine.compile.cudagraphs=none), or use "
+            f"quantization=int8_pure (threshold 0.0) with engine={e.name}."
         ]
     return []
 
@@ -289,6 +353,7 @@ def validate_study(s: StudyConfig) -> List[str]:
     problems += validate_quantization(s.quantization)
     problems += validate_engine(s.engine)
     problems += validate_engine_with_quantization(s.engine, s.quantization)
+    problems += validate_engine_with_model(s.engine, s.model, s.quantization)
     problems += validate_hardware(s.hardware)
     problems += validate_quantization_on_hardware(s.quantization, s.hardware)
     problems += validate_engine_shape_on_hardware(s)

@@ -37,6 +37,7 @@ KERNEL_CLASSES: Tuple[str, ...] = (
     "dense_gemm",          # fp16/bf16/fp32 GEMM and GEMV (cuBLAS, CUTLASS, Triton matmuls)
     "int8_gemm",           # int8 x int8 matmuls (bitsandbytes int8_linear_matmul, torch._int_mm)
     "fp8_gemm",            # fp8 scaled matmuls (torch._scaled_mm)
+    "int4_gemm",           # int4 weight-only matmuls (tinygemm: aten._weight_int4pack_mm, torchao int4)
     "act_quantize",        # activations quantized on the fly (bitsandbytes int8_vectorwise_quant, ...)
     "dequantize",          # int8 results and int8 weights back to 16 bits (int8_mm_dequant, ...)
     "nf4_fp4",             # 4-bit weights: bitsandbytes' fused dequantize-GEMV and blockwise dequantize
@@ -66,6 +67,11 @@ def _profile_columns() -> List["Column"]:
         Column("profile_launches_per_tok", _F, "profile=true: host-side kernel and graph launches (cudaLaunchKernel, "
                "cudaGraphLaunch, ...) per generated token; null on a CPU."),
         *per_class,
+        Column("profile_matmul_kernel", _S, "profile=true: the matmul kernel (dense, int8, fp8, int4, 4-bit classes) "
+               "with the most GPU time in the profiled call: what did a quantized cell's matmuls (tinygemm, a fused "
+               "Triton kernel, _scaled_mm, a cuBLAS GEMV after a dequantize, ...)."),
+        Column("profile_matmul_kernel_share", _F, "profile=true: that kernel's share of the call's matmul-class GPU "
+               "time, 0..1."),
         Column("profile_unknown_kernels", _S, "profile=true: kernels no classification rule knows (counted in "
                "profile_ms_per_tok_unknown), most time first, '; '-separated."),
         Column("profile_trace_file", _S, "profile=true: the profiled call's trace in the study's traces/ folder "
@@ -91,14 +97,27 @@ COLUMNS: List[Column] = [
     Column("weights", _S, "random (built from the architecture) | pretrained (hub id or local path)."),
     Column("weights_source", _S, "Where the weights came from: random:<model_type>-<hash of architecture, dtype, seed>-<dtype> (built in memory; +outliers<N>x<scale> when outlier features were planted), a local folder or a hub id."),
     Column("quantization", _S, "Quantization config name (conf/quantization)."),
-    Column("engine", _S, "Decode engine asked for (conf/engine): eager | graph | compiled; null in files written before the engine axis, which are eager."),
-    Column("engine_effective", _S, "What decoded: eager (generate()), graph (CUDA graph replay per token), graph_uncaptured (the same loop without capture, CPU), compiled (generate() with a compiled static-cache step), eager_static_cache (compiled asked, transformers declined)."),
+    Column("engine", _S, "Decode engine asked for (conf/engine): eager | graph | compiled | hf_static; null in files written before the engine axis, which are eager. Files written before 2026-12-02 (no engine_kind) name hf_static 'compiled': readers relabel them."),
+    Column("engine_kind", _S, "The engine's kind (engine.kind): eager | graph | compiled (ecosweep's loop, its step compiled by torch.compile) | hf_static (generate() with transformers' static cache); null in files written before 2026-12-02."),
+    Column("engine_effective", _S, "What decoded: eager (generate()), graph (CUDA graph replay per token), graph_uncaptured (the same loop without capture, CPU), compiled (the loop's step compiled and replayed from CUDA graphs), compiled_uncaptured (compiled, no CUDA graph: a CPU, cudagraphs=none, or inductor skipped them: engine_note says why), hf_static_compiled (generate() with a compiled static-cache step; 'compiled' in files before 2026-12-02), eager_static_cache (hf_static asked, transformers declined)."),
+    Column("decode_model", _S, "graph/compiled: the model code that decoded: transformers (the checkpoint's modules over a StaticCache) | ecosweep (ecosweep's compact decoder around the checkpoint's linear layers); null for eager and hf_static."),
+    Column("compile_s", _F, "compiled: wall time of compiling the decode step before the token check (dynamo, inductor or its cache, CUDA-graph recording, the warm-up steps), seconds; never inside a window."),
+    Column("compile_frames_count", _I, "compiled: Python frames dynamo compiled while preparing (1 for a whole-graph step; more with graph breaks or a compiled prefill)."),
+    Column("compile_graphs_count", _I, "compiled: FX graphs dynamo produced while preparing."),
+    Column("compile_graph_breaks_count", _I, "compiled: graph breaks dynamo met (0 under engine.compile.fullgraph=true, where a break fails the cell)."),
+    Column("compile_recompiles_count", _I, "compiled: compilations after the step was prepared (token check, warm-up, windows); a compile inside a window fails the cell, so a measured cell has 0 there."),
+    Column("compile_cudagraph_recordings_count", _I, "compiled, cudagraphs=inductor: CUDA graphs inductor's trees recorded (0: the step ran without graphs, engine_note says why)."),
+    Column("compile_cache", _S, "compiled: hit (every graph came from inductor's FX-graph cache) | miss | partial; null when nothing was compiled."),
+    Column("compile_cache_dir", _S, "compiled: inductor's cache folder (TORCHINDUCTOR_CACHE_DIR), shared by the host's actors."),
+    Column("compile_options", _S, "compiled: the inductor options torch.compile ran with, JSON (engine.compile settings and the backend's recommendations)."),
+    Column("compile_cudagraphs", _S, "compiled: who replays the compiled step from CUDA graphs: inductor | ecosweep | none (engine.compile.cudagraphs)."),
+    Column("compile_prefill", _B, "compiled: the prefill was compiled too (engine.compile.prefill)."),
     Column("torchao_type", _S, "torchao precisions (method torchao): int8_weight_only | int8_dynamic | fp8_weight_only | fp8 | int4_weight_only; null otherwise."),
     Column("quant_weight_type", _S, "What holds a quantized layer's weight: the bitsandbytes module (Linear4bit, Linear8bitLt) or the torchao tensor subclass (Int8Tensor, Float8Tensor, ...); null when unquantized."),
     Column("quant_kernel_path", _S, "The quantized kernel path that ran: backend, quant_weight_type, compiled or not (e.g. 'torchao Int8Tensor, not compiled'); null when unquantized."),
     Column("quant_fallback", _B, "True where the backend's fast kernels need torch.compile and the cell did not compile (torchao int8 weight-only, int8 dynamic, fp8 weight-only under eager or graph): its cost is the slow path's; null when unquantized."),
     Column("engine_note", _S, "Why engine_effective differs from engine, else null."),
-    Column("attn_implementation", _S, "Attention implementation the model ran: sdpa | eager | ecosweep_sdpa (sdpa with grouped-query decode on the key/value heads)."),
+    Column("attn_implementation", _S, "Attention implementation the model ran: sdpa | eager | ecosweep_sdpa (sdpa with grouped-query decode on the key/value heads; ecosweep's decoder always attends this way)."),
     Column("engine_tokens_equal", _B, "graph/compiled: one free-running call gave exactly generate()'s greedy tokens on the cell's prompts; null for eager or when not checked."),
     Column("engine_token_agreement_share", _F, "graph/compiled: fraction of greedy choices equal to generate()'s where both saw the same tokens before (0..1)."),
     Column("engine_logit_diff_sd", _F, "graph/compiled: largest |engine - generate()| logit over those choices, in standard deviations of generate()'s logits (rounding: < 0.1 in 16-bit)."),

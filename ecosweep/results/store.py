@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from ecosweep.errors import EcosweepError
 from ecosweep.results.schema import SCHEMA
+from ecosweep.results.upgrade import upgrade_rows
 
 
 class DamagedResultError(EcosweepError):
@@ -276,4 +277,4 @@ def read_results(paths: Iterable[str | os.PathLike], damaged: Optional[List[Dama
         tables.append(t.select(SCHEMA.names).cast(SCHEMA))
     if not tables:
         return SCHEMA.empty_table()
-    return pa.concat_tables(tables)
+    return upgrade_rows(pa.concat_tables(tables))

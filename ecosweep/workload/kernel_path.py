@@ -17,6 +17,9 @@ from typing import Any, Dict, Optional
 
 from ecosweep.config.schema import QuantizationConfig
 
+# engine_effective values of a decode that ran torch.compile'd code
+COMPILED_EFFECTIVE = ("compiled", "compiled_uncaptured", "hf_static_compiled")
+
 
 def quantized_weight_type(model: Any) -> Optional[str]:
     """The class of the first quantized linear layer's module (bitsandbytes) or weight (torchao); None when
@@ -39,7 +42,7 @@ def kernel_path(q: QuantizationConfig, weight_type: Optional[str], engine_effect
 
     if q.backend == "none":
         return {"quant_kernel_path": None, "quant_fallback": None}
-    compiled = engine_effective == "compiled"
+    compiled = engine_effective in COMPILED_EFFECTIVE
     path = f"{q.backend} {weight_type or 'unknown'}, {'compiled' if compiled else 'not compiled'}"
     fallback = q.backend == "torchao" and q.torchao_type in TORCHAO_NEEDS_COMPILE and not compiled
     return {"quant_kernel_path": path, "quant_fallback": fallback}

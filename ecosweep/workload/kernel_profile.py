@@ -73,6 +73,9 @@ RULES: Tuple[KernelRule, ...] = (
     # by name (captured graphs have no ops): the fused 4-bit GEMV/GEMM kernels (gemm_4bit_simt,
     # gemm_4bit_sm80_m16n8k16, kgemm_4bit_inference_naive) before the generic "gemm" of dense GEMMs
     KernelRule("nf4_fp4", kernel=r"gemm_4bit|kDequantize|gemv_4bit|dequantize_4bit"),
+    # int4 weight-only: tinygemm (aten._weight_int4pack_mm; torchao int4 with tile_packed_to_4d)
+    KernelRule("int4_gemm", op=r"^aten::_weight_int4pack_mm"),
+    KernelRule("int4_gemm", kernel=r"tinygemm|int4pack|_int4_mm|int4_gemm"),
     # torch's quantized matmuls (torchao int8 dynamic: torch._int_mm; fp8: torch._scaled_mm)
     KernelRule("int8_gemm", op=r"^aten::_int_mm$"),
     KernelRule("fp8_gemm", op=r"^aten::_scaled_mm$"),
@@ -101,6 +104,9 @@ RULES: Tuple[KernelRule, ...] = (
                                      r"where|compare|cumsum|sort|topk|fill|mul_|add_|_kernel_impl|launch_"),
     KernelRule("elementwise", op=r"^aten::"),
 )
+
+# The classes of kernels that do a linear layer's matmul (profile_matmul_kernel is the top one of these).
+MATMUL_CLASSES = ("dense_gemm", "int8_gemm", "fp8_gemm", "int4_gemm", "nf4_fp4", "llm_int8_side_gemm")
 
 LAUNCH_APIS = re.compile(r"^(cudaLaunchKernel|cudaLaunchKernelExC|cuLaunchKernel|cuLaunchKernelEx|"
                          r"cudaLaunchCooperativeKernel|cudaGraphLaunch|cuGraphLaunch)")
@@ -165,6 +171,8 @@ class KernelProfile:
     seconds_by_class: Dict[str, float] = field(default_factory=dict)  # summed kernel time per class
     unknown_kernels: Tuple[str, ...] = ()  # names of unclassified kernels, most time first
     trace_file: Optional[str] = None  # the trace's file name in the study's traces/ folder
+    matmul_kernel: Optional[str] = None  # the matmul-class kernel with the most time (MATMUL_CLASSES)
+    matmul_kernel_share: Optional[float] = None  # its share of the matmul classes' time
 
     def columns(self) -> Dict[str, Any]:
         """Row columns (``profile_*``), per generated token."""
@@ -180,6 +188,8 @@ class KernelProfile:
             "profile_launches_per_tok": self.launches * per_tok if self.device == "cuda" else None,
             "profile_unknown_kernels": "; ".join(self.unknown_kernels) or None,
             "profile_trace_file": self.trace_file,
+            "profile_matmul_kernel": self.matmul_kernel,
+            "profile_matmul_kernel_share": self.matmul_kernel_share,
         }
         row.update({f"profile_ms_per_tok_{c}": 1e3 * self.seconds_by_class.get(c, 0.0) * per_tok
                     for c in KERNEL_CLASSES})
@@ -192,15 +202,20 @@ def summarize(records: Sequence[KernelRecord], device: str, tokens: int, wall_s:
     """The profile of a call from its kernel records (``measured_call_s``: see ``KernelProfile``)."""
     by_class: Dict[str, float] = {}
     unknown: Dict[str, float] = {}
+    matmuls: Dict[str, float] = {}
     for r in records:
         kernel_class = classify(r)
         by_class[kernel_class] = by_class.get(kernel_class, 0.0) + r.duration_us / 1e6
         if kernel_class == "unknown":
             unknown[r.name] = unknown.get(r.name, 0.0) + r.duration_us
+        if kernel_class in MATMUL_CLASSES:
+            matmuls[r.name] = matmuls.get(r.name, 0.0) + r.duration_us
     names = tuple(sorted(unknown, key=unknown.get, reverse=True)[:unknown_listed])  # type: ignore[arg-type]
+    top = max(matmuls, key=matmuls.get) if matmuls else None  # type: ignore[arg-type]
+    share = matmuls[top] / sum(matmuls.values()) if top and sum(matmuls.values()) > 0 else None
     return KernelProfile(device, tokens, wall_s, len(records), launches,
                          busy_seconds(records) if device == "cuda" else None, measured_call_s, by_class, names,
-                         trace_file)
+                         trace_file, top, share)
 
 
 def kernel_table(records: Sequence[KernelRecord]) -> str:

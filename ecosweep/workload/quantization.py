@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from ecosweep.config.schema import QuantizationConfig
 
@@ -72,7 +72,9 @@ def torchao_config(torchao_type: str) -> Any:
     if torchao_type == "fp8":
         return ao.Float8DynamicActivationFloat8WeightConfig(granularity=ao.PerRow())
     if torchao_type == "int4_weight_only":
-        return ao.Int4WeightOnlyConfig(group_size=128)
+        # tinygemm (aten._weight_int4pack_mm, in core PyTorch; bfloat16 activations): torchao's default "plain"
+        # packing needs the fbgemm-gpu-genai kernel package instead
+        return ao.Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d")
     raise ValueError(f"unknown torchao_type {torchao_type!r}")
 
 
@@ -95,10 +97,20 @@ def torchao_problem(q: QuantizationConfig, device: str) -> Optional[str]:
     if q.torchao_type in TORCHAO_CUDA_ONLY and device == "cpu":
         return (f"quantization={q.name} (torchao {q.torchao_type}) runs on CUDA GPUs only; on a CPU use "
                 "ao_int8_weight_only, ao_int8_dynamic or ao_fp8_weight_only")
-    if q.torchao_type == "int4_weight_only" and importlib.util.find_spec("fbgemm_gpu") is None:
-        return (f"quantization={q.name} needs torchao's int4 kernels from the fbgemm-gpu-genai package, which is "
-                "not installed (pip install fbgemm-gpu-genai matching your torch and CUDA)")
+    if q.torchao_type == "int4_weight_only" and q.dtype != "bfloat16":
+        return (f"quantization={q.name} (torchao int4 weight-only, tinygemm kernels) needs bfloat16 activations, "
+                f"not quantization.dtype={q.dtype}: set quantization.dtype=bfloat16")
     return None
+
+
+def recommended_inductor_options(q: QuantizationConfig) -> Dict[str, Any]:
+    """The inductor options the quantization's backend recommends for compiled decode: torchao's
+    ``recommended_inductor_config_setter`` (torchao.quantization.utils) as options, without the two that change no
+    kernel (fx_graph_cache is on by default; unique kernel names only rename). Empty for other backends."""
+    if q.method != "torchao":
+        return {}
+    return {"coordinate_descent_tuning": True, "coordinate_descent_check_all_directions": True,
+            "force_fuse_int_mm_with_mul": True}
 
 
 # torch._int_mm on CUDA (cuBLAS) multiplies only matrices of more than this many rows.
@@ -110,11 +122,13 @@ def compiled_int_mm_problem(q: QuantizationConfig, engine_kind: str, batch_size:
     ("cpu" or "cuda"), or None. Compiled, its linear layers call torch._int_mm with batch_size rows per decode
     step, which CUDA refuses for 16 rows or fewer; eager torchao catches that refusal and falls back to a float
     matmul, compiled code does not (measured on H100, torch 2.11, torchao 0.18: every such cell failed with
-    "self.size(0) needs to be greater than 16"). On a CPU transformers does not compile at all."""
-    if not (q.method == "torchao" and q.torchao_type == "int8_dynamic" and engine_kind == "compiled"
+    "self.size(0) needs to be greater than 16", under transformers' compiled generate(), now engine=hf_static; the
+    compiled engine emits the same torch._int_mm). On a CPU no CUDA matmul is involved."""
+    if not (q.method == "torchao" and q.torchao_type == "int8_dynamic" and engine_kind in ("compiled", "hf_static")
             and device == "cuda" and batch_size <= INT_MM_MAX_REFUSED_ROWS):
         return None
-    return (f"quantization={q.name} (torchao int8 dynamic) with engine=compiled at batch_size={batch_size} cannot "
+    return (f"quantization={q.name} (torchao int8 dynamic) with a compiled engine ({engine_kind}) at "
+            f"batch_size={batch_size} cannot "
             "decode on a CUDA GPU: each decode step multiplies batch_size rows, and the int8 matmul torch.compile "
             f"emits for it (torch._int_mm) needs more than {INT_MM_MAX_REFUSED_ROWS} rows. Use batch_size >= "
             f"{INT_MM_MAX_REFUSED_ROWS + 1}, engine=eager or engine=graph (torchao falls back to a float matmul: rows "
