@@ -89,9 +89,9 @@ class CompileWatch:
         """Register the callbacks (again after ``torch._dynamo.reset()``, which clears them); idempotent."""
         from torch._dynamo.callback import callback_handler
 
-        if self._start not in callback_handler.start_callbacks:
+        if self._start not in getattr(callback_handler, "start_callbacks", ()):
             callback_handler.register_start_callback(self._start)
-        if self._end not in callback_handler.end_callbacks:
+        if self._end not in getattr(callback_handler, "end_callbacks", ()):
             callback_handler.register_end_callback(self._end)
         if not self._installed:
             # torch's "cudagraphs" log artifact, which does not propagate: its warnings say why a graph was skipped

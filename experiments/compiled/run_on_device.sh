@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# The compiled engine (#32) on a lent H200 (device tool, nvidia-h200), in phases started detached
+# (experiments/device/detached.sh start NAME experiments/compiled/run_on_device.sh PHASE). Results under
+# outputs/h200x1/ (kept on the warm machine between calls), a tarball of them under $OUT by `detached.sh wait`.
+#
+# A  (#32, first look, one GPU, every cell of a study on it: ray.one_gpu_per=study) Mistral-7B, batch 1,
+#    128 + 128 tokens:
+#    1. fp16 under graph and compiled (transformers' modules), default protocol, n = 5   study compiled_b1
+#    2. fp16 compiled with ecosweep's decoder, fused projections                        study compiled_b1
+#    3. torchao int8 weight-only and int4 weight-only (tinygemm), bf16, compiled, short  study torchao_b1
+#       (then ecosweep's decoder unfused)
+#    4. fp16 compiled again in another study (the second cell of the same shapes: from cache) study compiled_cache
+#    5. fp16 graph and compiled with profile=true, short protocol, n = 3                  study compiled_profile
+#    6. fp16 compiled with ecosweep's own capture of the compiled step (cudagraphs=ecosweep)  study compiled_b1
+# Each step is a resumable ecosweep command with its own time limit; LIMIT_S bounds the phase.
+set -u
+phase=${1:?phase A}
+source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
+limit=${LIMIT_S:-1500}
+started=$SECONDS
+left() { echo $(( limit - (SECONDS - started) )); }
+common="tracking=none ray.progress=plain output_root=$root ray.one_gpu_per=study model=Mistral-7B batch_size=1 input_tokens=128 output_tokens=128"
+DEFAULT5="measurement=default repetitions=5 measurement.max_repetitions=5"
+SHORT="measurement=short repetitions=5 warmup=1"
+nvidia-smi --query-gpu=index,name,uuid,power.draw,temperature.gpu,clocks.sm,clocks.mem --format=csv > "$root/logs/gpus_$phase.csv"
+run() {  # run NAME SECONDS ARGS...: one resumable study command, bounded by its own and the phase's limit
+  local name=$1 seconds=$2; shift 2
+  local budget; budget=$(left); [ "$budget" -gt "$seconds" ] && budget=$seconds
+  [ "$budget" -le 30 ] && { echo "skipped $name: phase time spent"; return; }
+  echo "== $name ($budget s): $*"
+  timeout "$budget" python3 -m ecosweep "$@" $common > "$root/logs/$name.log" 2>&1
+  echo "$name exit $?"; ray_stop
+}
+case $phase in
+  A)
+    run fp16_graph_compiled 600 -m quantization=fp16 engine=graph,compiled $DEFAULT5 study=compiled_b1
+    run fp16_ecosweep_decoder 300 quantization=fp16 engine=compiled engine.decode_model=ecosweep \
+      engine.fuse_projections=true $DEFAULT5 study=compiled_b1
+    run torchao_compiled 900 -m quantization=ao_int8_weight_only,ao_int4_weight_only,bf16 engine=compiled $SHORT \
+      study=torchao_b1
+    run fp16_ecosweep_unfused 300 quantization=fp16 engine=compiled engine.decode_model=ecosweep $DEFAULT5 \
+      study=compiled_b1
+    run fp16_from_cache 240 quantization=fp16 engine=compiled $SHORT reuse_cells=false study=compiled_cache
+    run fp16_profile 420 -m quantization=fp16 engine=graph,compiled measurement=short repetitions=3 warmup=1 \
+      profile=true study=compiled_profile
+    run fp16_ecosweep_capture 300 quantization=fp16 engine=compiled engine.compile.cudagraphs=ecosweep $DEFAULT5 \
+      study=compiled_b1
+    ;;
+  *) echo "unknown phase $phase"; exit 2 ;;
+esac
+python3 experiments/device/summarize_cells.py "$root" 2>&1 | tail -n 40
