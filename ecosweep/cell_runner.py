@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ecosweep.config.schema import StudyConfig
 from ecosweep.environment import cpu_model, host_facts
-from ecosweep.planner import Cell
+from ecosweep.planner import Cell, engine_variant
 from ecosweep.workload.placement import gpu_count
 
 
@@ -61,6 +61,7 @@ def config_row(cell: Cell, run_id: str) -> Dict[str, Any]:
         "weights": s.weights,
         "quantization": q.name,
         "engine": s.engine.name,
+        "engine_variant": engine_variant(s.engine),
         "quant_method": q.method,
         "dtype": q.dtype,
         "bnb_4bit_quant_type": q.bnb_4bit_quant_type,

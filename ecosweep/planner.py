@@ -16,7 +16,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from ecosweep.config.schema import EngineConfig, ReportConfig, StudyConfig, TrackingConfig
+from ecosweep.config.schema import CompileConfig, EngineConfig, ReportConfig, StudyConfig, TrackingConfig
 from ecosweep.config.validate import validate_study
 from ecosweep.errors import ConfigError
 
@@ -36,7 +36,7 @@ class Cell:
     @property
     def label(self) -> str:
         s = self.settings
-        engine = "" if is_default_engine(s) else f"/{s.engine.name}"
+        engine = "" if is_default_engine(s) else f"/{engine_variant(s.engine)}"
         gpus = _gpus_over_one(s)
         on = f"/{gpus}gpu" if gpus else ""
         profiled = "/profiled" if s.profile else ""
@@ -72,6 +72,25 @@ def engine_identity(e: EngineConfig) -> Dict[str, Any]:
         if fields.get(key) in defaults:
             fields.pop(key, None)
     return fields
+
+
+def engine_variant(e: EngineConfig) -> str:
+    """The engine as labels and reports name it: its name, then what sets this variant apart from the engine's
+    defaults ('+'-joined): ecosweep's decoder (and its fused projections) and every compile setting that differs
+    from CompileConfig's defaults, e.g. ``compiled+ecosweep_decoder+fused``, ``compiled+cudagraphs=none``."""
+    tags = []
+    if e.decode_model == "ecosweep":
+        tags.append("ecosweep_decoder")
+    if e.fuse_projections:
+        tags.append("fused")
+    if e.compile is not None:
+        defaults = dataclasses.asdict(CompileConfig())
+        for key, value in dataclasses.asdict(e.compile).items():
+            if key == "inductor_options":
+                tags += [f"{k}={v}" for k, v in sorted(value.items())]
+            elif value != defaults[key]:
+                tags.append(f"{key}={str(value).lower()}")
+    return "+".join([e.name, *tags])
 
 
 def _quantization_identity(s: StudyConfig) -> Dict[str, Any]:

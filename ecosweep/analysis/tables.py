@@ -134,7 +134,9 @@ def summary_from_rows(rows: pd.DataFrame, source: str) -> pd.DataFrame:
     if ok.empty:
         return pd.DataFrame()
     ok["hardware"] = ok["device_name"].fillna(ok["hardware"])
-    ok["engine"] = ok["engine"].fillna(DEFAULT_ENGINE)
+    # engines are told apart by their variant (the compiled engine with ecosweep's decoder is not the compiled one)
+    ok["engine"] = ok["engine_variant"].fillna(ok["engine"]).fillna(DEFAULT_ENGINE)
+    ok["engine_kind"] = ok["engine_kind"].fillna(ok["engine"])
     ok["weights"] = _weights_label(ok)
     ok["gpu_count"] = _gpu_count(ok)
     records = []
@@ -148,7 +150,7 @@ def summary_from_rows(rows: pd.DataFrame, source: str) -> pd.DataFrame:
                    throttled_reps=int(g.throttled.fillna(False).sum()),
                    contaminated_reps=int(g.contaminated.fillna(False).sum()),
                    host_contention=contention_note(g),
-                   energy_source=g.energy_source.iloc[0],
+                   energy_source=g.energy_source.iloc[0], engine_kind=g.engine_kind.iloc[0],
                    engine_effective=",".join(sorted(g.engine_effective.dropna().unique())) or rec["engine"],
                    attn_implementation=",".join(sorted(g.attn_implementation.dropna().unique())) or None,
                    quant_kernel_path=_joined(g, "quant_kernel_path"),
@@ -681,7 +683,8 @@ def warnings_for(configs: pd.DataFrame, cv_limit_pct: float = 5.0, static_limit:
         label = f"{r.hardware} {r.model} {r.quantization}" + ("" if engine == DEFAULT_ENGINE else f" {engine}") \
             + f" bs{r.batch_size}"
         effective = r.get("engine_effective")
-        if r.get("raw") and isinstance(effective, str) and effective not in EXPECTED_EFFECTIVE.get(engine, {engine}):
+        kind = r.get("engine_kind") if isinstance(r.get("engine_kind"), str) else engine
+        if r.get("raw") and isinstance(effective, str) and effective not in EXPECTED_EFFECTIVE.get(kind, {kind}):
             out.append(f"Engine: {label} asked for engine={engine} but ran {effective}; its numbers are {effective}'s "
                        "(rows: engine_note).")
         if r.get("raw") and r.get("quant_fallback") is True:

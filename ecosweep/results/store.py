@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from ecosweep.errors import EcosweepError
 from ecosweep.results.schema import SCHEMA
-from ecosweep.results.upgrade import upgrade_rows
+from ecosweep.results.upgrade import stored_variant, upgrade_rows
 
 
 class DamagedResultError(EcosweepError):
@@ -274,7 +274,7 @@ def read_results(paths: Iterable[str | os.PathLike], damaged: Optional[List[Dama
         for field in SCHEMA:
             if field.name not in t.column_names:
                 t = t.append_column(field, pa.nulls(t.num_rows, field.type))
-        tables.append(t.select(SCHEMA.names).cast(SCHEMA))
+        tables.append(upgrade_rows(t.select(SCHEMA.names).cast(SCHEMA), stored_variant(f.parent.parent / "configs")))
     if not tables:
         return SCHEMA.empty_table()
-    return upgrade_rows(pa.concat_tables(tables))
+    return pa.concat_tables(tables)
