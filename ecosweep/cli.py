@@ -34,17 +34,18 @@ def _fail(exc: BaseException) -> None:
     sys.exit(EXIT_BAD_INPUT)
 
 
-def execute(configs: List[Any]) -> int:
-    """Plan, run and summarise. Returns the exit status (1 when a cell failed)."""
+def execute(configs: List[Any], overrides: Sequence[str] = ()) -> int:
+    """Plan, run and summarise ``configs`` (composed from the command-line ``overrides``). Returns the exit status
+    (1 when a cell failed)."""
     from ecosweep.plan import build_plan, store_for
-    from ecosweep.planner import excluded_by_sweep, plan_cells, run_options
+    from ecosweep.planner import excluded_by_sweep, name_unnamed_studies, plan_cells, run_options
     from ecosweep.preflight import check_before_running, check_output_roots_writable
     from ecosweep.results.lock import study_locks
     from ecosweep.study import print_summary, run_study, write_driver_timing
 
     marks = {"process_start": process_start_unix_s()}
     try:
-        configs, left_out = excluded_by_sweep(configs)
+        configs, left_out = excluded_by_sweep(name_unnamed_studies(configs, overrides))
         if left_out:
             print(f"Left out {sum(left_out.values())} grid combination(s) that sweep.exclude names: "
                   + "; ".join(f"{rule} ({n})" for rule, n in left_out.items()) + ".")
@@ -153,7 +154,7 @@ def launch_sweep(launcher: Any, job_overrides: Sequence[Sequence[str]], initial_
     loader = launcher.hydra_context.config_loader
     configs = [loader.load_sweep_config(launcher.config, list(o)) for o in job_overrides]
     try:
-        status = execute(configs)
+        status = execute(configs, list(launcher.config.hydra.overrides.task))
     except SystemExit as exc:
         if exc.code == EXIT_BAD_INPUT:
             _undo_sweep_dir(Path(launcher.config.hydra.sweep.dir))
@@ -181,6 +182,47 @@ def _undo_sweep_dir(sweep_dir: Path) -> None:
         pass
 
 
+def _sweep_preflight(argv: List[str]) -> List[str]:
+    """A sweep's checks before Hydra's sweeper writes ``<output_root>/_hydra/multirun.yaml`` (it does so before the
+    launcher, and so before ecosweep, sees anything): an output root that cannot be written ends the command here,
+    as it ends a single run (exit 2, one message, nothing written), and a dry run's Hydra folder goes to a
+    temporary folder, removed at exit. Returns the arguments to give Hydra."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from ecosweep.config.compose import compose_config
+    from ecosweep.errors import ConfigError
+    from ecosweep.results.folders import writable_folder_problem
+
+    flags = [a for a in argv if a.startswith("-")]
+    overrides = [a for a in argv if not a.startswith("-")]
+    if not ({"-m", "--multirun"} & set(flags) or any(a.lstrip("+").startswith("experiment=") for a in overrides)):
+        return argv
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        first = [o.input_line if not o.is_sweep_override() else
+                 f"{o.input_line.split('=', 1)[0]}={next(iter(o.sweep_string_iterator()))}" for o in parsed]
+        roots = {o.key_or_group: list(o.sweep_string_iterator()) for o in parsed if o.is_sweep_override()}.get(
+            "output_root")
+        cfg = compose_config([f for f in first if not f.startswith("hydra")], return_hydra_config=True)
+    except Exception:  # whatever Hydra cannot compose, Hydra reports as it does for single runs
+        return argv
+    if not ({"-m", "--multirun"} & set(flags) or str(cfg.hydra.mode) == "RunMode.MULTIRUN"):
+        return argv
+    if cfg.dry_run:  # a dry run writes nothing: Hydra's own folder goes where nothing is kept
+        scratch = tempfile.mkdtemp(prefix="ecosweep-dry-run-")
+        atexit.register(shutil.rmtree, scratch, True)
+        return [*argv, f"hydra.sweep.dir={scratch}"]
+    problems = [p for p in (writable_folder_problem(Path(root), "output_root") for root in (roots or [cfg.output_root]))
+                if p]
+    if problems:
+        _fail(ConfigError(problems))
+    return argv
+
+
 def _hydra_entry() -> None:
     import hydra
 
@@ -190,7 +232,9 @@ def _hydra_entry() -> None:
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
     def task(cfg: Any) -> None:
-        status = execute([cfg])
+        from hydra.core.hydra_config import HydraConfig
+
+        status = execute([cfg], list(HydraConfig.get().overrides.task))
         if status:
             sys.exit(status)
 
@@ -229,9 +273,9 @@ def _settings(argv: List[str]) -> int:
     parser.add_argument("overrides", nargs="*", help="overrides as on the study command line, e.g. measurement=short")
     args = parser.parse_args(argv)
     prefix, overrides = ("", [args.prefix, *args.overrides]) if "=" in args.prefix else (args.prefix, args.overrides)
-    from ecosweep.config.suggest import command_line_problems, settings_table
+    from ecosweep.config.suggest import command_line_problems, prefix_problem, settings_table
 
-    problems = command_line_problems(overrides)
+    problems = [p for p in [prefix_problem(prefix)] if p] + command_line_problems(overrides)
     if problems:
         print("ecosweep settings: " + " ".join(problems), file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -258,6 +302,7 @@ def main(argv: List[str] | None = None) -> None:
     if problems:
         print("ecosweep: " + "\n".join(problems) + "\nNothing was run and no results were written.", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+    sys.argv = [sys.argv[0], *_sweep_preflight(argv)]
     try:
         _hydra_entry()
     except KeyboardInterrupt:  # before or after the cells (inside, run_study stops cleanly)

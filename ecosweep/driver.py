@@ -27,10 +27,12 @@ from ecosweep.errors import ConfigError
 from ecosweep.plan import Plan, gpus_per_cell
 from ecosweep.planner import Cell, RunOptions
 from ecosweep.progress import Progress
+from ecosweep.ray_reaper import start_reaper
 
 log = logging.getLogger("ecosweep")
 
 _ACTOR_CLASS = None
+_REAPER = None  # the local Ray's reaper process (kept: its pipe closes when this process ends)
 
 
 def _actor_class():
@@ -70,6 +72,9 @@ def connect_ray(options: RunOptions) -> bool:
     elif options.ray_num_cpus is not None or options.ray_num_gpus is not None:
         log.warning("ray.num_cpus / ray.num_gpus apply to a local Ray only; ignored for %s", address)
     ray.init(**kwargs)
+    if address == "local":  # a local Ray ends with this process, even a killed one (ray_reaper)
+        global _REAPER
+        _REAPER = start_reaper(ray.get_runtime_context().get_session_name())
     return True
 
 

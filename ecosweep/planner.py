@@ -283,12 +283,44 @@ def excluded_by_sweep(configs: Iterable[DictConfig]) -> Tuple[List[DictConfig], 
     return kept, left_out
 
 
+# Overrides that do not enter an unnamed study's name: where results go and how the command runs (a dry run
+# and the real run of one command name the same study).
+_NOT_IN_STUDY_NAME = ("output_root", "study", "hydra", *RUN_WIDE_SETTINGS)
+
+
+def unnamed_study_name(configs: List[DictConfig], overrides: Iterable[str]) -> str:
+    """The study of a command that names none (``study=null``): its models ('+'-joined, or how many) and a short
+    hash of its command-line overrides (sorted; those of ``_NOT_IN_STUDY_NAME`` left out), e.g.
+    ``tiny-llama-3b9c2e``. The same command names the same study (and so resumes it); another command another."""
+    models = list(dict.fromkeys(str(OmegaConf.select(c, "model.name", default="model")) for c in configs))
+    label = "+".join(models) if len(models) <= 2 else f"{len(models)}-models"
+    kept = sorted(o for o in overrides
+                  if not o.lstrip("+~").split("=", 1)[0].startswith(_NOT_IN_STUDY_NAME) and not o.startswith("-"))
+    return f"{label}-{hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:6]}"
+
+
+def name_unnamed_studies(configs: List[DictConfig], overrides: Iterable[str]) -> List[DictConfig]:
+    """``configs`` with ``study`` set to :func:`unnamed_study_name` where it is null."""
+    if all(OmegaConf.select(c, "study", default=None) is not None for c in configs):
+        return configs
+    name = unnamed_study_name(configs, list(overrides))
+    named = []
+    for cfg in configs:
+        if OmegaConf.select(cfg, "study", default=None) is None:
+            cfg = cfg.copy()
+            with open_dict(cfg):
+                cfg.study = name
+        named.append(cfg)
+    return named
+
+
 def plan_cells(configs: Iterable[DictConfig]) -> List[Cell]:
     """Validate every config and return the distinct cells, in order.
 
     Raises ConfigError listing every problem of every cell (each problem once), so
     a sweep with one bad value fails as a whole before anything runs.
     """
+    configs = name_unnamed_studies(list(configs), [])  # the command line names them with its overrides first
     seen: Dict[str, Cell] = {}  # the distinct cells by id, in order
     repeats: Dict[Tuple[Tuple[str, str], Tuple[str, str]], List[str]] = {}
     problems: List[str] = []

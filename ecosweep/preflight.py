@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Iterable, List, Optional
 
 from ecosweep.errors import ConfigError
+from ecosweep.results.folders import existing_ancestor, writable_folder_problem
 from ecosweep.workload.quantization import BYTES_PER_ELEMENT, weight_bytes_per_parameter
 
 # Results of one cell (rows, trace, config, timing) stay well under this; the margin covers reports.
@@ -23,47 +23,8 @@ RESULT_BYTES_PER_CELL = 4 * 2**20
 RESULT_MARGIN_BYTES = 64 * 2**20
 
 
-def _existing_ancestor(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
-def writable_folder_problem(path: Path, what: str) -> Optional[str]:
-    """Whether ``path`` exists or can be created, and a file can be written in it. Leaves nothing behind:
-    folders it had to create to find out are removed again."""
-    path = path.expanduser()
-    created: List[Path] = []
-    step = "created"
-    try:
-        missing = []
-        probe = path
-        while not probe.exists():
-            missing.append(probe)
-            probe = probe.parent
-        if not probe.is_dir():
-            return f"{what}={path} cannot be created: {probe} is a file, not a folder."
-        for folder in reversed(missing):
-            folder.mkdir()
-            created.append(folder)
-        step = "written to"
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".ecosweep-write-test-"):
-            pass
-    except OSError as exc:
-        return (f"{what}={path} cannot be {step} ({exc.strerror or type(exc).__name__}"
-                f"{f': {exc.filename}' if exc.filename else ''}); choose a folder you can write, e.g. "
-                f"{what}=$HOME/ecosweep-outputs.")
-    finally:
-        for folder in reversed(created):
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
-    return None
-
-
 def free_space_problem(path: Path, needed_bytes: int, what: str, why: str) -> Optional[str]:
-    free = shutil.disk_usage(_existing_ancestor(path.expanduser())).free
+    free = shutil.disk_usage(existing_ancestor(path.expanduser())).free
     if free >= needed_bytes:
         return None
     return (f"{what}={path} has {free / 2**30:.1f} GiB free, but {why} needs about {needed_bytes / 2**30:.1f} GiB; "

@@ -241,12 +241,14 @@ def summary_table(cells: List[Cell]):
     if not paths:
         return pd.DataFrame()
     df = read_results(paths).to_pandas()
+    df["engine"] = df.engine_variant.fillna(df.engine).fillna("eager")
     agg = df.groupby("cell_id", sort=False).agg(
         study=("study", "first"), model=("model", "first"), quantization=("quantization", "first"),
-        batch_size=("batch_size", "first"), status=("status", "first"), reps=("repetition", "count"),
+        engine_=("engine", "first"), batch_size=("batch_size", "first"), status=("status", "first"),
+        reps=("repetition", "count"),
         tok_s=("tok_s", "mean"), energy_j_per_1k_tok=("energy_j_per_1k_tok", "mean"),
         energy_source=("energy_source", "first"),
-    )
+    ).rename(columns={"engine_": "engine"})  # (agg's own `engine=` keyword is pandas' numba switch)
     order = {c.id: i for i, c in enumerate(cells)}
     return agg.reset_index().sort_values("cell_id", key=lambda s: s.map(order))
 

@@ -133,7 +133,7 @@ def test_study_lock_names_its_holder_and_is_freed_by_a_dead_process(tmp_path):
 @pytest.mark.integration
 def test_damaged_cell_file_is_moved_aside_listed_reported_and_measured_again(tmp_path):
     out = tmp_path / "out"
-    args = ["-m", "batch_size=1,2", *FAST, f"output_root={out}"]
+    args = ["-m", "batch_size=1,2", "study=default", *FAST, f"output_root={out}"]
     assert run_cli(args, cwd=tmp_path).returncode == 0
     cells = sorted((out / "default" / "cells").glob("*.parquet"))
     damaged = cells[0]
@@ -160,7 +160,7 @@ def test_a_second_command_into_a_study_folder_is_refused_or_waits(tmp_path):
     from ecosweep.results.lock import StudyLock
 
     out = tmp_path / "out"
-    args = ["-m", "batch_size=1,2", *FAST, f"output_root={out}"]
+    args = ["-m", "batch_size=1,2", "study=default", *FAST, f"output_root={out}"]
     lock = StudyLock(out / "default")
     lock.acquire()  # as if another command were writing this study
     try:

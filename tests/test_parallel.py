@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import sys
 import time
 from itertools import combinations
@@ -18,8 +20,8 @@ from conftest import REPO, free_port, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-SMALL = ["hardware=cpu", "measurement=quick", "repetitions=2", "input_tokens=8", "output_tokens=4", "tracking=none",
-         "ray.progress=plain"]
+SMALL = ["study=default", "hardware=cpu", "measurement=quick", "repetitions=2", "input_tokens=8", "output_tokens=4",
+         "tracking=none", "ray.progress=plain"]
 
 
 def timings(study_dir: Path) -> list[dict]:
@@ -98,23 +100,46 @@ def test_crashes_and_oom_become_rows_and_the_other_cells_finish(tmp_path):
     assert "3 cell(s) failed" in r.stdout and r.stdout.count("retry  ") == 2
 
 
-def test_killed_driver_resumes_without_losing_or_duplicating_rows(tmp_path):
+def running(procs) -> list:
+    """The command lines of those of ``procs`` still running (a zombie has ended)."""
+    import psutil
+
+    alive = []
+    for proc in procs:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(" ".join(proc.cmdline())[:120] or proc.name())
+        except psutil.Error:
+            pass
+    return alive
+
+
+def test_killed_driver_resumes_without_losing_or_duplicating_rows_and_leaves_no_ray_behind(tmp_path):
+    import psutil
+
     out = tmp_path / "outputs"
     args = [sys.executable, "-m", "ecosweep", "-m", "batch_size=1,2,3,4", *SMALL, f"output_root={out}"]
     proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     cells = out / "default" / "cells"
+    started = []
     try:
         deadline = time.time() + 240
         while time.time() < deadline and len(list(cells.glob("*.parquet")) if cells.exists() else []) < 2:
             time.sleep(0.2)
+        started = psutil.Process(proc.pid).children(recursive=True)  # Ray's processes, its agents, the cells
         os.kill(proc.pid, signal.SIGKILL)  # kill -9 of the driver alone
         proc.wait()
+        deadline = time.time() + 20
+        while time.time() < deadline and running(started):
+            time.sleep(0.5)
+        assert not running(started), f"still running 20 s after the driver was killed: {running(started)}"
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # then the Ray processes it left behind
-        except ProcessLookupError:
-            pass
+        for p in started:
+            try:
+                p.kill()
+            except psutil.Error:
+                pass
     done_before = len(list(cells.glob("*.parquet")))
     assert 2 <= done_before < 4
     r = run_cli(args[3:], cwd=tmp_path)
@@ -125,60 +150,116 @@ def test_killed_driver_resumes_without_losing_or_duplicating_rows(tmp_path):
     assert not df.duplicated(["cell_id", "repetition"]).any()
 
 
+RECIPE_START, RECIPE_END = "# an existing cluster (cluster recipe)", "# (end of the cluster recipe)"
+
+
+def readme_cluster_recipe() -> list:
+    """The README's cluster recipe: its command lines in order (continuations joined, comments dropped)."""
+    text = (REPO / "README.md").read_text()
+    block = text.split(RECIPE_START, 1)[1].split(RECIPE_END, 1)[0]
+    lines, pending = [], ""
+    for raw in block.splitlines()[1:]:
+        line = raw.split("  #", 1)[0].rstrip() if not raw.lstrip().startswith("#") else ""
+        if line.endswith("\\"):
+            pending += line[:-1].strip() + " "
+            continue
+        line = (pending + line.strip()).strip()
+        pending = ""
+        if line:
+            lines.append(line)
+    return lines
+
+
+def stop_ray_on_port(port: int) -> None:
+    """End the Ray processes of the cluster whose GCS listens on ``port`` (only that cluster: never
+    `ray stop`, which ends every Ray on the machine)."""
+    import psutil
+
+    mine = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info.get("cmdline") or [])
+        if f":{port} " in cmdline + " " and ("gcs-address" in cmdline or "gcs_address" in cmdline) \
+                or f"--gcs_server_port={port}" in cmdline:
+            mine.append(proc)
+    for proc in mine:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(mine, timeout=10)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+
+
 @pytest.fixture
-def loopback_cluster(tmp_path):
-    """A head and a second node on this machine, each with one logical GPU, and the job server."""
-    # as the README's recipe: token authentication on every node and in the submitting shell, and the
-    # project's environment first on the PATH when `ray start` runs (the job's `python` is that one)
-    import secrets
-
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
-           "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
-    ray = os.path.join(os.path.dirname(sys.executable), "ray")
+def recipe_cluster(tmp_path):
+    """The README's cluster recipe, run as written with a head and a worker on this machine: HEAD is
+    127.0.0.1, the ports are free ones, the output root and the home folder (where the token goes) are the
+    test's, each `ray start` gets this machine's small share of CPUs and one logical GPU, and the worker its own
+    temporary folder (as the README says two nodes on one machine need)."""
     port, dash = free_port(), free_port()
-    exclusive = '--resources={"ecosweep_exclusive": 1}'
-    subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=1", "--include-dashboard=true",
-                    f"--dashboard-port={dash}", "--disable-usage-stats", exclusive], env=env, check=True,
-                   capture_output=True)
-    try:
-        subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", "--num-cpus=1", "--num-gpus=1",
-                        "--disable-usage-stats", exclusive], env=env, check=True, capture_output=True)
-        address = f"http://127.0.0.1:{dash}"
-        deadline = time.time() + 120
-        while time.time() < deadline:  # the job agent comes up some seconds after `ray start` returns
-            probe = subprocess.run([ray, "job", "submit", "--address", address, "--", "true"], env=env,
-                                   capture_output=True, text=True)
-            if probe.returncode == 0:
-                break
-            time.sleep(2)
-        else:
-            pytest.fail("the Ray job server did not come up: " + probe.stderr[-500:])
-        yield env, ray, address
-    finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True)
-
-
-def test_ray_job_submit_to_a_two_node_cluster(tmp_path, loopback_cluster):
-    env, ray, dashboard = loopback_cluster
     out = tmp_path / "outputs"
-    submit = [ray, "job", "submit", "--address", dashboard, "--working-dir", str(REPO), "--", "python", "-m", "ecosweep"]
-    r = subprocess.run([*submit, "-m", "batch_size=1,2", *SMALL, "ray.gpus_per_cell=1",
-                        "+ray.resources.ecosweep_exclusive=1", f"output_root={out}"],
-                       env=env, text=True, capture_output=True, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    df = pd.read_parquet(out / "default" / "cells")  # on the driver's absolute root, not in Ray's copy
-    assert df.cell_id.nunique() == 2 and (df.status == "ok").all()
-    assert df.ray_node_id.nunique() == 2  # both nodes ran cells (one GPU-exclusive resource each)
-    t = timings(out / "default")
-    assert any(overlaps(a, b) for a, b in combinations(t, 2))
+    activate = Path(sys.executable).parent / "activate"
+    lines = [line.replace("HEAD", "127.0.0.1").replace("6379", str(port)).replace("8265", str(dash))
+             .replace("/shared/ecosweep", str(out)).replace("source .venv/bin/activate", f"source {activate}")
+             for line in readme_cluster_recipe()]
+    assert [i for i, line in enumerate(lines) if line.startswith("ray start")] == [3, 4], lines
+    lines[3] += " --num-cpus=2 --num-gpus=1 --disable-usage-stats"
+    # two nodes on one machine need their own temporary folders (README): Ray's runtime-env agent of each node
+    # removes and unpacks the job's working_dir again in its node's folder
+    worker_tmp = tempfile.mkdtemp(prefix="ray-w", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    lines[4] += f" --num-cpus=1 --num-gpus=1 --disable-usage-stats --temp-dir={worker_tmp}"
+    setup, submit = lines[:5], lines[5]
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    (tmp_path / "home").mkdir()
+    wait = (f'for i in $(seq 60); do RAY_ADDRESS=http://127.0.0.1:{dash} timeout 60 ray job submit -- true '
+            '>/dev/null 2>&1 && break; sleep 2; done')
+    try:
+        r = subprocess.run(["bash", "-euc", "\n".join([*setup, wait])], cwd=REPO, env=env, text=True,
+                           capture_output=True, timeout=300)
+        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+        yield env, lines, submit, out, f"http://127.0.0.1:{dash}"
+    finally:
+        stop_ray_on_port(port)
+        shutil.rmtree(worker_tmp, ignore_errors=True)
 
-    stranger = {k: v for k, v in env.items() if k != "RAY_AUTH_TOKEN"}
-    refused = subprocess.run([ray, "job", "submit", "--address", dashboard, "--", "true"], env=stranger, text=True,
-                             capture_output=True, timeout=120)
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_the_readme_cluster_recipe_runs_as_written_three_jobs_in_a_row(tmp_path, recipe_cluster):
+    env, lines, submit, out, dashboard = recipe_cluster
+    env_lines = lines[:2]  # the environment every shell of the recipe starts with
+    small = "hardware=auto ray.gpus_per_cell=1 measurement=quick repetitions=2 input_tokens=8 output_tokens=4 " \
+            "ray.progress=plain"
+    outputs = []
+    for study in ("recipe_a", "recipe_b", "recipe_c"):  # each measures its 4 cells (no copying between them)
+        r = subprocess.run(["bash", "-euc", "\n".join([*env_lines, f"{submit} {small} study={study} reuse_cells=false"])],
+                           cwd=REPO, env=env, text=True, capture_output=True, timeout=600)
+        outputs.append(r.stdout + r.stderr)
+        assert r.returncode == 0, outputs[-1][-3000:]
+        assert "unavailable" not in outputs[-1] and "ImportError" not in outputs[-1], outputs[-1][-3000:]
+        df = pd.read_parquet(out / study / "cells")  # on the driver's absolute root, not in Ray's copy
+        assert df.cell_id.nunique() == 4 and (df.status == "ok").all()
+        assert df.ray_node_id.nunique() == 2  # both nodes ran cells (one GPU-exclusive resource each)
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    for study in ("recipe_a", "recipe_b", "recipe_c"):
+        experiment = client.get_experiment_by_name(study)
+        runs = client.search_runs([experiment.experiment_id])
+        assert len(runs) == 5 and {r.info.status for r in runs} == {"FINISHED"}  # the parent and its 4 cells
+
+    stranger = {k: v for k, v in env.items() if k != "HOME"}  # no token: another user's shell
+    stranger["HOME"] = str(tmp_path / "nobody")
+    refused = subprocess.run(["bash", "-euc", "\n".join([*env_lines, f"RAY_ADDRESS={dashboard} ray job submit -- true"])],
+                             cwd=REPO, env=stranger, text=True, capture_output=True, timeout=120)
     assert refused.returncode != 0 and "token" in (refused.stdout + refused.stderr).lower()
 
-    relative = subprocess.run([*submit, *SMALL, "output_root=outputs"], env=env, text=True, capture_output=True,
-                              timeout=300)
+    relative = subprocess.run(["bash", "-euc", "\n".join([*env_lines, submit.replace(str(out), "outputs") + " " + small])],
+                              cwd=REPO, env=env, text=True, capture_output=True, timeout=300)
     assert relative.returncode != 0
     assert "output_root='outputs' is relative" in relative.stdout + relative.stderr
 

@@ -62,7 +62,25 @@ def _save(fig, out_dir: Path, name: str) -> List[Path]:
 
 
 LABELS = {"energy_j_per_1k_tok": "energy per 1k tokens (J)", "tok_s": "throughput (tok/s)",
-          "gco2e_per_1m_tok": "g CO2e per 1M tokens"}
+          "gco2e_per_1m_tok": "g CO2e per 1M tokens", "power_w_mean": "power (W)",
+          "energy_j_per_request": "energy per request (J)", "gpu_util_pct_mean": "GPU utilisation (%)",
+          "decode_tok_s": "decode throughput (tok/s)", "static_energy_share": "static share of energy",
+          "net_energy_j_per_1k_tok": "energy per 1k tokens net of idle (J)"}
+
+
+def label(metric: str) -> str:
+    """A column's name as a reader wants it on an axis ("energy per 1k tokens (J)"); unknown columns with their
+    underscores as spaces."""
+    return LABELS.get(metric, metric.replace("_", " "))
+
+
+def text(value: object) -> str:
+    """Text for a title, label or legend: '$' shown as itself, not as the start of matplotlib's mathtext."""
+    return str(value).replace("$", r"\$")
+
+
+def _has(frame: pd.DataFrame, column: str) -> bool:
+    return column in frame and pd.to_numeric(frame[column], errors="coerce").notna().any()
 
 
 def energy_by_model(configs: pd.DataFrame, comp: pd.DataFrame, out_dir: Path,
@@ -75,6 +93,8 @@ def energy_by_model(configs: pd.DataFrame, comp: pd.DataFrame, out_dir: Path,
     configs = _with_series(configs, by_gpus)
     comp = _with_series(comp, by_gpus) if not comp.empty else comp
     for (hw, bs), g in configs.groupby(["hardware", "batch_size"]):
+        if not _has(g, f"{metric}_mean"):  # nothing to draw (no energy measured): no empty axes
+            continue
         models = list(dict.fromkeys(g.sort_values("params_b_nominal").model))
         quants = list(dict.fromkeys(g.series))
         baselines = [] if comp.empty or "baseline" not in comp else [
@@ -87,7 +107,7 @@ def energy_by_model(configs: pd.DataFrame, comp: pd.DataFrame, out_dir: Path,
             x = np.arange(len(models)) + (qi - (len(quants) - 1) / 2) * width
             err = np.vstack([sub[f"{metric}_mean"] - sub[f"{metric}_ci_low"],
                              sub[f"{metric}_ci_high"] - sub[f"{metric}_mean"]])
-            ax.bar(x, sub[f"{metric}_mean"], width, yerr=np.nan_to_num(err), capsize=3, label=q,
+            ax.bar(x, sub[f"{metric}_mean"], width, yerr=np.nan_to_num(err), capsize=3, label=text(q),
                    color=GREYS[qi % len(GREYS)], hatch=HATCHES[qi % len(HATCHES)], edgecolor="black")
             if not comp.empty:
                 for xi, model in zip(x, models):
@@ -98,11 +118,13 @@ def energy_by_model(configs: pd.DataFrame, comp: pd.DataFrame, out_dir: Path,
                         top = top if top == top else sub.loc[model, f"{metric}_mean"]
                         ax.annotate(f"{row.delta_pct.iloc[0]:+.1f}%", (xi, top), ha="center", va="bottom", fontsize=7)
         ax.set_xticks(np.arange(len(models)), models, rotation=20)
-        ax.set_ylabel(LABELS.get(metric, metric))
+        ax.set_ylabel(label(metric))
+        ax.margins(y=0.15)  # room for the Δ % labels above the tallest bar
         several = configs.batch_size.nunique() > 1
-        ax.set_title(f"{hw}: {LABELS.get(metric, metric)}, mean and 95 % CI\n{_fixed(g)}"
-                     + (f"\n{note}" if note else ""), fontsize=10)
-        ax.legend(title="quantization" if g.engine.nunique() == 1 else "quantization / engine", fontsize=8)
+        ax.set_title(text(f"{hw}: {label(metric)}, mean and 95 % CI\n{_fixed(g)}" + (f"\n{note}" if note else "")),
+                     fontsize=10)
+        ax.legend(title="quantization" if g.engine.nunique() == 1 else "quantization / engine", fontsize=8,
+                  loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, never over them
         paths += _save(fig, out_dir, f"{metric}_by_model_{_slug(hw)}" + (f"_bs{bs}" if several else ""))
     return paths
 
@@ -114,6 +136,8 @@ def carbon_by_model(configs: pd.DataFrame, costs: pd.DataFrame, settings: str, o
     frame = configs.assign(**{f"gco2e_per_1m_tok{suffix}": costs[f"gco2e_per_1m_tok{tag}"].values
                               if f"gco2e_per_1m_tok{tag}" in costs else np.nan
                               for suffix, tag in (("_mean", ""), ("_ci_low", "_ci_low"), ("_ci_high", "_ci_high"))})
+    if not _has(frame, "gco2e_per_1m_tok_mean"):
+        return []
     return energy_by_model(frame, pd.DataFrame(), out_dir, "gco2e_per_1m_tok", note=settings)
 
 
@@ -161,13 +185,14 @@ def delta_vs_batch(comp: pd.DataFrame, out_dir: Path) -> List[Path]:
         quants = list(dict.fromkeys(g.quantization))
         styles = ["-", "--", ":", "-."]
         shades = ["0.0", "0.45", "0.65"]  # a grey per precision (print-safe), dark enough to read
-        # engines a little apart on the batch axis, so equal deltas at one batch size do not hide each other
-        nudge = {e: 2 ** (0.04 * (i - (len(engines) - 1) / 2)) for i, e in enumerate(engines)}
+        # lines a little apart on the batch axis, so equal deltas at one batch size do not hide each other
+        series_names = list(dict.fromkeys(g.series))
+        nudge = {n: 2 ** (0.03 * (i - (len(series_names) - 1) / 2)) for i, n in enumerate(series_names)}
         for series, h in g.groupby("series", sort=False):
             h = h.sort_values("batch_size")
             qi, ei = quants.index(h.quantization.iloc[0]), engines.index(h.engine.iloc[0])
             err = np.nan_to_num(np.vstack([h.delta_pct - h.delta_pct_ci_low, h.delta_pct_ci_high - h.delta_pct]))
-            ax.errorbar(h.batch_size * nudge[h.engine.iloc[0]], h.delta_pct, yerr=err, capsize=3,
+            ax.errorbar(h.batch_size * nudge[series], h.delta_pct, yerr=err, capsize=3,
                         color=shades[qi % len(shades)], linestyle=styles[ei % len(styles)],
                         marker=MARKERS[qi % len(MARKERS)], markerfacecolor="white" if ei else None, label=series)
         ax.axhline(0, color="0.5", linewidth=0.8)
@@ -176,52 +201,83 @@ def delta_vs_batch(comp: pd.DataFrame, out_dir: Path) -> List[Path]:
 
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel("batch size")
-        ax.set_ylabel(f"Δ {g.metric.iloc[0]} vs {g.baseline.iloc[0]} (%)")
-        ax.set_title(f"{model} on {hw}: Δ vs {g.baseline.iloc[0]} by engine")
-        ax.legend(fontsize=7, title="quantization / engine")
+        ax.set_ylabel(text(f"Δ {label(g.metric.iloc[0])} vs {g.baseline.iloc[0]} (%)"))
+        several = len(engines) > 1
+        ax.set_title(text(f"{model} on {hw}: Δ {label(g.metric.iloc[0])} vs {g.baseline.iloc[0]}"
+                          + (", by engine" if several else f", engine {engines[0]}")))
+        ax.legend(fontsize=7, title="quantization / engine" if several else "quantization", loc="upper left",
+                  bbox_to_anchor=(1.01, 1.0))
         paths += _save(fig, out_dir, f"delta_vs_batch_{_slug(hw)}_{_slug(model)}")
     return paths
 
 
 def crossover_plot(comp: pd.DataFrame, out_dir: Path) -> List[Path]:
-    """Delta % (95 % CI bars) against parameters (log axis): a line per quantization (and engine and batch size
-    where the table holds several), a marker per hardware."""
+    """Delta % (95 % CI bars) against parameters (log axis), one line per quantization (and engine and batch size
+    where the table holds several) and hardware, each with its own marker and line style. Drawn only where some
+    line has two model sizes or more: with one size there is no crossover to see."""
     plt = _plt()
     if comp.empty:
         return []
     data = comp.dropna(subset=["params_b_nominal", "delta_pct"])
-    if data.empty:
-        return []
-    fig, ax = plt.subplots(figsize=(6, 4))
-    styles = ["-", "--", ":", "-."]
-    hws = list(dict.fromkeys(data.hardware))
-    data = _with_series(data)
-    if "batch_size" in data and data.batch_size.nunique() > 1:  # each batch size its own curve over the sizes
+    data = _with_series(data) if not data.empty else data
+    if not data.empty and "batch_size" in data and data.batch_size.nunique() > 1:
         data["series"] = [f"{s} / bs{b}" for s, b in zip(data.series, data.batch_size)]
-    for qi, (q, g) in enumerate(data.groupby("series")):
-        for hw, h in g.groupby("hardware"):
-            h = h.sort_values("params_b_nominal")
-            err = None
-            if {"delta_pct_ci_low", "delta_pct_ci_high"} <= set(h.columns):
-                err = np.nan_to_num(np.vstack([h.delta_pct - h.delta_pct_ci_low, h.delta_pct_ci_high - h.delta_pct]))
-            ax.errorbar(h.params_b_nominal, h.delta_pct, yerr=err, capsize=3, linestyle=styles[qi % len(styles)],
-                        color="black", marker=MARKERS[hws.index(hw) % len(MARKERS)], label=f"{q} / {hw}")
+    if data.empty or data.groupby(["series", "hardware"]).params_b_nominal.nunique().max() < 2:
+        return []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    styles = ["-", "--", ":", "-."]
+    for i, ((series, hw), h) in enumerate(data.groupby(["series", "hardware"])):
+        h = h.sort_values("params_b_nominal")
+        err = None
+        if {"delta_pct_ci_low", "delta_pct_ci_high"} <= set(h.columns):
+            err = np.nan_to_num(np.vstack([h.delta_pct - h.delta_pct_ci_low, h.delta_pct_ci_high - h.delta_pct]))
+        ax.errorbar(h.params_b_nominal, h.delta_pct, yerr=err, capsize=3, linestyle=styles[i % len(styles)],
+                    color=GREYS[i % 4], marker=MARKERS[i % len(MARKERS)], markerfacecolor="white" if i % 2 else None,
+                    label=text(f"{series} / {hw}"))
     ax.axhline(0, color="0.5", linewidth=0.8)
     ax.set_xscale("log")
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
-    plain = FuncFormatter(lambda v, _: f"{v:g}")  # 1, 2, 7 rather than 10^0, 2x10^0, ...
-    ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
+    sizes = sorted(set(data.params_b_nominal))  # a tick at each measured size, labelled plainly, nothing between
+    ax.xaxis.set_major_locator(FixedLocator(sizes))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.2g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.tick_params(axis="x", labelrotation=45)
     ax.set_xlabel("parameters (billions)")
-    ax.set_ylabel(f"Δ {data.metric.iloc[0]} vs {data.baseline.iloc[0]} (%)")
-    ax.set_title("Where quantization stops costing energy")
-    ax.legend(fontsize=7)
+    what, baseline = label(data.metric.iloc[0]), data.baseline.iloc[0]
+    ax.set_ylabel(text(f"Δ {what} vs {baseline} (%)"))
+    ax.set_title(text(f"Δ {what} vs {baseline} against model size"))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(fig, out_dir, "crossover")
 
 
+BATCH_PANELS = ("energy_j_per_request", "tok_s", "gpu_util_pct_mean", "power_w_mean")
+
+
+def missing_panels(configs: pd.DataFrame) -> List[str]:
+    """The batch panels and the per-model energy and carbon figures left out for lack of data (no energy on a CPU
+    without RAPL, no GPU utilisation without NVML), each as a sentence for report.md."""
+    notes = []
+    if configs.empty:
+        return notes
+    if not _has(configs, "energy_j_per_1k_tok_mean"):
+        sources = sorted(set(configs.get("energy_source", pd.Series(dtype=object)).dropna().astype(str))) or ["none"]
+        notes.append(f"No {label('energy_j_per_1k_tok')} figure and no carbon figure: no energy was measured "
+                     f"(energy source: {', '.join(sources)}).")
+    for key, g in _with_series(configs).groupby(["hardware", "model", "quantization", "engine"]):
+        if g.batch_size.nunique() < 2:
+            continue
+        absent = [label(c) for c in BATCH_PANELS if not _has(g, f"{c}_mean")]
+        if absent:
+            notes.append(f"Batch figure of {' / '.join(map(str, key))}: {', '.join(absent)} left out (not measured "
+                         "on this device).")
+    return notes
+
+
 def batch_panel(configs: pd.DataFrame, out_dir: Path) -> List[Path]:
-    """Energy per request, throughput, GPU utilisation and power against batch size."""
+    """Energy per request, throughput, GPU utilisation and power against batch size (the panels with data)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
     plt = _plt()
     paths: List[Path] = []
     keys = ["hardware", "model", "quantization", "engine"]
@@ -230,22 +286,27 @@ def batch_panel(configs: pd.DataFrame, out_dir: Path) -> List[Path]:
         if g.batch_size.nunique() < 2:
             continue
         g = g.sort_values("batch_size")
-        fig, axes = plt.subplots(2, 2, figsize=(8, 6), sharex=True)
-        for ax, (col, label) in zip(axes.flat, [("energy_j_per_request", "energy per request (J)"),
-                                                ("tok_s", "throughput (tok/s)"),
-                                                ("gpu_util_pct_mean", "GPU utilisation (%)"),
-                                                ("power_w_mean", "power (W)")]):
-            mean = g.get(f"{col}_mean")
-            if mean is None:
-                continue
+        panels = [c for c in BATCH_PANELS if _has(g, f"{c}_mean")]  # a panel without data is left out
+        if not panels:
+            continue
+        columns = 2 if len(panels) > 1 else 1
+        rows = (len(panels) + 1) // 2
+        fig, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), sharex=True, squeeze=False)
+        for ax, col in zip(axes.flat, panels):
+            mean = g[f"{col}_mean"]
             err = np.vstack([mean - g.get(f"{col}_ci_low", mean), g.get(f"{col}_ci_high", mean) - mean])
             ax.errorbar(g.batch_size, mean, yerr=np.nan_to_num(err), marker="o", color="black", capsize=3)
             ax.set_xscale("log", base=2)
-            ax.set_ylabel(label)
-        for ax in axes[1]:
+            ax.xaxis.set_major_locator(FixedLocator(sorted(set(g.batch_size))))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_ylabel(label(col))
+        for ax in list(axes.flat)[len(panels):]:
+            ax.remove()
+        for ax in axes[-1]:
             ax.set_xlabel("batch size")
         name = key[:3] if key[3] == "eager" else key  # eager keeps the name it had before engines existed
-        fig.suptitle(" / ".join(map(str, name)))
+        fig.suptitle(text(" / ".join(map(str, name)) + ": against batch size"))
         paths += _save(fig, out_dir, "batch_" + _slug("_".join(map(str, name))))
     return paths
 
@@ -281,7 +342,7 @@ def kernel_breakdown(configs: pd.DataFrame, out_dir: Path) -> List[Path]:
             ax.bar(labels, idle, bottom=bottom, label="GPU idle (waiting on the host)", color="white",
                    hatch="//", edgecolor="black", linewidth=0.4)
         ax.set_ylabel("time per generated token (ms)")
-        ax.set_title(" / ".join(map(str, key[:2])) + f" / batch {key[2]}")
+        ax.set_title(text(" / ".join(map(str, key[:2])) + f" / batch {key[2]}"))
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         paths += _save(fig, out_dir, "kernels_" + _slug("_".join(map(str, key))))
     return paths

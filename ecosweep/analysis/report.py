@@ -17,6 +17,7 @@ import pandas as pd
 from ecosweep.analysis import cost, decision, figures, tables
 from ecosweep.config.schema import ReportConfig
 from ecosweep.errors import EcosweepError
+from ecosweep.results.folders import writable_folder_problem
 
 
 def _md(df: pd.DataFrame, cols: List[str], floats: str = "{:.4g}") -> str:
@@ -58,9 +59,25 @@ def _methods(rows: pd.DataFrame) -> str:
                  f"{rows.groupby('cell_id').size().max()}")
     facts.append("- fixed-length greedy generation (min_new_tokens = max_new_tokens), synthetic prompts; each "
                  "repetition repeats whole calls of the cell's engine until its window reaches the minimum; "
-                         "energy from the NVML "
-                 "counter on the cell's own GPU (by UUID), idle baseline with the CUDA context alive.")
+                 + _energy_method(set(rows.energy_source.dropna())))
     return "\n".join(facts) + "\n"
+
+
+_ENERGY_METHODS = {
+    "nvml_counter": "energy from the NVML counter on the cell's own GPU (by UUID), idle baseline with the CUDA "
+                    "context alive",
+    "nvml_sampled": "energy integrated from NVML's sampled instantaneous power on the cell's own GPU (no energy "
+                    "counter), idle baseline with the CUDA context alive",
+    "rapl": "energy from the CPU package's RAPL counter (the whole package, not the cell alone)",
+    "none": "no energy measured (no meter on this machine): times and tokens only",
+}
+
+
+def _energy_method(sources: set) -> str:
+    """How energy was measured, said for each energy source the rows hold (NVML, RAPL, none)."""
+    said = [_ENERGY_METHODS.get(source, f"energy source {source}") for source in sorted(sources)]
+    said = said or [_ENERGY_METHODS["none"]]
+    return "; ".join(said) + "."
 
 
 def _first_line(error: object, limit: int = 160) -> str:
@@ -105,12 +122,19 @@ def _metric_and_baseline(configs: pd.DataFrame, metric: str, baseline: str) -> T
 
 def _write_figures(configs: pd.DataFrame, comp: pd.DataFrame, costs: pd.DataFrame, settings: ReportConfig,
                    fig_dir: Path, metric: str) -> List[Path]:
-    if not (f"{metric}_mean" in configs and configs[f"{metric}_mean"].notna().any()):
-        return []
-    return (figures.energy_by_model(configs, comp, fig_dir, metric) + figures.crossover_plot(comp, fig_dir)
-            + figures.delta_vs_batch(comp, fig_dir) + figures.batch_panel(configs, fig_dir)
-            + figures.carbon_by_model(configs, costs, cost.describe(settings), fig_dir)
-            + figures.kernel_breakdown(configs, fig_dir))
+    """Draw the report's figures into ``fig_dir``, and remove the figures an earlier build left there that this
+    one did not draw (a report links only what it drew)."""
+    drawn: List[Path] = []
+    if f"{metric}_mean" in configs and configs[f"{metric}_mean"].notna().any():
+        drawn = (figures.energy_by_model(configs, comp, fig_dir, metric) + figures.crossover_plot(comp, fig_dir)
+                 + figures.delta_vs_batch(comp, fig_dir) + figures.batch_panel(configs, fig_dir)
+                 + figures.carbon_by_model(configs, costs, cost.describe(settings), fig_dir)
+                 + figures.kernel_breakdown(configs, fig_dir))
+    if fig_dir.is_dir():
+        for stale in set(fig_dir.glob("*.png")) | set(fig_dir.glob("*.pdf")):
+            if stale not in drawn:
+                stale.unlink()
+    return drawn
 
 
 def _fidelity_beside_energy(configs: pd.DataFrame, comp: pd.DataFrame) -> pd.DataFrame:
@@ -312,7 +336,9 @@ def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], config
     text += _unfinished_section(rows)
     text += ["## Methods\n", _methods(rows)]
     text += ["## Warnings\n", "\n".join(f"- {w}" for w in warnings) + "\n" if warnings else "_none_\n"]
-    text += ["## Figures\n"] + [f"![{p.stem}](figures/{p.name})" for p in figs if p.suffix == ".png"] + [""]
+    missing = figures.missing_panels(configs)
+    text += ["## Figures\n"] + [f"![{p.stem}](figures/{p.name})" for p in figs if p.suffix == ".png"]
+    text += ([""] + [f"- {note}" for note in missing] if missing else []) + [""]
     return "\n".join(text)
 
 
@@ -331,6 +357,12 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
         left_out = "".join(f" {d.path} is damaged ({d.reason})." for d in damaged)
         raise EcosweepError(f"no usable results in {', '.join(map(str, inputs))}: no successful repetition and no "
                             f"summary table row.{left_out} Nothing was written.")
+    unwritable = writable_folder_problem(out_dir, "--out") or (
+        writable_folder_problem(out_dir / "figures", "--out") if (out_dir / "figures").exists() else None)
+    if unwritable:
+        raise EcosweepError(f"the report cannot be written: {unwritable} Nothing was written.")
+    for d in damaged:  # said on the console too, not only inside report.md
+        print(f"WARNING: {d.path} could not be read ({d.reason}); it is left out of the report.", file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
     metric, baseline, notes = _metric_and_baseline(configs, metric, baseline)
     comp = tables.comparisons(configs, baseline, metric)

@@ -16,22 +16,24 @@ from typing import Any, Iterable, Optional
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
-def compose_config(overrides: Optional[Iterable[str]] = None) -> Any:
-    """The composed DictConfig of ``conf/config.yaml`` with ``overrides`` (no ``hydra`` node)."""
+def compose_config(overrides: Optional[Iterable[str]] = None, return_hydra_config: bool = False) -> Any:
+    """The composed DictConfig of ``conf/config.yaml`` with ``overrides`` (with its ``hydra`` node only when
+    ``return_hydra_config``)."""
     from hydra import compose, initialize_config_dir
 
     from ecosweep.config.schema import register_configs
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides or []))
+        return compose("config", overrides=list(overrides or []), return_hydra_config=return_hydra_config)
 
 
 def compose_settings(overrides: Optional[Iterable[str]] = None) -> Any:
-    """One cell's StudyConfig from ``overrides``."""
-    from ecosweep.planner import to_settings
+    """One cell's StudyConfig from ``overrides`` (an unnamed study named from them, as the command line does)."""
+    from ecosweep.planner import name_unnamed_studies, to_settings
 
-    return to_settings(compose_config(overrides))
+    overrides = list(overrides or [])
+    return to_settings(name_unnamed_studies([compose_config(overrides)], overrides)[0])
 
 
 # Keys stored cell configs may hold that the schema no longer has: none of them was part of what a cell

@@ -226,7 +226,7 @@ class SweepConfig:
 class StudyConfig:
     """The root config: one cell's worth of settings (a sweep varies them)."""
 
-    study: str = "default"
+    study: Optional[str] = None  # null: named from the command (its models and a hash of its overrides)
     weights: str = "random"
     allow_download: bool = False
     batch_size: int = 1

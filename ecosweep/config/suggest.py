@@ -156,14 +156,40 @@ def _experiment_sweep_problem(arg: str) -> Optional[str]:
             f"experiment: {commands}.")
 
 
+def group_options(group: str) -> List[str]:
+    """The options of a config group (its ``conf/<group>/*.yaml`` files), sorted; empty for no such group."""
+    from ecosweep.config.compose import CONF_DIR
+
+    folder = CONF_DIR / group
+    return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+
+
+def _group_option_problem(arg: str) -> Optional[str]:
+    """``model=Mistral7B`` or ``+experiment=smok``: an option the group does not have (each value of a sweep),
+    named with the group's options and the closest ones, before Hydra answers with its stack-trace hint."""
+    key, _, value = arg.partition("=")
+    group = key.lstrip("+~")
+    options = group_options(group)
+    if not options or "/" in group or any(c in value for c in "${}()[]'\""):
+        return None
+    bad = [v.strip() for v in value.split(",") if v.strip() and v.strip() not in options]
+    if not bad:
+        return None
+    close = sorted({c for b in bad for c in difflib.get_close_matches(b, options, n=2, cutoff=0.5)})
+    hint = f" Did you mean {' or '.join(close)}?" if close else ""
+    return (f"{group}={', '.join(repr(b) for b in bad)} is not an option of the {group} group (conf/{group}/).{hint} "
+            f"Options: {', '.join(options)}.")
+
+
 def command_line_problems(argv: List[str]) -> List[str]:
-    """One sentence per command-line override whose key the schema does not have, or whose value (each value
-    of a sweep) its field's type cannot take."""
+    """One sentence per command-line override whose key the schema does not have, whose group has no such
+    option, or whose value (each value of a sweep) its field's type cannot take."""
     problems = []
     for arg in argv:
-        problem = _experiment_sweep_problem(arg)
+        problem = _experiment_sweep_problem(arg) or (_group_option_problem(arg) if "=" in arg else None)
         if problem:
             problems.append(problem)
+            continue
         if arg.startswith(("-", "+", "~")) or "=" not in arg:
             continue
         key, value = (part.strip() for part in arg.split("=", 1))
@@ -171,6 +197,19 @@ def command_line_problems(argv: List[str]) -> List[str]:
         if problem:
             problems.append(problem)
     return problems
+
+
+def prefix_problem(prefix: str) -> Optional[str]:
+    """``python -m ecosweep settings PREFIX``: None where some setting starts with ``prefix``, else a sentence
+    naming the closest settings."""
+    keys = leaf_settings()
+    if not prefix or any(k.startswith(prefix) for k in keys):
+        return None
+    groups = sorted({k.split(".")[0] + "." for k in keys if "." in k})
+    close = difflib.get_close_matches(prefix, groups + keys, n=3, cutoff=0.5)
+    hint = f" Did you mean {' or '.join(close)}?" if close else ""
+    return (f"no setting starts with {prefix!r}.{hint} Settings are grouped under: {', '.join(groups)} "
+            "(and top-level ones such as batch_size); `python -m ecosweep settings` lists them all.")
 
 
 def leaf_settings(cls: Any = StudyConfig, prefix: str = "") -> List[str]:

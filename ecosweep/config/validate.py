@@ -332,7 +332,7 @@ def validate_fidelity(f: FidelityConfig, weights: str) -> List[str]:
 def validate_study(s: StudyConfig) -> List[str]:
     """All problems of one cell's config, as sentences; empty when it is valid."""
     problems: List[str] = []
-    if not _SAFE_NAME.match(s.study or ""):
+    if s.study is not None and not _SAFE_NAME.match(s.study):
         problems.append(
             f"study={s.study!r} is not a valid study name: use letters, digits, '_', '-' and '.' only."
         )
