@@ -217,10 +217,12 @@ def recipe_cluster(tmp_path):
     (tmp_path / "home").mkdir()
     wait = (f'for i in $(seq 60); do RAY_ADDRESS=http://127.0.0.1:{dash} timeout 60 ray job submit -- true '
             '>/dev/null 2>&1 && break; sleep 2; done')
-    try:
-        r = subprocess.run(["bash", "-euc", "\n".join([*setup, wait])], cwd=REPO, env=env, text=True,
-                           capture_output=True, timeout=300)
-        assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    log = tmp_path / "recipe-setup.log"
+    try:  # output to a file: `ray start` leaves daemons holding whatever pipes it was given
+        with open(log, "w") as sink:
+            r = subprocess.run(["bash", "-euc", "\n".join([*setup, wait])], cwd=REPO, env=env, text=True,
+                               stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=300)
+        assert r.returncode == 0, log.read_text()[-3000:]
         yield env, lines, submit, out, f"http://127.0.0.1:{dash}"
     finally:
         stop_ray_on_port(port)
@@ -235,8 +237,8 @@ def test_the_readme_cluster_recipe_runs_as_written_three_jobs_in_a_row(tmp_path,
     small = "hardware=auto ray.gpus_per_cell=1 measurement=quick repetitions=2 input_tokens=8 output_tokens=4 " \
             "ray.progress=plain"
     outputs = []
-    for study in ("recipe_a", "recipe_b", "recipe_c"):  # each measures its 4 cells (no copying between them)
-        r = subprocess.run(["bash", "-euc", "\n".join([*env_lines, f"{submit} {small} study={study} reuse_cells=false"])],
+    for study in ("recipe_a", "recipe_b", "recipe_c"):  # the first measures its 4 cells, the others copy them
+        r = subprocess.run(["bash", "-euc", "\n".join([*env_lines, f"{submit} {small} study={study}"])],
                            cwd=REPO, env=env, text=True, capture_output=True, timeout=600)
         outputs.append(r.stdout + r.stderr)
         assert r.returncode == 0, outputs[-1][-3000:]
@@ -244,6 +246,7 @@ def test_the_readme_cluster_recipe_runs_as_written_three_jobs_in_a_row(tmp_path,
         df = pd.read_parquet(out / study / "cells")  # on the driver's absolute root, not in Ray's copy
         assert df.cell_id.nunique() == 4 and (df.status == "ok").all()
         assert df.ray_node_id.nunique() == 2  # both nodes ran cells (one GPU-exclusive resource each)
+    assert "Reusing 4 of 4 cells that recipe_a" in outputs[1] and "Reusing 4 of 4" in outputs[2]
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
