@@ -348,7 +348,7 @@ def test_int8_alternatives_on_four_h100s_partial_run_holds_what_its_readme_says(
     its own GPU), torchao fp8 compiled on its fast path and above compiled fp16, the bitsandbytes paths never
     compiled, and the four torchao int8-dynamic compiled cells that failed, listed by the report and refused
     by the cell check since."""
-    from ecosweep.cell_runner import check_device_runs
+    from ecosweep.run.worker import check_device_runs
     from ecosweep.config.compose import load_cell_config
 
     study = REPO / "experiments" / "int8_alternatives" / "h100x4_2026-11-27" / "int8_alternatives"

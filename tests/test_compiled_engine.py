@@ -11,9 +11,8 @@ import time
 import pytest
 
 from conftest import REPO, compose
-from ecosweep.config.compose import load_cell_config
 from ecosweep.config.validate import validate_study
-from ecosweep.planner import cell_id, legacy_cell_id, to_settings
+from ecosweep.cells import to_settings
 
 
 def settings(*overrides):
@@ -37,37 +36,7 @@ def workload_pair(s, loaded, bs=2, inp=10, out=8, engine=None):
     return build_workload(engine or s.engine, **shape, quantization=s.quantization), FixedLengthGeneration(**shape)
 
 
-# -- cell ids and what stored cells say ------------------------------------------------------------
-
-def committed_configs():
-    """Every committed cell's config, but those of the first outlier planting (planting_v1): their ids hash the
-    planting version they were planted with, which the planter has moved past (they are kept as measured)."""
-    return sorted(p for p in (REPO / "experiments").glob("**/configs/*.yaml") if "planting_v1" not in p.parts)
-
-
-def test_every_committed_cell_recomputes_to_the_id_it_is_stored_under():
-    """Eager, graph and the old compiled (now hf_static) cells keep their ids: the engine fields added with the
-    compiled engine are left out of an id at their defaults."""
-    paths = committed_configs()
-    assert len(paths) > 300
-    kinds = set()
-    for path in paths:
-        s = load_cell_config(path)
-        kinds.add(s.engine.kind)
-        assert path.stem in (cell_id(s), legacy_cell_id(s)), path
-    assert {"eager", "graph", "compiled"} <= kinds  # 'compiled' as stored: transformers' static cache
-
-
-def test_the_compiled_engine_and_its_settings_enter_the_id_and_old_engines_keep_theirs():
-    graph, compiled, hf_static = settings("engine=graph"), settings("engine=compiled"), settings("engine=hf_static")
-    assert len({cell_id(graph), cell_id(compiled), cell_id(hf_static), cell_id(settings())}) == 4
-    for override in ("engine.compile.max_autotune=true", "engine.compile.coordinate_descent_tuning=false",
-                     "engine.compile.cudagraphs=none", "engine.compile.prefill=true", "engine.decode_model=ecosweep",
-                     "+engine.compile.inductor_options.epilogue_fusion=false"):
-        assert cell_id(settings("engine=compiled", override)) != cell_id(compiled), override
-    # naming the defaults of the new fields on an old engine changes nothing
-    assert cell_id(settings("engine=graph", "engine.decode_model=transformers")) == cell_id(graph)
-
+# -- what stored cells of the old compiled engine say -------------------------------------------------
 
 def test_cells_of_the_old_compiled_engine_read_as_hf_static():
     from ecosweep.results.store import read_results
@@ -178,8 +147,8 @@ class _FlipsAGuardInItsPrefillWindow:
 @pytest.mark.slow
 def test_a_slow_compile_is_paid_before_the_windows_and_a_recompile_inside_one_is_refused(tiny, monkeypatch):
     from ecosweep.config.schema import MeasurementConfig
-    from ecosweep.meters.base import NullMeter
-    from ecosweep.protocol import CellProtocol, CompileInWindowError
+    from ecosweep.measure.meters.base import NullMeter
+    from ecosweep.measure.protocol import CellProtocol, CompileInWindowError
     from ecosweep.workload import compiled_decode
 
     delay_s = 1.5

@@ -10,7 +10,7 @@ import pytest
 from conftest import CONF_DIR, REPO, compose
 from ecosweep.config.validate import validate_study
 from ecosweep.errors import ConfigError
-from ecosweep.planner import plan_cells, to_settings
+from ecosweep.cells import plan_cells, to_settings
 
 GROUPS = ["model", "quantization", "engine", "hardware", "measurement", "tracking"]
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "model_architectures.csv"

@@ -10,7 +10,8 @@ import pytest
 
 from conftest import run_cli
 from ecosweep.analysis import cost, figures
-from ecosweep.analysis.report import build_report, report_main
+from ecosweep.analysis.report import build_report
+from ecosweep.cli import parser
 from ecosweep.config.schema import ReportConfig
 
 
@@ -64,6 +65,10 @@ def test_report_command_refuses_bad_settings_and_writes_nothing(tmp_path, capsys
     table = tmp_path / "summary.csv"
     table.write_text("gpu,model,quantization,energy_j_per_1k_tok_mean,energy_j_per_1k_tok_std,n\n"
                      "H100,m,fp16,100,5,10\nH100,m,nf4,90,5,10\n")
+    def report_main(argv):
+        args = parser().parse_args(["report", *argv])
+        return args.func(args)
+
     assert report_main([str(table), "--pue", "0.5", "--usd-per-kwh", "-1", "--out", str(tmp_path / "rep")]) == 2
     err = capsys.readouterr().err
     assert "--pue=0.5 is out of range" in err and "--usd-per-kwh=-1.0 is out of range" in err
@@ -81,7 +86,7 @@ def test_the_carbon_figure_states_its_settings(tmp_path, monkeypatch):
     real_save = figures._save
 
     def spy(fig, out_dir, name):
-        titles.extend(ax.get_title() for ax in fig.axes)
+        titles.extend(ax.get_title().replace("\\$", "$") for ax in fig.axes)  # escaped from mathtext
         return real_save(fig, out_dir, name)
 
     monkeypatch.setattr(figures, "_save", spy)

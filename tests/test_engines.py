@@ -1,4 +1,4 @@
-"""The engine axis on CPU: cell ids, validation, the graph loop against generate(), the token check,
+"""The engine axis on CPU: lanes, validation, the graph loop against generate(), the token check,
 what ran (engine_effective), ecosweep_sdpa against transformers' sdpa, lanes and the report by engine."""
 
 from __future__ import annotations
@@ -8,60 +8,17 @@ import math
 import pandas as pd
 import pytest
 
-from conftest import REPO, compose
-from ecosweep.config.compose import load_cell_config
+from conftest import compose
 from ecosweep.config.validate import validate_study
-from ecosweep.plan import lane_key
-from ecosweep.planner import cell_id, legacy_cell_id, plan_cells, to_settings
+from ecosweep.lanes import lane_key
+from ecosweep.cells import plan_cells, to_settings
 
 
 def settings(*overrides):
     return to_settings(compose(["hardware=cpu", *overrides]))
 
 
-# -- cell ids -------------------------------------------------------------------------------------
-
-def test_eager_cells_keep_the_ids_they_had_before_the_engine_axis_as_their_legacy_ids():
-    # ids printed by the code before conf/engine existed (commit 7415879), when datasheet figures were hashed in
-    assert legacy_cell_id(to_settings(compose([]))) == "3b05055be5fd"
-    mistral = to_settings(compose(["model=Mistral-7B", "quantization=fp16", "hardware=h100"]))
-    assert legacy_cell_id(mistral) == "2f604e688906"
-    assert legacy_cell_id(to_settings(compose(["engine=eager"]))) == "3b05055be5fd"
-    assert cell_id(to_settings(compose(["engine=eager"]))) == cell_id(to_settings(compose([])))
-
-
-def test_a_corrected_datasheet_figure_keeps_the_cell_id():
-    """The hardware profile's datasheet figures are analysis inputs, not part of what a cell measures."""
-    h100 = ["model=Mistral-7B", "hardware=h100"]
-    base = to_settings(compose(h100))
-    for fix in ("hardware.tdp_w=690", "hardware.peak_mem_bandwidth_gb_s=3000", "hardware.memory_gb=94",
-                "hardware.peak_fp16_tflops=900", "hardware.compute_capability=9.1"):
-        fixed = to_settings(compose([*h100, fix]))
-        assert cell_id(fixed) == cell_id(base) and legacy_cell_id(fixed) != legacy_cell_id(base), fix
-    assert cell_id(to_settings(compose(["model=Mistral-7B", "hardware=h200"]))) != cell_id(base)  # another GPU
-
-
-def committed_configs():
-    return sorted((REPO / "experiments").glob("*/h100/configs/*.yaml"))
-
-
-@pytest.mark.parametrize("path", committed_configs()[::5], ids=lambda p: f"{p.parts[-4]}/{p.stem}")
-def test_committed_eager_cells_recompute_to_their_stored_ids(path):
-    """A config stored before the engine axis (no engine key; a model_cache key since retired) is the eager engine
-    and its legacy id (datasheet figures hashed in, as then) is its file name."""
-    s = load_cell_config(path)
-    assert s.engine.name == "eager"
-    assert legacy_cell_id(s) == path.stem
-
-
-def test_engine_enters_the_id_and_the_label():
-    eager, graph = settings(), settings("engine=graph")
-    assert cell_id(graph) != cell_id(eager)
-    assert cell_id(settings("engine=graph", "engine.attn_implementation=sdpa")) != cell_id(graph)
-    assert cell_id(settings("engine=compiled")) not in (cell_id(graph), cell_id(eager))
-    cells = plan_cells([compose(["hardware=cpu", "engine=graph"]), compose(["hardware=cpu"])])
-    assert [c.label for c in cells] == ["tiny-llama/fp32/graph/bs1/in128/out64", "tiny-llama/fp32/bs1/in128/out64"]
-
+# -- lanes ------------------------------------------------------------------------------------------
 
 def test_lanes_keep_engines_together_and_precision_lanes_split_batch_sizes():
     def grid(mode):

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from conftest import compose, run_cli
-from ecosweep.planner import plan_cells, to_settings
+from ecosweep.cells import plan_cells, to_settings
 from ecosweep.workload import fidelity as fid
 from ecosweep.workload.models import load_model
 
@@ -55,7 +55,7 @@ def test_the_reference_cell_and_disabled_fidelity():
 def test_fidelity_runs_before_every_energy_window_and_has_its_own_time(monkeypatch):
     """The comparison is made to take a known second; no measured window may overlap it, and the cell's
     timings carry it as fidelity_s."""
-    from ecosweep.cell_runner import execute_cell
+    from ecosweep.run.worker import execute_cell
 
     real_compare = fid.compare
     spans = []

@@ -12,9 +12,10 @@ import json
 import pytest
 
 from conftest import REPO, compose
-from ecosweep.planner import cell_id, plan_cells, to_settings
-from ecosweep.workload.kernel_profile import (KERNEL_CLASSES, KernelRecord, busy_seconds, classify, summarize)
-
+from ecosweep.cells import cell_id, plan_cells, to_settings
+from ecosweep.results.schema import KERNEL_CLASSES
+from ecosweep.profiling.rules import KernelRecord, classify
+from ecosweep.profiling.summary import busy_seconds, summarize
 # (kernel name, launching op, ops around it) -> class. GPU names as the PyTorch profiler reports them on Hopper
 # (cuBLAS/cuBLASLt, PyTorch's own kernels, FlashAttention 2 in PyTorch, Inductor's Triton kernels), and the
 # bitsandbytes custom ops that launch its kernels (torch.ops.bitsandbytes.*, 0.50).
@@ -122,9 +123,8 @@ def test_profile_is_in_the_id_only_when_on():
 def test_a_profiled_cpu_cell_profiles_after_its_windows_and_keeps_breakdown_and_trace(monkeypatch, tmp_path):
     """LLM.int8() on the tiny model: the profiled call starts after the meter closed its last window, the rows
     carry the int8 classes, and the trace is Chrome JSON that names bitsandbytes' ops."""
-    from ecosweep import cell_runner
-    from ecosweep.meters.base import NullMeter
-    from ecosweep.workload import kernel_profile
+    from ecosweep.measure.meters.base import NullMeter
+    from ecosweep.run import worker as cell_runner
 
     events = []
 
@@ -136,14 +136,14 @@ def test_a_profiled_cpu_cell_profiles_after_its_windows_and_keeps_breakdown_and_
             events.append("meter closed")
             super().close()
 
-    real_profile_call = kernel_profile.profile_call
+    real_profile_call = cell_runner.profile_call
 
     def recording_profile_call(*args, **kwargs):
         events.append("profile")
         return real_profile_call(*args, **kwargs)
 
-    monkeypatch.setattr("ecosweep.meters.make_meter", lambda *a, **k: (RecordingMeter(), False))
-    monkeypatch.setattr(kernel_profile, "profile_call", recording_profile_call)
+    monkeypatch.setattr(cell_runner, "make_meter", lambda *a, **k: (RecordingMeter(), False))
+    monkeypatch.setattr(cell_runner, "profile_call", recording_profile_call)
     overrides = ["hardware=cpu", "quantization=int8", "measurement=quick", "repetitions=2", "warmup=1",
                  "input_tokens=8", "output_tokens=4", "profile=true", f"output_root={tmp_path}"]
     cell = plan_cells([compose(overrides)])[0]
@@ -173,7 +173,7 @@ def test_a_profiled_cpu_cell_profiles_after_its_windows_and_keeps_breakdown_and_
     assert sum(float(k["total_us"]) for k in kernels) / 1e3 / 4 == pytest.approx(in_classes, rel=1e-3)
     # stored beside the cell, and reported: a table and a stacked bar
     from ecosweep.analysis.report import build_report
-    from ecosweep.study import persist_outcome
+    from ecosweep.run.orchestrate import persist_outcome
 
     persist_outcome(cell, outcome)
     study = tmp_path / cell.settings.study
@@ -186,7 +186,7 @@ def test_a_profiled_cpu_cell_profiles_after_its_windows_and_keeps_breakdown_and_
 
 
 def test_an_unprofiled_cell_makes_no_extra_call(monkeypatch):
-    from ecosweep import cell_runner
+    from ecosweep.run import worker as cell_runner
 
     def refuse(*args, **kwargs):
         raise AssertionError("profile=false must not profile")
@@ -201,7 +201,7 @@ def test_an_unprofiled_cell_makes_no_extra_call(monkeypatch):
 def test_a_profile_that_fails_keeps_the_measured_rows_and_says_why(monkeypatch):
     """The profiled call comes after the energy windows: when the profiler cannot run (no CUPTI, say), the cell
     is still ok, with its measurements, and profile_error tells why its breakdown is missing."""
-    from ecosweep import cell_runner
+    from ecosweep.run import worker as cell_runner
 
     def no_cupti(*args, **kwargs):
         raise RuntimeError("CUPTI_ERROR_NOT_INITIALIZED")
@@ -277,8 +277,7 @@ def _kineto_events(flags):
 def test_device_kernels_are_linked_to_their_operator_and_its_scopes(flags):
     """Kernels name the operator that launched them and the scopes around it, read straight from the Kineto
     events; the profiler's own work and the scopes torch 2.11 draws on the GPU are neither kernels nor launchers."""
-    from ecosweep.workload.kernel_profile import records_from_trace, trace_events_from_kineto
-
+    from ecosweep.profiling.trace import records_from_trace, trace_events_from_kineto
     results = type("Results", (), {"events": lambda self: _kineto_events(flags)})()
     records, launches = records_from_trace(trace_events_from_kineto(results), "cuda")
     assert launches == 2
@@ -294,8 +293,7 @@ def test_device_kernels_are_linked_to_their_operator_and_its_scopes(flags):
 def test_utility_operators_torchs_tree_leaves_out_are_no_operators_here_either():
     """aten::is_leaf, record_function's enter op and the memory records are bookkeeping: on a CPU they would be
     operators of their own and take time from the operator around them."""
-    from ecosweep.workload.kernel_profile import records_from_trace, trace_events_from_kineto
-
+    from ecosweep.profiling.trace import records_from_trace, trace_events_from_kineto
     events = [_FakeKinetoEvent(1, "aten::mm", "cpu", 0, 10), _FakeKinetoEvent(2, "aten::is_leaf", "cpu", 1, 2),
               _FakeKinetoEvent(3, "profiler::_record_function_enter_new", "cpu", 3, 4),
               _FakeKinetoEvent(4, "aten::add", "cpu", 5, 8), _FakeKinetoEvent(0, "[memory]", "cpu", 6, 6)]
@@ -311,8 +309,9 @@ def test_a_cpu_profile_read_from_kineto_matches_torchs_own_event_tree():
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from ecosweep.workload.kernel_profile import module_scopes, records_from_trace, trace_events_from_kineto
+    from ecosweep.profiling.call import module_scopes
 
+    from ecosweep.profiling.trace import records_from_trace, trace_events_from_kineto
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         with module_scopes(model), torch.no_grad():
@@ -410,8 +409,7 @@ def test_traces_recorded_on_an_h100_give_the_kernels_their_cells_recorded(sample
     but for a kernel launched by a dispatcher re-entry (aten::sum inside aten::sum), which the table, read
     through torch's event tree, has without an operator and this reader gives to aten::sum. No scope drawn on the
     GPU is a kernel; the eager call launches each kernel from the host, the graph replays most of its kernels."""
-    from ecosweep.workload.kernel_profile import records_from_trace, trace_events_from_chrome
-
+    from ecosweep.profiling.trace import records_from_trace, trace_events_from_chrome
     trace = json.loads(gzip.decompress((SAMPLES / "samples" / f"{sample}.trace.json.gz").read_bytes()))
     records, launches = records_from_trace(trace_events_from_chrome(trace), "cuda")
     with open(SAMPLES / "kernel_profile" / "traces" / f"{cell_id}.kernels.csv") as f:

@@ -11,11 +11,11 @@ import pytest
 from conftest import compose
 from ecosweep.analysis.cost import cost_table
 from ecosweep.config.schema import MeasurementConfig, ReportConfig
-from ecosweep.driver import resource_problems
+from ecosweep.lanes import resource_problems
 from ecosweep.errors import ConfigError
-from ecosweep.meters import make_meter
-from ecosweep.planner import plan_cells
-from ecosweep.protocol import CellProtocol
+from ecosweep.measure.meters import make_meter
+from ecosweep.cells import plan_cells
+from ecosweep.measure.protocol import CellProtocol
 from ecosweep.workload.placement import build_device, placement_kwargs
 from fake_nvml import FakeGpuHost
 

@@ -10,10 +10,10 @@ import pytest
 from conftest import compose
 from ecosweep.config.schema import MeasurementConfig
 from ecosweep.errors import MeterError
-from ecosweep.meters.nvml import NvmlMeter
-from ecosweep.meters.power_timeline import trapezoid_energy_j
-from ecosweep.planner import to_settings
-from ecosweep.protocol import CellProtocol
+from ecosweep.measure.meters.nvml import NvmlMeter
+from ecosweep.measure.meters.power_timeline import trapezoid_energy_j
+from ecosweep.cells import to_settings
+from ecosweep.measure.protocol import CellProtocol
 from fake_nvml import FakeGpu
 
 UUID = "GPU-fake-0"

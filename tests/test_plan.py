@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from conftest import compose
 from ecosweep.plan import CellState, build_plan, store_for
-from ecosweep.planner import plan_cells
+from ecosweep.cells import plan_cells
 from ecosweep.results.schema import rows_to_table
 from ecosweep.results.store import StudyStore
 
@@ -47,55 +47,6 @@ def test_a_lane_reuses_another_study_only_whole_and_from_one_device(tmp_path):
     assert {e.state for e in build_plan(cells).entries} == {CellState.REUSE}
     _store(other, cells[3].id, ["ok"], "GPU-b")  # the whole lane, but from two devices
     assert {e.state for e in build_plan(cells).entries} == {CellState.REMEASURE}
-
-
-def test_a_committed_study_stored_under_legacy_ids_is_done_renamed_and_reports_the_same(tmp_path):
-    """The one-off id map: a study folder written before datasheet figures left the cell id (every committed
-    H100 study) plans as done under its old ids, is renamed to the new ids on the next run, and reports the
-    same figures."""
-    import dataclasses
-    import io
-    import shutil
-
-    import pandas as pd
-
-    from conftest import REPO
-    from ecosweep.analysis.report import build_report
-    from ecosweep.config.compose import load_cell_config
-    from ecosweep.planner import Cell, cell_id, legacy_cell_id
-    from ecosweep.results.store import read_results
-    from ecosweep.study import _rename_legacy_cells
-
-    committed = REPO / "experiments" / "int8_paradox" / "h100"
-    folder = tmp_path / "int8_paradox"
-    shutil.copytree(committed, folder, ignore=shutil.ignore_patterns("report", "README.md"))
-    cells = []
-    for path in sorted(committed.glob("configs/*.yaml")):
-        s = dataclasses.replace(load_cell_config(path), output_root=str(tmp_path), study="int8_paradox")
-        cells.append(Cell(cell_id(s), s, legacy_cell_id(s)))
-    assert all(c.id != c.legacy_id for c in cells) and {c.legacy_id for c in cells} == {
-        p.stem for p in committed.glob("cells/*.parquet")}
-    plan = build_plan(cells)
-    assert {e.state for e in plan.entries} == {CellState.DONE} and all(e.legacy_here for e in plan.entries)
-    assert plan.entries[0].label() == f"done (stored as {cells[0].legacy_id})"
-
-    out = io.StringIO()
-    _rename_legacy_cells(plan, out)
-    assert f"Renamed {len(cells)} stored cell(s)" in out.getvalue()
-    assert {p.stem for p in folder.glob("cells/*.parquet")} == {c.id for c in cells}
-    assert {p.stem for p in folder.glob("configs/*.yaml")} == {c.id for c in cells}
-    rows = read_results([folder]).to_pandas()
-    assert set(rows.cell_id) == {c.id for c in cells}
-    assert not any(e.legacy_here for e in build_plan(cells).entries)  # done, under the new ids now
-
-    build_report([committed], tmp_path / "before")
-    build_report([folder], tmp_path / "after")
-    before, after = (pd.read_csv(tmp_path / d / "comparisons.csv") for d in ("before", "after"))
-    columns = ["model", "quantization", "batch_size", "baseline_mean", "mean", "delta_pct", "p", "same_device"]
-    def ordered(df):
-        return df[columns].sort_values(columns[:3]).reset_index(drop=True)
-
-    pd.testing.assert_frame_equal(ordered(before), ordered(after))
 
 
 def test_the_plan_carries_the_commands_run_wide_settings_once(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from ecosweep.progress import Progress
+from ecosweep.run.progress import Progress
 
 
 class Clock:

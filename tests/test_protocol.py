@@ -8,9 +8,9 @@ import pytest
 
 from conftest import compose
 from ecosweep.config.schema import MeasurementConfig
-from ecosweep.meters.base import NullMeter
-from ecosweep.planner import to_settings
-from ecosweep.protocol import CellProtocol, ci95_half_width_pct
+from ecosweep.measure.meters.base import NullMeter
+from ecosweep.cells import to_settings
+from ecosweep.measure.protocol import CellProtocol, ci95_half_width_pct
 from ecosweep.workload.generation import FixedLengthGeneration
 from ecosweep.workload.models import load_model
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ecosweep.errors import MeterError
-from ecosweep.meters.rapl import RaplMeter, find_domains, rapl_available
+from ecosweep.measure.meters.rapl import RaplMeter, find_domains, rapl_available
 
 
 def zone(root, name, energy_uj, max_uj=1_000_000_000, label="package-0"):
@@ -38,9 +38,9 @@ def test_unreadable_rapl_is_reported_not_zero(tmp_path):
 
 
 def test_meter_choice_on_cpu(monkeypatch, tmp_path):
-    import ecosweep.meters.rapl as rapl
+    import ecosweep.measure.meters.rapl as rapl
     from ecosweep.config.schema import MeasurementConfig
-    from ecosweep.meters import NullMeter, make_meter
+    from ecosweep.measure.meters import NullMeter, make_meter
 
     monkeypatch.setattr(rapl, "POWERCAP_ROOT", str(tmp_path))  # a host whose powercap tree is empty
     meter, observes = make_meter(MeasurementConfig(meter="auto"), "cpu", [])

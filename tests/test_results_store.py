@@ -35,10 +35,14 @@ def test_rows_to_table_fills_missing_columns_with_null_and_rejects_unknown():
 
 
 def test_readme_documents_every_column():
+    """The README's column table is the schema's, row for row (regenerate it with column_table_markdown())."""
+    from ecosweep.results.schema import column_table_markdown
+
     text = README.read_text()
     documented = set(re.findall(r"^\| `([a-z0-9_]+)` \|", text, flags=re.M))
     missing = [c for c in COLUMN_NAMES if c not in documented]
     assert not missing, f"README column table lacks: {missing}"
+    assert column_table_markdown() in text, "the README's column table differs from the schema's docs"
 
 
 def test_atomic_write_leaves_no_partial_file_when_writing_fails(tmp_path, monkeypatch):
@@ -107,7 +111,7 @@ def test_adopted_cell_belongs_to_the_new_study_and_keeps_its_measurement(tmp_pat
 
 def test_only_complete_ok_cells_of_other_studies_are_found_for_reuse(tmp_path):
     from conftest import compose
-    from ecosweep.planner import Cell, to_settings
+    from ecosweep.cells import Cell, to_settings
     from ecosweep.plan import measured_by_another_study
 
     settings = to_settings(compose([f"output_root={tmp_path}", "study=mine", "hardware=cpu"]))
@@ -119,19 +123,19 @@ def test_only_complete_ok_cells_of_other_studies_are_found_for_reuse(tmp_path):
     assert measured_by_another_study(cell) is None
     _stored_cell(StudyStore(tmp_path, "c_good"), "abc", ["ok", "ok"])
     found = measured_by_another_study(cell)
-    assert found is not None and found[0].root.name == "c_good" and found[1] == "abc"
+    assert found is not None and found.root.name == "c_good"
 
 
 def test_a_profiled_cells_traces_travel_with_it_when_adopted_under_a_new_id_and_when_renamed(tmp_path):
-    """Power trace, profiler trace and kernel table: copied on reuse (from a legacy id to the cell's id) and
-    renamed with the cell, each under the new id."""
+    """Power trace, profiler trace and kernel table: copied on reuse and renamed with the cell (migrate), each
+    under the new id."""
     source, target = StudyStore(tmp_path, "kernel_profile"), StudyStore(tmp_path, "other")
     _stored_cell(source, "old", ["ok"])
     source.write_profile("old", b"gzipped trace", "kernel,op\nk,aten::mm\n")
-    target.adopt_cell(source, "new", "other", "study: other\n", source_id="old")
-    assert [p.name for p in target.trace_files("new") if p.exists()] == [
-        "new.parquet", "new.profile.json.gz", "new.kernels.csv"]
-    assert target.profile_trace_path("new").read_bytes() == b"gzipped trace"
+    target.adopt_cell(source, "old", "other", "study: other\n")
+    assert [p.name for p in target.trace_files("old") if p.exists()] == [
+        "old.parquet", "old.profile.json.gz", "old.kernels.csv"]
+    assert target.profile_trace_path("old").read_bytes() == b"gzipped trace"
     source.rename_cell("old", "renamed")
     assert [p.exists() for p in source.trace_files("renamed")] == [True, True, True]
     assert not any(p.exists() for p in source.trace_files("old"))

@@ -124,7 +124,7 @@ def test_comparison_lanes_reuse_another_study_only_whole_and_from_one_device(smo
 def test_driver_timing_accounts_for_the_wall_time_around_the_cells(smoke_study):
     import json
 
-    from ecosweep.study import DRIVER_PHASES
+    from ecosweep.run.orchestrate import DRIVER_PHASES
 
     work, out, r = smoke_study
     runs = list((out / "smoke" / "runs").glob("*.json"))

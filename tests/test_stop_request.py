@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ecosweep.driver import StopRequest
+from ecosweep.run.scheduler import StopRequest
 
 
 def _interrupt_self() -> None:

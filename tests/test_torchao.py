@@ -10,7 +10,7 @@ import pytest
 from conftest import compose
 from ecosweep.config.validate import validate_study
 from ecosweep.errors import ConfigError
-from ecosweep.planner import cell_id, measured_identity, plan_cells, to_settings
+from ecosweep.cells import cell_id, measured_identity, plan_cells, to_settings
 
 needs_torchao = pytest.mark.skipif(importlib.util.find_spec("torchao") is None, reason="torchao not installed")
 
@@ -50,7 +50,7 @@ def test_the_backend_and_its_precision_are_in_the_cell_id():
     ("int8_pure", "bitsandbytes Linear8bitLt, not compiled", False),
 ])
 def test_rows_record_the_kernel_path_the_cell_took(quantization, path, fallback):
-    from ecosweep.cell_runner import execute_cell
+    from ecosweep.run.worker import execute_cell
 
     cell = plan_cells([compose(["hardware=cpu", f"quantization={quantization}", "measurement=quick",
                                 "repetitions=2", "warmup=1", "input_tokens=8", "output_tokens=4"])])[0]
@@ -65,7 +65,7 @@ def test_int8_dynamic_compiled_at_small_batch_is_refused_on_a_gpu_before_the_mod
     """torch._int_mm (what compiled torchao int8 dynamic layers call) refuses 16 rows or fewer on CUDA: every
     such cell of experiments/int8_alternatives/h100x4_2026-11-27 failed after loading; now validation says so
     for a GPU profile, and the cell itself (hardware=auto) before its model loads."""
-    from ecosweep.cell_runner import check_device_runs
+    from ecosweep.run.worker import check_device_runs
 
     def problems(*overrides):
         return validate_study(to_settings(compose(["quantization=ao_int8_dynamic", *overrides])))

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import compose
 from ecosweep.errors import ModelNotFoundError
-from ecosweep.planner import to_settings
+from ecosweep.cells import to_settings
 from ecosweep.workload.generation import FixedLengthGeneration
 from ecosweep.workload.models import load_model, pretrained_source
 
@@ -144,7 +144,7 @@ def test_weights_drawn_lazily_by_the_loader_are_those_drawn_into_host_memory(qua
 def test_a_state_dict_the_host_cannot_hold_is_refused_as_out_of_memory(monkeypatch):
     import psutil
 
-    from ecosweep.cell_runner import is_oom
+    from ecosweep.run.worker import is_oom
     from ecosweep.workload.random_weights import random_state_dict
 
     monkeypatch.setattr(psutil, "virtual_memory", lambda: type("VM", (), {"available": 10**6})())
@@ -198,7 +198,7 @@ def test_pretrained_local_path_loads_the_folder_a_user_saved(tmp_path):
 
 
 def test_cpu_window_stats_are_shares_of_the_host_cpu_time_between_two_readings():
-    from ecosweep.environment import CpuTimes, cpu_window_stats, read_cpu_times
+    from ecosweep.measure.host import CpuTimes, cpu_window_stats, read_cpu_times
 
     stats = cpu_window_stats(CpuTimes(busy=10.0, steal=1.0, total=100.0), CpuTimes(busy=40.0, steal=6.0, total=200.0))
     assert stats["cpu_util_pct"] == pytest.approx(30.0) and stats["cpu_steal_pct"] == pytest.approx(5.0)
@@ -210,7 +210,7 @@ def test_cpu_window_stats_are_shares_of_the_host_cpu_time_between_two_readings()
 def test_out_of_memory_is_told_by_type_and_by_torch_s_two_untyped_messages():
     import torch
 
-    from ecosweep.cell_runner import is_oom
+    from ecosweep.run.worker import is_oom
 
     assert is_oom(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert is_oom(MemoryError()) and is_oom(RuntimeError("CUDA error: out of memory"))

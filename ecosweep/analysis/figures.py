@@ -9,6 +9,7 @@ from typing import List
 
 import numpy as np
 import pandas as pd
+from ecosweep.analysis.tables import idle_ms_per_token, kernel_classes_seen
 
 HATCHES = ["", "//", "..", "xx", "\\\\", "++", "oo", "--"]
 GREYS = ["0.15", "0.45", "0.7", "0.9", "0.3", "0.6", "0.8", "0.55"]
@@ -319,7 +320,6 @@ def kernel_breakdown(configs: pd.DataFrame, out_dir: Path) -> List[Path]:
     """Where a generated token's time goes (profile=true): per hardware, model and batch size, one stacked bar
     per precision and engine of GPU time per token by kernel class, and the GPU's idle time on top (the measured
     call's time the GPU waited on the host; none on a CPU)."""
-    from ecosweep.analysis.tables import idle_ms_per_token, kernel_classes_seen
 
     classes = kernel_classes_seen(configs)
     if not classes:

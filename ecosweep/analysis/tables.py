@@ -18,7 +18,8 @@ import pandas as pd
 from ecosweep.analysis.contention import contention_note
 from ecosweep.stats import compare, holm, linear_trend_p, summarize, summarize_stats
 from ecosweep.results.schema import FIDELITY_COLUMNS, INT8_DECOMPOSITION_COLUMNS, KERNEL_CLASSES, PROFILE_COLUMNS
-from ecosweep.workload.quantization import weight_bytes_per_parameter
+from ecosweep.config.compat import weight_bytes_per_parameter
+from ecosweep.results.store import read_results
 
 METRICS = ["energy_j_per_1k_tok", "tok_s", "power_w_mean", "energy_j_per_request", "gpu_util_pct_mean",
            "decode_tok_s", "static_energy_share", "net_energy_j_per_1k_tok"]
@@ -222,7 +223,6 @@ def is_raw_input(path: Path) -> bool:
 def read_raw_inputs(paths: Iterable[str | Path], damaged: Optional[list] = None) -> Dict[Path, pd.DataFrame]:
     """The raw result rows (every status) of each results folder or raw Parquet file among ``paths``, read
     once for the whole report; damaged files as in :func:`load_inputs`."""
-    from ecosweep.results.store import read_results
 
     return {p: read_results([p], damaged).to_pandas() for p in map(Path, paths) if is_raw_input(p)}
 

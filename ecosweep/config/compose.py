@@ -13,15 +13,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from ecosweep.config.paths import CONF_DIR
+from ecosweep.config.schema import StudyConfig, register_configs
+from ecosweep.config.sweep import name_unnamed_studies
 
 
 def compose_config(overrides: Optional[Iterable[str]] = None, return_hydra_config: bool = False) -> Any:
     """The composed DictConfig of ``conf/config.yaml`` with ``overrides`` (with its ``hydra`` node only when
     ``return_hydra_config``)."""
-    from hydra import compose, initialize_config_dir
-
-    from ecosweep.config.schema import register_configs
+    from hydra import compose, initialize_config_dir  # Hydra's compose API: only where a config is composed
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -30,10 +32,17 @@ def compose_config(overrides: Optional[Iterable[str]] = None, return_hydra_confi
 
 def compose_settings(overrides: Optional[Iterable[str]] = None) -> Any:
     """One cell's StudyConfig from ``overrides`` (an unnamed study named from them, as the command line does)."""
-    from ecosweep.planner import name_unnamed_studies, to_settings
-
     overrides = list(overrides or [])
     return to_settings(name_unnamed_studies([compose_config(overrides)], overrides)[0])
+
+
+def to_settings(cfg: DictConfig) -> StudyConfig:
+    """Resolve a composed config (with or without its ``hydra`` node) into a StudyConfig."""
+    cfg = cfg.copy()
+    if "hydra" in cfg:
+        with open_dict(cfg):
+            del cfg["hydra"]
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
 # Keys stored cell configs may hold that the schema no longer has: none of them was part of what a cell
@@ -45,10 +54,6 @@ RETIRED_KEYS = ("model_cache",)
 def load_cell_config(path: str | Path) -> Any:
     """A stored ``<study>/configs/<cell_id>.yaml`` as a StudyConfig, whatever ecosweep version wrote it:
     retired keys dropped, keys added since taking their defaults."""
-    from omegaconf import OmegaConf
-
-    from ecosweep.config.schema import StudyConfig
-
     stored = OmegaConf.load(path)
     for key in RETIRED_KEYS:
         stored.pop(key, None)

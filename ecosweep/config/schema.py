@@ -253,6 +253,12 @@ class StudyConfig:
     sweep: SweepConfig = field(default_factory=SweepConfig)
 
 
+# Settings that say how the whole command runs, not what a cell measures: one value per command (a sweep that
+# varies one is refused), read once into ``cells.RunOptions``.
+RUN_WIDE_SETTINGS = ("dry_run", "tracking", "report", "ray.address", "ray.num_cpus", "ray.num_gpus", "ray.progress",
+                     "sweep")
+
+
 class Choice(str, Enum):
     """A setting's valid values, each with its help: validation names every choice with its help when a value
     is not one of them, and ``python -m ecosweep settings`` lists them. The settings themselves stay plain

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
 from ecosweep.config.schema import CHOICES_BY_SETTING, StudyConfig
+from ecosweep.config.compose import CONF_DIR
+from ecosweep.config.compose import compose_config
 
 # Keys that are not fields of the schema but are valid on the command line.
 _OTHER_TOP_LEVEL = {"hydra", "experiment"}
@@ -79,7 +81,6 @@ def _yaml_comment(path: Path, key: str) -> Optional[str]:
 def field_help(key: str) -> Optional[str]:
     """A setting's help: the comment after it in conf/config.yaml, or for a config group's field
     (``measurement.min_window_s``) in the group's files, its default option first; None where none has one."""
-    from ecosweep.config.compose import CONF_DIR
 
     group, _, rest = key.partition(".")
     if rest and (CONF_DIR / group).is_dir():
@@ -158,7 +159,6 @@ def _experiment_sweep_problem(arg: str) -> Optional[str]:
 
 def group_options(group: str) -> List[str]:
     """The options of a config group (its ``conf/<group>/*.yaml`` files), sorted; empty for no such group."""
-    from ecosweep.config.compose import CONF_DIR
 
     folder = CONF_DIR / group
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
@@ -229,7 +229,6 @@ def settings_table(overrides: List[str], prefix: str = "") -> str:
     config these overrides compose (groups' defaults otherwise) and its help."""
     from omegaconf import OmegaConf
 
-    from ecosweep.config.compose import compose_config
 
     cfg = compose_config(overrides)
     lines = []

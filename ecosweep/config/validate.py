@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Callable, List
 
+from ecosweep.config.compat import compiled_int_mm_problem, requested_gpus, torchao_problem
 from ecosweep.config.schema import (
     CHOICES_BY_SETTING,
     BNB_4BIT_TYPES,
@@ -36,6 +37,7 @@ from ecosweep.config.schema import (
     ReportConfig,
     StudyConfig,
 )
+from ecosweep.config.compose import CONF_DIR
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -210,8 +212,6 @@ def validate_quantization_on_hardware(q: QuantizationConfig, h: HardwareConfig) 
     """A quantization the hardware profile or the installed packages cannot run (known before any device is
     touched)."""
     if q.method == "torchao" and q.torchao_type in TORCHAO_TYPES:
-        from ecosweep.workload.quantization import torchao_problem
-
         problem = torchao_problem(q, "cpu" if h.device == "cpu" else "cuda")
         if problem:
             return [problem + "."]
@@ -229,8 +229,6 @@ def validate_quantization_on_hardware(q: QuantizationConfig, h: HardwareConfig) 
 def validate_engine_shape_on_hardware(s: StudyConfig) -> List[str]:
     """A precision, engine and batch size that a GPU profile's device cannot decode (hardware=auto: checked
     again in the cell, once the device is known, before the model loads)."""
-    from ecosweep.workload.quantization import compiled_int_mm_problem
-
     problem = compiled_int_mm_problem(s.quantization, s.engine.kind, s.batch_size, s.hardware.device)
     return [problem + "."] if problem else []
 
@@ -270,15 +268,12 @@ def validate_ray(r: RayConfig) -> List[str]:
 
 def available_quantizations() -> List[str]:
     """The quantization configs under conf/quantization (their names)."""
-    from ecosweep.config.compose import CONF_DIR
 
     return sorted(p.stem for p in (CONF_DIR / "quantization").glob("*.yaml"))
 
 
 def validate_multi_gpu(s: StudyConfig) -> List[str]:
     """A cell over several GPUs: only the eager engine places a model across devices."""
-    from ecosweep.workload.placement import requested_gpus
-
     n = requested_gpus(s)
     problems = []
     if s.ray.gpus_by_quantization:

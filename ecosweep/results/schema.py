@@ -32,7 +32,7 @@ INT8_DECOMPOSITION_COLUMNS = ["outlier_features_count", "int8_decomposed_cols_me
 
 
 # The kernel profile's classes (profile=true), each a profile_ms_per_tok_<class> column; the rules that sort
-# kernels into them are ecosweep.workload.kernel_profile.RULES.
+# kernels into them are ecosweep.profiling.rules.RULES.
 KERNEL_CLASSES: Tuple[str, ...] = (
     "dense_gemm",          # fp16/bf16/fp32 GEMM and GEMV (cuBLAS, CUTLASS, Triton matmuls)
     "int8_gemm",           # int8 x int8 matmuls (bitsandbytes int8_linear_matmul, torch._int_mm)
@@ -235,3 +235,10 @@ def rows_to_table(rows: Iterable[Dict[str, Any]]) -> pa.Table:
         raise KeyError(f"row keys not in the results schema: {unknown}")
     columns = {c.name: [r.get(c.name) for r in rows] for c in COLUMNS}
     return pa.Table.from_pydict(columns, schema=SCHEMA)
+
+
+def column_table_markdown() -> str:
+    """The README's column table (``| column | type | meaning |``), one row per column of the schema, in order."""
+    rows = ["| column | type | meaning |", "| --- | --- | --- |"]
+    rows += [f"| `{c.name}` | {c.type} | {c.doc.replace('|', '/')} |" for c in COLUMNS]
+    return "\n".join(rows)

@@ -191,35 +191,31 @@ class StudyStore:
     def timing_path(self, cell_id: str) -> Path:
         return self.timings_dir / f"{cell_id}.json"
 
-    def adopt_cell(self, source: "StudyStore", cell_id: str, study: str, config_yaml: str,
-                   source_id: Optional[str] = None) -> Path:
+    def adopt_cell(self, source: "StudyStore", cell_id: str, study: str, config_yaml: str) -> Path:
         """Copy a cell that another study measured into this study, as if measured here.
 
         Same cell id means same measured identity (model, weights, precision, shapes, hardware
-        profile, protocol), so the repetitions are this study's too. ``source_id``: the id the cell has
-        in ``source`` when that is its legacy id (``planner.legacy_cell_id``); here it gets ``cell_id``.
-        The rows get this ``study``; their ``run_id``, timestamps and environment columns stay, so a
-        reader can tell that two studies share them. The trace is copied as is, the timing gains
-        ``reused_from``, the config is this study's. Rows are written last: a crash midway leaves the
-        cell incomplete.
+        profile, protocol), so the repetitions are this study's too. The rows get this ``study``; their
+        ``run_id``, timestamps and environment columns stay, so a reader can tell that two studies share
+        them. The trace is copied as is, the timing gains ``reused_from``, the config is this study's. Rows
+        are written last: a crash midway leaves the cell incomplete.
         """
-        source_id = source_id or cell_id
-        rows = _with_column(read_cell_table(source.cell_path(source_id)), "study", study)
+        rows = _with_column(read_cell_table(source.cell_path(cell_id)), "study", study)
         self.write_config(cell_id, config_yaml)
-        for theirs, ours in zip(source.trace_files(source_id), self.trace_files(cell_id)):
+        for theirs, ours in zip(source.trace_files(cell_id), self.trace_files(cell_id)):
             if theirs.exists():
                 atomic_write_bytes(ours, theirs.read_bytes())
         timing = {}
-        if source.timing_path(source_id).exists():
-            timing = json.loads(source.timing_path(source_id).read_text())
+        if source.timing_path(cell_id).exists():
+            timing = json.loads(source.timing_path(cell_id).read_text())
         timing.update(reused_from=source.root.name, cell_id=cell_id)
         self.write_timing(cell_id, timing)
-        return self.write_cell(cell_id, _with_column(rows, "cell_id", cell_id))
+        return self.write_cell(cell_id, rows)
 
     def rename_cell(self, old_id: str, new_id: str) -> None:
-        """Give a stored cell another id (its legacy id -> its id): files renamed, the rows' and timing's
-        ``cell_id`` rewritten. The rows go last, so a crash midway leaves the old rows, and renaming again
-        finishes the job."""
+        """Give a stored cell another id (``ecosweep.migrate``: an older version's id -> its id): files renamed,
+        the rows' and timing's ``cell_id`` rewritten. The rows go last, so a crash midway leaves the old rows, and
+        renaming again finishes the job."""
         for old, new in zip([self.config_path(old_id), *self.trace_files(old_id)],
                             [self.config_path(new_id), *self.trace_files(new_id)]):
             if old.exists():

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import pyarrow as pa
+from ecosweep.cells import engine_variant
+from ecosweep.config.compose import load_cell_config
 
 # engine (name) -> engine_kind, for rows written before engine_kind existed (every engine's name was its kind)
 _LEGACY_KIND = {None: "eager", "eager": "eager", "graph": "graph", "compiled": "hf_static"}
@@ -34,8 +36,6 @@ def stored_variant(config_dir: Path) -> Callable[[str], Optional[str]]:
         if cell_id not in cache:
             path = config_dir / f"{cell_id}.yaml"
             if path.exists():
-                from ecosweep.config.compose import load_cell_config
-                from ecosweep.planner import engine_variant
 
                 cache[cell_id] = engine_variant(load_cell_config(path).engine)
             else:

@@ -7,9 +7,10 @@ the tracker warns once, says how to backfill, and goes quiet; Parquet stays comp
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, TextIO
+from ecosweep.tracking.mlflow_tracker import MlflowTracker
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ecosweep.planner import Cell, RunOptions
+    from ecosweep.cells import Cell, RunOptions
     from ecosweep.results.store import StudyStore
 
 
@@ -31,7 +32,6 @@ def make_tracker(options: "RunOptions", cells: List["Cell"], out: TextIO):
     """The command's tracker (``options.tracking``), with the study parent run of ``cells``' study."""
     if not options.tracking.enabled:
         return NullTracker()
-    from ecosweep.tracking.mlflow_tracker import MlflowTracker
 
     study = cells[0].settings  # the parent run is the study's; its cells log into their own study's experiment
     return MlflowTracker.for_study(options.tracking, study.output_root, study.study, out)

@@ -24,6 +24,8 @@ from ecosweep.stats import summarize
 from ecosweep.config.schema import TrackingConfig
 from ecosweep.results.schema import FIDELITY_COLUMNS, INT8_DECOMPOSITION_COLUMNS, PROFILE_COLUMNS
 from ecosweep.tracking import study_summary
+from ecosweep.results.store import StudyStore
+from ecosweep.results.store import read_results
 
 # Per-repetition metrics logged as steps, and summarised per cell.
 STEP_METRICS = [
@@ -122,7 +124,7 @@ class MlflowMirror:
                 if self.artifact_root is not None and not self.uri.startswith(("http://", "https://")):
                     location = (self.artifact_root / "mlartifacts" / study).as_uri()
                 exp_id = self.client.create_experiment(study, artifact_location=location,
-                                                       tags={"ecosweep.study": study, **EXPERIMENT_KIND})
+                                                       tags={"ecosweep.run.orchestrate": study, **EXPERIMENT_KIND})
             else:
                 exp_id = exp.experiment_id
                 if exp.tags.get("mlflow.experimentKind") is None:  # made by an older ecosweep
@@ -144,7 +146,7 @@ class MlflowMirror:
                 run_id = found[0].info.run_id
             else:
                 run = self.client.create_run(exp_id, run_name=study, start_time=start_ms,
-                                             tags={"ecosweep.role": "study", "ecosweep.study": study})
+                                             tags={"ecosweep.role": "study", "ecosweep.run.orchestrate": study})
                 run_id = run.info.run_id
             self._parents[study] = run_id
         return self._parents[study]
@@ -173,7 +175,7 @@ class MlflowMirror:
         tags = {
             "mlflow.parentRunId": parent,
             "ecosweep.role": "cell",
-            "ecosweep.study": study,
+            "ecosweep.run.orchestrate": study,
             "ecosweep.cell_id": cell_id,
             "ecosweep.results_run_id": results_run_id,
             "status": status,
@@ -307,7 +309,6 @@ def _log_params_or_tags(client: Any, run_id: str, facts: Dict[str, str]) -> None
 
 
 def _cell_rows(path: Path) -> List[Dict[str, Any]]:
-    from ecosweep.results.store import read_results
 
     return read_results([path]).to_pylist()
 
@@ -403,7 +404,6 @@ def backfill(study_dirs: List[Path], uri: Optional[str], out: TextIO = sys.stdou
     """Mirror stored cells, and the study's report, into MLflow; idempotent. Returns the number of runs
     created. ``experiment`` names the MLflow experiment (default: the study column of the rows), e.g. to
     keep experiments/int8_paradox/h100 and .../h200 apart."""
-    from ecosweep.results.store import StudyStore
 
     created = 0
     for study_dir in study_dirs:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+from ecosweep.results.store import read_results
 
 
 def study_span_ms(store: Any, cell_ids: List[str]) -> tuple:
@@ -24,7 +25,6 @@ def study_span_ms(store: Any, cell_ids: List[str]) -> tuple:
 
 
 def study_rows(study_dir: Path) -> Any:
-    from ecosweep.results.store import read_results
 
     return read_results([study_dir], damaged=[]).to_pandas()
 

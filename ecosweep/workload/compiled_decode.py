@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional
 from ecosweep.config.schema import CompileConfig, QuantizationConfig
 from ecosweep.errors import EcosweepError
 from ecosweep.workload.graph_decode import GraphDecodeGeneration
-from ecosweep.workload.quantization import recommended_inductor_options
+from ecosweep.config.compat import recommended_inductor_options
 
 
 # torch.compile's backend for the step and the prefill; tests swap in a slowed inductor to check that no

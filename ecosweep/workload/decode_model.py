@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, List, Optional, Tuple
 
-from ecosweep.workload.graph_decode import check_inside_window
+from ecosweep.workload.transformers_decoder import check_inside_window
 
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
 

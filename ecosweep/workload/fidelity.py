@@ -19,6 +19,10 @@ import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Optional
+from ecosweep.config.compat import bytes_per_element
+from ecosweep.workload.generation import FixedLengthGeneration
+from ecosweep.workload.models import load_reference_model, pretrained_source
+from ecosweep.workload.placement import gpu_count
 
 # KL divergences are computed this many sequences at a time (bounds the float32 copies of the logits).
 _ROWS_PER_CHUNK = 4
@@ -83,7 +87,6 @@ def run_reference(model: Any, batch_size: int, input_tokens: int, output_tokens:
     ``output_tokens`` new tokens, EOS suppressed) and its logits over prompt + continuation."""
     import torch
 
-    from ecosweep.workload.generation import FixedLengthGeneration
 
     workload = FixedLengthGeneration(model, int(model.config.vocab_size), batch_size, input_tokens, output_tokens,
                                      seed, device)
@@ -142,7 +145,6 @@ def reference_too_big(params_b: float, ref_dtype: str, free_bytes: Optional[floa
     """Why the unquantized reference cannot be loaded beside nothing else on the cell's GPUs (its weights
     need more than 90 % of their free memory: a 70B model in 16 bits on the one GPU its NF4 copy fits), or
     None where it fits or the device's memory is not counted (a CPU)."""
-    from ecosweep.workload.quantization import bytes_per_element
 
     need = params_b * 1e9 * bytes_per_element(ref_dtype)
     if free_bytes is None or need <= 0.9 * free_bytes:
@@ -156,7 +158,6 @@ def _free_gpu_bytes(s: Any, device: str) -> Optional[float]:
         return None
     import torch
 
-    from ecosweep.workload.placement import gpu_count
 
     return float(sum(torch.cuda.mem_get_info(i)[0] for i in range(gpu_count(s, device))))
 
@@ -168,7 +169,6 @@ def prepare_reference(s: Any, device: str) -> Optional[ReferenceRun]:
     reference too large for the cell's GPUs is skipped (the run says why) rather than failing the cell."""
     import torch
 
-    from ecosweep.workload.models import load_reference_model, pretrained_source
 
     q, f = s.quantization, s.fidelity
     ref_dtype = reference_dtype(f.reference_dtype, device)

@@ -25,9 +25,6 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-# How plant_outlier_features plants (part of a planted cell's id: the weights differ between versions).
-# 1: the norms scaled alone (until 2026-11-27); 2: compensated in the projections that read them, MLP tamed.
-PLANTING_VERSION = 2
 
 # Decoder-layer norms whose output feeds the attention (q, k, v) and MLP (gate, up) projections.
 _INPUT_NORMS = ("input_layernorm", "post_attention_layernorm")

@@ -4,7 +4,7 @@ precision's cost without saying so.
 A quantized linear layer is recognised by what it holds: bitsandbytes replaces the module (``Linear4bit``,
 ``Linear8bitLt``), torchao the weight (a tensor subclass such as ``Int8Tensor`` or ``Float8Tensor``).
 torchao's int8 weight-only, int8 dynamic and fp8 weight-only layers reach their fast kernels only through
-``torch.compile`` (``quantization.TORCHAO_NEEDS_COMPILE``); decoded by eager ``generate()`` or a CUDA graph
+``torch.compile`` (``config.compat.TORCHAO_NEEDS_COMPILE``); decoded by eager ``generate()`` or a CUDA graph
 without compiling, every call takes torchao's generic path, and the rows say ``quant_fallback=true``.
 torchao fp8 (dynamic activation) takes its fast ``_scaled_mm`` kernel on any engine, so it is no fallback, but
 under eager ``generate()`` its per-layer activation quantization is launched kernel by kernel: the report warns
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+from ecosweep.config.compat import TORCHAO_NEEDS_COMPILE
 from ecosweep.config.schema import QuantizationConfig
 
 # engine_effective values of a decode that ran torch.compile'd code
@@ -38,8 +39,6 @@ def kernel_path(q: QuantizationConfig, weight_type: Optional[str], engine_effect
     """Row columns: ``quant_kernel_path`` (backend, the quantized layer's type, compiled or not) and
     ``quant_fallback`` (True where the backend's fast kernels need torch.compile and the cell did not compile;
     null for unquantized cells)."""
-    from ecosweep.workload.quantization import TORCHAO_NEEDS_COMPILE
-
     if q.backend == "none":
         return {"quant_kernel_path": None, "quant_fallback": None}
     compiled = engine_effective in COMPILED_EFFECTIVE

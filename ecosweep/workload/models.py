@@ -14,8 +14,10 @@ from ecosweep.config.schema import StudyConfig
 from ecosweep.errors import ModelNotFoundError
 from ecosweep.workload import attention as attention_impl
 from ecosweep.workload.placement import PER_TENSOR, build_device, gpu_count, placement_kwargs
-from ecosweep.workload.quantization import bytes_per_element, hf_quantization_config, torch_dtype
+from ecosweep.config.compat import bytes_per_element
+from ecosweep.workload.quantization import hf_quantization_config, torch_dtype
 from ecosweep.workload.random_weights import load_random_model, random_weights_id
+from ecosweep.workload.random_weights import build_random_model
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,6 @@ def load_reference_model(s: StudyConfig, device: str, dtype: str) -> Any:
     cell quantizes (built in the cell's dtype, then cast), for pretrained ones the same checkpoint."""
     gpus = gpu_count(s, device)
     if s.weights == "random":
-        from ecosweep.workload.random_weights import build_random_model
 
         o = s.outlier_features
         built_on = _random_build(s, device)

@@ -9,16 +9,9 @@ no layer offloaded to the CPU (a model that does not fit its N GPUs fails with o
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict
 
-
-def requested_gpus(s: Any) -> Optional[float]:
-    """GPUs the cell asks for: ``ray.gpus_by_quantization[<its quantization>]``, else ``ray.gpus_per_cell``
-    (None: the default, one for a CUDA cell and none for a CPU cell)."""
-    by_quantization = s.ray.gpus_by_quantization or {}
-    if s.quantization.name in by_quantization:
-        return float(by_quantization[s.quantization.name])
-    return None if s.ray.gpus_per_cell is None else float(s.ray.gpus_per_cell)
+from ecosweep.config.compat import requested_gpus
 
 
 def gpu_count(s: Any, device: str) -> int:

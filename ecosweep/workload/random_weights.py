@@ -29,6 +29,9 @@ import math
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from ecosweep.config.schema import ModelConfig
+from ecosweep.workload.int8_outliers import plant_outlier_features
+from ecosweep.workload.placement import PER_TENSOR, placement_kwargs
+from ecosweep.workload.quantization import torch_dtype
 
 _ARCH_KEYS = (
     "model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
@@ -71,7 +74,6 @@ def build_random_model(m: ModelConfig, dtype: str, seed: int, device: str, outli
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ecosweep.workload.quantization import torch_dtype
 
     devices = [torch.device(device)] if device.startswith("cuda") else []
     with torch.random.fork_rng(devices=devices):
@@ -79,7 +81,6 @@ def build_random_model(m: ModelConfig, dtype: str, seed: int, device: str, outli
         with torch.device(device):
             model = AutoModelForCausalLM.from_config(hf_config(m), dtype=torch_dtype(dtype))
     if outlier_count > 0:
-        from ecosweep.workload.int8_outliers import plant_outlier_features
 
         plant_outlier_features(model, outlier_count, outlier_scale, seed)
     return model.eval()
@@ -107,7 +108,6 @@ def _parameter_draws(m: ModelConfig, dtype: str) -> Iterator[Tuple[str, Tuple[in
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ecosweep.workload.quantization import torch_dtype
 
     config = hf_config(m)
     with torch.device("meta"):
@@ -204,8 +204,6 @@ def load_random_model(m: ModelConfig, dtype: str, seed: int, device: str, quanti
     import torch
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 
-    from ecosweep.workload.placement import PER_TENSOR, placement_kwargs
-    from ecosweep.workload.quantization import torch_dtype
 
     if built_on != PER_TENSOR:
         reference = build_random_model(m, dtype, seed, device, outlier_count, outlier_scale)

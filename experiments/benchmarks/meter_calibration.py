@@ -92,8 +92,8 @@ def sampler_cost(out_root: Path, pairs: int, window_s: float) -> dict:
     from hydra import compose, initialize_config_dir
 
     from ecosweep.config.schema import register_configs
-    from ecosweep.meters.nvml import NvmlMeter
-    from ecosweep.planner import to_settings
+    from ecosweep.measure.meters.nvml import NvmlMeter
+    from ecosweep.cells import to_settings
     from ecosweep.workload.generation import FixedLengthGeneration
     from ecosweep.workload.models import load_model
 

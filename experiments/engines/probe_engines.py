@@ -109,7 +109,7 @@ def main() -> int:
 
     import torch
 
-    from ecosweep.cell_runner import quiet_libraries
+    from ecosweep.run.worker import quiet_libraries
     from ecosweep.workload.engines import build_workload, engine_facts
     from ecosweep.workload.token_check import check_tokens, tolerance_for
     from ecosweep.workload.generation import FixedLengthGeneration

@@ -42,8 +42,9 @@ import pyarrow.parquet as pq
 
 from ecosweep.results.schema import KERNEL_CLASSES
 from ecosweep.results.store import atomic_write_parquet
-from ecosweep.workload.kernel_profile import PROFILER_OVERHEAD, KernelRecord, classify, summarize
-
+from ecosweep.profiling.rules import KernelRecord, classify
+from ecosweep.profiling.summary import summarize
+from ecosweep.profiling.trace import PROFILER_OVERHEAD
 SCOPE_PREFIX = "ecosweep::module::"
 
 

@@ -15,6 +15,7 @@ from hydra.plugins.launcher import Launcher
 @dataclass
 class EcosweepLauncherConf:
     _target_: str = "hydra_plugins.ecosweep_launcher.ecosweep_launcher.EcosweepLauncher"
+    wait: bool = False  # `python -m ecosweep --wait`: wait for another command writing the same study folders
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="ecosweep", node=EcosweepLauncherConf,
@@ -24,7 +25,8 @@ ConfigStore.instance().store(group="hydra/launcher", name="ecosweep", node=Ecosw
 class EcosweepLauncher(Launcher):
     """Dispatches every job of a sweep to Ray actors at once (see ecosweep.cli.launch_sweep)."""
 
-    def __init__(self) -> None:
+    def __init__(self, wait: bool = False) -> None:
+        self.wait = wait
         self.config: Optional[Any] = None
         self.hydra_context: Optional[Any] = None
         self.task_function: Optional[Any] = None
@@ -35,6 +37,6 @@ class EcosweepLauncher(Launcher):
         self.task_function = task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> List[Any]:
-        from ecosweep.cli import launch_sweep
+        from ecosweep.cli.run import launch_sweep  # the shim stays importable without ecosweep's dependencies
 
-        return launch_sweep(self, job_overrides, initial_job_idx)
+        return launch_sweep(self, job_overrides, wait=self.wait)

@@ -1,0 +1,280 @@
+"""The measurement protocol of one cell, independent of Ray and of the meter behind it.
+
+warm-up (>= ``warmup`` calls and >= ``warmup_min_s``) -> settle -> idle baseline with
+the cell's context alive -> repetitions. Each repetition has a prefill window (first-token
+calls repeated until ``prefill_min_window_s``) and a full window (whole ``generate()``
+calls repeated until ``min_window_s``, every token counted). After ``repetitions`` the
+cell is extended, up to ``max_repetitions``, until the 95 % CI half-width of energy per
+1k tokens is within ``target_ci_pct`` of its mean.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Dict, List, Protocol
+
+from ecosweep.config.schema import MeasurementConfig
+from ecosweep.errors import EcosweepError
+from ecosweep.measure.host import cpu_window_stats, read_cpu_times
+from ecosweep.measure.meters.base import Meter, WindowReading
+
+NAN = math.nan
+
+
+class Workload(Protocol):
+    batch_size: int
+    input_tokens: int
+    output_tokens: int
+
+    def generate(self) -> int: ...
+
+    def prefill(self) -> int: ...
+
+
+@dataclass
+class ProtocolResult:
+    rows: List[Dict[str, Any]]
+    phases_s: Dict[str, float] = field(default_factory=dict)  # wall time per phase, seconds
+
+
+def _repeat_until(call: Callable[[], int], min_s: float, clock: Callable[[], float]) -> tuple[int, int]:
+    """Call at least once and until ``min_s`` has passed; returns (calls, units produced)."""
+    start = clock()
+    calls = units = 0
+    while True:
+        units += call()
+        calls += 1
+        if clock() - start >= min_s:
+            return calls, units
+
+
+def ci95_half_width_pct(values: List[float]) -> float:
+    """95 % t-based CI half-width as % of the mean; inf with fewer than 2 finite values."""
+    from scipy import stats
+
+    finite = [v for v in values if math.isfinite(v)]
+    if len(finite) < 2:
+        return math.inf
+    mean = statistics.fmean(finite)
+    if mean == 0:
+        return math.inf
+    sem = statistics.stdev(finite) / math.sqrt(len(finite))
+    return 100.0 * float(stats.t.ppf(0.975, len(finite) - 1)) * sem / abs(mean)
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and math.isfinite(a) and math.isfinite(b) else NAN
+
+
+def _bool_or_none(observed: bool, flag: bool) -> Any:
+    return flag if observed else None
+
+
+def _per_gpu(window: WindowReading, idle: WindowReading) -> Dict[str, Any]:
+    """Each metered GPU's energy and mean power in the window and its idle power, in the order of the
+    GPUs named in ``gpu_uuid`` (joined with '+'); null where the meter read no GPU."""
+    if not window.device_energy_j:
+        return {"energy_j_by_gpu": None, "power_w_mean_by_gpu": None, "idle_power_w_by_gpu": None}
+    idle_w = [e / idle.seconds if idle.seconds > 0 else NAN for e in idle.device_energy_j] or None
+    return {"gpu_uuid": "+".join(window.device_uuids),  # what the meter read, in the order of the lists
+            "energy_j_by_gpu": list(window.device_energy_j),
+            "power_w_mean_by_gpu": [e / window.seconds if window.seconds > 0 else NAN for e in window.device_energy_j],
+            "idle_power_w_by_gpu": idle_w}
+
+
+@dataclass(frozen=True)
+class _Counts:
+    """What one repetition's windows held: whole calls and their new tokens, and prefill calls."""
+
+    calls: int
+    tokens: int
+    prefill_calls: int
+
+
+def _speed_columns(w: Workload, r: WindowReading, pr: WindowReading, n: _Counts) -> Dict[str, Any]:
+    latency = r.seconds / n.calls
+    prefill_s = pr.seconds / n.prefill_calls
+    decode_s = latency - prefill_s
+    return {
+        "generate_calls": n.calls,
+        "tokens_generated": n.tokens,
+        "seconds": r.seconds,
+        "tok_s": n.tokens / r.seconds,
+        "latency_s_per_request": latency,
+        "prefill_s": prefill_s,
+        "decode_s": decode_s,
+        "prefill_tok_s": _ratio(w.batch_size * w.input_tokens, prefill_s),
+        "decode_tok_s": _ratio(w.batch_size * (w.output_tokens - 1), decode_s) if w.output_tokens > 1 else NAN,
+    }
+
+
+def _energy_columns(w: Workload, r: WindowReading, pr: WindowReading,
+        idle: WindowReading, n: _Counts) -> Dict[str, Any]:
+    energy = r.energy_j
+    idle_w = idle.power_w_mean
+    static_j = idle_w * r.seconds
+    prefill_energy = pr.energy_j / n.prefill_calls
+    sampled = r.sampled_energy_j
+    mismatch_pct = 100.0 * _ratio(energy - sampled, energy)
+    return {
+        "energy_source": r.energy_source,
+        "energy_j": energy,
+        "power_w_mean": r.power_w_mean,
+        "power_w_peak": r.power_w_peak,
+        "energy_j_per_1k_tok": 1000.0 * _ratio(energy, n.tokens),
+        "energy_j_per_request": _ratio(energy, n.calls * w.batch_size),
+        "energy_j_per_output_token": _ratio(energy, n.tokens),
+        "prefill_energy_j": prefill_energy,
+        "decode_energy_j": _ratio(energy, n.calls) - prefill_energy,
+        "idle_power_w": idle_w,
+        "idle_temperature_c": idle.device_stats.temperature_c_mean,
+        "net_energy_j": energy - static_j,
+        "net_energy_j_per_1k_tok": 1000.0 * _ratio(energy - static_j, n.tokens),
+        "static_energy_share": _ratio(static_j, energy),
+        "sampled_energy_j": sampled,
+        "counter_vs_sampled_pct": mismatch_pct,
+        "energy_mismatch": abs(mismatch_pct) > 5.0 if math.isfinite(mismatch_pct) else None,
+    }
+
+
+_DEVICE_STATS = ("gpu_util_pct_mean", "mem_util_pct_mean", "memory_used_mb_max", "sm_clock_mhz_mean",
+                 "mem_clock_mhz_mean", "temperature_c_start", "temperature_c_max", "sampler_cpu_pct")
+
+
+def _device_columns(r: WindowReading, pr: WindowReading, idle: WindowReading, observed: bool) -> Dict[str, Any]:
+    """What the meter saw of the device: samples, throttling, foreign processes, each GPU, its statistics."""
+    return {
+        "samples": r.samples,
+        "throttle_reasons": ",".join(r.throttle_reasons) or None,
+        "throttled": _bool_or_none(observed, bool(r.throttle_reasons)),
+        "contaminated": _bool_or_none(observed, bool(r.foreign_pids or pr.foreign_pids)),
+        "foreign_pids": ",".join(str(p) for p in sorted(set(r.foreign_pids) | set(pr.foreign_pids))) or None,
+        **_per_gpu(r, idle),
+        **{key: getattr(r.device_stats, key) for key in _DEVICE_STATS},
+    }
+
+
+class CompileInWindowError(EcosweepError):
+    """Something compiled (or recorded a CUDA graph) inside an energy window: its energy is not the workload's."""
+
+
+class CellProtocol:
+    """Runs the protocol for one workload with one (already started) meter. A workload that compiles
+    (``compile_events()``, the compiled engine) must not compile inside a window: the window is refused."""
+
+    def __init__(self, workload: Workload, meter: Meter, protocol: MeasurementConfig, repetitions: int,
+                 warmup: int, clock: Callable[[], float] = time.perf_counter,
+                 sleep: Callable[[float], None] = time.sleep, observes_device: bool = False):
+        self.w = workload
+        self.meter = meter
+        self.p = protocol
+        self.repetitions = repetitions
+        self.warmup = warmup
+        self.clock = clock
+        self.sleep = sleep
+        self.observes_device = observes_device
+
+    def run(self, base_row: Dict[str, Any], peak_memory_mb: Callable[[], float] = lambda: NAN) -> ProtocolResult:
+        phases: Dict[str, float] = {}
+        t = self.clock()
+        warmup_calls = self._warm_up()
+        phases["warmup_s"] = warmup_s = self.clock() - t
+
+        t = self.clock()
+        self.sleep(self.p.idle_settle_s)
+        phases["settle_s"] = self.clock() - t
+        t = self.clock()
+        idle = self._idle_baseline()
+        phases["idle_window_s"] = self.clock() - t
+
+        rows: List[Dict[str, Any]] = []
+        phases["cooldown_s"] = 0.0
+        phases["measure_s"] = 0.0
+        rep = 0
+        while True:
+            t = self.clock()
+            self._cool_down()
+            phases["cooldown_s"] += self.clock() - t
+            t = self.clock()
+            row = self._repetition(rep, idle)
+            phases["measure_s"] += self.clock() - t
+            row.update(base_row, warmup_calls=warmup_calls, warmup_s=warmup_s, min_window_s=self.p.min_window_s)
+            rows.append(row)
+            rep += 1
+            if not self._needs_more(rows, rep):
+                break
+        peak = peak_memory_mb()
+        for row in rows:
+            row["gpu_memory_peak_mb"] = peak
+        return ProtocolResult(rows, phases)
+
+    def _warm_up(self) -> int:
+        if self.warmup <= 0 and self.p.warmup_min_s <= 0:
+            return 0
+        start = self.clock()
+        calls = 0
+        while calls < self.warmup or self.clock() - start < self.p.warmup_min_s:
+            self.w.generate()
+            calls += 1
+        return calls
+
+    def _idle_baseline(self) -> WindowReading:
+        with self.meter.window() as handle:
+            self.sleep(self.p.idle_window_s)
+        assert handle.reading is not None
+        return handle.reading
+
+    def _cool_down(self) -> None:
+        target = self.p.cooldown_temp_c
+        if target is None:
+            return
+        deadline = self.clock() + self.p.cooldown_timeout_s
+        while self.meter.device_temperature_c() > target and self.clock() < deadline:
+            self.sleep(0.5)
+
+    def _needs_more(self, rows: List[Dict[str, Any]], done: int) -> bool:
+        if done < self.repetitions:
+            return True
+        if self.p.target_ci_pct <= 0 or done >= self.p.max_repetitions:
+            return False
+        per_1k = [r["energy_j_per_1k_tok"] for r in rows]
+        if not any(math.isfinite(v) for v in per_1k):
+            return False  # nothing to converge on without an energy source
+        return ci95_half_width_pct(per_1k) > self.p.target_ci_pct
+
+    def _compile_events(self) -> int:
+        events = getattr(self.w, "compile_events", None)
+        return events() if events is not None else 0
+
+    def _check_no_compile(self, before: int, rep: int, window: str) -> None:
+        compiled = self._compile_events() - before
+        if compiled:
+            raise CompileInWindowError(
+                f"{compiled} compilation(s) or CUDA-graph recording(s) happened inside the {window} window of "
+                f"repetition {rep}: the engine recompiled after its warm-up (a guard on something that changed "
+                "between calls), so that window's time and energy include compiling. Nothing was recorded for "
+                "this cell; run it with engine=graph, or report the recompile (TORCH_LOGS=recompiles names it).")
+
+    def _repetition(self, rep: int, idle: WindowReading) -> Dict[str, Any]:
+        """One repetition: a prefill window, then the window of whole calls; its row."""
+        w = self.w
+        events = self._compile_events()
+        with self.meter.window() as pre:
+            prefill_calls, _ = _repeat_until(w.prefill, self.p.prefill_min_window_s, self.clock)
+        self._check_no_compile(events, rep, "prefill")
+        cpu_before = read_cpu_times()
+        with self.meter.window() as full:
+            calls, tokens = _repeat_until(w.generate, self.p.min_window_s, self.clock)
+        self._check_no_compile(events, rep, "energy")
+        cpu = cpu_window_stats(cpu_before, read_cpu_times())
+        r, pr = full.reading, pre.reading
+        assert r is not None and pr is not None
+        counts = _Counts(calls, tokens, prefill_calls)
+        return {"repetition": rep, "status": "ok",
+                "timestamp_utc": datetime.fromtimestamp(r.start_unix_s, tz=timezone.utc),
+                **_speed_columns(w, r, pr, counts), **_energy_columns(w, r, pr, idle, counts),
+                **_device_columns(r, pr, idle, self.observes_device), **cpu}
