@@ -1,7 +1,8 @@
-"""Statistics of repeated measurements: per-configuration summaries and comparisons.
+"""Statistics of repeated measurements: per-configuration summaries and comparisons, each through scipy or
+statsmodels: one t interval, one bootstrap, one Welch, one Holm, one least-squares fit.
 
-A leaf module (no other ecosweep import): the report's tables and the MLflow mirror both summarise with it,
-so a CI in MLflow is the report's.
+A leaf module (no other ecosweep import): the report's tables, the decision table, the protocol's adaptive
+extension and the MLflow mirror all use it, so a CI in MLflow is the report's.
 
 Everything works from summary statistics (mean, sd, n), so published tables that give
 only those are analysed the same way as our raw repetitions; where raw values exist a
@@ -43,10 +44,23 @@ class Summary:
 
 
 def t_ci(mean: float, sd: float, n: int, level: float = 0.95) -> tuple[float, float]:
+    """t-based CI of a mean from its summary (scipy's ``t.interval``); nan for n < 2 or an unknown sd."""
     if n < 2 or not math.isfinite(sd):
         return NAN, NAN
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return mean - half, mean + half
+    if sd == 0:
+        return mean, mean
+    low, high = stats.t.interval(level, n - 1, loc=mean, scale=sd / math.sqrt(n))
+    return float(low), float(high)
+
+
+def ci_half_width_pct(values: Sequence[float], level: float = 0.95) -> float:
+    """The t-based CI's half-width as % of the mean of the finite ``values``; inf with fewer than 2 or a mean of 0
+    (the protocol extends a cell until this is within its target)."""
+    x = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
+    if len(x) < 2 or x.mean() == 0:
+        return math.inf
+    low, high = t_ci(float(x.mean()), float(x.std(ddof=1)), len(x), level)
+    return 100.0 * (high - low) / 2 / abs(float(x.mean()))
 
 
 def summarize_stats(mean: float, sd: float, n: int) -> Summary:
@@ -55,15 +69,16 @@ def summarize_stats(mean: float, sd: float, n: int) -> Summary:
 
 
 def bootstrap_ci(values: Sequence[float], n_boot: int = 10_000, seed: int = 0,
-        level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of the mean (deterministic for a given seed)."""
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of the mean (scipy's ``bootstrap``, deterministic for a given seed)."""
     x = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
     if len(x) < 2:
         return NAN, NAN
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
-    alpha = (1 - level) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+    if np.all(x == x[0]):
+        return float(x[0]), float(x[0])
+    result = stats.bootstrap((x,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile",
+                             rng=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
 def summarize(values: Sequence[float], bootstrap: bool = True) -> Summary:
@@ -94,15 +109,14 @@ class Comparison:
 
 
 def welch(m1: float, s1: float, n1: int, m2: float, s2: float, n2: int) -> tuple[float, float, float]:
-    """Welch's t (sample 1 minus sample 2), its degrees of freedom and two-sided p."""
+    """Welch's t (sample 1 minus sample 2) and two-sided p (scipy's ``ttest_ind_from_stats``, unequal variances),
+    with its Welch-Satterthwaite degrees of freedom (which scipy does not return)."""
     v1, v2 = s1 ** 2 / n1, s2 ** 2 / n2
-    se = math.sqrt(v1 + v2)
-    if se == 0:
+    if v1 + v2 == 0:
         return NAN, NAN, NAN
-    t = (m1 - m2) / se
+    result = stats.ttest_ind_from_stats(m1, s1, n1, m2, s2, n2, equal_var=False)
     df = (v1 + v2) ** 2 / (v1 ** 2 / (n1 - 1) + v2 ** 2 / (n2 - 1))
-    p = 2 * float(stats.t.sf(abs(t), df))
-    return t, df, p
+    return float(result.statistic), float(df), float(result.pvalue)
 
 
 def compare(baseline: Summary, treatment: Summary) -> Comparison:
@@ -123,15 +137,46 @@ def compare(baseline: Summary, treatment: Summary) -> Comparison:
 
 
 def holm(p_values: Sequence[float]) -> List[float]:
-    """Holm-Bonferroni adjusted p-values, in the input order (NaNs stay NaN, not counted)."""
+    """Holm-Bonferroni adjusted p-values (statsmodels' ``multipletests``), in the input order; NaNs stay NaN and
+    are not counted in the family."""
+    from statsmodels.stats.multitest import multipletests
+
     idx = [i for i, p in enumerate(p_values) if p is not None and math.isfinite(p)]
-    m = len(idx)
     adjusted: List[float] = [NAN] * len(p_values)
-    running = 0.0
-    for rank, i in enumerate(sorted(idx, key=lambda i: p_values[i])):
-        running = max(running, min(1.0, (m - rank) * p_values[i]))
-        adjusted[i] = running
+    if idx:
+        for i, value in zip(idx, multipletests([p_values[i] for i in idx], method="holm")[1]):
+            adjusted[i] = float(value)
     return adjusted
+
+
+@dataclass(frozen=True)
+class LineFit:
+    """An ordinary least-squares line y = intercept + slope x (statsmodels' ``OLS``), with the covariance of
+    (intercept, slope) and the residual degrees of freedom (0: no covariance, nan entries)."""
+
+    intercept: float
+    slope: float
+    cov: np.ndarray
+    dof: int
+
+    @property
+    def slope_p(self) -> float:
+        """Two-sided p of the slope (t test against 0); 0 for an exact fit, nan without residual dof."""
+        if self.dof <= 0:
+            return NAN
+        se = math.sqrt(max(0.0, float(self.cov[1, 1])))
+        return float(2 * stats.t.sf(abs(self.slope) / se, self.dof)) if se > 0 else 0.0
+
+
+def fit_line(x: Sequence[float], y: Sequence[float]) -> LineFit:
+    """OLS of ``y`` on ``x`` with an intercept."""
+    import statsmodels.api as sm
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    result = sm.OLS(y, sm.add_constant(x, has_constant="add")).fit()
+    dof = len(x) - 2
+    cov = np.asarray(result.cov_params()) if dof > 0 else np.full((2, 2), NAN)
+    return LineFit(float(result.params[0]), float(result.params[1]), cov, dof)
 
 
 def linear_trend_p(values: Sequence[float]) -> Optional[float]:

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from ecosweep.analysis import tables
+from ecosweep.analysis import caveats, comparisons, crossover, inputs, scaling
 from ecosweep.analysis.report import build_report
 from ecosweep.stats import compare, holm, summarize, summarize_stats, welch
 
@@ -50,7 +50,7 @@ def test_holm_adjustment():
 def test_published_rtx4090d_table_is_reproduced():
     raw = pd.read_csv(PUBLISHED / "summary_published_layout.csv")
     for path in (PUBLISHED / "summary.csv", PUBLISHED / "summary_published_layout.csv"):  # both layouts, no code change
-        comp = tables.comparisons(tables.load_inputs([path]))
+        comp = comparisons.comparisons(inputs.load_inputs([path]))
         assert len(comp) == 8
         for _, c in comp.iterrows():
             fp16 = raw[(raw.model == c.model) & (raw.quantization == "fp16")].iloc[0]
@@ -69,13 +69,13 @@ def test_crossover_finds_a_known_zero():
     params = [0.5, 1.0, 2.0, 4.0, 8.0]
     comp = pd.DataFrame({"hardware": "X", "quantization": "nf4", "params_b_nominal": params,
                          "delta_pct": [20 - 10 * math.log(p) + e for p, e in zip(params, [0.3, -0.2, 0.1, -0.3, 0.2])]})
-    row = tables.crossover(comp).iloc[0]
+    row = crossover.crossover(comp).iloc[0]
     assert row.crossover_params_b == pytest.approx(math.e ** 2, rel=0.05)
     assert row.crossover_ci_low_b < math.e ** 2 < row.crossover_ci_high_b
     assert row.verdict == "crossover in range"
     far = comp.assign(delta_pct=comp.delta_pct + 100)
-    assert tables.crossover(far).iloc[0].verdict == "no crossover in range"
-    two = tables.crossover(comp.iloc[[0, 4]]).iloc[0]
+    assert crossover.crossover(far).iloc[0].verdict == "no crossover in range"
+    two = crossover.crossover(comp.iloc[[0, 4]]).iloc[0]
     assert two.verdict == "crossover in range (two model sizes: no CI)" and pd.isna(two.get("crossover_ci_low_b"))
 
 
@@ -85,7 +85,7 @@ def test_a_slope_inside_the_noise_places_no_crossover():
     params = [0.5, 1.0, 2.0, 4.0, 8.0]
     comp = pd.DataFrame({"hardware": "X", "quantization": "nf4", "params_b_nominal": params,
                          "delta_pct": [2 + e for e in (3.0, -2.5, 2.8, -3.1, 0.4)]})
-    row = tables.crossover(comp).iloc[0]
+    row = crossover.crossover(comp).iloc[0]
     assert row.slope_p > 0.5 and row.verdict.startswith("fit too flat to place a crossover (slope p = ")
 
 
@@ -98,7 +98,7 @@ def test_crossover_fits_each_batch_size_on_its_own():
                         "params_b_nominal": params,
                         "delta_pct": [20 - 10 * math.log(p) + e for p, e in zip(params, noise)]})
     bs16 = bs1.assign(batch_size=16, delta_pct=[60 - 10 * math.log(p) + e for p, e in zip(params, noise)])
-    rows = tables.crossover(pd.concat([bs1, bs16])).set_index("batch_size")
+    rows = crossover.crossover(pd.concat([bs1, bs16])).set_index("batch_size")
     assert rows.points.tolist() == [5, 5]
     assert rows.loc[1].crossover_params_b == pytest.approx(math.e ** 2, rel=0.05)
     assert rows.loc[1].verdict == "crossover in range" and rows.loc[16].verdict == "no crossover in range"
@@ -110,7 +110,7 @@ def test_a_flat_fit_leaves_the_crossover_blank():
                          "delta_pct": [20.9, 0.8, 18.9, 9.3]})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no overflow warning either
-        row = tables.crossover(comp).iloc[0]
+        row = crossover.crossover(comp).iloc[0]
     assert row.verdict.startswith("fit too flat")
     assert pd.isna(row.crossover_params_b) and pd.isna(row.crossover_ci_low_b) and pd.isna(row.crossover_ci_high_b)
 
@@ -124,22 +124,22 @@ def test_points_all_on_one_side_of_zero_answer_even_when_the_fit_is_flat():
     comp = pd.DataFrame({"hardware": "X", "quantization": "nf4", "engine": "graph", "params_b_nominal": params,
                          "delta_pct": delta, "delta_pct_ci_low": [d - 2 for d in delta],
                          "delta_pct_ci_high": [d + 1.5 for d in delta]})
-    row = tables.crossover(comp).iloc[0]
+    row = crossover.crossover(comp).iloc[0]
     assert row.slope_p > 0.05
     assert row.verdict.startswith("no crossover in range: saves at every size measured (1.1-7.62 B: -19.3 to -12.3 %")
     assert pd.isna(row.crossover_params_b)
     straddling = comp.assign(delta_pct_ci_high=[d + 20 for d in delta])
-    assert tables.crossover(straddling).iloc[0].verdict.startswith("fit too flat to place a crossover")
+    assert crossover.crossover(straddling).iloc[0].verdict.startswith("fit too flat to place a crossover")
     costs = comp.assign(delta_pct=[-d for d in delta], delta_pct_ci_low=[-d - 1.5 for d in delta],
                         delta_pct_ci_high=[-d + 2 for d in delta])
-    assert "costs more at every size measured" in tables.crossover(costs).iloc[0].verdict
+    assert "costs more at every size measured" in crossover.crossover(costs).iloc[0].verdict
 
 
 def test_batch_scaling_relative_to_batch_one():
     configs = pd.DataFrame({"hardware": "X", "model": "m", "quantization": "fp16", "input_tokens": 8,
                             "output_tokens": 8, "batch_size": [1, 2, 4], "tok_s_mean": [10.0, 18.0, 30.0],
                             "energy_j_per_request_mean": [100.0, 60.0, 40.0]})
-    b = tables.batch_scaling(configs)
+    b = scaling.batch_scaling(configs)
     assert b.speedup.tolist() == pytest.approx([1.0, 1.8, 3.0])
     assert b.scaling_efficiency.tolist() == pytest.approx([1.0, 0.9, 0.75])
     assert b.energy_per_request_change_pct.tolist() == pytest.approx([0.0, -40.0, -60.0])
@@ -151,7 +151,7 @@ def test_batch_scaling_change_has_welch_p_and_ci():
                             "output_tokens": 8, "batch_size": [1, 8], "tok_s_mean": [10.0, 70.0],
                             "energy_j_per_request_mean": [100.0, 20.0], "energy_j_per_request_sd": [5.0, 1.0],
                             "energy_j_per_request_n": [10, 10]})
-    row = tables.batch_scaling(configs).iloc[1]
+    row = scaling.batch_scaling(configs).iloc[1]
     t, p = stats.ttest_ind_from_stats(20.0, 1.0, 10, 100.0, 5.0, 10, equal_var=False)
     assert row.p == pytest.approx(p)
     assert row.change_ci_low < -80.0 < row.change_ci_high
@@ -189,16 +189,16 @@ def test_comparisons_say_whether_both_sides_ran_on_one_gpu():
     configs = pd.DataFrame([_config("fp16", "GPU-aaaaaaaa-1"), _config("int8", "GPU-aaaaaaaa-1", mean=150.0),
                             _config("int8_pure", "GPU-bbbbbbbb-2", mean=130.0),
                             _config("nf4", "GPU-aaaaaaaa-1,GPU-bbbbbbbb-2", mean=120.0)])
-    comp = tables.comparisons(configs).set_index("quantization")
+    comp = comparisons.comparisons(configs).set_index("quantization")
     assert comp.same_device.to_dict() == {"int8": True, "int8_pure": False, "nf4": False}
-    warnings = tables.device_warnings(configs, comp.reset_index())
+    warnings = caveats.device_warnings(configs, comp.reset_index())
     assert any(w.startswith("Mixed devices") and "nf4" in w and "2 GPUs" in w for w in warnings)
     cross = [w for w in warnings if w.startswith("Cross-device")]
     assert len(cross) == 2
     pure = next(w for w in cross if "int8_pure" in w)
     assert "ran on GPU-bbbbbbbb" in pure and "baseline on GPU-aaaaaaaa" in pure
     # the same warnings reach the report's list
-    assert set(warnings) <= set(tables.warnings_for(configs, comp=comp.reset_index()))
+    assert set(warnings) <= set(caveats.warnings_for(configs, comp=comp.reset_index()))
 
 
 def test_a_cell_on_fewer_gpus_among_its_baselines_is_told_apart_from_another_device():
@@ -208,9 +208,9 @@ def test_a_cell_on_fewer_gpus_among_its_baselines_is_told_apart_from_another_dev
     configs = pd.DataFrame([{**_config("fp16", two), "gpu_count": 2},
                             {**_config("nf4", "GPU-aaaaaaaa-1", mean=60.0), "gpu_count": 1},
                             {**_config("int8", "GPU-cccccccc-3", mean=70.0), "gpu_count": 1}])
-    comp = tables.comparisons(configs)
+    comp = comparisons.comparisons(configs)
     assert comp.set_index("quantization").same_device.to_dict() == {"nf4": False, "int8": False}
-    warnings = tables.device_warnings(configs, comp)
+    warnings = caveats.device_warnings(configs, comp)
     nf4 = next(w for w in warnings if " nf4 " in w)
     int8 = next(w for w in warnings if " int8 " in w)
     assert nf4.startswith("GPU count:") and "on 1 GPU(s) (GPU-aaaaaaaa)" in nf4
@@ -221,19 +221,19 @@ def test_a_cell_on_fewer_gpus_among_its_baselines_is_told_apart_from_another_dev
 def test_device_unknown_is_neither_same_nor_different():
     # summary tables and CPU cells carry no GPU UUID: no claim either way, no warning
     configs = pd.DataFrame([_config("fp16", ""), _config("int8", "", mean=150.0)])
-    comp = tables.comparisons(configs)
+    comp = comparisons.comparisons(configs)
     assert comp.same_device.tolist() == [None]
-    assert tables.device_warnings(configs, comp) == []
-    published = tables.load_inputs([PUBLISHED / "summary.csv"])
-    assert tables.comparisons(published).same_device.isna().all()
+    assert caveats.device_warnings(configs, comp) == []
+    published = inputs.load_inputs([PUBLISHED / "summary.csv"])
+    assert comparisons.comparisons(published).same_device.isna().all()
 
 
 def test_batch_scaling_flags_a_batch_measured_on_another_gpu():
     configs = pd.DataFrame([_config("int8_pure", "GPU-aaaaaaaa-1", 1), _config("int8_pure", "GPU-aaaaaaaa-1", 2, 60.0),
                             _config("int8_pure", "GPU-bbbbbbbb-2", 4, 40.0)])
-    batch = tables.batch_scaling(configs).set_index("batch_size")
+    batch = scaling.batch_scaling(configs).set_index("batch_size")
     assert batch.same_device.to_dict() == {1: True, 2: True, 4: False}
-    warnings = tables.device_warnings(configs, pd.DataFrame(), batch.reset_index())
+    warnings = caveats.device_warnings(configs, pd.DataFrame(), batch.reset_index())
     assert len(warnings) == 1 and "bs4 ran on GPU-bbbbbbbb" in warnings[0] and "batch 1 on GPU-aaaaaaaa" in warnings[0]
 
 
@@ -244,18 +244,18 @@ def test_two_inputs_of_one_configuration_are_compared_within_each_input():
             _config("fp16", "GPU-bbbbbbbb-2", mean=110.0), _config("int8", "GPU-bbbbbbbb-2", mean=150.0),
             _config("nf4", "GPU-cccccccc-3", mean=120.0)]
     configs = pd.DataFrame(rows).assign(source=["run_a", "run_a", "run_b", "run_b", "run_c"])
-    comp = tables.comparisons(configs)
+    comp = comparisons.comparisons(configs)
     by_source = comp.set_index("source")
     assert by_source.loc["run_a"].delta_pct == pytest.approx(80.0) and by_source.loc["run_a"].baseline_source == "run_a"
     assert by_source.loc["run_b"].delta_pct == pytest.approx(150.0 / 110.0 * 100 - 100)
     assert by_source.loc["run_a"].same_device and by_source.loc["run_b"].same_device
     # run_c has no fp16 of its own: compared with the first one, and flagged
     assert by_source.loc["run_c"].baseline_source == "run_a" and not by_source.loc["run_c"].same_device
-    warnings = tables.device_warnings(configs, comp)
+    warnings = caveats.device_warnings(configs, comp)
     assert warnings == ["Cross-device: H100 m bs1 nf4 ran on GPU-cccccccc, its fp16 baseline on GPU-aaaaaaaa; "
                         "the Δ mixes device and precision. To separate them, measure both with one GPU visible "
                         "(and reuse_cells=false where another study measured one of them)."]
-    batch = tables.batch_scaling(pd.DataFrame([_config("fp16", "GPU-aaaaaaaa-1", 1), _config("fp16", "GPU-aaaaaaaa-1", 4, 30.0),
+    batch = scaling.batch_scaling(pd.DataFrame([_config("fp16", "GPU-aaaaaaaa-1", 1), _config("fp16", "GPU-aaaaaaaa-1", 4, 30.0),
                                                _config("fp16", "GPU-bbbbbbbb-2", 1, 200.0),
                                                _config("fp16", "GPU-bbbbbbbb-2", 4, 40.0)]).assign(source=list("aabb")))
     assert batch.set_index(["source", "batch_size"]).energy_per_request_change_pct.round(1).to_dict() == {

@@ -252,18 +252,18 @@ def configs_two_engines():
 
 
 def test_precisions_are_compared_within_each_engine_and_engines_within_each_precision():
-    from ecosweep.analysis import tables
+    from ecosweep.analysis import comparisons
 
     configs = configs_two_engines()
-    comp = tables.comparisons(configs).set_index(["engine", "batch_size"])
+    comp = comparisons.comparisons(configs).set_index(["engine", "batch_size"])
     assert comp.loc[("eager", 1)].delta_pct == pytest.approx(10.0)
     assert comp.loc[("graph", 1)].delta_pct == pytest.approx(-20.0)
     assert comp.loc[("graph", 16)].delta_pct == pytest.approx(20.0)
-    engines = tables.engine_comparisons(configs).set_index(["quantization", "batch_size"])
+    engines = comparisons.engine_comparisons(configs).set_index(["quantization", "batch_size"])
     assert engines.loc[("fp16", 1)].delta_pct == pytest.approx(-50.0)
     assert engines.loc[("nf4", 16)].delta_pct == pytest.approx(-50.0)
     assert set(engines.engine) == {"graph"} and set(engines.baseline_engine) == {"eager"}
-    findings = tables.engine_sign_findings(tables.comparisons(configs))
+    findings = comparisons.engine_sign_findings(comparisons.comparisons(configs))
     bs1 = next(f for f in findings if "batch 1 " in f)
     bs16 = next(f for f in findings if "batch 16 " in f)
     assert "flips sign" in bs1 and "costs more under eager" in bs1 and "saves under graph" in bs1
@@ -273,30 +273,30 @@ def test_precisions_are_compared_within_each_engine_and_engines_within_each_prec
 def test_sign_finding_names_the_engines_where_an_effect_is_significant():
     """An effect significant under one engine only says which ("saves under graph only"); one significant
     under none says so — not "keeps its sign" and not a sentence that reads as a double negative."""
-    from ecosweep.analysis import tables
+    from ecosweep.analysis import comparisons
 
     configs = configs_two_engines()
     eager_fp16 = (configs.quantization == "fp16") & (configs.engine == "eager") & (configs.batch_size == 1)
     eager_nf4 = (configs.quantization == "nf4") & (configs.engine == "eager") & (configs.batch_size == 1)
     noisy = configs.copy()
     noisy.loc[eager_fp16 | eager_nf4, "energy_j_per_1k_tok_sd"] = 3000.0  # eager's +10 % inside the noise
-    bs1 = next(f for f in tables.engine_sign_findings(tables.comparisons(noisy)) if "batch 1 " in f)
+    bs1 = next(f for f in comparisons.engine_sign_findings(comparisons.comparisons(noisy)) if "batch 1 " in f)
     assert ": saves under graph only: no significant change under eager" in bs1
     noisy.loc[noisy.batch_size == 1, "energy_j_per_1k_tok_sd"] = 3000.0
-    bs1 = next(f for f in tables.engine_sign_findings(tables.comparisons(noisy)) if "batch 1 " in f)
+    bs1 = next(f for f in comparisons.engine_sign_findings(comparisons.comparisons(noisy)) if "batch 1 " in f)
     assert ": no significant change under any engine: " in bs1
 
 
 def test_each_precision_meets_fp16_at_the_engine_that_suits_each():
     """NF4 is best under graph at batch 1 (2,400 J) and fp16 too (3,000 J): -20 %. A precision measured under
     one engine only (int8, eager: 9,000 J) meets fp16 at fp16's best (graph), not at eager's 6,000 J."""
-    from ecosweep.analysis import tables
+    from ecosweep.analysis import comparisons
 
     configs = configs_two_engines()
     int8 = configs[(configs.quantization == "fp16") & (configs.engine == "eager") & (configs.batch_size == 1)]
     configs = pd.concat([configs, int8.assign(quantization="int8", energy_j_per_1k_tok_mean=9000.0,
                                               energy_j_per_1k_tok_sd=90.0)], ignore_index=True)
-    best = tables.best_engine_comparisons(configs).set_index(["quantization", "batch_size"])
+    best = comparisons.best_engine_comparisons(configs).set_index(["quantization", "batch_size"])
     nf4 = best.loc[("nf4", 1)]
     assert (nf4.engine, nf4.baseline_engine, nf4.engines_measured) == ("graph", "graph", "eager,graph")
     assert nf4.delta_pct == pytest.approx(-20.0) and nf4.p < 0.001
@@ -305,20 +305,20 @@ def test_each_precision_meets_fp16_at_the_engine_that_suits_each():
     assert (only_eager.engine, only_eager.baseline_engine) == ("eager", "graph")
     assert only_eager.delta_pct == pytest.approx(200.0)
     # one engine in the whole table: nothing to choose, no table
-    assert tables.best_engine_comparisons(configs[configs.engine == "eager"]).empty
+    assert comparisons.best_engine_comparisons(configs[configs.engine == "eager"]).empty
     # cells without energy (measurement.meter=none) are not picked, and a precision with none is left out
     unmetered = configs.copy()
     unmetered.loc[unmetered.quantization == "int8", "energy_j_per_1k_tok_mean"] = float("nan")
     unmetered.loc[(unmetered.quantization == "nf4") & (unmetered.engine == "graph"), "energy_j_per_1k_tok_mean"] = float("nan")
-    best = tables.best_engine_comparisons(unmetered).set_index(["quantization", "batch_size"])
+    best = comparisons.best_engine_comparisons(unmetered).set_index(["quantization", "batch_size"])
     assert "int8" not in best.index.get_level_values(0) and best.loc[("nf4", 1)].engine == "eager"
 
 
 def test_report_has_engine_sections_and_the_delta_vs_batch_figure(tmp_path):
-    from ecosweep.analysis import figures, tables
+    from ecosweep.analysis import comparisons, figures
 
     configs = configs_two_engines()
-    comp = tables.comparisons(configs)
+    comp = comparisons.comparisons(configs)
     paths = figures.delta_vs_batch(comp, tmp_path)
     assert {p.name for p in paths} == {"delta_vs_batch_H_m.png", "delta_vs_batch_H_m.pdf"}
     paths = figures.energy_by_model(configs.assign(energy_j_per_1k_tok_ci_low=math.nan,
@@ -327,12 +327,12 @@ def test_report_has_engine_sections_and_the_delta_vs_batch_figure(tmp_path):
 
 
 def test_a_cell_that_ran_another_engine_than_asked_is_warned_about():
-    from ecosweep.analysis import tables
+    from ecosweep.analysis import caveats
 
     configs = configs_two_engines()
     configs.loc[(configs.engine == "graph") & (configs.quantization == "nf4"), "engine"] = "compiled"
     configs.loc[configs.engine == "compiled", "engine_effective"] = "eager_static_cache"
-    warnings = tables.warnings_for(configs)
+    warnings = caveats.warnings_for(configs)
     flagged = [w for w in warnings if w.startswith("Engine:")]
     assert len(flagged) == 2 and all("asked for engine=compiled but ran eager_static_cache" in w for w in flagged)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ecosweep.analysis import figures, tables
+from ecosweep.analysis import comparisons, figures, inputs
 from ecosweep.results.schema import COLUMN_NAMES
 
 
@@ -51,7 +51,7 @@ def drawn(monkeypatch):
     figures._plt().close("all")
 
 
-RAW_NAMES = {c for c in COLUMN_NAMES if "_" in c} | {f"{m}_mean" for m in tables.METRICS}  # plain words are words
+RAW_NAMES = {c for c in COLUMN_NAMES if "_" in c} | {f"{m}_mean" for m in inputs.METRICS}  # plain words are words
 
 
 def texts(fig):
@@ -86,7 +86,7 @@ def check(fig, name):
 
 def test_every_figure_of_a_study_is_legible(drawn, tmp_path):
     frame = configs()
-    comp = tables.comparisons(frame)
+    comp = comparisons.comparisons(frame)
     costs = pd.DataFrame({"gco2e_per_1m_tok": frame.energy_j_per_1k_tok_mean * 0.3,
                           "gco2e_per_1m_tok_ci_low": frame.energy_j_per_1k_tok_mean * 0.29,
                           "gco2e_per_1m_tok_ci_high": frame.energy_j_per_1k_tok_mean * 0.31})
@@ -106,7 +106,7 @@ def test_every_figure_of_a_study_is_legible(drawn, tmp_path):
 
 def test_one_model_size_draws_no_crossover_and_no_energy_draws_no_energy_panels(drawn, tmp_path):
     one = configs(sizes=(1.1,))
-    assert figures.crossover_plot(tables.comparisons(one), tmp_path) == []
+    assert figures.crossover_plot(comparisons.comparisons(one), tmp_path) == []
     none = configs(energy=False)
     figures.batch_panel(none, tmp_path)
     for name, fig in drawn:

@@ -379,7 +379,7 @@ def test_kernel_gap_says_which_class_adds_the_most_gpu_time():
     that adds the most GPU time; a pair with one side unprofiled, or another batch, has no row."""
     import pandas as pd
 
-    from ecosweep.analysis.tables import kernel_gap
+    from ecosweep.analysis.kernels import kernel_gap
 
     def config(quantization, batch, tok_s, launches, outliers, gemm, profiled=True):
         return {"source": "s", "hardware": "H", "model": "m", "quantization": quantization, "engine": "eager",

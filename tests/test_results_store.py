@@ -18,7 +18,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_every_numeric_column_names_its_unit_or_what_it_counts():
-    units = {"j", "w", "s", "pct", "mb", "mhz", "c", "b", "tok", "1m", "share", "request", "token", "count",
+    units = {"j", "w", "s", "pct", "mib", "mhz", "c", "b", "tok", "1m", "share", "request", "token", "count",
              "calls", "tokens", "size", "threshold", "generated", "sd", "nats", "logit", "ppl", "cols"}
     for c in COLUMNS:
         if pa.types.is_floating(c.type) or pa.types.is_integer(c.type):

@@ -92,7 +92,7 @@ def test_the_report_warns_on_a_fallback_and_on_fp8_under_eager():
     (experiments/int8_alternatives/h100x4_2026-11-27c). Both are warned about; fp8 from a CUDA graph is not."""
     import pandas as pd
 
-    from ecosweep.analysis import tables
+    from ecosweep.analysis import caveats
 
     def row(quantization, engine, path, fallback):
         return {"hardware": "H100", "model": "m", "quantization": quantization, "engine": engine,
@@ -103,7 +103,7 @@ def test_the_report_warns_on_a_fallback_and_on_fp8_under_eager():
                             row("ao_fp8", "eager", "torchao Float8Tensor, not compiled", False),
                             row("ao_fp8", "graph", "torchao Float8Tensor, not compiled", False),
                             row("ao_fp8", "compiled", "torchao Float8Tensor, compiled", False)])
-    warnings = tables.warnings_for(configs)
+    warnings = caveats.warnings_for(configs)
     fallback = [w for w in warnings if w.startswith("Fallback:")]
     launch_bound = [w for w in warnings if w.startswith("Launch-bound:")]
     assert len(fallback) == 1 and "m ao_int8_weight_only bs1 ran torchao Int8Tensor, not compiled" in fallback[0]

@@ -14,11 +14,12 @@ without it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import List, Optional
 
 import pandas as pd
+
+from ecosweep.stats import summarize
 
 SPEED_DROP = 0.10       # slower than the cell's median tok/s by more than this fraction
 UTIL_RISE_PCT = 10.0    # host CPU busy, percentage points above the other repetitions' median
@@ -68,8 +69,8 @@ def contended_repetitions(reps: pd.DataFrame) -> List[ContendedRepetition]:
 
 
 def _cv_pct(values: pd.Series) -> float:
-    values = values.dropna().astype(float)
-    return 100.0 * float(values.std()) / float(values.mean()) if len(values) >= 2 and values.mean() else math.nan
+    """CV of the finite values, % (the report's: ``stats.Summary.cv_pct``)."""
+    return summarize(values.dropna().astype(float).tolist(), bootstrap=False).cv_pct
 
 
 def contention_note(reps: pd.DataFrame, metric: str = "energy_j_per_1k_tok") -> Optional[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ecosweep.analysis import tables
+from ecosweep.analysis import inputs
 from ecosweep.config.schema import ReportConfig
 
 J_PER_KWH = 3.6e6
@@ -41,7 +41,7 @@ def cost_table(configs: pd.DataFrame, settings: ReportConfig) -> pd.DataFrame:
     tokens and per request. Empty without energy per token."""
     if configs.empty or "energy_j_per_1k_tok_mean" not in configs:
         return pd.DataFrame()
-    keys = [k for k in tables.ROW_KEYS if k in configs]
+    keys = [k for k in inputs.ROW_KEYS if k in configs]
     out = configs[keys].copy()
     kwh_per_j = settings.pue / J_PER_KWH
     for suffix in ("mean", "ci_low", "ci_high"):

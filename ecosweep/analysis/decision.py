@@ -15,11 +15,11 @@ import math
 from typing import Dict, List, Optional
 
 import pandas as pd
-from scipy import stats
 
-from ecosweep.analysis import tables
+from ecosweep.analysis import inputs
+from ecosweep.stats import welch
 
-GROUP = tables.keys_across("quantization")  # the groups the comparisons against fp16 use
+GROUP = inputs.keys_across("quantization")  # the groups the comparisons against fp16 use
 ALPHA = 0.05
 KL_TIE_NATS = 1e-6
 
@@ -31,7 +31,7 @@ def _measured_order(a: pd.Series, b: pd.Series, metric: str, higher_is_better: b
         return 0
     sa, sb, na, nb = a.get(f"{metric}_sd"), b.get(f"{metric}_sd"), a.get(f"{metric}_n"), b.get(f"{metric}_n")
     if all(v is not None and math.isfinite(v) for v in (sa, sb, na, nb)) and na >= 2 and nb >= 2 and (sa or sb):
-        p = stats.ttest_ind_from_stats(ma, sa, int(na), mb, sb, int(nb), equal_var=False).pvalue
+        p = welch(ma, sa, int(na), mb, sb, int(nb))[2]
         if not p < ALPHA:
             return 0
     better = ma > mb if higher_is_better else ma < mb

@@ -13,28 +13,28 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import pandas as pd
 
-from ecosweep.analysis import cost, decision, figures, tables
+from ecosweep.analysis import cost, decision, figures
+from ecosweep.analysis.caveats import warnings_for
+from ecosweep.analysis.comparisons import best_engine_comparisons, comparisons, engine_comparisons, engine_sign_findings
+from ecosweep.analysis.crossover import crossover
+from ecosweep.analysis.inputs import (DEFAULT_ENGINE, FIDELITY_TABLE_COLUMNS, ROW_KEYS, has_random_weights, load_inputs,
+                                      read_raw_inputs)
+from ecosweep.analysis.kernels import kernel_classes_seen, kernel_gap
+from ecosweep.analysis.scaling import batch_scaling, roofline
 from ecosweep.config.schema import ReportConfig
 from ecosweep.errors import EcosweepError
 from ecosweep.results.folders import writable_folder_problem
 
 
 def _md(df: pd.DataFrame, cols: List[str], floats: str = "{:.4g}") -> str:
+    """A markdown table of ``df``'s ``cols`` (those it has), floats to 4 significant digits, missing values blank
+    (``DataFrame.to_markdown``, tabulate's pipe format)."""
     if df.empty:
         return "_none_\n"
     cols = [c for c in cols if c in df.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for _, r in df[cols].iterrows():
-        cells = []
-        for v in r:
-            if v is None:
-                cells.append("")
-            elif isinstance(v, float):
-                cells.append("" if v != v else floats.format(v))
-            else:
-                cells.append(str(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    shown = df[cols].map(lambda v: "" if v is None or (isinstance(v, float) and v != v)
+                         else floats.format(v) if isinstance(v, float) else str(v))
+    return shown.to_markdown(index=False, tablefmt="pipe", disable_numparse=True) + "\n"
 
 
 def _methods(rows: pd.DataFrame) -> str:
@@ -142,7 +142,7 @@ def _fidelity_beside_energy(configs: pd.DataFrame, comp: pd.DataFrame) -> pd.Dat
         return pd.DataFrame()
     table = configs[configs.fidelity_reference.notna()].copy()
     if not comp.empty:
-        keys = [k for k in tables.ROW_KEYS if k in comp and k in table]
+        keys = [k for k in ROW_KEYS if k in comp and k in table]
         table = table.merge(comp[keys + ["delta_pct"]].drop_duplicates(keys), on=keys, how="left")
     return table
 
@@ -153,13 +153,13 @@ def _fidelity_section(configs: pd.DataFrame, comp: pd.DataFrame, metric: str, co
         return []
     random_note = (" With random weights the next-token distributions are near uniform: these figures measure "
                    "the quantized kernels' numerical error, not the loss of model quality (use weights=pretrained "
-                   "with fidelity.text for perplexity)." if tables.has_random_weights(configs) else "")
+                   "with fidelity.text for perplexity)." if has_random_weights(configs) else "")
     return ["## Fidelity beside energy\n",
             "Each cell against its unquantized reference (the same weights in float16 on a GPU, float32 on a CPU), "
             "on the cell's prompts, teacher-forced on the reference's greedy continuation, before any energy "
             "window: greedy agreement over the generated positions, top-1 match over all positions, KL(reference "
             f"|| cell) in nats (mean, 95th percentile), the largest logit error.{random_note}\n",
-            _md(fidelity, [*columns, f"{metric}_mean", "delta_pct", *tables.FIDELITY_TABLE_COLUMNS])]
+            _md(fidelity, [*columns, f"{metric}_mean", "delta_pct", *FIDELITY_TABLE_COLUMNS])]
 
 
 def _kernel_heads(names: object, width: int = 60) -> object:
@@ -171,7 +171,7 @@ def _kernel_heads(names: object, width: int = 60) -> object:
 
 def _profile_section(configs: pd.DataFrame, columns: List[str]) -> List[str]:
     """Cells measured with profile=true: their GPU busy and idle share, launches and time by kernel class."""
-    used = tables.kernel_classes_seen(configs)
+    used = kernel_classes_seen(configs)
     failed = configs[configs.profile_error.notna()] if "profile_error" in configs else configs.iloc[0:0]
     if not used and failed.empty:
         return []
@@ -249,11 +249,11 @@ def _int8_gap(configs: pd.DataFrame, metric: str) -> pd.DataFrame:
     """int8 against int8_pure per hardware, model, engine, batch, tokens and weights (empty without both)."""
     if not {"int8", "int8_pure"} <= set(configs.quantization):
         return pd.DataFrame()
-    gap = tables.comparisons(configs, "int8_pure", metric)
+    gap = comparisons(configs, "int8_pure", metric)
     gap = gap[gap.quantization == "int8"] if not gap.empty else gap
     if gap.empty or "int8_decomposed_cols_mean" not in configs:
         return gap
-    keys = [k for k in tables.ROW_KEYS if k in gap and k in configs]
+    keys = [k for k in ROW_KEYS if k in gap and k in configs]
     return gap.merge(configs[keys + ["int8_decomposed_cols_mean"]].drop_duplicates(keys), on=keys, how="left")
 
 
@@ -263,7 +263,7 @@ def _engine_sections(engines: pd.DataFrame, best: pd.DataFrame, signs: List[str]
     precision's effect keeps its sign."""
     text: List[str] = []
     if not engines.empty:
-        text += [f"## Engines against {tables.DEFAULT_ENGINE} ({metric})\n",
+        text += [f"## Engines against {DEFAULT_ENGINE} ({metric})\n",
                  "The same model, precision and batch decoded by another engine, against eager generate() "
                  "(Δ% with 95 % CI, Welch's p, Holm-adjusted p; tok_s_ratio: its throughput over eager's; "
                  "engine_effective: what actually ran).\n",
@@ -350,8 +350,8 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
     inputs = [Path(p) for p in inputs]
     out_dir = Path(out_dir)
     damaged: List[Any] = []
-    raw = tables.read_raw_inputs(inputs, damaged)
-    configs = tables.load_inputs(inputs, damaged, raw=raw)
+    raw = read_raw_inputs(inputs, damaged)
+    configs = load_inputs(inputs, damaged, raw=raw)
     if configs.empty:
         left_out = "".join(f" {d.path} is damaged ({d.reason})." for d in damaged)
         raise EcosweepError(f"no usable results in {', '.join(map(str, inputs))}: no successful repetition and no "
@@ -364,17 +364,17 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
         print(f"WARNING: {d.path} could not be read ({d.reason}); it is left out of the report.", file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
     metric, baseline, notes = _metric_and_baseline(configs, metric, baseline)
-    comp = tables.comparisons(configs, baseline, metric)
-    t = {"comparisons": comp, "engine_comparisons": tables.engine_comparisons(configs, metric=metric),
-         "best_engine": tables.best_engine_comparisons(configs, baseline, metric),
-         "engine_signs": tables.engine_sign_findings(comp), "crossover": tables.crossover(comp),
-         "batch_scaling": tables.batch_scaling(configs), "roofline": tables.roofline(configs),
+    comp = comparisons(configs, baseline, metric)
+    t = {"comparisons": comp, "engine_comparisons": engine_comparisons(configs, metric=metric),
+         "best_engine": best_engine_comparisons(configs, baseline, metric),
+         "engine_signs": engine_sign_findings(comp), "crossover": crossover(comp),
+         "batch_scaling": batch_scaling(configs), "roofline": roofline(configs),
          "cost": cost.cost_table(configs, cost_settings), "decision": decision.decision_table(configs),
-         "int8_gap": _int8_gap(configs, metric), "int8_kernel_gap": tables.kernel_gap(configs, "int8", "int8_pure")}
+         "int8_gap": _int8_gap(configs, metric), "int8_kernel_gap": kernel_gap(configs, "int8", "int8_pure")}
     warnings = [f"Damaged: {d.path} could not be read ({d.reason}) and is left out of this report. Run the "
                 "command that measured its study again: it moves the file to damaged/ and measures the cell again "
                 "(`dry_run=true` lists it as damaged)." for d in damaged]
-    warnings += tables.warnings_for(configs, comp=comp, batch=t["batch_scaling"])
+    warnings += warnings_for(configs, comp=comp, batch=t["batch_scaling"])
     figs = _write_figures(configs, comp, t["cost"], cost_settings, out_dir / "figures", metric)
     csv_tables = {"configurations": configs.drop(columns=[c for c in configs.columns if c.endswith("_values")],
                                                  errors="ignore"),

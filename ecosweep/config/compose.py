@@ -58,3 +58,11 @@ def load_cell_config(path: str | Path) -> Any:
     for key in RETIRED_KEYS:
         stored.pop(key, None)
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(StudyConfig), stored))
+
+
+def hardware_profiles() -> dict:
+    """Every hardware profile (``conf/hardware/*.yaml``) by name, as plain data: the datasheet figures the
+    analysis reads (bandwidth for the roofline, power limits)."""
+    import yaml
+
+    return {p.stem: yaml.safe_load(p.read_text()) for p in (CONF_DIR / "hardware").glob("*.yaml")}

@@ -16,40 +16,50 @@ from typing import Any, Dict, List, Optional, Type
 from omegaconf import MISSING
 
 
+def setting(default: Any = MISSING, help: str = "", *, default_factory: Any = None) -> Any:
+    """A schema field with its help (``python -m ecosweep settings`` and every error about it show it)."""
+    if default_factory is not None:
+        return field(default_factory=default_factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass
 class ModelConfig:
     """A causal LM, described by its architecture so random weights can be built offline."""
 
-    name: str = MISSING
-    hub_id: Optional[str] = None  # Hugging Face id for weights=pretrained
-    path: Optional[str] = None  # local checkpoint folder; wins over hub_id when set
-    model_type: str = MISSING  # transformers model_type: llama, mistral, qwen2, phi3, ...
-    params_b: float = MISSING  # nominal parameter count, billions
-    hidden_size: int = MISSING
-    intermediate_size: int = MISSING
-    num_hidden_layers: int = MISSING
-    num_attention_heads: int = MISSING
-    num_key_value_heads: int = MISSING
-    vocab_size: int = MISSING
-    tie_word_embeddings: bool = False
-    max_position_embeddings: Optional[int] = None  # None: the architecture's default
+    name: str = setting(MISSING, "the model's name in labels, rows and reports")
+    hub_id: Optional[str] = setting(None, "Hugging Face id for weights=pretrained (null: random weights only)")
+    path: Optional[str] = setting(None, "local checkpoint folder for weights=pretrained; wins over hub_id")
+    model_type: str = setting(MISSING, "transformers model_type: llama, mistral, qwen2, phi3, ...")
+    params_b: float = setting(MISSING, "nominal parameter count, billions (the published size)")
+    hidden_size: int = setting(MISSING, "architecture: width of the residual stream")
+    intermediate_size: int = setting(MISSING, "architecture: width of the MLP")
+    num_hidden_layers: int = setting(MISSING, "architecture: decoder layers")
+    num_attention_heads: int = setting(MISSING, "architecture: query heads")
+    num_key_value_heads: int = setting(MISSING, "architecture: key/value heads (grouped-query attention when fewer)")
+    vocab_size: int = setting(MISSING, "architecture: vocabulary size")
+    tie_word_embeddings: bool = setting(False, "architecture: the output layer shares the embedding's weights")
+    max_position_embeddings: Optional[int] = setting(None,
+        "architecture: longest context (null: the architecture's default)")
 
 
 @dataclass
 class QuantizationConfig:
     """How weights are stored and computed. ``method`` none | bnb_4bit | bnb_8bit (bitsandbytes) | torchao."""
 
-    name: str = MISSING
-    method: str = "none"
-    dtype: str = "float16"  # unquantized weights, activations, and non-quantized modules
-    bnb_4bit_quant_type: Optional[str] = None  # nf4 | fp4
-    bnb_4bit_compute_dtype: Optional[str] = None  # always explicit for 4-bit
-    bnb_4bit_use_double_quant: bool = False
-    llm_int8_threshold: Optional[float] = None  # 6.0 = LLM.int8(); 0.0 = pure int8
-    min_compute_capability: Optional[float] = None  # e.g. 8.0 for bfloat16 on NVIDIA
+    name: str = setting(MISSING, "the precision's name in labels, rows and reports")
+    method: str = setting("none", "none | bnb_4bit | bnb_8bit (bitsandbytes) | torchao")
+    dtype: str = setting("float16", "unquantized weights, activations and the modules left unquantized")
+    bnb_4bit_quant_type: Optional[str] = setting(None, "4-bit data type: nf4 (NormalFloat) | fp4")
+    bnb_4bit_compute_dtype: Optional[str] = setting(None, "dtype 4-bit weights are dequantized to for the matmuls")
+    bnb_4bit_use_double_quant: bool = setting(False, "quantize the block scales too (nf4_dq)")
+    llm_int8_threshold: Optional[float] = setting(None,
+        "outlier threshold: 6.0 = LLM.int8() decomposition, 0.0 = pure int8")
+    min_compute_capability: Optional[float] = setting(None, "refused on an NVIDIA GPU below this compute capability")
     # method torchao: int8_weight_only | int8_dynamic (int8 activations and weights) | fp8_weight_only |
     # fp8 (dynamic fp8 activations and weights) | int4_weight_only
-    torchao_type: Optional[str] = None
+    torchao_type: Optional[str] = setting(None,
+        "method torchao: int8_weight_only | int8_dynamic | fp8_weight_only | fp8 | int4_weight_only")
 
     @property
     def is_llm_int8(self) -> bool:
@@ -69,19 +79,21 @@ class CompileConfig:
 
     # who replays the compiled step from CUDA graphs: inductor (its CUDA-graph trees, torch.compile's
     # "reduce-overhead") | ecosweep (ecosweep's own torch.cuda.graph capture around the compiled step) | none
-    cudagraphs: str = "inductor"
+    cudagraphs: str = setting("inductor", "inductor (CUDA-graph trees) | ecosweep (torch.cuda.graph) | none")
     # a graph break fails the cell before anything is measured; false: breaks allowed, counted in the rows
-    fullgraph: bool = True
+    fullgraph: bool = setting(True, "a graph break fails the cell before measuring (false: allowed and counted)")
     # inductor benchmarks each Triton kernel's launch configuration around its heuristic choice (gpt-fast's setting)
-    coordinate_descent_tuning: bool = True
+    coordinate_descent_tuning: bool = setting(True,
+        "tune each Triton kernel's launch configuration (gpt-fast's setting)")
     # inductor also autotunes matmul templates (Triton, CUTLASS) against cuBLAS: slower compiles
-    max_autotune: bool = False
+    max_autotune: bool = setting(False, "also autotune matmul templates against cuBLAS (slower compiles)")
     # compile the prefill too (its own graph, no CUDA graph); false: the prefill runs uncompiled
-    prefill: bool = False
+    prefill: bool = setting(False, "compile the prefill too (its own graph, no CUDA graph)")
     # apply the quantization backend's recommended inductor settings (torchao: recommended_inductor_config_setter)
-    backend_recommended: bool = True
+    backend_recommended: bool = setting(True, "the quantization backend's recommended inductor settings (torchao's)")
     # further inductor options by name (torch._inductor.config), e.g. {epilogue_fusion: false}
-    inductor_options: Dict[str, Any] = field(default_factory=dict)
+    inductor_options: Dict[str, Any] = setting(default_factory=dict,
+                                               help="further torch._inductor.config options by name")
 
 
 @dataclass
@@ -97,24 +109,26 @@ class EngineConfig:
     agrees to (rows record what ran in ``engine_effective``; the ``compiled`` engine before 2026-12-02).
     """
 
-    name: str = "eager"
-    kind: str = "eager"  # eager | graph | compiled | hf_static
+    name: str = setting("eager", "the engine's name in labels, rows and reports")
+    kind: str = setting("eager",
+        "eager: generate() | graph: ecosweep's CUDA-graph loop | compiled: transformers' compile")
     # attention kernel: null keeps the checkpoint's default (sdpa); sdpa | eager | ecosweep_sdpa
     # (sdpa that runs a single decode token of a grouped-query model on its key/value heads,
     # instead of copying every key/value head for each query head as transformers' sdpa does
     # whenever an attention mask is passed, as a static cache needs)
-    attn_implementation: Optional[str] = None
+    attn_implementation: Optional[str] = setting(None, "the checkpoint's default (sdpa)")
     # graph, compiled and hf_static: run the engine once against generate() on the cell's own prompts
     # before measuring, and fail the cell when the greedy tokens differ
-    verify_tokens: bool = True
+    verify_tokens: bool = setting(True, "(generate() is its own reference: nothing to verify)")
     # graph and compiled: decode steps run (and discarded) before the capture
-    capture_warmup_steps: int = 3
+    capture_warmup_steps: int = setting(3, "compiled steps run before the step is captured or timed")
     # graph and compiled: the model code that decodes: transformers (the checkpoint's own modules and a
     # StaticCache; null means this) | ecosweep (ecosweep's compact decoder for Llama, Mistral and Qwen2:
     # the checkpoint's own linear layers, with the KV cache, rotary tables and masks as tensors)
-    decode_model: Optional[str] = None
+    decode_model: Optional[str] = setting(None,
+        "transformers | ecosweep (the compact decoder: engine.decode_model=ecosweep)")
     # ecosweep decode model with 16-bit weights: one matmul for q, k and v and one for gate and up
-    fuse_projections: bool = False
+    fuse_projections: bool = setting(False, "decode_model=ecosweep, 16-bit weights: fused q/k/v and gate/up matmuls")
     # compiled: how the decode step is compiled (null for every other kind)
     compile: Optional[CompileConfig] = None
 
@@ -123,93 +137,108 @@ class EngineConfig:
 class HardwareConfig:
     """A hardware profile: what to run on and the datasheet figures analysis needs."""
 
-    name: str = MISSING
-    device: str = "auto"  # auto | cpu | cuda
-    gpu_name_pattern: Optional[str] = None  # substring of the CUDA device name this profile describes
-    compute_capability: Optional[float] = None
-    peak_mem_bandwidth_gb_s: Optional[float] = None  # GB/s (10^9 bytes per second)
-    tdp_w: Optional[float] = None  # board power limit, watts
-    peak_fp16_tflops: Optional[float] = None  # dense fp16 tensor rate, 10^12 FLOP/s
-    memory_gb: Optional[float] = None
+    name: str = setting(MISSING, "the profile's name (auto: detected at run time)")
+    device: str = setting("auto", "auto | cpu | cuda")
+    gpu_name_pattern: Optional[str] = setting(None,
+        "substring of the CUDA device name this profile describes (checked in the cell)")
+    compute_capability: Optional[float] = setting(None, "the GPU's CUDA compute capability")
+    peak_mem_bandwidth_gb_s: Optional[float] = setting(None, "datasheet memory bandwidth, GB/s (roofline)")
+    tdp_w: Optional[float] = setting(None, "board power limit, watts")
+    peak_fp16_tflops: Optional[float] = setting(None, "dense fp16 tensor rate, 10^12 FLOP/s")
+    memory_gb: Optional[float] = setting(None, "device memory, GB")
 
 
 @dataclass
 class MeasurementConfig:
     """The measurement protocol. All durations in seconds."""
 
-    name: str = "default"
-    meter: str = "auto"  # auto | nvml | cpu | none
-    min_window_s: float = 5.0
-    prefill_min_window_s: float = 2.0
-    warmup_min_s: float = 5.0
-    max_repetitions: int = 30
-    target_ci_pct: float = 2.0
-    idle_settle_s: float = 5.0
-    idle_window_s: float = 5.0
-    sampler_hz: float = 20.0
-    align_counter_ticks: bool = True
-    cooldown_temp_c: Optional[float] = None
-    cooldown_timeout_s: float = 120.0
+    name: str = setting("default", "the protocol's name (default | short | quick), recorded with the rows")
+    meter: str = setting("auto", "auto: NVML on CUDA, RAPL on CPU where readable, else none")
+    min_window_s: float = setting(5.0, "each repetition repeats generate() until its window is this long")
+    prefill_min_window_s: float = setting(2.0, "the prefill (first-token) window, repeated the same way")
+    warmup_min_s: float = setting(5.0, "warm-up runs at least `warmup` calls and at least this long")
+    max_repetitions: int = setting(30, "adaptive extension stops here")
+    target_ci_pct: float = setting(2.0,
+        "extend until the 95 % CI half-width of energy/1k tok is within this % of the mean; 0 = off")
+    idle_settle_s: float = setting(5.0, "wait after warm-up before the idle baseline")
+    idle_window_s: float = setting(5.0, "idle baseline window, the cell's CUDA context alive")
+    sampler_hz: float = setting(20.0, "power/utilisation sampling rate of the sampler process")
+    align_counter_ticks: bool = setting(True,
+        "open and close energy windows on NVML counter steps (+<=0.2 s per window); validated on H200 (README)")
+    cooldown_temp_c: Optional[float] = setting(None,
+        "before each repetition wait until the GPU is at or below this temperature")
+    cooldown_timeout_s: float = setting(120.0, "... but no longer than this")
 
 
 @dataclass
 class TrackingConfig:
     """MLflow tracking; ``uri`` None means a sqlite store under the output root."""
 
-    enabled: bool = True
-    uri: Optional[str] = None
+    enabled: bool = setting(True, "mirror every cell and study into MLflow (false: Parquet only)")
+    uri: Optional[str] = setting(None, "null: sqlite:///<output_root>/mlflow.db ; or http://host:5000")
 
 
 @dataclass
 class OutlierFeaturesConfig:
     """Outlier features planted in random weights (for LLM.int8() to decompose, as in trained >= 6.7B models)."""
 
-    count: int = 0  # hidden dimensions scaled in every decoder layer's input norms; 0 = none (plain random weights)
-    scale: float = 20.0  # their factor: normalised states then carry values of about this size there
+    count: int = setting(0, "hidden dimensions scaled in every layer's input norms; 0 = plain random weights")
+    scale: float = setting(20.0,
+        "their factor (trained 6.7B models: ~6 dimensions, values up to ~20; Dettmers et al. 2022)")
 
 
 @dataclass
 class FidelityConfig:
     """Quantized cells against their unquantized reference, outside the energy windows."""
 
-    enabled: bool = True  # compare every cell that is not its own reference
-    reference_dtype: str = "auto"  # auto: float16 on a GPU, float32 on a CPU; or float32 | float16 | bfloat16
-    text: Optional[str] = None  # a UTF-8 text file: perplexity of cell and reference on it (weights=pretrained)
-    text_max_tokens: int = 4096  # of that text, at most this many tokens
+    enabled: bool = setting(True, "compare each quantized cell with its unquantized reference")
+    reference_dtype: str = setting("auto", "auto: float16 on a GPU, float32 on a CPU | float32 | float16 | bfloat16")
+    text: Optional[str] = setting(None,
+        "a UTF-8 text file: perplexity of cell and reference on it (weights=pretrained only)")
+    text_max_tokens: int = setting(4096, "tokens of fidelity.text read for perplexity, at most")
 
 
 @dataclass
 class ReportConfig:
     """How the report turns energy and GPU time into carbon and money (sources in the README)."""
 
-    grid_gco2e_per_kwh: float = 436.0  # grid carbon intensity, g CO2e per kWh (world 2022, Ember)
-    pue: float = 1.58  # data-centre power usage effectiveness, >= 1 (Uptime Institute 2023 average)
-    usd_per_kwh: float = 0.10  # electricity price, US dollars per kWh
-    usd_per_gpu_hour: float = 2.49  # one GPU for one hour, US dollars (on-demand H100, early 2026)
+    grid_gco2e_per_kwh: float = setting(436.0,
+        "g CO2e per kWh of the grid: world average 2022, Ember Global Electricity Review 2023")
+    pue: float = setting(1.58,
+        "facility / IT energy: average annual PUE, Uptime Institute Global Data Center Survey 2023")
+    usd_per_kwh: float = setting(0.10,
+        "electricity, US$ per kWh: between US 2023 industrial (~8 ct) and commercial (~13 ct), EIA")
+    usd_per_gpu_hour: float = setting(2.49,
+        "one GPU for an hour, US$: low end of on-demand H100 SXM listings, early 2026 ($2.49-3.99)")
 
 
 @dataclass
 class RayConfig:
     """Where and how cells run."""
 
-    address: Optional[str] = None
-    num_cpus: Optional[int] = None
-    num_gpus: Optional[int] = None
-    max_concurrent_cpu_cells: int = 1
-    cpus_per_cell: float = 1.0
+    address: Optional[str] = setting(None, "null: $RAY_ADDRESS when set (ray job submit), else a fresh local Ray")
+    num_cpus: Optional[int] = setting(None, "local Ray only; null = all")
+    num_gpus: Optional[int] = setting(None, "local Ray only; null = all visible (a number gives logical GPUs)")
+    max_concurrent_cpu_cells: int = setting(1, "CPU cells measured at once on this machine (they share its cores)")
+    cpus_per_cell: float = setting(1.0, "CPUs each cell's actor reserves (and torch threads on a CPU)")
     # whole GPUs a cell holds; None: 1 for CUDA cells, 0 for CPU cells; N > 1: the model placed layer by layer
     # across N GPUs (eager engine), every one of them metered, energy summed
-    gpus_per_cell: Optional[float] = None
+    gpus_per_cell: Optional[float] = setting(None, "null: 1 whole GPU per CUDA cell, 0 per CPU cell")
     # GPUs per cell for cells of these quantizations (conf/quantization names), over gpus_per_cell: e.g.
     # {fp16: 2} puts a 70B model's 16-bit cells on two GPUs and its 4- and 8-bit ones on one
-    gpus_by_quantization: Dict[str, float] = field(default_factory=dict)
-    actor_retries: int = 1
-    resources: Dict[str, float] = field(default_factory=dict)
-    progress: str = "auto"
+    gpus_by_quantization: Dict[str, float] = setting(default_factory=dict, help=
+        "GPUs per cell by precision, e.g. {fp16: 2}: 16-bit cells on two GPUs, others on ray.gpus_per_cell")
+    actor_retries: int = setting(1, "re-launch a cell whose actor died (segfault, os._exit, node loss)")
+    resources: Dict[str, float] = setting(default_factory=dict, help=
+        "custom resources each cell actor requires, e.g. {ecosweep_exclusive: 1}")
+    progress: str = setting("auto", "auto | live | plain | off")
     # cell: each GPU cell takes any free GPU; comparison: cells that differ only in quantization, engine
     # or batch size share one GPU, one after another; precision: the same with batch sizes on separate
     # GPUs; study: every GPU cell of the command on one GPU
-    one_gpu_per: str = "cell"
+    one_gpu_per: str = setting("cell",
+        "cell: any free GPU per cell | comparison: cells differing only in quantization, engine or batch size share "
+        "one GPU, in turn | precision: as comparison, one GPU per batch size | study: all on one GPU (each cell still"
+        " its own process)")
 
 
 @dataclass
@@ -219,27 +248,34 @@ class SweepConfig:
     values any of which matches; a group is matched by its option name (``quantization: int8``). A grid cell
     that matches every setting of a rule is left out, and the command says how many were."""
 
-    exclude: List[Dict[str, Any]] = field(default_factory=list)
+    exclude: List[Dict[str, Any]] = setting(default_factory=list, help=
+        "grid combinations a sweep leaves out: each {setting: value or [values]}, matched by option name for groups, "
+        "e.g. [{quantization: int8, engine: [graph, compiled]}]")
 
 
 @dataclass
 class StudyConfig:
     """The root config: one cell's worth of settings (a sweep varies them)."""
 
-    study: Optional[str] = None  # null: named from the command (its models and a hash of its overrides)
-    weights: str = "random"
-    allow_download: bool = False
-    batch_size: int = 1
-    input_tokens: int = 128
-    output_tokens: int = 64
-    repetitions: int = 10
-    warmup: int = 3
-    seed: int = 0
-    output_root: str = "outputs"
-    retry_failed: bool = True
-    reuse_cells: bool = True  # copy a cell another study under output_root already measured
-    dry_run: bool = False  # plan, validate and list the cells; run nothing
-    profile: bool = False  # one extra call per cell traced with the PyTorch profiler, after its energy windows
+    study: Optional[str] = setting(None,
+        "results land in <output_root>/<study>/; null: named from the command, its models and a hash of its overrides"
+        " (tiny-llama-3b9c2e): the same command resumes it")
+    weights: str = setting("random", "random: built from the architecture; pretrained: hub id or model.path")
+    allow_download: bool = setting(False, "pretrained weights may be fetched from the hub only when true")
+    batch_size: int = setting(1, "requests per generate() call")
+    input_tokens: int = setting(128, "prompt length, exactly, per request")
+    output_tokens: int = setting(64, "new tokens, exactly, per request (EOS cannot end a request early)")
+    repetitions: int = setting(10, "measured repetitions per cell (before adaptive extension)")
+    warmup: int = setting(3, "unmeasured generate() calls before measuring (at least)")
+    seed: int = setting(0, "prompts and random weights")
+    output_root: str = setting("outputs", "where study folders go (env ECOSWEEP_OUTPUT_ROOT, else ./outputs)")
+    retry_failed: bool = setting(True, "re-running a study reruns its failed cells")
+    reuse_cells: bool = setting(True,
+        "a cell another study under output_root measured (same cell id) is copied, not re-measured")
+    dry_run: bool = setting(False, "true: list the planned cells (and which are done) without running anything")
+    profile: bool = setting(False,
+        "true: one more call per cell, after its energy windows, traced with the PyTorch profiler: GPU busy/idle "
+        "share, launches and time by kernel class per token (profile_* columns)")
     model: ModelConfig = MISSING
     quantization: QuantizationConfig = MISSING
     engine: EngineConfig = field(default_factory=EngineConfig)

@@ -4,17 +4,14 @@ Hydra answers ``batchsize=4`` with a hint to append ``+batchsize=4``, which woul
 schema has no such key. Here every plain ``key=value`` override is checked against the typed
 schema (:mod:`ecosweep.config.schema`): an unknown key gets the closest valid names, and a value its
 field's type cannot take (``batch_size=many``, each value of a sweep) gets the type and the field's help
-from ``conf/config.yaml``, instead of Hydra's stack-trace hint.
+(its schema metadata), instead of Hydra's stack-trace hint.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
-import re
 import typing
-from pathlib import Path
 from typing import Any, List, Optional, Tuple
 
 from ecosweep.config.schema import CHOICES_BY_SETTING, StudyConfig
@@ -50,50 +47,19 @@ def _scalar_field(key: str) -> Tuple[Any, bool]:
     return (cls, optional) if cls in (int, float, bool, str) else (None, False)
 
 
-@functools.lru_cache(maxsize=None)
-def _lines(path: Path) -> Tuple[str, ...]:
-    return tuple(path.read_text().splitlines())
-
-
-def _yaml_comment(path: Path, key: str) -> Optional[str]:
-    """The comment after ``key`` (dotted) in a YAML file, with the comment-only lines that continue it."""
-    stack: List[tuple] = []
-    lines = _lines(path)
-    for number, line in enumerate(lines):
-        match = re.match(r"^( *)([A-Za-z_][A-Za-z0-9_]*):(.*)$", line)
-        if not match:
-            continue
-        indent, name, rest = len(match.group(1)), match.group(2), match.group(3)
-        while stack and stack[-1][0] >= indent:
-            stack.pop()
-        stack.append((indent, name))
-        if ".".join(n for _, n in stack) != key or "#" not in rest:
-            continue
-        text = [rest.split("#", 1)[1].strip()]
-        for following in lines[number + 1:]:
-            if not following.lstrip().startswith("#") or following.startswith("#"):
-                break
-            text.append(following.lstrip()[1:].strip())
-        return " ".join(text)
-    return None
-
-
 def field_help(key: str) -> Optional[str]:
-    """A setting's help: the comment after it in conf/config.yaml, or for a config group's field
-    (``measurement.min_window_s``) in the group's files, its default option first; None where none has one."""
-
-    group, _, rest = key.partition(".")
-    if rest and (CONF_DIR / group).is_dir():
-        default = _group_default(CONF_DIR, group)
-        files = sorted((CONF_DIR / group).glob("*.yaml"), key=lambda p: (p.stem != default, p.stem))
-        return next((text for text in (_yaml_comment(p, rest) for p in files) if text), None)
-    return _yaml_comment(CONF_DIR / "config.yaml", key)
-
-
-def _group_default(conf_dir: Path, group: str) -> Optional[str]:
-    """The group's default option in conf/config.yaml's defaults list."""
-    pattern = re.compile(rf"^\s*- {re.escape(group)}: *([A-Za-z0-9_.-]+)")
-    return next((m.group(1) for m in map(pattern.match, _lines(conf_dir / "config.yaml")) if m), None)
+    """A setting's help: the ``help`` in its schema field's metadata (``schema.setting``); None for no such
+    setting."""
+    cls: Any = StudyConfig
+    found = None
+    for part in key.split("."):
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            return None
+        found = next((f for f in dataclasses.fields(cls) if f.name == part), None)
+        if found is None:
+            return None
+        cls, _ = _unwrap_optional(_fields(cls).get(part))
+    return (found.metadata.get("help") or None) if found is not None else None
 
 
 _NODES = {int: "IntegerNode", float: "FloatNode", bool: "BooleanNode"}

@@ -11,16 +11,17 @@ cell is extended, up to ``max_repetitions``, until the 95 % CI half-width of ene
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Protocol
 
 from ecosweep.config.schema import MeasurementConfig
+from ecosweep.stats import ci_half_width_pct
 from ecosweep.errors import EcosweepError
 from ecosweep.measure.host import cpu_window_stats, read_cpu_times
 from ecosweep.measure.meters.base import Meter, WindowReading
+from ecosweep.measure.rows import Counts, device_columns, energy_columns, speed_columns
 
 NAN = math.nan
 
@@ -54,108 +55,7 @@ def _repeat_until(call: Callable[[], int], min_s: float, clock: Callable[[], flo
 
 def ci95_half_width_pct(values: List[float]) -> float:
     """95 % t-based CI half-width as % of the mean; inf with fewer than 2 finite values."""
-    from scipy import stats
-
-    finite = [v for v in values if math.isfinite(v)]
-    if len(finite) < 2:
-        return math.inf
-    mean = statistics.fmean(finite)
-    if mean == 0:
-        return math.inf
-    sem = statistics.stdev(finite) / math.sqrt(len(finite))
-    return 100.0 * float(stats.t.ppf(0.975, len(finite) - 1)) * sem / abs(mean)
-
-
-def _ratio(a: float, b: float) -> float:
-    return a / b if b and math.isfinite(a) and math.isfinite(b) else NAN
-
-
-def _bool_or_none(observed: bool, flag: bool) -> Any:
-    return flag if observed else None
-
-
-def _per_gpu(window: WindowReading, idle: WindowReading) -> Dict[str, Any]:
-    """Each metered GPU's energy and mean power in the window and its idle power, in the order of the
-    GPUs named in ``gpu_uuid`` (joined with '+'); null where the meter read no GPU."""
-    if not window.device_energy_j:
-        return {"energy_j_by_gpu": None, "power_w_mean_by_gpu": None, "idle_power_w_by_gpu": None}
-    idle_w = [e / idle.seconds if idle.seconds > 0 else NAN for e in idle.device_energy_j] or None
-    return {"gpu_uuid": "+".join(window.device_uuids),  # what the meter read, in the order of the lists
-            "energy_j_by_gpu": list(window.device_energy_j),
-            "power_w_mean_by_gpu": [e / window.seconds if window.seconds > 0 else NAN for e in window.device_energy_j],
-            "idle_power_w_by_gpu": idle_w}
-
-
-@dataclass(frozen=True)
-class _Counts:
-    """What one repetition's windows held: whole calls and their new tokens, and prefill calls."""
-
-    calls: int
-    tokens: int
-    prefill_calls: int
-
-
-def _speed_columns(w: Workload, r: WindowReading, pr: WindowReading, n: _Counts) -> Dict[str, Any]:
-    latency = r.seconds / n.calls
-    prefill_s = pr.seconds / n.prefill_calls
-    decode_s = latency - prefill_s
-    return {
-        "generate_calls": n.calls,
-        "tokens_generated": n.tokens,
-        "seconds": r.seconds,
-        "tok_s": n.tokens / r.seconds,
-        "latency_s_per_request": latency,
-        "prefill_s": prefill_s,
-        "decode_s": decode_s,
-        "prefill_tok_s": _ratio(w.batch_size * w.input_tokens, prefill_s),
-        "decode_tok_s": _ratio(w.batch_size * (w.output_tokens - 1), decode_s) if w.output_tokens > 1 else NAN,
-    }
-
-
-def _energy_columns(w: Workload, r: WindowReading, pr: WindowReading,
-        idle: WindowReading, n: _Counts) -> Dict[str, Any]:
-    energy = r.energy_j
-    idle_w = idle.power_w_mean
-    static_j = idle_w * r.seconds
-    prefill_energy = pr.energy_j / n.prefill_calls
-    sampled = r.sampled_energy_j
-    mismatch_pct = 100.0 * _ratio(energy - sampled, energy)
-    return {
-        "energy_source": r.energy_source,
-        "energy_j": energy,
-        "power_w_mean": r.power_w_mean,
-        "power_w_peak": r.power_w_peak,
-        "energy_j_per_1k_tok": 1000.0 * _ratio(energy, n.tokens),
-        "energy_j_per_request": _ratio(energy, n.calls * w.batch_size),
-        "energy_j_per_output_token": _ratio(energy, n.tokens),
-        "prefill_energy_j": prefill_energy,
-        "decode_energy_j": _ratio(energy, n.calls) - prefill_energy,
-        "idle_power_w": idle_w,
-        "idle_temperature_c": idle.device_stats.temperature_c_mean,
-        "net_energy_j": energy - static_j,
-        "net_energy_j_per_1k_tok": 1000.0 * _ratio(energy - static_j, n.tokens),
-        "static_energy_share": _ratio(static_j, energy),
-        "sampled_energy_j": sampled,
-        "counter_vs_sampled_pct": mismatch_pct,
-        "energy_mismatch": abs(mismatch_pct) > 5.0 if math.isfinite(mismatch_pct) else None,
-    }
-
-
-_DEVICE_STATS = ("gpu_util_pct_mean", "mem_util_pct_mean", "memory_used_mb_max", "sm_clock_mhz_mean",
-                 "mem_clock_mhz_mean", "temperature_c_start", "temperature_c_max", "sampler_cpu_pct")
-
-
-def _device_columns(r: WindowReading, pr: WindowReading, idle: WindowReading, observed: bool) -> Dict[str, Any]:
-    """What the meter saw of the device: samples, throttling, foreign processes, each GPU, its statistics."""
-    return {
-        "samples": r.samples,
-        "throttle_reasons": ",".join(r.throttle_reasons) or None,
-        "throttled": _bool_or_none(observed, bool(r.throttle_reasons)),
-        "contaminated": _bool_or_none(observed, bool(r.foreign_pids or pr.foreign_pids)),
-        "foreign_pids": ",".join(str(p) for p in sorted(set(r.foreign_pids) | set(pr.foreign_pids))) or None,
-        **_per_gpu(r, idle),
-        **{key: getattr(r.device_stats, key) for key in _DEVICE_STATS},
-    }
+    return ci_half_width_pct(values)
 
 
 class CompileInWindowError(EcosweepError):
@@ -178,7 +78,7 @@ class CellProtocol:
         self.sleep = sleep
         self.observes_device = observes_device
 
-    def run(self, base_row: Dict[str, Any], peak_memory_mb: Callable[[], float] = lambda: NAN) -> ProtocolResult:
+    def run(self, base_row: Dict[str, Any], peak_memory_mib: Callable[[], float] = lambda: NAN) -> ProtocolResult:
         phases: Dict[str, float] = {}
         t = self.clock()
         warmup_calls = self._warm_up()
@@ -207,9 +107,9 @@ class CellProtocol:
             rep += 1
             if not self._needs_more(rows, rep):
                 break
-        peak = peak_memory_mb()
+        peak = peak_memory_mib()
         for row in rows:
-            row["gpu_memory_peak_mb"] = peak
+            row["gpu_memory_peak_mib"] = peak
         return ProtocolResult(rows, phases)
 
     def _warm_up(self) -> int:
@@ -273,8 +173,8 @@ class CellProtocol:
         cpu = cpu_window_stats(cpu_before, read_cpu_times())
         r, pr = full.reading, pre.reading
         assert r is not None and pr is not None
-        counts = _Counts(calls, tokens, prefill_calls)
+        counts = Counts(calls, tokens, prefill_calls)
         return {"repetition": rep, "status": "ok",
                 "timestamp_utc": datetime.fromtimestamp(r.start_unix_s, tz=timezone.utc),
-                **_speed_columns(w, r, pr, counts), **_energy_columns(w, r, pr, idle, counts),
-                **_device_columns(r, pr, idle, self.observes_device), **cpu}
+                **speed_columns(w, r, pr, counts), **energy_columns(w, r, pr, idle, counts),
+                **device_columns(r, pr, idle, self.observes_device), **cpu}

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from ecosweep.errors import EcosweepError
 from ecosweep.results.schema import SCHEMA
-from ecosweep.results.upgrade import stored_variant, upgrade_rows
+from ecosweep.results.upgrade import renamed_columns, stored_variant, upgrade_rows
 
 
 class DamagedResultError(EcosweepError):
@@ -261,7 +261,7 @@ def read_results(paths: Iterable[str | os.PathLike], damaged: Optional[List[Dama
     tables = []
     for f in files:
         try:
-            t = read_cell_table(f)
+            t = renamed_columns(read_cell_table(f))
         except DamagedResultError as exc:
             if damaged is None:
                 raise

@@ -7,6 +7,7 @@ One place for what a reader must know about older files (columns they lack are a
   static-cache ``generate()``, now ``hf_static`` (``engine=compiled`` is ecosweep's compiled loop since). Such
   rows are relabelled: ``engine`` hf_static, ``engine_kind`` hf_static, ``engine_effective`` hf_static_compiled
   where it said compiled;
+* columns renamed since: memory in MiB was ``_mb`` until 2026-12-02 (``RENAMED_COLUMNS``);
 * rows without ``engine_variant`` take their engine's name, except cells of the compiled engine written before
   the column existed (2026-12-02), which take it from their stored config (``configs/<cell_id>.yaml``).
 """
@@ -19,6 +20,18 @@ from typing import Callable, Dict, List, Optional
 import pyarrow as pa
 from ecosweep.cells import engine_variant
 from ecosweep.config.compose import load_cell_config
+
+# old column name -> its name now (MiB columns were `_mb` until 2026-12-02, while `_gb` meant 10^9 bytes)
+RENAMED_COLUMNS = {"memory_used_mb_max": "memory_used_mib_max", "gpu_memory_total_mb": "gpu_memory_total_mib",
+                   "gpu_memory_peak_mb": "gpu_memory_peak_mib"}
+
+
+def renamed_columns(table: pa.Table) -> pa.Table:
+    """``table`` as read from a file, with the columns it holds under an old name renamed."""
+    if not set(RENAMED_COLUMNS) & set(table.column_names):
+        return table
+    return table.rename_columns([RENAMED_COLUMNS.get(n, n) for n in table.column_names])
+
 
 # engine (name) -> engine_kind, for rows written before engine_kind existed (every engine's name was its kind)
 _LEGACY_KIND = {None: "eager", "eager": "eager", "graph": "graph", "compiled": "hf_static"}

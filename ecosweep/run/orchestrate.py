@@ -25,7 +25,7 @@ from ecosweep.cells import Cell
 from ecosweep.run.progress import Progress
 from ecosweep.results.schema import rows_to_table
 from ecosweep.results.store import read_results
-from ecosweep.run.scheduler import CellScheduler, connect_ray
+from ecosweep.run.scheduler import CellScheduler, Cluster, connect_ray
 from ecosweep.tracking import make_tracker
 
 log = logging.getLogger("ecosweep")
@@ -136,14 +136,14 @@ def run_study(plan: Plan, out: TextIO = sys.stdout, marks: Optional[Dict[str, fl
             run.marks["ray_connect"] = time.time()
             started_ray = connect_ray(plan.options)
             run.marks["ray_ready"] = time.time()
-            scheduler = CellScheduler(plan, run.run_id, lambda cell, outcome: None, None)  # type: ignore[arg-type]
-            scheduler.check_resources()
+            cluster = Cluster.read()
+            cluster.check_hosts(todo)
         _prepare_store(run, plan, out)
         tracker = run.tracker = make_tracker(plan.options, todo or adopt, out)
         for cell in adopt:
             tracker.log_cell(cell, None, store_for(cell))  # copied: read back from its file
         if todo:
-            _measure(run, scheduler, tracker, Progress(len(todo), plan.options.progress, stream=out))
+            _measure(run, cluster, tracker, Progress(len(todo), plan.options.progress, stream=out))
         else:
             tracker.close(run)
             print("Nothing left to measure: every other cell of this study is complete.", file=out)
@@ -157,9 +157,9 @@ def run_study(plan: Plan, out: TextIO = sys.stdout, marks: Optional[Dict[str, fl
     return run
 
 
-def _measure(run: StudyRun, scheduler: Any, tracker: Any, progress: Progress) -> None:
-    """Run the scheduler's cells; each outcome is stored, then mirrored, as it arrives. Ctrl-C ends the run
-    with what is stored (``run.interrupted``)."""
+def _measure(run: StudyRun, cluster: Cluster, tracker: Any, progress: Progress) -> None:
+    """Measure the plan's cells on ``cluster``; each outcome is stored, then mirrored, as it arrives. Ctrl-C ends
+    the run with what is stored (``run.interrupted``)."""
 
     def on_outcome(cell: Cell, outcome: CellOutcome) -> None:
         stored = persist_outcome(cell, outcome)  # Parquet first: it is the source of truth
@@ -167,9 +167,8 @@ def _measure(run: StudyRun, scheduler: Any, tracker: Any, progress: Progress) ->
         tracker.log_cell(cell, stored.to_pylist(), store_for(cell))  # the rows as written, not read back
         run.marks["last_result"] = time.time()
 
-    scheduler.on_outcome, scheduler.progress = on_outcome, progress
     try:
-        scheduler.run()
+        CellScheduler(run.plan, run.run_id, cluster, on_outcome, progress).run()
     except KeyboardInterrupt:
         run.interrupted = True  # the cells stored so far are complete; the same command resumes
     finally:

@@ -132,10 +132,37 @@ class _Flight:
     launched_unix_s: float
 
 
-class CellScheduler:
-    """Runs cells on Ray actors with bounded concurrency and per-cell fault isolation."""
+@dataclass(frozen=True)
+class Cluster:
+    """What the connected Ray cluster offers, read once: its resources (``ray.cluster_resources()``) and the
+    GPUs of its largest live node."""
 
-    def __init__(self, plan: Plan, run_id: str, on_outcome: Callable[[Cell, CellOutcome], None],
+    resources: Dict[str, float]
+    node_gpus: float
+
+    @property
+    def gpus(self) -> float:
+        return float(self.resources.get("GPU", 0))
+
+    @classmethod
+    def read(cls) -> "Cluster":
+        import ray
+
+        node_gpus = max((float(n["Resources"].get("GPU", 0)) for n in ray.nodes() if n.get("Alive")), default=0.0)
+        return cls(dict(ray.cluster_resources()), node_gpus)
+
+    def check_hosts(self, cells: List[Cell]) -> None:
+        """Refuse (ConfigError), before anything is launched or written, cells this cluster cannot host."""
+        problems = resource_problems(cells, self.resources, self.node_gpus)
+        if problems:
+            raise ConfigError(problems)
+
+
+class CellScheduler:
+    """Runs the plan's cells to measure on Ray actors of ``cluster`` with bounded concurrency and per-cell fault
+    isolation, handing each outcome to ``on_outcome`` as it arrives and telling ``progress``."""
+
+    def __init__(self, plan: Plan, run_id: str, cluster: Cluster, on_outcome: Callable[[Cell, CellOutcome], None],
                  progress: Progress, poll_s: float = 1.0):
         self.plan = plan
         self.cells = plan.to_measure
@@ -143,21 +170,8 @@ class CellScheduler:
         self.on_outcome = on_outcome
         self.progress = progress
         self.poll_s = poll_s
-
-    def check_resources(self) -> None:
-        """Refuse (ConfigError), before anything is launched or written, cells the cluster cannot host."""
-        self._plan_slots()
-
-    def _plan_slots(self) -> None:
-        """Read the cluster's GPUs and refuse, before launching anything, cells it cannot host."""
-        import ray
-
-        self._resources = ray.cluster_resources()
-        self._gpus = float(self._resources.get("GPU", 0))
-        node_gpus = max((float(n["Resources"].get("GPU", 0)) for n in ray.nodes() if n.get("Alive")), default=0.0)
-        problems = resource_problems(self.cells, self._resources, node_gpus)
-        if problems:
-            raise ConfigError(problems)
+        self._resources = cluster.resources
+        self._gpus = cluster.gpus
 
     def _capacity(self, cell: Cell) -> int:
         """Cells of this kind (GPU or CPU) to keep in flight: no more than the cluster can host."""
@@ -190,7 +204,6 @@ class CellScheduler:
             lane.actor = None
 
     def run(self) -> None:
-        self._plan_slots()
         pending: Deque[Lane] = deque(runtime_lanes(self.plan, self._gpus))
         inflight: Dict[Any, _Flight] = {}
         try:

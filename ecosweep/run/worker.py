@@ -176,7 +176,7 @@ def device_facts(device: str, gpus: int = 1) -> Dict[str, Any]:
         "gpu_uuid": "+".join("GPU-" + str(p.uuid) for p in props),
         "gpu_count": gpus,
         "compute_capability": f"{props[0].major}.{props[0].minor}",
-        "gpu_memory_total_mb": sum(p.total_memory for p in props) / 2**20,
+        "gpu_memory_total_mib": sum(p.total_memory for p in props) / 2**20,
         "cuda_version": torch.version.cuda,
     }
 
@@ -291,7 +291,7 @@ def measure_workload(cell: Cell, workload: Any, device: str, gpus: int, base_row
     for index in range(gpus):
         torch.cuda.reset_peak_memory_stats(index)
 
-    def peak_memory_mb() -> float:  # summed over the cell's GPUs
+    def peak_memory_mib() -> float:  # summed over the cell's GPUs
         return sum(torch.cuda.max_memory_allocated(i) for i in range(gpus)) / 2**20 if is_cuda else math.nan
 
     uuids = base_row["gpu_uuid"].split("+") if base_row.get("gpu_uuid") else []
@@ -299,7 +299,7 @@ def measure_workload(cell: Cell, workload: Any, device: str, gpus: int, base_row
     with meter:
         protocol = CellProtocol(workload, meter, s.measurement, s.repetitions, s.warmup,
                                 observes_device=observes_device)
-        result = protocol.run(base_row, peak_memory_mb)
+        result = protocol.run(base_row, peak_memory_mib)
         trace = meter.trace()
     return result, trace
 

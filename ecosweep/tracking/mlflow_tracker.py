@@ -49,7 +49,7 @@ CELL_METRICS = ([c for c in FIDELITY_COLUMNS if c != "fidelity_reference"] + INT
 REPETITION_PREFIX = "rep."
 # The MLflow 3 UI opens experiments of this kind in the classic runs view (not the GenAI overview).
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-ENV_COLUMNS = ["host", "cpu_count", "device", "device_name", "gpu_uuid", "compute_capability", "gpu_memory_total_mb",
+ENV_COLUMNS = ["host", "cpu_count", "device", "device_name", "gpu_uuid", "compute_capability", "gpu_memory_total_mib",
                "driver_version", "cuda_version", "python_version", "torch_version", "transformers_version",
                "bitsandbytes_version", "ecosweep_version"]
 
@@ -80,20 +80,16 @@ def _reachable(uri: str, timeout_s: float = 3.0) -> Optional[str]:
 
 @contextmanager
 def _store_creation_lock(uri: str) -> Iterator[None]:
-    """Serialise the creation of a local sqlite store between processes (an flock beside the file)."""
+    """Serialise the creation of a local sqlite store between processes (a lock file beside it, ``filelock``)."""
     if not uri.startswith("sqlite:///"):
         yield
         return
-    import fcntl
+    from filelock import FileLock
 
     db = Path(uri[len("sqlite:///"):])
     db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.parent / f".{db.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with FileLock(str(db.parent / f".{db.name}.lock")):
+        yield
 
 
 def _finite(v: Any) -> bool:

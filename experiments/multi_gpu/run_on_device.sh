@@ -54,7 +54,7 @@ case $phase in B) study=fewer_gpus ;; D) study=fewer_gpus_bs16 ;; *) study=two_g
 import sys, pandas as pd, glob, json
 rows = pd.concat(pd.read_parquet(p) for p in glob.glob(sys.argv[1] + "/cells/*.parquet"))
 cols = ["model", "quantization", "batch_size", "gpu_count", "status", "repetition", "tok_s", "energy_j",
-        "energy_j_by_gpu", "power_w_mean_by_gpu", "idle_power_w_by_gpu", "energy_j_per_1k_tok", "gpu_memory_peak_mb"]
+        "energy_j_by_gpu", "power_w_mean_by_gpu", "idle_power_w_by_gpu", "energy_j_per_1k_tok", "gpu_memory_peak_mib"]
 pd.set_option("display.width", 250, "display.max_colwidth", 80)
 print(rows[[c for c in cols if c in rows]].to_string())
 print(rows[rows.status != "ok"].error.to_string() if (rows.status != "ok").any() else "all ok")

@@ -26,7 +26,7 @@ class DeviceStats:
 
     gpu_util_pct_mean: float = NAN  # % of the time a kernel was running, mean over the window's samples
     mem_util_pct_mean: float = NAN  # % of the time device memory was read or written, mean
-    memory_used_mb_max: float = NAN  # device memory in use, MB (2**20 bytes), the largest sample
+    memory_used_mib_max: float = NAN  # device memory in use, MiB (2**20 bytes), the largest sample
     sm_clock_mhz_mean: float = NAN  # SM clock, MHz, mean
     mem_clock_mhz_mean: float = NAN  # memory clock, MHz, mean
     temperature_c_start: float = NAN  # GPU temperature, °C, first sample of the window

@@ -24,7 +24,7 @@ NAN = math.nan
 _AVERAGED = ("gpu_util_pct_mean", "mem_util_pct_mean", "sm_clock_mhz_mean", "mem_clock_mhz_mean",
              "temperature_c_mean", "sampler_cpu_pct")
 _HOTTEST = ("temperature_c_start", "temperature_c_max")
-_SUMMED = ("memory_used_mb_max",)
+_SUMMED = ("memory_used_mib_max",)
 
 
 def _finite(values: Sequence[float]) -> List[float]:

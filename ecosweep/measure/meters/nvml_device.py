@@ -3,34 +3,86 @@ and translates NVML's errors (used by the meter, its sampler process and the cel
 
 NVML ignores ``CUDA_VISIBLE_DEVICES`` and indexes all GPUs of the host, hence the UUID. Reads that a
 device may not support (instantaneous power, the energy counter on pre-Volta GPUs, clock-event reasons on
-old drivers) fall back or return None; every other NVML error becomes a :class:`MeterError` that says
-what to do, in :func:`translate` and nowhere else.
+old drivers) fall back or return None; every other NVML error becomes a typed :class:`NvmlError` (a
+:class:`MeterError`) that says what to do: :func:`nvml_errors` wraps each read that must not fail (as Zeus's
+``zeus.device.gpu`` does), and :func:`translate` maps the binding's error classes, in one place.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type, TypeVar
 
 from ecosweep.errors import MeterError
 
 FIELD_POWER_INSTANT = 186  # NVML_FI_DEV_POWER_INSTANT
 
-_REMEDIES = {
-    "NVMLError_LibraryNotFound": "the NVIDIA driver's libnvidia-ml.so is not installed or not on the library path",
-    "NVMLError_DriverNotLoaded": "the NVIDIA driver is not loaded on this host",
-    "NVMLError_NoPermission": "this user may not read NVML; run with access to /dev/nvidia* or as root",
-    "NVMLError_NotSupported": "this GPU does not support it (energy counters need Volta or newer)",
-    "NVMLError_NotFound": "no GPU with that UUID is visible to NVML on this host",
-    "NVMLError_GpuIsLost": "the GPU fell off the bus",
-}
+class NvmlError(MeterError):
+    """An NVML call failed; the message names the call and what to do."""
+
+    remedy: str = ""  # what to do; the subclasses say, a plain NvmlError repeats NVML's own message
+
+    def __init__(self, what: str, cause: BaseException):
+        super().__init__(f"NVML {what} failed ({type(cause).__name__}): {self.remedy or cause}. "
+                         "Use measurement.meter=none to run without energy.")
 
 
-def translate(exc: BaseException, what: str) -> MeterError:
-    """One NVML error -> one MeterError that says what to do."""
-    name = type(exc).__name__
-    return MeterError(f"NVML {what} failed ({name}): {_REMEDIES.get(name, str(exc))}. "
-                      "Use measurement.meter=none to run without energy.")
+class NvmlLibraryNotFound(NvmlError):
+    remedy = "the NVIDIA driver's libnvidia-ml.so is not installed or not on the library path"
+
+
+class NvmlDriverNotLoaded(NvmlError):
+    remedy = "the NVIDIA driver is not loaded on this host"
+
+
+class NvmlNoPermission(NvmlError):
+    remedy = "this user may not read NVML; run with access to /dev/nvidia* or as root"
+
+
+class NvmlNotSupported(NvmlError):
+    remedy = "this GPU does not support it (energy counters need Volta or newer)"
+
+
+class NvmlNotFound(NvmlError):
+    remedy = "no GPU with that UUID is visible to NVML on this host"
+
+
+class NvmlGpuLost(NvmlError):
+    remedy = "the GPU fell off the bus"
+
+
+# the binding's error class (an attribute of pynvml, or of the tests' fake) -> ecosweep's typed error
+_TYPED: Tuple[Tuple[str, Type[NvmlError]], ...] = (
+    ("NVMLError_LibraryNotFound", NvmlLibraryNotFound), ("NVMLError_DriverNotLoaded", NvmlDriverNotLoaded),
+    ("NVMLError_NoPermission", NvmlNoPermission), ("NVMLError_NotSupported", NvmlNotSupported),
+    ("NVMLError_NotFound", NvmlNotFound), ("NVMLError_GpuIsLost", NvmlGpuLost),
+)
+
+
+def translate(nvml: Any, exc: BaseException, what: str) -> NvmlError:
+    """One error of the ``nvml`` binding -> the typed NvmlError that says what to do."""
+    for attribute, typed in _TYPED:
+        binding_class = getattr(nvml, attribute, None)
+        if isinstance(binding_class, type) and isinstance(exc, binding_class):
+            return typed(what, exc)
+    return NvmlError(what, exc)
+
+
+Read = TypeVar("Read", bound=Callable[..., Any])
+
+
+def nvml_errors(what: str) -> Callable[[Read], Read]:
+    """Decorate a method of an object with an ``nvml`` binding: its NVML errors become typed NvmlErrors."""
+    def decorate(method: Read) -> Read:
+        @functools.wraps(method)
+        def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except self.nvml.NVMLError as exc:
+                raise translate(self.nvml, exc, what) from exc
+        return wrapped  # type: ignore[return-value]
+    return decorate
 
 
 def load_nvml(module: str = "pynvml") -> Any:
@@ -42,7 +94,7 @@ def load_nvml(module: str = "pynvml") -> Any:
     try:
         nvml.nvmlInit()
     except nvml.NVMLError as exc:
-        raise translate(exc, "init") from exc
+        raise translate(nvml, exc, "init") from exc
     return nvml
 
 
@@ -60,11 +112,12 @@ class NvmlDevice:
     def __init__(self, uuid: str, module: str = "pynvml"):
         self.nvml = load_nvml(module)
         self.uuid = uuid
-        try:
-            self.handle = self.nvml.nvmlDeviceGetHandleByUUID(uuid)
-        except self.nvml.NVMLError as exc:
-            raise translate(exc, f"device {uuid}") from exc
+        self.handle = self._handle(uuid)
         self._instant_power = True
+
+    @nvml_errors("device lookup by UUID")
+    def _handle(self, uuid: str) -> Any:
+        return self.nvml.nvmlDeviceGetHandleByUUID(uuid)
 
     def has_energy_counter(self) -> bool:
         try:
@@ -73,12 +126,10 @@ class NvmlDevice:
         except self.nvml.NVMLError:
             return False
 
+    @nvml_errors("energy counter read")
     def energy_mj(self) -> int:
         """The total energy counter, millijoules."""
-        try:
-            return int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
-        except self.nvml.NVMLError as exc:
-            raise translate(exc, "energy counter read") from exc
+        return int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
 
     def power_w(self) -> Optional[float]:
         """Instantaneous power (falling back to the 1 s average where the field is unsupported), watts."""
@@ -129,7 +180,7 @@ class NvmlDevice:
             if key == "util":
                 state["gpu_util_pct"], state["mem_util_pct"] = value.gpu, value.memory
             elif key == "mem":
-                state["memory_used_mb"] = value.used / 2**20
+                state["memory_used_mib"] = value.used / 2**20
             else:
                 state[key] = value
         return state

@@ -90,7 +90,7 @@ class WindowSamples:
         return DeviceStats(
             gpu_util_pct_mean=_mean([s.get("gpu_util_pct") for s in inside]),
             mem_util_pct_mean=_mean([s.get("mem_util_pct") for s in inside]),
-            memory_used_mb_max=max([s["memory_used_mb"] for s in around if "memory_used_mb" in s], default=NAN),
+            memory_used_mib_max=max([s["memory_used_mib"] for s in around if "memory_used_mib" in s], default=NAN),
             sm_clock_mhz_mean=_mean([s.get("sm_clock_mhz") for s in inside]),
             mem_clock_mhz_mean=_mean([s.get("mem_clock_mhz") for s in inside]),
             temperature_c_start=temps[0] if temps else NAN,
@@ -182,11 +182,12 @@ class PowerTimeline:
         """CPU seconds the sampler process has used (user + system), NaN when unknown."""
         if self._proc is None:
             return NAN
+        import psutil
+
         try:
-            with open(f"/proc/{self._proc.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
+            times = psutil.Process(self._proc.pid).cpu_times()
+            return float(times.user + times.system)
+        except psutil.Error:
             return NAN
 
     def table(self):
@@ -194,7 +195,7 @@ class PowerTimeline:
         import pyarrow as pa
 
         self.flush()
-        cols = ["t", "power_w", "energy_mj", "gpu_util_pct", "mem_util_pct", "memory_used_mb", "sm_clock_mhz",
+        cols = ["t", "power_w", "energy_mj", "gpu_util_pct", "mem_util_pct", "memory_used_mib", "sm_clock_mhz",
                 "mem_clock_mhz", "temperature_c", "clock_event_reasons"]
         names = {"t": "t_unix_s", "energy_mj": "energy_counter_mj"}
         data = {names.get(c, c): [s.get(c) for s in self.samples] for c in cols}
