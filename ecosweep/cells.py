@@ -18,8 +18,14 @@ from omegaconf import DictConfig
 
 from ecosweep.config.compat import PLANTING_VERSION, requested_gpus
 from ecosweep.config.compose import to_settings
-from ecosweep.config.schema import (RUN_WIDE_SETTINGS, CompileConfig, EngineConfig, ReportConfig, StudyConfig,
-                                    TrackingConfig)
+from ecosweep.config.schema import (
+    RUN_WIDE_SETTINGS,
+    CompileConfig,
+    EngineConfig,
+    ReportConfig,
+    StudyConfig,
+    TrackingConfig,
+)
 from ecosweep.config.sweep import name_unnamed_studies
 from ecosweep.config.validate import validate_study
 from ecosweep.errors import ConfigError

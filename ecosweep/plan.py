@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 from ecosweep.cells import Cell, RunOptions, run_options
-from ecosweep.results.store import DamagedResultError, StudyStore
 from ecosweep.lanes import LaneSpec, group_lanes, lane_key
+from ecosweep.results.store import DamagedResultError, StudyStore
 
 
 class CellState(Enum):

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import REPO, compose
-from ecosweep.lanes import group_lanes, lane_key
 from ecosweep.cells import cell_id, plan_cells, to_settings
 from ecosweep.config.compose import load_cell_config
+from ecosweep.lanes import group_lanes, lane_key
+
+from conftest import REPO, compose
 
 
 def cid(overrides):

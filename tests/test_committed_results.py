@@ -3,9 +3,8 @@ rebuilds from it with the figures the README quotes."""
 
 from __future__ import annotations
 
-import re
-
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -350,8 +349,8 @@ def test_int8_alternatives_on_four_h100s_partial_run_holds_what_its_readme_says(
     its own GPU), torchao fp8 compiled on its fast path and above compiled fp16, the bitsandbytes paths never
     compiled, and the four torchao int8-dynamic compiled cells that failed, listed by the report and refused
     by the cell check since."""
-    from ecosweep.run.worker import check_device_runs
     from ecosweep.config.compose import load_cell_config
+    from ecosweep.run.worker import check_device_runs
 
     study = REPO / "experiments" / "int8_alternatives" / "h100x4_2026-11-27" / "int8_alternatives"
     rows = read_results([study]).to_pandas()

@@ -10,9 +10,10 @@ import time
 
 import pytest
 
-from conftest import REPO, compose
-from ecosweep.config.validate import validate_study
 from ecosweep.cells import to_settings
+from ecosweep.config.validate import validate_study
+
+from conftest import REPO, compose
 
 
 def settings(*overrides):

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONF_DIR, REPO, compose
+from ecosweep.cells import plan_cells, to_settings
 from ecosweep.config.validate import validate_study
 from ecosweep.errors import ConfigError
-from ecosweep.cells import plan_cells, to_settings
+
+from conftest import CONF_DIR, REPO, compose
 
 GROUPS = ["model", "quantization", "engine", "hardware", "measurement", "tracking"]
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "model_architectures.csv"

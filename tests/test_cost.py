@@ -8,11 +8,12 @@ import math
 import pandas as pd
 import pytest
 
-from conftest import run_cli
 from ecosweep.analysis import cost, figures
 from ecosweep.analysis.report import build_report
 from ecosweep.cli import parser
 from ecosweep.config.schema import ReportConfig
+
+from conftest import run_cli
 
 
 def configs(**overrides) -> pd.DataFrame:

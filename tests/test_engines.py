@@ -8,10 +8,11 @@ import math
 import pandas as pd
 import pytest
 
-from conftest import compose
+from ecosweep.cells import plan_cells, to_settings
 from ecosweep.config.validate import validate_study
 from ecosweep.lanes import lane_key
-from ecosweep.cells import plan_cells, to_settings
+
+from conftest import compose
 
 
 def settings(*overrides):
@@ -85,8 +86,8 @@ def workloads(model, vocab, engine, bs, inp, out):
 @pytest.mark.slow
 @pytest.mark.parametrize("bs,inp,out", [(1, 12, 9), (3, 7, 16)])
 def test_uncaptured_graph_loop_gives_generates_tokens_exactly_in_float32(bs, inp, out):
-    from ecosweep.workload.token_check import check_tokens, tolerance_for
     from ecosweep.workload.models import load_model
+    from ecosweep.workload.token_check import check_tokens, tolerance_for
 
     s = settings("engine=graph")
     loaded = load_model(s, "cpu")
@@ -103,8 +104,8 @@ def test_uncaptured_graph_loop_gives_generates_tokens_exactly_in_float32(bs, inp
 @pytest.mark.slow
 @pytest.mark.parametrize("quantization", ["bf16", "nf4", "int8_pure"])
 def test_graph_loop_agrees_with_generate_within_rounding_for_16bit_and_quantized(quantization):
-    from ecosweep.workload.token_check import tolerance_for, verify_tokens
     from ecosweep.workload.models import load_model
+    from ecosweep.workload.token_check import tolerance_for, verify_tokens
 
     s = settings("engine=graph", f"quantization={quantization}")
     loaded = load_model(s, "cpu")
@@ -116,8 +117,8 @@ def test_graph_loop_agrees_with_generate_within_rounding_for_16bit_and_quantized
 @pytest.mark.slow
 @pytest.mark.parametrize("broken", ["mask_one_position_off", "cache_not_reset"])
 def test_token_check_fails_a_loop_that_computes_something_else(broken, monkeypatch):
-    from ecosweep.workload.token_check import TokenMismatchError, tolerance_for, verify_tokens
     from ecosweep.workload.models import load_model
+    from ecosweep.workload.token_check import TokenMismatchError, tolerance_for, verify_tokens
 
     s = settings("engine=graph")
     loaded = load_model(s, "cpu")
@@ -212,8 +213,9 @@ def test_hf_static_on_cpu_records_that_transformers_ran_it_eager():
 @pytest.mark.slow
 @pytest.mark.integration
 def test_rows_say_which_engine_ran_and_how_its_tokens_compared(tmp_path):
-    from conftest import run_cli
     from ecosweep.results.store import read_results
+
+    from conftest import run_cli
 
     out = tmp_path / "out"
     r = run_cli(["-m", "engine=eager,graph", "measurement=quick", "repetitions=2", "warmup=1", "input_tokens=8",
@@ -343,8 +345,8 @@ def test_past_rounding_the_engine_is_judged_against_generates_own_kernel_to_kern
     """With no rounding allowed at all, a correct loop still passes (it differs from generate() about as much as
     generate() with eager attention differs from generate() with sdpa), and a loop with its mask one position
     off does not."""
-    from ecosweep.workload.token_check import check_tokens
     from ecosweep.workload.models import load_model
+    from ecosweep.workload.token_check import check_tokens
 
     s = settings("engine=graph", f"quantization={quantization}")
     loaded = load_model(s, "cpu")

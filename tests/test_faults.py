@@ -53,10 +53,11 @@ def test_a_cpu_cell_too_large_for_this_machine_is_refused(tmp_path, monkeypatch)
     before Ray starts; on a GPU host (no CPU cells) the same check has nothing to say."""
     import psutil
 
-    from conftest import compose
-    from ecosweep.errors import ConfigError
     from ecosweep.cells import plan_cells
+    from ecosweep.errors import ConfigError
     from ecosweep.run.preflight import check_before_running
+
+    from conftest import compose
 
     monkeypatch.setattr(psutil, "virtual_memory", lambda: type("M", (), {"total": 24 * 2**30})())
     cpu = plan_cells([compose(["model=Mistral-7B", "quantization=fp32", "hardware=cpu", f"output_root={tmp_path / 'out'}"])])

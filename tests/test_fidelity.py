@@ -6,10 +6,11 @@ import time
 
 import pytest
 
-from conftest import compose, run_cli
 from ecosweep.cells import plan_cells, to_settings
 from ecosweep.workload import fidelity as fid
 from ecosweep.workload.models import load_model
+
+from conftest import compose, run_cli
 
 
 def settings(*overrides):

@@ -127,7 +127,8 @@ def test_a_rebuilt_report_links_every_figure_it_keeps_and_keeps_no_stale_one(smo
     (out / "figures").mkdir(parents=True)
     stale = out / "figures" / "crossover.png"  # drawn by an earlier build of more model sizes
     stale.write_bytes(b"old")
-    build_report([smoke_study / "smoke"], out)
+    _, outputs, _ = smoke_study
+    build_report([outputs / "smoke"], out)
     text = (out / "report.md").read_text()
     linked = set(re.findall(r"\(figures/([^)]+\.png)\)", text))
     on_disk = {p.name for p in (out / "figures").glob("*.png")}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import compose
-from ecosweep.config.validate import validate_study
 from ecosweep.cells import cell_id, to_settings
+from ecosweep.config.validate import validate_study
 from ecosweep.workload.generation import FixedLengthGeneration
 from ecosweep.workload.int8_outliers import count_decomposed_columns, outlier_dims, plant_outlier_features
 from ecosweep.workload.models import load_model
+
+from conftest import compose
 
 
 def settings(*overrides):
@@ -59,8 +60,8 @@ def test_planted_outliers_enter_the_cell_id_and_are_refused_for_pretrained_weigh
 
 @pytest.mark.slow
 def test_rows_of_an_llm_int8_cell_carry_the_count(tmp_path):
-    from ecosweep.run.worker import execute_cell
     from ecosweep.cells import plan_cells
+    from ecosweep.run.worker import execute_cell
 
     cell = plan_cells([compose(["hardware=cpu", "quantization=int8", "measurement=quick", "repetitions=2",
                                 "warmup=1", "input_tokens=8", "output_tokens=4", "outlier_features.count=6"])])[0]

@@ -11,11 +11,13 @@ import json
 
 import pytest
 
-from conftest import REPO, compose
 from ecosweep.cells import cell_id, plan_cells, to_settings
-from ecosweep.results.schema import KERNEL_CLASSES
 from ecosweep.profiling.rules import KernelRecord, classify
 from ecosweep.profiling.summary import busy_seconds, summarize
+from ecosweep.results.schema import KERNEL_CLASSES
+
+from conftest import REPO, compose
+
 # (kernel name, launching op, ops around it) -> class. GPU names as the PyTorch profiler reports them on Hopper
 # (cuBLAS/cuBLASLt, PyTorch's own kernels, FlashAttention 2 in PyTorch, Inductor's Triton kernels), and the
 # bitsandbytes custom ops that launch its kernels (torch.ops.bitsandbytes.*, 0.50).
@@ -310,7 +312,6 @@ def test_a_cpu_profile_read_from_kineto_matches_torchs_own_event_tree():
     from torch.profiler import ProfilerActivity, profile
 
     from ecosweep.profiling.call import module_scopes
-
     from ecosweep.profiling.trace import records_from_trace, trace_events_from_kineto
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
     with profile(activities=[ProfilerActivity.CPU]) as prof:

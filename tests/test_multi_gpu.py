@@ -8,15 +8,16 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import compose
 from ecosweep.analysis.cost import cost_table
-from ecosweep.config.schema import MeasurementConfig, ReportConfig
-from ecosweep.lanes import resource_problems
-from ecosweep.errors import ConfigError
-from ecosweep.measure.meters import make_meter
 from ecosweep.cells import plan_cells
+from ecosweep.config.schema import MeasurementConfig, ReportConfig
+from ecosweep.errors import ConfigError
+from ecosweep.lanes import resource_problems
+from ecosweep.measure.meters import make_meter
 from ecosweep.measure.protocol import CellProtocol
 from ecosweep.workload.placement import build_device, placement_kwargs
+
+from conftest import compose
 from fake_nvml import FakeGpuHost
 
 A, B = "GPU-fake-a", "GPU-fake-b"

@@ -7,13 +7,14 @@ import time
 
 import pytest
 
-from conftest import compose
+from ecosweep.cells import to_settings
 from ecosweep.config.schema import MeasurementConfig
 from ecosweep.errors import MeterError
 from ecosweep.measure.meters.nvml import NvmlMeter
 from ecosweep.measure.meters.power_timeline import trapezoid_energy_j
-from ecosweep.cells import to_settings
 from ecosweep.measure.protocol import CellProtocol
+
+from conftest import compose
 from fake_nvml import FakeGpu
 
 UUID = "GPU-fake-0"

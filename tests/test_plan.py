@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from conftest import compose
-from ecosweep.plan import CellState, build_plan, store_for
 from ecosweep.cells import plan_cells
+from ecosweep.plan import CellState, build_plan, store_for
 from ecosweep.results.schema import rows_to_table
 from ecosweep.results.store import StudyStore
+
+from conftest import compose
 
 
 def _store(store: StudyStore, cell_id: str, statuses, gpu_uuid=None) -> None:

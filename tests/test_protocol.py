@@ -6,13 +6,14 @@ import math
 
 import pytest
 
-from conftest import compose
+from ecosweep.cells import to_settings
 from ecosweep.config.schema import MeasurementConfig
 from ecosweep.measure.meters.base import NullMeter
-from ecosweep.cells import to_settings
 from ecosweep.measure.protocol import CellProtocol, ci95_half_width_pct
 from ecosweep.workload.generation import FixedLengthGeneration
 from ecosweep.workload.models import load_model
+
+from conftest import compose
 
 
 @pytest.fixture(scope="module")

@@ -76,7 +76,8 @@ def test_settings_with_a_prefix_nothing_starts_with_says_so_and_suggests(capsys)
 
 def copy_smoke_study(smoke_study, tmp_path) -> Path:
     study = tmp_path / "smoke"
-    shutil.copytree(smoke_study / "smoke", study, ignore=shutil.ignore_patterns("report", ".ecosweep.lock"))
+    _, outputs, _ = smoke_study
+    shutil.copytree(outputs / "smoke", study, ignore=shutil.ignore_patterns("report", ".ecosweep.lock"))
     return study
 
 

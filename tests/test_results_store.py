@@ -110,9 +110,10 @@ def test_adopted_cell_belongs_to_the_new_study_and_keeps_its_measurement(tmp_pat
 
 
 def test_only_complete_ok_cells_of_other_studies_are_found_for_reuse(tmp_path):
-    from conftest import compose
     from ecosweep.cells import Cell, to_settings
     from ecosweep.plan import measured_by_another_study
+
+    from conftest import compose
 
     settings = to_settings(compose([f"output_root={tmp_path}", "study=mine", "hardware=cpu"]))
     cell = Cell(id="abc", settings=settings)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from conftest import run_cli
 from ecosweep.results.schema import COLUMN_NAMES
+
+from conftest import run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 

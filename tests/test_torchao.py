@@ -7,10 +7,11 @@ import importlib.util
 
 import pytest
 
-from conftest import compose
+from ecosweep.cells import cell_id, measured_identity, plan_cells, to_settings
 from ecosweep.config.validate import validate_study
 from ecosweep.errors import ConfigError
-from ecosweep.cells import cell_id, measured_identity, plan_cells, to_settings
+
+from conftest import compose
 
 needs_torchao = pytest.mark.skipif(importlib.util.find_spec("torchao") is None, reason="torchao not installed")
 

@@ -6,11 +6,12 @@ import math
 
 import pytest
 
-from conftest import compose
-from ecosweep.errors import ModelNotFoundError
 from ecosweep.cells import to_settings
+from ecosweep.errors import ModelNotFoundError
 from ecosweep.workload.generation import FixedLengthGeneration
 from ecosweep.workload.models import load_model, pretrained_source
+
+from conftest import compose
 
 
 def settings(*overrides):

@@ -10,7 +10,6 @@ import pandas as pd
 
 from ecosweep.analysis.inputs import DEFAULT_ENGINE, has_random_weights
 
-
 # What may run for each engine asked for without a warning (graph runs uncaptured on a CPU by design).
 EXPECTED_EFFECTIVE = {"eager": {"eager"}, "graph": {"graph", "graph_uncaptured"}, "compiled": {"compiled"},
                       "hf_static": {"hf_static_compiled"}}
@@ -72,8 +71,51 @@ def device_warnings(configs: pd.DataFrame, comp: pd.DataFrame, batch: Optional[p
                        "batch 1 mixes device and batch size.")
     return out
 
+def _engine_warnings(r: pd.Series, label: str) -> List[str]:
+    """What ran other than asked, and torchao's slow or launch-bound paths."""
+    out: List[str] = []
+    engine = r.get("engine", DEFAULT_ENGINE)
+    effective = r.get("engine_effective")
+    kind = r.get("engine_kind") if isinstance(r.get("engine_kind"), str) else engine
+    if isinstance(effective, str) and effective not in EXPECTED_EFFECTIVE.get(kind, {kind}):
+        out.append(f"Engine: {label} asked for engine={engine} but ran {effective}; its numbers are {effective}'s "
+                   "(rows: engine_note).")
+    if r.get("quant_fallback") is True:
+        out.append(f"Fallback: {label} ran {r.get('quant_kernel_path')}: this torchao precision reaches its fast "
+                   "kernels only through torch.compile, so its numbers are its slow path's, not the precision's "
+                   "cost (run it with engine=compiled).")
+    path = r.get("quant_kernel_path")
+    if (r.get("quant_fallback") is False and isinstance(path, str) and path.startswith("torchao Float8Tensor")
+            and str(effective or engine).startswith("eager")):
+        out.append(f"Launch-bound: {label} ran {path} under eager generate(): torchao's fp8 reaches its fast "
+                   "_scaled_mm kernel, but quantizes every activation in separate small kernels that eager "
+                   "launches one by one, so its numbers are mostly launch overhead; engine=graph or "
+                   "engine=compiled gives the precision's cost.")
+    return out
+
+
+def _repetition_warnings(r: pd.Series, label: str, static_limit: float) -> List[str]:
+    """What the cell's repetitions show: drift, throttling, a foreign process, host contention, static power."""
+    out: List[str] = []
+    if r.get("drift_p") is not None and r.drift_p == r.drift_p and r.drift_p < 0.05:
+        out.append(f"Drift: {label} has a significant trend over its repetitions (p = {r.drift_p:.3g}).")
+    if r.get("throttled_reps"):
+        out.append(f"Throttled: {label} had {int(r.throttled_reps)} repetition(s) with a clock-event reason active.")
+    if r.get("contaminated_reps"):
+        out.append(f"Contaminated: {label} had {int(r.contaminated_reps)} repetition(s) with a foreign process on "
+                   "its GPU.")
+    if isinstance(r.get("host_contention"), str):
+        out.append(f"Host contention: {label} {r.host_contention}")
+    share = r.get("static_energy_share_mean")
+    if share == share and share is not None and share > static_limit:
+        out.append(f"Launch-bound: {label} spends {100 * share:.0f} % of its energy as idle (static) power; "
+                   "its energy per token follows host speed more than the GPU.")
+    return out
+
+
 def warnings_for(configs: pd.DataFrame, cv_limit_pct: float = 5.0, static_limit: float = 0.7,
                  comp: Optional[pd.DataFrame] = None, batch: Optional[pd.DataFrame] = None) -> List[str]:
+    """Every warning of the report, in order: devices, random weights, then each configuration's."""
     out: List[str] = []
     if configs.empty:
         return out
@@ -87,38 +129,10 @@ def warnings_for(configs: pd.DataFrame, cv_limit_pct: float = 5.0, static_limit:
         engine = r.get("engine", DEFAULT_ENGINE)
         label = f"{r.hardware} {r.model} {r.quantization}" + ("" if engine == DEFAULT_ENGINE else f" {engine}") \
             + f" bs{r.batch_size}"
-        effective = r.get("engine_effective")
-        kind = r.get("engine_kind") if isinstance(r.get("engine_kind"), str) else engine
-        if r.get("raw") and isinstance(effective, str) and effective not in EXPECTED_EFFECTIVE.get(kind, {kind}):
-            out.append(f"Engine: {label} asked for engine={engine} but ran {effective}; its numbers are {effective}'s "
-                       "(rows: engine_note).")
-        if r.get("raw") and r.get("quant_fallback") is True:
-            out.append(f"Fallback: {label} ran {r.get('quant_kernel_path')}: this torchao precision reaches its fast "
-                       "kernels only through torch.compile, so its numbers are its slow path's, not the precision's "
-                       "cost (run it with engine=compiled).")
-        path = r.get("quant_kernel_path")
-        if (r.get("raw") and r.get("quant_fallback") is False and isinstance(path, str)
-                and path.startswith("torchao Float8Tensor") and str(effective or engine).startswith("eager")):
-            out.append(f"Launch-bound: {label} ran {path} under eager generate(): torchao's fp8 reaches its fast "
-                       "_scaled_mm kernel, but quantizes every activation in separate small kernels that eager "
-                       "launches one by one, so its numbers are mostly launch overhead; engine=graph or "
-                       "engine=compiled gives the precision's cost.")
+        raw = bool(r.get("raw"))
         cv = r.get("energy_j_per_1k_tok_cv_pct")
+        warnings = _engine_warnings(r, label) if raw else []
         if cv == cv and cv is not None and cv > cv_limit_pct:
-            out.append(f"High CV: {label} energy per 1k tokens CV {cv:.1f} % (> {cv_limit_pct:g} %).")
-        if r.get("raw"):
-            if r.get("drift_p") is not None and r.drift_p == r.drift_p and r.drift_p < 0.05:
-                out.append(f"Drift: {label} has a significant trend over its repetitions (p = {r.drift_p:.3g}).")
-            if r.get("throttled_reps"):
-                out.append(f"Throttled: {label} had {int(r.throttled_reps)} "
-                        f"repetition(s) with a clock-event reason active.")
-            if r.get("contaminated_reps"):
-                out.append(f"Contaminated: {label} had {int(r.contaminated_reps)} "
-                        f"repetition(s) with a foreign process on its GPU.")
-            if isinstance(r.get("host_contention"), str):
-                out.append(f"Host contention: {label} {r.host_contention}")
-            share = r.get("static_energy_share_mean")
-            if share == share and share is not None and share > static_limit:
-                out.append(f"Launch-bound: {label} spends {100 * share:.0f} % of its energy as idle (static) power; "
-                           "its energy per token follows host speed more than the GPU.")
+            warnings.append(f"High CV: {label} energy per 1k tokens CV {cv:.1f} % (> {cv_limit_pct:g} %).")
+        out += warnings + (_repetition_warnings(r, label, static_limit) if raw else [])
     return out

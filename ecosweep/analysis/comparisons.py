@@ -10,8 +10,8 @@ from typing import Dict, List, Optional
 
 import pandas as pd
 
+from ecosweep.analysis.inputs import DEFAULT_ENGINE, keys_across, with_engine
 from ecosweep.stats import compare, holm, summarize_stats
-from ecosweep.analysis.inputs import DEFAULT_ENGINE, with_engine, keys_across
 
 
 def summary_of(row: pd.Series, metric: str):

@@ -9,11 +9,10 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 import pandas as pd
-
 from scipy import stats
 
-from ecosweep.stats import fit_line
 from ecosweep.analysis.inputs import DEFAULT_ENGINE, keys_across
+from ecosweep.stats import fit_line
 
 
 def crossover_keys(comp: pd.DataFrame) -> List[str]:

@@ -9,8 +9,8 @@ from typing import List
 
 import numpy as np
 import pandas as pd
-from ecosweep.analysis.kernels import idle_ms_per_token
-from ecosweep.analysis.kernels import kernel_classes_seen
+
+from ecosweep.analysis.kernels import idle_ms_per_token, kernel_classes_seen
 
 HATCHES = ["", "//", "..", "xx", "\\\\", "++", "oo", "--"]
 GREYS = ["0.15", "0.45", "0.7", "0.9", "0.3", "0.6", "0.8", "0.55"]

@@ -12,10 +12,9 @@ import numpy as np
 import pandas as pd
 
 from ecosweep.analysis.contention import contention_note
-from ecosweep.stats import linear_trend_p, summarize, summarize_stats
 from ecosweep.results.schema import FIDELITY_COLUMNS, INT8_DECOMPOSITION_COLUMNS, PROFILE_COLUMNS
 from ecosweep.results.store import read_results
-
+from ecosweep.stats import linear_trend_p, summarize, summarize_stats
 
 METRICS = ["energy_j_per_1k_tok", "tok_s", "power_w_mean", "energy_j_per_request", "gpu_util_pct_mean",
            "decode_tok_s", "static_energy_share", "net_energy_j_per_1k_tok"]

@@ -9,8 +9,8 @@ from typing import List
 
 import pandas as pd
 
-from ecosweep.results.schema import KERNEL_CLASSES
 from ecosweep.analysis.inputs import ROW_KEYS
+from ecosweep.results.schema import KERNEL_CLASSES
 
 
 def kernel_classes_seen(configs: pd.DataFrame) -> List[str]:

@@ -17,8 +17,14 @@ from ecosweep.analysis import cost, decision, figures
 from ecosweep.analysis.caveats import warnings_for
 from ecosweep.analysis.comparisons import best_engine_comparisons, comparisons, engine_comparisons, engine_sign_findings
 from ecosweep.analysis.crossover import crossover
-from ecosweep.analysis.inputs import (DEFAULT_ENGINE, FIDELITY_TABLE_COLUMNS, ROW_KEYS, has_random_weights, load_inputs,
-                                      read_raw_inputs)
+from ecosweep.analysis.inputs import (
+    DEFAULT_ENGINE,
+    FIDELITY_TABLE_COLUMNS,
+    ROW_KEYS,
+    has_random_weights,
+    load_inputs,
+    read_raw_inputs,
+)
 from ecosweep.analysis.kernels import kernel_classes_seen, kernel_gap
 from ecosweep.analysis.scaling import batch_scaling, roofline
 from ecosweep.config.schema import ReportConfig

@@ -9,11 +9,11 @@ from typing import Dict, Optional
 
 import pandas as pd
 
-from ecosweep.stats import compare
+from ecosweep.analysis.comparisons import baseline_for, provenance, summary_of
+from ecosweep.analysis.inputs import DEFAULT_ENGINE, keys_across, with_engine
 from ecosweep.config.compat import weight_bytes_per_parameter
 from ecosweep.config.compose import hardware_profiles
-from ecosweep.analysis.comparisons import baseline_for, provenance, summary_of
-from ecosweep.analysis.inputs import DEFAULT_ENGINE, with_engine, keys_across
+from ecosweep.stats import compare
 
 
 def batch_scaling(configs: pd.DataFrame) -> pd.DataFrame:

@@ -14,9 +14,8 @@ import difflib
 import typing
 from typing import Any, List, Optional, Tuple
 
+from ecosweep.config.compose import CONF_DIR, compose_config
 from ecosweep.config.schema import CHOICES_BY_SETTING, StudyConfig
-from ecosweep.config.compose import CONF_DIR
-from ecosweep.config.compose import compose_config
 
 # Keys that are not fields of the schema but are valid on the command line.
 _OTHER_TOP_LEVEL = {"hydra", "experiment"}

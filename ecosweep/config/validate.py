@@ -12,20 +12,21 @@ from pathlib import Path
 from typing import Callable, List
 
 from ecosweep.config.compat import compiled_int_mm_problem, requested_gpus, torchao_problem
+from ecosweep.config.compose import CONF_DIR
 from ecosweep.config.schema import (
-    CHOICES_BY_SETTING,
-    BNB_4BIT_TYPES,
-    DEVICES,
     ATTN_IMPLEMENTATIONS,
+    BNB_4BIT_TYPES,
+    CHOICES_BY_SETTING,
     CUDA_GRAPHS,
     DECODE_MODELS,
+    DEVICES,
     DTYPES,
     ENGINE_KINDS,
     METERS,
-    TORCHAO_TYPES,
     ONE_GPU_PER,
     PROGRESS_MODES,
     QUANT_METHODS,
+    TORCHAO_TYPES,
     WEIGHTS_CHOICES,
     EngineConfig,
     FidelityConfig,
@@ -37,7 +38,6 @@ from ecosweep.config.schema import (
     ReportConfig,
     StudyConfig,
 )
-from ecosweep.config.compose import CONF_DIR
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 

@@ -13,6 +13,7 @@ import socket
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Dict, Optional
+
 from ecosweep import __version__
 
 

@@ -17,11 +17,11 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Protocol
 
 from ecosweep.config.schema import MeasurementConfig
-from ecosweep.stats import ci_half_width_pct
 from ecosweep.errors import EcosweepError
 from ecosweep.measure.host import cpu_window_stats, read_cpu_times
 from ecosweep.measure.meters.base import Meter, WindowReading
 from ecosweep.measure.rows import Counts, device_columns, energy_columns, speed_columns
+from ecosweep.stats import ci_half_width_pct
 
 NAN = math.nan
 

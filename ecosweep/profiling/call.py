@@ -18,7 +18,6 @@ from typing import Any, Callable, Dict, Iterator, Optional
 from ecosweep.profiling.summary import KernelProfile, kernel_table, summarize
 from ecosweep.profiling.trace import records_from_trace, trace_events_from_kineto
 
-
 _SCOPED_MODULES = re.compile(r"Attention$|Norm$|^Linear8bitLt$|^Linear4bit$")
 
 

@@ -11,7 +11,6 @@ from typing import Any, Dict, List, NamedTuple, Sequence, Tuple
 
 from ecosweep.profiling.rules import LAUNCH_APIS, KernelRecord
 
-
 # The profiler's own work on the host, recorded between operators: it takes the correlation id of the operator
 # it interrupted (a kernel linked by that id would name it as its launcher) and can enclose operators (it would
 # show among their scopes). Neither an operator nor a scope.

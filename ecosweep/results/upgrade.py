@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import pyarrow as pa
+
 from ecosweep.cells import engine_variant
 from ecosweep.config.compose import load_cell_config
 

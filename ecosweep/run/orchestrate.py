@@ -19,13 +19,13 @@ from typing import Any, Dict, List, Optional, TextIO
 import pyarrow as pa
 from omegaconf import OmegaConf
 
-from ecosweep.run.worker import CellOutcome
-from ecosweep.plan import CellState, Plan, store_for
 from ecosweep.cells import Cell
-from ecosweep.run.progress import Progress
+from ecosweep.plan import CellState, Plan, store_for
 from ecosweep.results.schema import rows_to_table
 from ecosweep.results.store import read_results
+from ecosweep.run.progress import Progress
 from ecosweep.run.scheduler import CellScheduler, Cluster, connect_ray
+from ecosweep.run.worker import CellOutcome
 from ecosweep.tracking import make_tracker
 
 log = logging.getLogger("ecosweep")

@@ -14,10 +14,10 @@ import shutil
 from pathlib import Path
 from typing import Iterable, List, Optional
 
+from ecosweep.config.compat import BYTES_PER_ELEMENT, weight_bytes_per_parameter
 from ecosweep.errors import ConfigError
 from ecosweep.migrate import unmigrated_cells
 from ecosweep.results.folders import existing_ancestor, writable_folder_problem
-from ecosweep.config.compat import BYTES_PER_ELEMENT, weight_bytes_per_parameter
 from ecosweep.workload.fidelity import is_reference, reference_dtype
 
 # Results of one cell (rows, trace, config, timing) stay well under this; the margin covers reports.

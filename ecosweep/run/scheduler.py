@@ -22,15 +22,13 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable, Deque, Dict, List, Tuple
 
-from ecosweep.run.worker import CellOutcome, CellProcessDied, failure_row
-from ecosweep.errors import ConfigError
-from ecosweep.plan import Plan
 from ecosweep.cells import Cell, RunOptions
+from ecosweep.errors import ConfigError
 from ecosweep.lanes import gpus_per_cell, resource_problems
+from ecosweep.plan import Plan
 from ecosweep.run.progress import Progress
 from ecosweep.run.reaper import start_reaper
-from ecosweep.run.worker import execute_cell
-from ecosweep.run.worker import run_in_fresh_process
+from ecosweep.run.worker import CellOutcome, CellProcessDied, execute_cell, failure_row, run_in_fresh_process
 
 log = logging.getLogger("ecosweep")
 

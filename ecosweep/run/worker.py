@@ -17,25 +17,22 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
+from ecosweep.cells import Cell, engine_variant
 from ecosweep.config.compat import compiled_int_mm_problem, torchao_problem
 from ecosweep.config.schema import StudyConfig
 from ecosweep.measure.host import cpu_model, host_facts
-from ecosweep.cells import Cell, engine_variant
-from ecosweep.workload.placement import gpu_count
-from ecosweep.measure.meters import make_meter
-from ecosweep.measure.meters import synchronize_devices
+from ecosweep.measure.meters import make_meter, synchronize_devices
 from ecosweep.measure.meters.nvml_device import driver_version
 from ecosweep.measure.protocol import CellProtocol
 from ecosweep.profiling.call import profile_call
 from ecosweep.results.store import profile_trace_name
-from ecosweep.workload.engines import build_workload
-from ecosweep.workload.engines import engine_facts
+from ecosweep.workload.engines import build_workload, engine_facts
 from ecosweep.workload.fidelity import cell_fidelity, prepare_reference
 from ecosweep.workload.generation import FixedLengthGeneration
 from ecosweep.workload.int8_outliers import count_decomposed_columns
-from ecosweep.workload.kernel_path import kernel_path
-from ecosweep.workload.kernel_path import quantized_weight_type
+from ecosweep.workload.kernel_path import kernel_path, quantized_weight_type
 from ecosweep.workload.models import load_model
+from ecosweep.workload.placement import gpu_count
 from ecosweep.workload.token_check import tolerance_for, verify_tokens
 
 

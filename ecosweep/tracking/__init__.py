@@ -7,6 +7,7 @@ the tracker warns once, says how to backfill, and goes quiet; Parquet stays comp
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, TextIO
+
 from ecosweep.tracking.mlflow_tracker import MlflowTracker
 
 if TYPE_CHECKING:  # pragma: no cover

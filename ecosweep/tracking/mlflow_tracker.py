@@ -20,12 +20,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, TextIO
 
-from ecosweep.stats import summarize
 from ecosweep.config.schema import TrackingConfig
 from ecosweep.results.schema import FIDELITY_COLUMNS, INT8_DECOMPOSITION_COLUMNS, PROFILE_COLUMNS
+from ecosweep.results.store import StudyStore, read_results
+from ecosweep.stats import summarize
 from ecosweep.tracking import study_summary
-from ecosweep.results.store import StudyStore
-from ecosweep.results.store import read_results
 
 # Per-repetition metrics logged as steps, and summarised per cell.
 STEP_METRICS = [

@@ -24,11 +24,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from ecosweep.config.compat import recommended_inductor_options
 from ecosweep.config.schema import CompileConfig, QuantizationConfig
 from ecosweep.errors import EcosweepError
 from ecosweep.workload.graph_decode import GraphDecodeGeneration
-from ecosweep.config.compat import recommended_inductor_options
-
 
 # torch.compile's backend for the step and the prefill; tests swap in a slowed inductor to check that no
 # compile time reaches a window.

@@ -19,6 +19,7 @@ import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Optional
+
 from ecosweep.config.compat import bytes_per_element
 from ecosweep.workload.generation import FixedLengthGeneration
 from ecosweep.workload.models import load_reference_model, pretrained_source

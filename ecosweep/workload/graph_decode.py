@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from typing import Any, Iterator, List, Optional, Tuple
 
-from ecosweep.workload.generation import eos_token_ids, synthetic_prompts
 from ecosweep.workload.decode_model import EcosweepDecoder
+from ecosweep.workload.generation import eos_token_ids, synthetic_prompts
 from ecosweep.workload.transformers_decoder import TransformersDecoder
 
 

@@ -25,7 +25,6 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-
 # Decoder-layer norms whose output feeds the attention (q, k, v) and MLP (gate, up) projections.
 _INPUT_NORMS = ("input_layernorm", "post_attention_layernorm")
 

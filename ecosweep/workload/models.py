@@ -10,14 +10,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ecosweep.config.compat import bytes_per_element
 from ecosweep.config.schema import StudyConfig
 from ecosweep.errors import ModelNotFoundError
 from ecosweep.workload import attention as attention_impl
 from ecosweep.workload.placement import PER_TENSOR, build_device, gpu_count, placement_kwargs
-from ecosweep.config.compat import bytes_per_element
 from ecosweep.workload.quantization import hf_quantization_config, torch_dtype
-from ecosweep.workload.random_weights import load_random_model, random_weights_id
-from ecosweep.workload.random_weights import build_random_model
+from ecosweep.workload.random_weights import build_random_model, load_random_model, random_weights_id
 
 
 @dataclass(frozen=True)

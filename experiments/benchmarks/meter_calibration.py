@@ -91,9 +91,9 @@ def sampler_cost(out_root: Path, pairs: int, window_s: float) -> dict:
     sys.path.insert(0, str(REPO / "tests"))
     from hydra import compose, initialize_config_dir
 
+    from ecosweep.cells import to_settings
     from ecosweep.config.schema import register_configs
     from ecosweep.measure.meters.nvml import NvmlMeter
-    from ecosweep.cells import to_settings
     from ecosweep.workload.generation import FixedLengthGeneration
     from ecosweep.workload.models import load_model
 

@@ -111,9 +111,9 @@ def main() -> int:
 
     from ecosweep.run.worker import quiet_libraries
     from ecosweep.workload.engines import build_workload, engine_facts
-    from ecosweep.workload.token_check import check_tokens, tolerance_for
     from ecosweep.workload.generation import FixedLengthGeneration
     from ecosweep.workload.models import load_model
+    from ecosweep.workload.token_check import check_tokens, tolerance_for
 
     quiet_libraries()
     cuda = torch.cuda.is_available()

@@ -40,11 +40,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ecosweep.results.schema import KERNEL_CLASSES
-from ecosweep.results.store import atomic_write_parquet
 from ecosweep.profiling.rules import KernelRecord, classify
 from ecosweep.profiling.summary import summarize
 from ecosweep.profiling.trace import PROFILER_OVERHEAD
+from ecosweep.results.schema import KERNEL_CLASSES
+from ecosweep.results.store import atomic_write_parquet
+
 SCOPE_PREFIX = "ecosweep::module::"
 
 
