@@ -47,7 +47,8 @@ def smoke_study(tmp_path_factory):
     """The smoke study, run once per test session: (work dir, output root, completed process)."""
     work = tmp_path_factory.mktemp("smoke")
     out = work / "outputs"
-    return work, out, run_cli(["+experiment=smoke", f"output_root={out}"], cwd=work)
+    return work, out, run_cli(["+experiment=smoke", f"output_root={out}", f"reuse.reference_dir={work / 'references'}"],
+                              cwd=work)
 
 
 def free_port() -> int:

@@ -41,7 +41,8 @@ def test_rows_count_tokens_and_split_prefill_from_decode(workload):
         assert r["energy_source"] == "none" and math.isnan(r["energy_j"])  # never a silent zero
         assert r["contaminated"] is None and r["throttled"] is None  # unknown, not "no"
         assert r["warmup_calls"] == 1 and r["model"] == "m"
-    assert set(result.phases_s) >= {"warmup_s", "settle_s", "idle_window_s", "measure_s"}
+    assert set(result.phases_s) >= {"warmup_s", "settle_s", "idle_window_s", "windows_s", "between_windows_s"}
+    assert result.idle.source == "measured" and result.rows[0]["idle_baseline_source"] == "measured"
 
 
 def test_window_repeats_generate_until_min_window(workload):

@@ -139,3 +139,23 @@ def test_driver_timing_accounts_for_the_wall_time_around_the_cells(smoke_study):
     assert sum(timing[p] for p in phases) == pytest.approx(timing["wall_s"], abs=1e-6)  # consecutive marks
     assert timing["cells_s"] > timing["ray_start_s"] > 0
     assert f"Driver: {timing['wall_s']:.1f} s wall" in r.stdout
+
+
+def test_every_second_of_each_cell_is_in_a_named_phase_and_references_were_computed_once(smoke_study):
+    """The timing file's named phases sum to the cell's wall time within 1 %; per batch size one quantized cell
+    computed the fidelity reference and the other two read it (reuse.fidelity_reference)."""
+    from ecosweep.results.timing import PHASE_NAMES, read_timings
+
+    work, out, _ = smoke_study
+    timings = read_timings(out / "smoke" / "timings")
+    assert len(timings) == 8
+    for t in timings:
+        named = sum(t[name] for name in PHASE_NAMES if name != "other_s")
+        assert abs(named - t["wall_s"]) <= 0.01 * t["wall_s"], (t["label"], named, t["wall_s"])
+        assert t["windows_s"] > 0 and t["load_s"] > 0 and t["start_s"] > 0
+    df = pd.read_parquet(out / "smoke" / "cells")
+    quantized = df[df.quantization != "fp32"].groupby(["batch_size", "cell_id"]).first().reset_index()
+    for _, cells in quantized.groupby("batch_size"):
+        assert sorted(cells.fidelity_reference_source) == ["computed", "reused", "reused"]
+        computed_by = cells[cells.fidelity_reference_source == "computed"].cell_id.iloc[0]
+        assert set(cells.fidelity_reference_cell_id) == {computed_by}

@@ -27,6 +27,7 @@ from ecosweep.analysis.inputs import (
 )
 from ecosweep.analysis.kernels import kernel_classes_seen, kernel_gap
 from ecosweep.analysis.scaling import batch_scaling, roofline
+from ecosweep.analysis.time_use import time_use_section
 from ecosweep.config.schema import ReportConfig
 from ecosweep.errors import EcosweepError
 from ecosweep.results.folders import writable_folder_problem
@@ -340,6 +341,7 @@ def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], config
     text += _cost_section(costs, columns)
     text += _unfinished_section(rows)
     text += ["## Methods\n", _methods(rows)]
+    text += time_use_section(inputs)
     text += ["## Warnings\n", "\n".join(f"- {w}" for w in warnings) + "\n" if warnings else "_none_\n"]
     missing = figures.missing_panels(configs)
     text += ["## Figures\n"] + [f"![{p.stem}](figures/{p.name})" for p in figs if p.suffix == ".png"]

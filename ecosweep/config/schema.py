@@ -254,6 +254,33 @@ class SweepConfig:
 
 
 @dataclass
+class ReuseConfig:
+    """What a cell may take from the cells measured before it instead of measuring it again; none of it changes what
+    a cell measures (it is not in the cell id), and every row says what it reused (``*_source`` columns). Off:
+    every cell measures all of it itself."""
+
+    idle_baseline: bool = setting(True,
+        "reuse the idle baseline an earlier cell of this command measured on the same GPU(s) while a short check "
+        "with this cell's context alive agrees with it (else measure it again)")
+    idle_check_s: float = setting(1.0, "the check window's length, seconds")
+    idle_tolerance_w: float = setting(5.0,
+        "the check agrees when its mean power is within this many watts of the baseline's ...")
+    idle_tolerance_pct: float = setting(5.0, "... or within this % of it, whichever is wider")
+    idle_max_age_s: float = setting(900.0, "a baseline older than this is measured again, seconds")
+    fidelity_reference: bool = setting(True,
+        "compute the fidelity reference (the 16-bit model's continuation and logits) once per model, weights, "
+        "prompts and device, store it in reuse.reference_dir and reuse it for every precision")
+    token_reference: bool = setting(True,
+        "compute generate()'s side of the token check once per model, precision, prompts and device, store it in "
+        "reuse.reference_dir and reuse it for every engine of that precision")
+    reference_dir: Optional[str] = setting(None,
+        "the folder on each cell's host that holds the references; null: ecosweep-references-<user> in the system's "
+        "temporary folder")
+    max_reference_mib: float = setting(2048.0,
+        "a reference larger than this (MiB: logits of every position) is computed each time, not stored")
+
+
+@dataclass
 class StudyConfig:
     """The root config: one cell's worth of settings (a sweep varies them)."""
 
@@ -287,12 +314,13 @@ class StudyConfig:
     fidelity: FidelityConfig = field(default_factory=FidelityConfig)
     outlier_features: OutlierFeaturesConfig = field(default_factory=OutlierFeaturesConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    reuse: ReuseConfig = field(default_factory=ReuseConfig)
 
 
 # Settings that say how the whole command runs, not what a cell measures: one value per command (a sweep that
 # varies one is refused), read once into ``cells.RunOptions``.
 RUN_WIDE_SETTINGS = ("dry_run", "tracking", "report", "ray.address", "ray.num_cpus", "ray.num_gpus", "ray.progress",
-                     "sweep")
+                     "sweep", "reuse")
 
 
 class Choice(str, Enum):

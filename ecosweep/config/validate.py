@@ -36,6 +36,7 @@ from ecosweep.config.schema import (
     QuantizationConfig,
     RayConfig,
     ReportConfig,
+    ReuseConfig,
     StudyConfig,
 )
 
@@ -324,6 +325,13 @@ def validate_fidelity(f: FidelityConfig, weights: str) -> List[str]:
     return problems
 
 
+def validate_reuse(r: ReuseConfig) -> List[str]:
+    problems = _at_least("reuse.idle_check_s", r.idle_check_s, 0.05, "a number of seconds")
+    for key in ("idle_tolerance_w", "idle_tolerance_pct", "idle_max_age_s", "max_reference_mib"):
+        problems += _at_least(f"reuse.{key}", getattr(r, key), 0.0)
+    return problems
+
+
 def validate_study(s: StudyConfig) -> List[str]:
     """All problems of one cell's config, as sentences; empty when it is valid."""
     problems: List[str] = []
@@ -356,6 +364,7 @@ def validate_study(s: StudyConfig) -> List[str]:
     problems += validate_ray(s.ray) + validate_multi_gpu(s)
     problems += cost_settings_problems(s.report)
     problems += validate_fidelity(s.fidelity, s.weights)
+    problems += validate_reuse(s.reuse)
     o = s.outlier_features
     problems += _at_least("outlier_features.count", o.count, 0, "an integer")
     if o.count > s.model.hidden_size:

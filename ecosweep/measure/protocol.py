@@ -1,7 +1,8 @@
 """The measurement protocol of one cell, independent of Ray and of the meter behind it.
 
 warm-up (>= ``warmup`` calls and >= ``warmup_min_s``) -> settle -> idle baseline with
-the cell's context alive -> repetitions. Each repetition has a prefill window (first-token
+the cell's context alive (or a short check that lets an earlier cell's baseline of the same GPUs
+stand: ``ecosweep.measure.idle``) -> repetitions. Each repetition has a prefill window (first-token
 calls repeated until ``prefill_min_window_s``) and a full window (whole ``generate()``
 calls repeated until ``min_window_s``, every token counted). After ``repetitions`` the
 cell is extended, up to ``max_repetitions``, until the 95 % CI half-width of energy per
@@ -14,12 +15,14 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, List, Protocol
+from typing import Any, Callable, Dict, List, Optional, Protocol
 
-from ecosweep.config.schema import MeasurementConfig
+from ecosweep.config.schema import MeasurementConfig, ReuseConfig
 from ecosweep.errors import EcosweepError
 from ecosweep.measure.host import cpu_window_stats, read_cpu_times
+from ecosweep.measure.idle import IdleBaseline, IdleDecision, check_agrees, why_not_reusable
 from ecosweep.measure.meters.base import Meter, WindowReading
+from ecosweep.measure.phases import PhaseClock
 from ecosweep.measure.rows import Counts, device_columns, energy_columns, speed_columns
 from ecosweep.stats import ci_half_width_pct
 
@@ -40,6 +43,18 @@ class Workload(Protocol):
 class ProtocolResult:
     rows: List[Dict[str, Any]]
     phases_s: Dict[str, float] = field(default_factory=dict)  # wall time per phase, seconds
+    idle: Optional[IdleDecision] = None  # the idle baseline the rows are net of, and where it came from
+
+
+@dataclass(frozen=True)
+class IdleContext:
+    """What the protocol knows of earlier idle baselines: this cell's id, its GPUs' key
+    (``idle.baseline_key``), the latest baseline measured on them, and the reuse settings."""
+
+    cell_id: str = ""
+    key: Optional[str] = None
+    prior: Optional[IdleBaseline] = None
+    policy: ReuseConfig = field(default_factory=lambda: ReuseConfig(idle_baseline=False))
 
 
 def _repeat_until(call: Callable[[], int], min_s: float, clock: Callable[[], float]) -> tuple[int, int]:
@@ -68,7 +83,8 @@ class CellProtocol:
 
     def __init__(self, workload: Workload, meter: Meter, protocol: MeasurementConfig, repetitions: int,
                  warmup: int, clock: Callable[[], float] = time.perf_counter,
-                 sleep: Callable[[float], None] = time.sleep, observes_device: bool = False):
+                 sleep: Callable[[float], None] = time.sleep, observes_device: bool = False,
+                 idle: IdleContext = IdleContext(), wall_clock: Callable[[], float] = time.time):
         self.w = workload
         self.meter = meter
         self.p = protocol
@@ -77,40 +93,40 @@ class CellProtocol:
         self.clock = clock
         self.sleep = sleep
         self.observes_device = observes_device
+        self.idle = idle
+        self.wall_clock = wall_clock
+        self.phases = PhaseClock(clock)
 
     def run(self, base_row: Dict[str, Any], peak_memory_mib: Callable[[], float] = lambda: NAN) -> ProtocolResult:
-        phases: Dict[str, float] = {}
-        t = self.clock()
-        warmup_calls = self._warm_up()
-        phases["warmup_s"] = warmup_s = self.clock() - t
-
-        t = self.clock()
-        self.sleep(self.p.idle_settle_s)
-        phases["settle_s"] = self.clock() - t
-        t = self.clock()
-        idle = self._idle_baseline()
-        phases["idle_window_s"] = self.clock() - t
-
+        phase = self.phases.phase
+        with phase("warmup_s"):
+            warmup_calls = self._warm_up()
+        warmup_s = self.phases.seconds["warmup_s"]
+        with phase("settle_s"):
+            self.sleep(self.p.idle_settle_s)
+        with phase("idle_window_s"):
+            idle = self._idle_baseline()
+        for name in ("cooldown_s", "windows_s", "between_windows_s"):
+            self.phases.add(name, 0.0)
         rows: List[Dict[str, Any]] = []
-        phases["cooldown_s"] = 0.0
-        phases["measure_s"] = 0.0
         rep = 0
         while True:
-            t = self.clock()
-            self._cool_down()
-            phases["cooldown_s"] += self.clock() - t
-            t = self.clock()
-            row = self._repetition(rep, idle)
-            phases["measure_s"] += self.clock() - t
-            row.update(base_row, warmup_calls=warmup_calls, warmup_s=warmup_s, min_window_s=self.p.min_window_s)
+            with phase("cooldown_s"):
+                self._cool_down()
+            started, windows_before = self.clock(), self.phases.seconds["windows_s"]
+            row = self._repetition(rep, idle.baseline.reading)
+            row.update(base_row, warmup_calls=warmup_calls, warmup_s=warmup_s, min_window_s=self.p.min_window_s,
+                       **idle.columns(row["timestamp_utc"].timestamp()))
             rows.append(row)
+            windows = self.phases.seconds["windows_s"] - windows_before
+            self.phases.add("between_windows_s", self.clock() - started - windows)
             rep += 1
             if not self._needs_more(rows, rep):
                 break
         peak = peak_memory_mib()
         for row in rows:
             row["gpu_memory_peak_mib"] = peak
-        return ProtocolResult(rows, phases)
+        return ProtocolResult(rows, dict(self.phases.seconds), idle)
 
     def _warm_up(self) -> int:
         if self.warmup <= 0 and self.p.warmup_min_s <= 0:
@@ -122,11 +138,27 @@ class CellProtocol:
             calls += 1
         return calls
 
-    def _idle_baseline(self) -> WindowReading:
+    def _idle_window(self, seconds: float) -> WindowReading:
         with self.meter.window() as handle:
-            self.sleep(self.p.idle_window_s)
+            self.sleep(seconds)
         assert handle.reading is not None
         return handle.reading
+
+    def _idle_baseline(self) -> IdleDecision:
+        """An earlier baseline of these GPUs when a short check agrees with it, else a full one of this cell."""
+        ctx = self.idle
+        why = why_not_reusable(ctx.prior, ctx.key, self.wall_clock(), ctx.policy)
+        check_w = NAN
+        if why is None and ctx.prior is not None:
+            check = self._idle_window(ctx.policy.idle_check_s)
+            check_w = check.power_w_mean
+            if check_agrees(check, ctx.prior.reading, ctx.policy):
+                return IdleDecision(ctx.prior, "reused", check_w)
+            why = (f"the {ctx.policy.idle_check_s:g} s check read {check_w:.1f} W against the earlier baseline's "
+                   f"{ctx.prior.reading.power_w_mean:.1f} W (cell {ctx.prior.cell_id})")
+        reading = self._idle_window(self.p.idle_window_s)
+        baseline = IdleBaseline(ctx.key or "", reading, ctx.cell_id, reading.start_unix_s)
+        return IdleDecision(baseline, "measured", check_w, why if ctx.prior is not None else None)
 
     def _cool_down(self) -> None:
         target = self.p.cooldown_temp_c
@@ -163,11 +195,11 @@ class CellProtocol:
         """One repetition: a prefill window, then the window of whole calls; its row."""
         w = self.w
         events = self._compile_events()
-        with self.meter.window() as pre:
+        with self.phases.phase("windows_s"), self.meter.window() as pre:
             prefill_calls, _ = _repeat_until(w.prefill, self.p.prefill_min_window_s, self.clock)
         self._check_no_compile(events, rep, "prefill")
         cpu_before = read_cpu_times()
-        with self.meter.window() as full:
+        with self.phases.phase("windows_s"), self.meter.window() as full:
             calls, tokens = _repeat_until(w.generate, self.p.min_window_s, self.clock)
         self._check_no_compile(events, rep, "energy")
         cpu = cpu_window_stats(cpu_before, read_cpu_times())

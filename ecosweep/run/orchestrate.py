@@ -8,6 +8,7 @@ at most the cells that were in flight; the same command resumes.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -23,6 +24,7 @@ from ecosweep.cells import Cell
 from ecosweep.plan import CellState, Plan, store_for
 from ecosweep.results.schema import rows_to_table
 from ecosweep.results.store import read_results
+from ecosweep.results.timing import TimeBreakdown, cell_breakdown, study_breakdown
 from ecosweep.run.progress import Progress
 from ecosweep.run.scheduler import CellScheduler, Cluster, connect_ray
 from ecosweep.run.worker import CellOutcome
@@ -73,18 +75,24 @@ def persist_outcome(cell: Cell, outcome: CellOutcome) -> pa.Table:
     store.write_profile(cell.id, outcome.profile_trace, outcome.profile_kernels_csv)
     table = rows_to_table(outcome.rows)
     store.write_cell(cell.id, table)
-    store.write_timing(cell.id, {
-        "cell_id": cell.id, "label": cell.label, "status": outcome.status,
-        "run_id": outcome.rows[0].get("run_id") if outcome.rows else None,
-        "host": outcome.rows[0].get("host") if outcome.rows else None,
+    first = outcome.rows[0] if outcome.rows else {}
+    timing: Dict[str, Any] = {
+        "cell_id": cell.id, "label": cell.label, "status": outcome.status, "run_id": first.get("run_id"),
+        "host": first.get("host"), "gpu_count": first.get("gpu_count"),
         "cuda_visible_devices": outcome.cuda_visible_devices, "ray_node_id": outcome.ray_node_id,
         "process_id": outcome.process_id,
         "launched_unix_s": outcome.launched_unix_s, "actor_started_unix_s": outcome.started_unix_s,
-        "finished_unix_s": outcome.finished_unix_s, "collected_unix_s": time.time(),
-        "actor_start_s": max(0.0, outcome.started_unix_s - outcome.launched_unix_s)
-                if outcome.launched_unix_s else None,
-        "write_s": time.perf_counter() - t, **outcome.phases_s,
-    })
+        "finished_unix_s": outcome.finished_unix_s, "collected_unix_s": outcome.collected_unix_s or time.time(),
+        "idle_baseline_source": first.get("idle_baseline_source"),
+        "fidelity_reference_source": first.get("fidelity_reference_source"),
+        "engine_reference_source": first.get("engine_reference_source"),
+        "profile_detail_s": outcome.profile_phases_s or None,
+    }
+    write_s = time.perf_counter() - t
+    timing["written_unix_s"] = written = time.time()
+    timing.update(cell_breakdown(outcome.launched_unix_s, outcome.started_unix_s, outcome.finished_unix_s, written,
+                                 outcome.phases_s, write_s))
+    store.write_timing(cell.id, timing)
     return table
 
 
@@ -239,6 +247,19 @@ def summary_table(cells: List[Cell]):
     return agg.reset_index().sort_values("cell_id", key=lambda s: s.map(order))
 
 
+def measured_time(run: StudyRun) -> Optional[TimeBreakdown]:
+    """Where the wall time of the cells this run measured went (results.timing), or None when it measured none."""
+    timings = []
+    for cell in run.cells:
+        path = store_for(cell).timing_path(cell.id)
+        if cell.id in run.outcomes and path.exists():
+            try:
+                timings.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue
+    return study_breakdown(timings)
+
+
 def print_summary(run: StudyRun, out: TextIO = sys.stdout) -> None:
     import pandas as pd
 
@@ -250,6 +271,9 @@ def print_summary(run: StudyRun, out: TextIO = sys.stdout) -> None:
             print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"), file=out)
     for root in roots:
         print(f"Results: {root}/cells/ (one Parquet file per cell; read with pandas.read_parquet)", file=out)
+    breakdown = measured_time(run)
+    if breakdown is not None:
+        print(f"Time: {breakdown.one_line()} (timings/<cell_id>.json per cell).", file=out)
     if run.failed:
         print(f"\n{len(run.failed)} cell(s) failed:", file=out)
         for cell in run.failed:

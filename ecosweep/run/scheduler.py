@@ -28,7 +28,14 @@ from ecosweep.lanes import gpus_per_cell, resource_problems
 from ecosweep.plan import Plan
 from ecosweep.run.progress import Progress
 from ecosweep.run.reaper import start_reaper
-from ecosweep.run.worker import CellOutcome, CellProcessDied, execute_cell, failure_row, run_in_fresh_process
+from ecosweep.run.worker import (
+    CellContext,
+    CellOutcome,
+    CellProcessDied,
+    execute_cell,
+    failure_row,
+    run_in_fresh_process,
+)
 
 log = logging.getLogger("ecosweep")
 
@@ -44,13 +51,11 @@ def _actor_class():
 
         @ray.remote(max_restarts=0, max_task_retries=0)
         class CellActor:
-            def run(self, cell: Cell, run_id: str) -> CellOutcome:
+            def run(self, cell: Cell, run_id: str, context: CellContext) -> CellOutcome:
+                return execute_cell(cell, run_id, context=context)
 
-                return execute_cell(cell, run_id)
-
-            def run_isolated(self, cell: Cell, run_id: str) -> CellOutcome:
-
-                return run_in_fresh_process(cell, run_id)
+            def run_isolated(self, cell: Cell, run_id: str, context: CellContext) -> CellOutcome:
+                return run_in_fresh_process(cell, run_id, context)
 
         _ACTOR_CLASS = CellActor
     return _ACTOR_CLASS
@@ -170,6 +175,8 @@ class CellScheduler:
         self.poll_s = poll_s
         self._resources = cluster.resources
         self._gpus = cluster.gpus
+        # the latest idle baseline measured on each GPU (idle.baseline_key), handed to every cell launched after it
+        self._idle_baselines: Dict[str, Any] = {}
 
     def _capacity(self, cell: Cell) -> int:
         """Cells of this kind (GPU or CPU) to keep in flight: no more than the cluster can host."""
@@ -188,7 +195,7 @@ class CellScheduler:
                 num_cpus=s.ray.cpus_per_cell, num_gpus=lane.gpus, resources=dict(s.ray.resources) or None,
             ).remote()
         method = lane.actor.run_isolated if lane.shared else lane.actor.run
-        ref = method.remote(cell, self.run_id)
+        ref = method.remote(cell, self.run_id, CellContext(dict(self._idle_baselines)))
         slot = "GPU" if lane.gpus > 0 else "CPU"
         inflight[ref] = _Flight(cell, lane, attempt, slot, time.monotonic(), time.time())
         self.progress.started(cell.id, cell.label, slot)
@@ -251,7 +258,10 @@ class CellScheduler:
                 self._launch_next(lane, inflight)  # the lane keeps its slot
                 return
             outcome = self._died(flight, exc)
-        outcome.launched_unix_s = flight.launched_unix_s
+        outcome.launched_unix_s, outcome.collected_unix_s = flight.launched_unix_s, time.time()
+        baseline = outcome.idle_baseline
+        if baseline is not None and baseline.key:
+            self._idle_baselines[baseline.key] = baseline
         if lane.todo:
             self._launch_next(lane, inflight)
         else:

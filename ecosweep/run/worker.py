@@ -21,9 +21,11 @@ from ecosweep.cells import Cell, engine_variant
 from ecosweep.config.compat import compiled_int_mm_problem, torchao_problem
 from ecosweep.config.schema import StudyConfig
 from ecosweep.measure.host import cpu_model, host_facts
+from ecosweep.measure.idle import IdleBaseline, baseline_key
 from ecosweep.measure.meters import make_meter, synchronize_devices
 from ecosweep.measure.meters.nvml_device import driver_version
-from ecosweep.measure.protocol import CellProtocol
+from ecosweep.measure.phases import PhaseClock
+from ecosweep.measure.protocol import CellProtocol, IdleContext
 from ecosweep.profiling.call import profile_call
 from ecosweep.results.store import profile_trace_name
 from ecosweep.workload.engines import build_workload, engine_facts
@@ -33,7 +35,8 @@ from ecosweep.workload.int8_outliers import count_decomposed_columns
 from ecosweep.workload.kernel_path import kernel_path, quantized_weight_type
 from ecosweep.workload.models import load_model
 from ecosweep.workload.placement import gpu_count
-from ecosweep.workload.token_check import tolerance_for, verify_tokens
+from ecosweep.workload.references import ReferenceStore, token_identity
+from ecosweep.workload.token_check import generate_reference, tolerance_for, verify_tokens
 
 
 @dataclass
@@ -45,15 +48,18 @@ class CellOutcome:
     status: str  # ok | failed | oom
     error: Optional[str] = None
     trace: Any = None  # pyarrow.Table of sampler readings, or None
-    phases_s: Dict[str, float] = field(default_factory=dict)
+    phases_s: Dict[str, float] = field(default_factory=dict)  # seconds per phase in the cell's process (results.timing)
     started_unix_s: float = 0.0
     finished_unix_s: float = 0.0
     cuda_visible_devices: Optional[str] = None
     launched_unix_s: float = 0.0  # set by the driver: when it asked Ray to run the cell
+    collected_unix_s: float = 0.0  # set by the driver: when the outcome arrived
     ray_node_id: Optional[str] = None
     process_id: Optional[int] = None  # the process that measured the cell (a fresh one per cell)
     profile_trace: Optional[bytes] = None  # gzip'd Chrome trace of the profiled call (profile=true)
     profile_kernels_csv: Optional[str] = None  # its distinct kernels and their classes (kernel_profile.kernel_table)
+    idle_baseline: Any = None  # the idle.IdleBaseline the rows are net of, offered to the next cells on its GPUs
+    profile_phases_s: Dict[str, float] = field(default_factory=dict)  # inside profile_s: the traced call, its events
 
 
 class CellProcessDied(RuntimeError):
@@ -218,50 +224,53 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=UserWarning, module="bitsandbytes")
 
 
-def prepare_workload(s: StudyConfig, device: str, extra: Dict[str, Any], phases: Dict[str, float]) -> Any:
+def prepare_workload(s: StudyConfig, device: str, extra: Dict[str, Any], clock: PhaseClock,
+                     cell_id: str = "") -> Any:
     """Load the cell's model (for a quantized cell, its unquantized reference first: fidelity) and build
     its engine's workload; for graph and compiled engines, check their tokens against generate() first
     (raises TokenMismatchError). Adds what it learns to ``extra`` (row columns) and its wall times to
-    ``phases``. Nothing here is inside an energy window."""
+    ``clock``. Nothing here is inside an energy window. References go through the host's reference store when
+    ``reuse`` allows (``ecosweep.workload.references``)."""
     import torch
 
-
-    t = time.perf_counter()
-    reference = prepare_reference(s, device)
-    fidelity_s = time.perf_counter() - t
-    t = time.perf_counter()
-    loaded = load_model(s, device)
-    phases["load_s"] = time.perf_counter() - t
+    gpus, device_name = gpu_count(s, device), str(extra.get("device_name", ""))
+    store = ReferenceStore.for_settings(s)
+    with clock.phase("fidelity_reference_s"):
+        reference = prepare_reference(s, device, store if s.reuse.fidelity_reference else None, cell_id,
+                                      device_name)
+    with clock.phase("load_s"):
+        loaded = load_model(s, device)
     extra.update(params_count=loaded.params_count, weights_source=loaded.source,
                  quant_weight_type=quantized_weight_type(loaded.model))
-    t = time.perf_counter()
-    fidelity = cell_fidelity(s, loaded.model, reference, device)
-    del reference
-    if fidelity is not None:
-        extra.update(fidelity.columns())
-        phases["fidelity_s"] = fidelity_s + time.perf_counter() - t
-        if device.startswith("cuda"):
-            torch.cuda.empty_cache()
+    with clock.phase("fidelity_s"):
+        fidelity = cell_fidelity(s, loaded.model, reference, device)
+        if reference is not None:
+            extra.update(reference.columns())
+        del reference
+        if fidelity is not None:
+            extra.update(fidelity.columns())
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()
     shape = dict(model=loaded.model, vocab_size=loaded.vocab_size, batch_size=s.batch_size,
                  input_tokens=s.input_tokens, output_tokens=s.output_tokens, seed=s.seed, device=device)
     if s.quantization.is_llm_int8:
-
-        t = time.perf_counter()  # one hooked generate() call: what LLM.int8()'s decomposition takes
-        extra.update(count_decomposed_columns(loaded.model, FixedLengthGeneration(**shape).generate).columns())
-        phases["int8_count_s"] = time.perf_counter() - t
+        with clock.phase("int8_count_s"):  # one hooked generate() call: what LLM.int8()'s decomposition takes
+            extra.update(count_decomposed_columns(loaded.model, FixedLengthGeneration(**shape).generate).columns())
     workload = build_workload(s.engine, **shape, quantization=s.quantization)
     if hasattr(workload, "prepare"):  # capture (graph) or compile and capture (compiled), before its token check
-        t = time.perf_counter()
-        workload.prepare()
-        phases["compile_s" if s.engine.kind == "compiled" else "capture_s"] = time.perf_counter() - t
+        with clock.phase("compile_s" if s.engine.kind == "compiled" else "capture_s"):
+            workload.prepare()
     if s.engine.kind != "eager" and s.engine.verify_tokens:
-        t = time.perf_counter()
-        check = verify_tokens(workload, FixedLengthGeneration(**shape), s.engine.name,
-                              tolerance_for(s.quantization.dtype, s.quantization.method))
-        extra.update(check.columns())
-        phases["token_check_s"] = time.perf_counter() - t
-        if device.startswith("cuda"):
-            torch.cuda.empty_cache()  # the reference's logits of every step
+        with clock.phase("token_check_s"):
+            eager = FixedLengthGeneration(**shape)
+            ref = generate_reference(eager, store if s.reuse.token_reference else None,
+                                     token_identity(s, device_name, gpus), cell_id)
+            check = verify_tokens(workload, eager, s.engine.name,
+                                  tolerance_for(s.quantization.dtype, s.quantization.method), ref)
+            extra.update(check.columns(), **ref.columns())
+            del ref
+            if device.startswith("cuda"):
+                torch.cuda.empty_cache()  # the reference's logits of every step
     return workload
 
 
@@ -277,11 +286,12 @@ def profile_workload(cell: Cell, workload: Any, device: str, gpus: int, rows: Li
                         sum(latencies) / len(latencies) if latencies else None)
 
 
-def measure_workload(cell: Cell, workload: Any, device: str, gpus: int, base_row: Dict[str, Any]) -> Tuple[Any, Any]:
+def measure_workload(cell: Cell, workload: Any, device: str, gpus: int, base_row: Dict[str, Any],
+                     clock: PhaseClock, context: "CellContext") -> Tuple[Any, Any]:
     """The cell's protocol (warm-up, idle baseline, energy windows) under its meter: the protocol's result
-    (rows built on ``base_row``, wall times) and the meter's power trace (None without a sampler)."""
+    (rows built on ``base_row``, wall times) and the meter's power trace (None without a sampler). An idle
+    baseline of the same GPUs in ``context`` may stand for the cell's own (``ecosweep.measure.idle``)."""
     import torch
-
 
     s = cell.settings
     is_cuda = device.startswith("cuda")
@@ -292,65 +302,111 @@ def measure_workload(cell: Cell, workload: Any, device: str, gpus: int, base_row
         return sum(torch.cuda.max_memory_allocated(i) for i in range(gpus)) / 2**20 if is_cuda else math.nan
 
     uuids = base_row["gpu_uuid"].split("+") if base_row.get("gpu_uuid") else []
-    meter, observes_device = make_meter(s.measurement, device, uuids)
-    with meter:
+    key = baseline_key(base_row.get("host"), base_row.get("gpu_uuid"))
+    idle = IdleContext(cell.id, key, context.idle_baselines.get(key) if key else None, s.reuse)
+    with clock.phase("meter_start_s"):
+        meter, observes_device = make_meter(s.measurement, device, uuids)
+        meter.start()
+    try:
         protocol = CellProtocol(workload, meter, s.measurement, s.repetitions, s.warmup,
-                                observes_device=observes_device)
+                                observes_device=observes_device, idle=idle)
         result = protocol.run(base_row, peak_memory_mib)
-        trace = meter.trace()
+        for name, seconds in result.phases_s.items():
+            clock.add(name, seconds)
+    finally:
+        with clock.phase("meter_stop_s"):
+            trace = meter.trace()
+            meter.close()
     return result, trace
 
 
-def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional[str] = None) -> CellOutcome:
-    """Load, warm up, measure. Runs in the actor (or a process it started; then ``ray_node_id`` is
-    the actor's node); returns rows instead of raising."""
-    quiet_libraries()
-    run_id = run_id or uuid.uuid4().hex[:12]
-    s = cell.settings
-    started = time.time()
-    phases: Dict[str, float] = {}
-    extra: Dict[str, Any] = host_facts()
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    node = ray_node_id or _ray_node_id()
-    extra.update(cuda_visible_devices=visible, ray_node_id=node)
+@dataclass(frozen=True)
+class CellContext:
+    """What the driver hands a cell besides its settings: the latest idle baseline of each GPU (key:
+    ``idle.baseline_key``) that earlier cells of the command measured."""
+
+    idle_baselines: Dict[str, IdleBaseline] = field(default_factory=dict)
+
+
+def import_cell_libraries(s: StudyConfig) -> None:
+    """Import what the cell's model and precision need (transformers' model class, bitsandbytes, torchao) up
+    front, so their first-use cost shows as ``imports_s`` rather than inside the model's load."""
+    import importlib
+
+    from transformers import AutoModelForCausalLM  # noqa: F401  (resolves transformers' lazy modules)
+
+    model_type = s.model.model_type
     try:
-        _testing_crash(cell)
+        importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
+    except ImportError:  # a model type without its own module (remote code): loaded when the model is
+        pass
+    method = s.quantization.method
+    if method.startswith("bnb"):
+        import bitsandbytes  # noqa: F401
+    elif method == "torchao":
+        import torchao  # noqa: F401
+
+
+def _run_cell(cell: Cell, run_id: str, extra: Dict[str, Any], clock: PhaseClock,
+              context: CellContext) -> Tuple[List[Dict[str, Any]], Any, Any, Optional[IdleBaseline]]:
+    """The cell's work once its process runs: (rows, trace, profiled call or None, the idle baseline used)."""
+    s = cell.settings
+    with clock.phase("imports_s"):
         import torch
 
+        import_cell_libraries(s)
+
+    with clock.phase("device_s"):
         if s.hardware.device == "cpu":
             torch.set_num_threads(max(1, int(s.ray.cpus_per_cell)))
         device = resolve_device(s)
         gpus = gpu_count(s, device)
         extra.update(device_facts(device, gpus))
         check_device_runs(s, extra)
-
-
-        workload = prepare_workload(s, device, extra, phases)
-        result, trace = measure_workload(cell, workload, device, gpus, {**config_row(cell, run_id), **extra})
-        facts = engine_facts(workload, s.engine)  # known once the workload ran (compiled: whether it compiled)
-        facts.update(kernel_path(s.quantization, extra.get("quant_weight_type"), facts.get("engine_effective")))
-        profiled = None
-        if s.profile:  # after the meter stopped: nothing the profiler does is in an energy window
-            t = time.perf_counter()
+    workload = prepare_workload(s, device, extra, clock, cell.id)
+    result, trace = measure_workload(cell, workload, device, gpus, {**config_row(cell, run_id), **extra}, clock,
+                                     context)
+    facts = engine_facts(workload, s.engine)  # known once the workload ran (compiled: whether it compiled)
+    facts.update(kernel_path(s.quantization, extra.get("quant_weight_type"), facts.get("engine_effective")))
+    profiled = None
+    if s.profile:  # after the meter stopped: nothing the profiler does is in an energy window
+        with clock.phase("profile_s"):
             try:
                 profiled = profile_workload(cell, workload, device, gpus, result.rows)
                 facts.update(profiled.profile.columns())
             except Exception as exc:  # the measurement stands; the rows say why there is no profile
                 facts["profile_error"] = f"{type(exc).__name__}: {exc}"
-            phases["profile_s"] = time.perf_counter() - t
-            phases.update(profiled.phases_s if profiled else {})
-        for row in result.rows:
-            row.update(facts)
-        phases.update(result.phases_s)
-        return CellOutcome(cell.id, result.rows, "ok", None, trace, phases, started, time.time(), visible,
+    for row in result.rows:
+        row.update(facts)
+    return result.rows, trace, profiled, result.idle.baseline if result.idle else None
+
+
+def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional[str] = None,
+                 context: Optional[CellContext] = None) -> CellOutcome:
+    """Load, warm up, measure. Runs in the actor (or a process it started; then ``ray_node_id`` is
+    the actor's node); returns rows instead of raising. Its ``phases_s`` cover the time from its start to its
+    end (``results.timing.IN_PROCESS_PHASES``)."""
+    started = time.time()
+    clock = PhaseClock()
+    quiet_libraries()
+    run_id = run_id or uuid.uuid4().hex[:12]
+    extra: Dict[str, Any] = host_facts()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    node = ray_node_id or _ray_node_id()
+    extra.update(cuda_visible_devices=visible, ray_node_id=node)
+    try:
+        _testing_crash(cell)
+        rows, trace, profiled, idle = _run_cell(cell, run_id, extra, clock, context or CellContext())
+        return CellOutcome(cell.id, rows, "ok", None, trace, clock.seconds, started, time.time(), visible,
                            ray_node_id=node, process_id=os.getpid(),
                            profile_trace=profiled.trace_gzip if profiled else None,
-                           profile_kernels_csv=profiled.kernels_csv if profiled else None)
+                           profile_kernels_csv=profiled.kernels_csv if profiled else None,
+                           idle_baseline=idle, profile_phases_s=profiled.phases_s if profiled else {})
     except Exception as exc:  # the cell failed; the study goes on
         status = "oom" if is_oom(exc) else "failed"
         error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
         row = failure_row(cell, run_id, status, error, extra)
-        return CellOutcome(cell.id, [row], status, error, None, phases, started, time.time(), visible,
+        return CellOutcome(cell.id, [row], status, error, None, clock.seconds, started, time.time(), visible,
                            ray_node_id=node, process_id=os.getpid())
 
 
@@ -368,15 +424,16 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-def _measure_in_child(cell: Cell, run_id: str, ray_node_id: Optional[str], parent_pid: int, conn: Any) -> None:
+def _measure_in_child(cell: Cell, run_id: str, ray_node_id: Optional[str], parent_pid: int, conn: Any,
+                      context: Optional[CellContext] = None) -> None:
     _die_with_parent()
     if os.getppid() != parent_pid:  # the parent died before the death signal was armed
         os._exit(1)
-    conn.send(execute_cell(cell, run_id, ray_node_id))
+    conn.send(execute_cell(cell, run_id, ray_node_id, context))
     conn.close()
 
 
-def run_in_fresh_process(cell: Cell, run_id: str) -> CellOutcome:
+def run_in_fresh_process(cell: Cell, run_id: str, context: Optional[CellContext] = None) -> CellOutcome:
     """``execute_cell`` in a new (spawned) process: a fresh CUDA context per cell while the caller,
     a lane's actor, keeps its GPU for the next cell. Raises CellProcessDied when the process exits
     without an outcome."""
@@ -384,7 +441,7 @@ def run_in_fresh_process(cell: Cell, run_id: str) -> CellOutcome:
 
     ctx = multiprocessing.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_measure_in_child, args=(cell, run_id, _ray_node_id(), os.getpid(), send),
+    process = ctx.Process(target=_measure_in_child, args=(cell, run_id, _ray_node_id(), os.getpid(), send, context),
                           name=f"ecosweep-cell-{cell.id}")
     process.start()
     send.close()  # only the child writes; EOF on our end then means it is gone

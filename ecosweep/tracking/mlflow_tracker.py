@@ -23,6 +23,7 @@ from typing import Any, Dict, Iterator, List, Optional, TextIO
 from ecosweep.config.schema import TrackingConfig
 from ecosweep.results.schema import FIDELITY_COLUMNS, INT8_DECOMPOSITION_COLUMNS, PROFILE_COLUMNS
 from ecosweep.results.store import StudyStore, read_results
+from ecosweep.results.timing import PHASE_NAMES, has_breakdown
 from ecosweep.stats import summarize
 from ecosweep.tracking import study_summary
 
@@ -192,7 +193,8 @@ class MlflowMirror:
         params = [Param(k, str(first.get(k))) for k in PARAM_COLUMNS if _present(first.get(k))]
         if _present(first.get("device_name")):  # what ran, not the profile that was asked for
             params.append(Param("hardware", str(first["device_name"])))
-        self._log_batches(rid, _cell_metrics(ok_rows, end_ms), params, [RunTag(k, v) for k, v in tags.items()])
+        metrics = _cell_metrics(ok_rows, end_ms) + _time_metrics(timing, end_ms)
+        self._log_batches(rid, metrics, params, [RunTag(k, v) for k, v in tags.items()])
         env = {k: first.get(k) for k in ENV_COLUMNS}
         self.client.log_text(rid, json.dumps(env, indent=1, default=str), "environment.json")
         for path in artifacts:
@@ -257,6 +259,18 @@ def cell_run_name(row: Dict[str, Any]) -> str:
     return f"{head} · {row['model']} · {str(row['cell_id'])[:6]}"
 
 
+def _time_metrics(timing: Optional[Dict[str, Any]], end_ms: int) -> List[Any]:
+    """The cell's wall-time breakdown (results.timing) as time.<phase> metrics, seconds, and the windows' share."""
+    from mlflow.entities import Metric
+
+    if not timing or not has_breakdown(timing):
+        return []
+    metrics = [Metric(f"time.{name}", float(timing[name]), end_ms, 0) for name in (*PHASE_NAMES, "wall_s")]
+    if timing["wall_s"] > 0:
+        metrics.append(Metric("time.windows_share", float(timing["windows_s"]) / float(timing["wall_s"]), end_ms, 0))
+    return metrics
+
+
 def _cell_metrics(ok_rows: List[Dict[str, Any]], end_ms: int) -> List[Any]:
     """Every repetition under rep.<metric> (step = repetition), and per summary metric its mean under the
     bare name with .mean .sd .cv_pct .ci95_low .ci95_high .n."""
@@ -314,7 +328,7 @@ def mirror_stored_cell(mirror: MlflowMirror, store: Any, cell_id: str, experimen
     rows = _cell_rows(store.cell_path(cell_id)) if rows is None else rows
     if not rows:
         return False
-    artifacts = [store.cell_path(cell_id), *store.trace_files(cell_id)]
+    artifacts = [store.cell_path(cell_id), *store.trace_files(cell_id), store.timing_path(cell_id)]
     timing = json.loads(store.timing_path(cell_id).read_text()) if store.timing_path(cell_id).exists() else None
     return mirror.log_cell_rows(rows, artifacts, store.config_path(cell_id), timing, experiment)
 

@@ -24,6 +24,7 @@ from ecosweep.config.compat import bytes_per_element
 from ecosweep.workload.generation import FixedLengthGeneration
 from ecosweep.workload.models import load_reference_model, pretrained_source
 from ecosweep.workload.placement import gpu_count
+from ecosweep.workload.references import ReferenceStore, fidelity_identity
 
 # KL divergences are computed this many sequences at a time (bounds the float32 copies of the logits).
 _ROWS_PER_CHUNK = 4
@@ -57,6 +58,24 @@ class ReferenceRun:
     text_ids: Any = None  # fidelity.text through the model's tokenizer (1-D), when one is given
     ppl: float = math.nan  # the reference's perplexity on it
     skipped: Optional[str] = None  # why no reference ran (it does not fit the cell's GPUs); then nothing above
+    source: str = "computed"  # computed | reused (read from the host's references: ecosweep.workload.references)
+    cell_id: str = ""  # the cell that computed it
+
+    def columns(self) -> Dict[str, Any]:
+        """Where the reference came from (row columns); nothing when it was skipped."""
+        if self.skipped:
+            return {}
+        return {"fidelity_reference_source": self.source, "fidelity_reference_cell_id": self.cell_id}
+
+    def payload(self) -> Dict[str, Any]:
+        """What a reference store keeps of it."""
+        return {"sequences": self.sequences, "logits": self.logits, "input_tokens": self.input_tokens,
+                "label": self.label, "text_ids": self.text_ids, "ppl": self.ppl}
+
+    @classmethod
+    def from_payload(cls, payload: Dict[str, Any], cell_id: str) -> "ReferenceRun":
+        return cls(payload["sequences"], payload["logits"], int(payload["input_tokens"]), payload["label"],
+                   payload.get("text_ids"), float(payload["ppl"]), source="reused", cell_id=cell_id)
 
 
 def reference_dtype(fidelity_dtype: str, device: str) -> str:
@@ -87,7 +106,6 @@ def run_reference(model: Any, batch_size: int, input_tokens: int, output_tokens:
     """The reference's greedy continuation of the cell's own prompts (the eager workload: exactly
     ``output_tokens`` new tokens, EOS suppressed) and its logits over prompt + continuation."""
     import torch
-
 
     workload = FixedLengthGeneration(model, int(model.config.vocab_size), batch_size, input_tokens, output_tokens,
                                      seed, device)
@@ -159,18 +177,18 @@ def _free_gpu_bytes(s: Any, device: str) -> Optional[float]:
         return None
     import torch
 
-
     return float(sum(torch.cuda.mem_get_info(i)[0] for i in range(gpu_count(s, device))))
 
 
-def prepare_reference(s: Any, device: str) -> Optional[ReferenceRun]:
+def prepare_reference(s: Any, device: str, store: Optional[ReferenceStore] = None, cell_id: str = "",
+                      device_name: str = "") -> Optional[ReferenceRun]:
     """For a cell that is not its own reference: load the reference (same weights, reference dtype), run it
     on the cell's prompts (and ``fidelity.text``), free it. None when fidelity is off or the cell is the
     reference. Runs before the cell's model is loaded, so the two never share the device's memory; a
-    reference too large for the cell's GPUs is skipped (the run says why) rather than failing the cell."""
-    import torch
+    reference too large for the cell's GPUs is skipped (the run says why) rather than failing the cell.
 
-
+    With ``store`` (``reuse.fidelity_reference``) a reference an earlier cell of this host computed for the same
+    weights, prompts and device is read instead, and one computed here is stored for the next cells."""
     q, f = s.quantization, s.fidelity
     ref_dtype = reference_dtype(f.reference_dtype, device)
     if not f.enabled or is_reference(q.method, q.dtype, ref_dtype):
@@ -178,6 +196,21 @@ def prepare_reference(s: Any, device: str) -> Optional[ReferenceRun]:
     too_big = reference_too_big(s.model.params_b, ref_dtype, _free_gpu_bytes(s, device))
     if too_big:
         return ReferenceRun(None, None, s.input_tokens, "", skipped=too_big)
+    identity = fidelity_identity(s, device_name, gpu_count(s, device), ref_dtype, q.dtype)
+    stored = store.load(identity, device) if store is not None else None
+    if stored is not None:
+        return ReferenceRun.from_payload(stored.payload, stored.cell_id)
+    run = _compute_reference(s, device, ref_dtype)
+    run.cell_id = cell_id
+    if store is not None:
+        store.save(identity, run.payload(), cell_id)
+    return run
+
+
+def _compute_reference(s: Any, device: str, ref_dtype: str) -> ReferenceRun:
+    import torch
+
+    f = s.fidelity
     model = load_reference_model(s, device, ref_dtype)
     try:
         run = run_reference(model, s.batch_size, s.input_tokens, s.output_tokens, s.seed, device,

@@ -9,11 +9,12 @@ FLOOR_FACTOR times the spread of generate() against itself with another attentio
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from ecosweep.errors import EcosweepError
 from ecosweep.workload.generation import FixedLengthGeneration, eos_token_ids
 from ecosweep.workload.graph_decode import GraphDecodeGeneration
+from ecosweep.workload.references import ReferenceStore
 
 
 class TokenMismatchError(EcosweepError):
@@ -112,11 +113,43 @@ def _first_difference(reference: Any, engine: Any) -> Optional[int]:
     return int(steps[0]) if len(steps) else None
 
 
-def check_tokens(workload: Any, reference: FixedLengthGeneration, tolerance_sd: float) -> TokenCheck:
-    """Compare ``workload`` (graph or compiled) with generate() on the same model and prompts."""
+@dataclass
+class GenerateReference:
+    """generate()'s free-running tokens (batch, output_tokens) and each step's logits on the cell's model, and
+    where they came from: computed here, or reused from a cell of the same model, precision and prompts."""
+
+    tokens: Any
+    scores: List[Any]
+    source: str = "computed"
+    cell_id: str = ""
+
+    def columns(self) -> Dict[str, Any]:
+        return {"engine_reference_source": self.source, "engine_reference_cell_id": self.cell_id}
+
+
+def generate_reference(reference: FixedLengthGeneration, store: Optional[ReferenceStore] = None,
+                       identity: Optional[Dict[str, Any]] = None, cell_id: str = "") -> GenerateReference:
+    """generate()'s side of the token check: read from ``store`` when a cell computed it for ``identity``
+    (``references.token_identity``), else computed (and stored there)."""
+    if store is not None and identity is not None:
+        stored = store.load(identity, str(reference.input_ids.device))
+        if stored is not None:
+            return GenerateReference(stored.payload["tokens"], list(stored.payload["scores"]), "reused",
+                                     stored.cell_id)
+    tokens, scores = reference.generate_with_scores()
+    if store is not None and identity is not None:
+        store.save(identity, {"tokens": tokens, "scores": scores}, cell_id)
+    return GenerateReference(tokens, scores, "computed", cell_id)
+
+
+def check_tokens(workload: Any, reference: FixedLengthGeneration, tolerance_sd: float,
+                 ref: Optional[GenerateReference] = None) -> TokenCheck:
+    """Compare ``workload`` (graph or compiled) with generate() on the same model and prompts (``ref``:
+    generate()'s run, computed here when not given)."""
     import torch
 
-    ref_tokens, ref_scores = reference.generate_with_scores()
+    ref = ref or generate_reference(reference)
+    ref_tokens, ref_scores = ref.tokens, ref.scores
     eos = torch.tensor(eos_token_ids(reference.model), dtype=torch.long)
     eos = eos[(eos >= 0) & (eos < ref_scores[0].shape[-1])]
     steps = _StepComparison(eos)
@@ -156,10 +189,10 @@ def tolerance_for(dtype: str, quant_method: str) -> float:
 
 
 def verify_tokens(workload: Any, reference: FixedLengthGeneration, engine_name: str,
-                  tolerance_sd: float) -> TokenCheck:
+                  tolerance_sd: float, ref: Optional[GenerateReference] = None) -> TokenCheck:
     """:func:`check_tokens`, raising TokenMismatchError (before anything is measured) when the
     engine's logits stray beyond rounding from generate()'s."""
-    check = check_tokens(workload, reference, tolerance_sd)
+    check = check_tokens(workload, reference, tolerance_sd, ref)
     if not check.passed:
         raise TokenMismatchError(
             f"engine={engine_name} ({workload.engine_effective}) does not decode what generate() decodes on "

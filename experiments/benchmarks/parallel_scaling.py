@@ -27,7 +27,9 @@ sys.path.insert(0, str(REPO))
 
 GRID = ["model=TinyLlama-1.1B", "quantization=fp16,nf4", "batch_size=1,8", "input_tokens=128,512", "output_tokens=32"]
 GPU_BOUND = ["model=TinyLlama-1.1B", "quantization=fp16", "input_tokens=2046", "output_tokens=2"]
-PHASES = ["actor_start_s", "load_s", "warmup_s", "settle_s", "idle_window_s", "cooldown_s", "measure_s", "write_s"]
+from ecosweep.results.timing import PHASE_NAMES, has_breakdown  # noqa: E402
+
+PHASES = [p for p in PHASE_NAMES if p != "other_s"]
 
 
 def cli(args: list[str], root: Path, gpus: str) -> float:
@@ -50,11 +52,15 @@ def timings(study_dir: Path) -> list[dict]:
 
 
 def breakdown(rows: list[dict]) -> dict:
-    total = {k: sum((r.get(k) or 0.0) for r in rows) for k in PHASES}
-    span = sum(r["collected_unix_s"] - r["launched_unix_s"] for r in rows)
+    """The cells' phases summed (ecosweep.results.timing); timings written before the full breakdown are refused."""
+    if not all(has_breakdown(r) for r in rows):
+        raise SystemExit("these timings predate the full breakdown (results/timing.py): measure the cells again")
+    total = {k: sum(r[k] for r in rows) for k in PHASES}
+    span = sum(r["wall_s"] for r in rows)
     total["other_s"] = span - sum(total.values())
-    return {"cell_seconds": span, **total, "measure_share": total["measure_s"] / span,
-            "windows_share": (total["measure_s"] + total["idle_window_s"]) / span}
+    measure = total["windows_s"] + total["between_windows_s"]
+    return {"cell_seconds": span, **total, "measure_share": measure / span,
+            "windows_share": (total["windows_s"] + total["idle_window_s"]) / span}
 
 
 def energy_per_1k(study_dir: Path, batch: int) -> dict:

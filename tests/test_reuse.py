@@ -1,0 +1,170 @@
+"""What a cell takes from the cells before it (reuse.*): an idle baseline of the same GPU while a short check
+agrees, the fidelity reference and generate()'s token-check run of the same model and prompts; refused or
+redone when a condition fails, and the same results as without reuse."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import pytest
+
+from ecosweep.cells import to_settings
+from ecosweep.config.schema import MeasurementConfig, ReuseConfig
+from ecosweep.measure.idle import IdleBaseline, baseline_key, check_agrees, why_not_reusable
+from ecosweep.measure.meters.base import Meter, WindowReading
+from ecosweep.measure.protocol import CellProtocol, IdleContext
+from ecosweep.workload.fidelity import cell_fidelity, prepare_reference
+from ecosweep.workload.generation import FixedLengthGeneration
+from ecosweep.workload.models import load_model
+from ecosweep.workload.references import ReferenceStore, fidelity_identity, token_identity
+from ecosweep.workload.token_check import generate_reference
+
+from conftest import compose
+
+KEY = baseline_key("host-a", "GPU-a")
+
+
+class FakePowerMeter(Meter):
+    """A GPU whose power the test sets (hardware stand-in): every window reads ``watts`` x its length."""
+
+    energy_source = "fake_counter"
+
+    def __init__(self, watts: float):
+        super().__init__()
+        self.watts = watts
+        self.windows = 0
+
+    def _begin(self) -> None:
+        self.windows += 1
+
+    def _end(self, seconds: float, start_unix_s: float) -> WindowReading:
+        return WindowReading(seconds, start_unix_s, energy_j=self.watts * seconds, energy_source=self.energy_source,
+                             device_energy_j=(self.watts * seconds,), device_uuids=("GPU-a",))
+
+
+@pytest.fixture(scope="module")
+def workload():
+    s = to_settings(compose(["hardware=cpu"]))
+    loaded = load_model(s, "cpu")
+    return FixedLengthGeneration(loaded.model, loaded.vocab_size, 1, 8, 2, 0, "cpu")
+
+
+def protocol_settings() -> MeasurementConfig:
+    return MeasurementConfig(name="t", meter="none", min_window_s=0.0, prefill_min_window_s=0.0, warmup_min_s=0.0,
+                             max_repetitions=2, target_ci_pct=0.0, idle_settle_s=0.0, idle_window_s=0.4)
+
+
+POLICY = ReuseConfig(idle_check_s=0.05, idle_tolerance_w=5.0, idle_tolerance_pct=5.0, idle_max_age_s=600.0)
+
+
+def run(workload, watts: float, prior=None, policy=POLICY, key=KEY, cell="cell-b"):
+    meter = FakePowerMeter(watts)
+    result = CellProtocol(workload, meter, protocol_settings(), 2, 0,
+                          idle=IdleContext(cell, key, prior, policy)).run({})
+    return result
+
+
+def test_a_later_cell_on_the_same_gpu_reuses_the_baseline_when_the_check_agrees(workload):
+    first = run(workload, 100.0, cell="cell-a")
+    assert first.idle.source == "measured" and first.phases_s["idle_window_s"] >= 0.4
+    second = run(workload, 103.0, prior=first.idle.baseline)
+    row = second.rows[0]
+    assert second.idle.source == "reused" and row["idle_baseline_source"] == "reused"
+    assert row["idle_baseline_cell_id"] == "cell-a"
+    assert row["idle_power_w"] == pytest.approx(100.0)  # the earlier, longer baseline
+    assert row["idle_check_power_w"] == pytest.approx(103.0)
+    assert row["net_energy_j"] == pytest.approx(row["energy_j"] - 100.0 * row["seconds"])
+    assert second.phases_s["idle_window_s"] < 0.3  # the check, not a full window
+    assert row["idle_baseline_age_s"] >= 0
+
+
+def test_a_check_that_disagrees_measures_the_baseline_again_and_says_why(workload):
+    first = run(workload, 100.0, cell="cell-a")
+    second = run(workload, 130.0, prior=first.idle.baseline)
+    row = second.rows[0]
+    assert second.idle.source == "measured" and row["idle_baseline_cell_id"] == "cell-b"
+    assert row["idle_power_w"] == pytest.approx(130.0)
+    assert "check read 130.0 W against the earlier baseline's 100.0 W" in row["idle_baseline_note"]
+
+
+def test_another_gpu_an_old_baseline_or_reuse_off_are_measured_without_a_check(workload):
+    first = run(workload, 100.0, cell="cell-a")
+    other_gpu = run(workload, 100.0, prior=first.idle.baseline, key=baseline_key("host-a", "GPU-b"))
+    assert other_gpu.idle.source == "measured" and "not host-a/GPU-b" in other_gpu.idle.why_measured
+    assert math.isnan(other_gpu.rows[0]["idle_check_power_w"])
+    old = dataclasses.replace(first.idle.baseline, measured_unix_s=time.time() - 3600)
+    assert run(workload, 100.0, prior=old).idle.source == "measured"
+    off = run(workload, 100.0, prior=first.idle.baseline, policy=dataclasses.replace(POLICY, idle_baseline=False))
+    assert off.idle.source == "measured" and off.idle.why_measured == "reuse.idle_baseline=false"
+
+
+def test_the_tolerance_is_the_wider_of_watts_and_percent():
+    base = WindowReading(1.0, 0.0, energy_j=400.0)
+    policy = ReuseConfig(idle_tolerance_w=5.0, idle_tolerance_pct=5.0)
+    assert check_agrees(WindowReading(1.0, 0.0, energy_j=419.0), base, policy)  # 5 % of 400 W = 20 W
+    assert not check_agrees(WindowReading(1.0, 0.0, energy_j=421.0), base, policy)
+    assert not check_agrees(WindowReading(1.0, 0.0), base, policy)  # no energy reading: never agrees
+    no_energy = IdleBaseline(KEY, WindowReading(1.0, 0.0), "a", time.time())
+    assert why_not_reusable(no_energy, KEY, time.time(), policy) == "the earlier baseline has no energy reading"
+    assert baseline_key("h", None) is None  # a CPU cell: nothing to reuse
+
+
+def settings(*overrides):
+    return to_settings(compose(["hardware=cpu", "input_tokens=12", "output_tokens=4", "batch_size=2", *overrides]))
+
+
+def test_reference_keys_change_with_seed_prompts_device_and_weights_but_not_precision():
+    base = settings("quantization=nf4")
+    ident = fidelity_identity(base, "cpu", 1, "float32", "float32")
+    assert fidelity_identity(settings("quantization=int8_pure"), "cpu", 1, "float32", "float32") == ident
+    for changed in (fidelity_identity(settings("quantization=nf4", "seed=1"), "cpu", 1, "float32", "float32"),
+                    fidelity_identity(settings("quantization=nf4", "input_tokens=13"), "cpu", 1, "float32", "float32"),
+                    fidelity_identity(base, "NVIDIA H200", 1, "float32", "float32"),
+                    fidelity_identity(settings("quantization=nf4", "outlier_features.count=2"), "cpu", 1, "float32",
+                                      "float32")):
+        assert changed != ident
+    graph = token_identity(settings("quantization=nf4", "engine=graph"), "cpu", 1)
+    assert token_identity(settings("quantization=nf4", "engine=compiled"), "cpu", 1) == graph  # same attention
+    assert token_identity(base, "cpu", 1) != graph  # generate() with another attention kernel
+    assert token_identity(settings("quantization=int8_pure", "engine=graph"), "cpu", 1) != graph  # another precision
+
+
+def test_a_stored_reference_gives_the_same_fidelity_and_a_changed_prompt_is_computed_again(tmp_path):
+    store = ReferenceStore(tmp_path, 2**30)
+    s = settings("quantization=nf4")
+    computed = prepare_reference(s, "cpu", store, "cell-nf4", "cpu")
+    assert computed.source == "computed" and len(list(tmp_path.glob("fidelity-*.pt"))) == 1
+    s8 = settings("quantization=int8_pure")
+    reused = prepare_reference(s8, "cpu", store, "cell-int8", "cpu")
+    assert reused.source == "reused" and reused.cell_id == "cell-nf4"
+    fresh = prepare_reference(s8, "cpu", None)
+    model = load_model(s8, "cpu").model
+    assert cell_fidelity(s8, model, reused, "cpu") == cell_fidelity(s8, model, fresh, "cpu")  # equal, not close
+    other = prepare_reference(settings("quantization=int8_pure", "seed=3"), "cpu", store, "cell-seed3", "cpu")
+    assert other.source == "computed"
+
+
+def test_a_damaged_or_oversized_reference_is_computed_again(tmp_path):
+    s = settings("quantization=nf4")
+    store = ReferenceStore(tmp_path, 2**30)
+    prepare_reference(s, "cpu", store, "a", "cpu")
+    (path,) = tmp_path.glob("fidelity-*.pt")
+    path.write_bytes(b"not a torch file")
+    assert prepare_reference(s, "cpu", store, "b", "cpu").source == "computed"
+    tiny = ReferenceStore(tmp_path / "tiny", 16.0)  # 16 bytes: nothing fits
+    prepare_reference(s, "cpu", tiny, "c", "cpu")
+    assert prepare_reference(s, "cpu", tiny, "d", "cpu").source == "computed"
+
+
+def test_generate_reference_is_stored_once_and_read_back_equal(tmp_path):
+    s = settings("quantization=nf4")
+    loaded = load_model(s, "cpu")
+    eager = FixedLengthGeneration(loaded.model, loaded.vocab_size, 2, 12, 4, 0, "cpu")
+    store = ReferenceStore(tmp_path, 2**30)
+    first = generate_reference(eager, store, token_identity(s, "cpu", 1), "cell-graph")
+    second = generate_reference(eager, store, token_identity(s, "cpu", 1), "cell-compiled")
+    assert (first.source, second.source, second.cell_id) == ("computed", "reused", "cell-graph")
+    assert bool((first.tokens == second.tokens).all())
+    assert all(bool((a == b).all()) for a, b in zip(first.scores, second.scores))
