@@ -96,3 +96,12 @@ def stop_mlflow_server(proc) -> None:
     except ProcessLookupError:
         return
     proc.wait(timeout=30)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``-n``, the default: pyproject's addopts), every test of the session-wide smoke study
+    runs on one worker, so the study is measured once."""
+    for item in items:
+        if "smoke_study" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("smoke_study"))
+
