@@ -98,6 +98,7 @@ def stop_mlflow_server(proc) -> None:
     proc.wait(timeout=30)
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (``-n``, the default: pyproject's addopts), every test of the session-wide smoke study
     runs on one worker, so the study is measured once."""

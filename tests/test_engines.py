@@ -233,7 +233,7 @@ def test_rows_say_which_engine_ran_and_how_its_tokens_compared(tmp_path):
     import json
 
     phases = [json.loads(p.read_text()) for p in timings]
-    assert sum("token_check_s" in p for p in phases) == 1  # the graph cell only
+    assert sum(p["token_check_s"] > 0 for p in phases) == 1  # the graph cell only
 
 
 # -- the report by engine -------------------------------------------------------------------------

@@ -166,8 +166,8 @@ def test_a_profiled_cpu_cell_profiles_after_its_windows_and_keeps_breakdown_and_
     names = {e.get("name") for e in trace["traceEvents"]}
     assert "bitsandbytes::int8_vectorwise_quant" in names and "ecosweep::module::Linear8bitLt" in names
     steps = ("profile_call_s", "profile_events_s", "profile_trace_export_s", "profile_summary_s")
-    assert all(outcome.phases_s[step] > 0 for step in steps)  # where the profile step's time went
-    assert sum(outcome.phases_s[step] for step in steps) <= outcome.phases_s["profile_s"]
+    assert all(outcome.profile_phases_s[step] > 0 for step in steps)  # where the profile step's time went
+    assert sum(outcome.profile_phases_s[step] for step in steps) <= outcome.phases_s["profile_s"]
     kernels = list(csv.DictReader(io.StringIO(outcome.profile_kernels_csv)))
     assert {k["kernel_class"] for k in kernels if k["op"] == "bitsandbytes::int8_linear_matmul"} == {"int8_gemm"}
     assert all(k["kernel_class"] == classify(KernelRecord(k["kernel"], 0, 0, k["op"], tuple(k["within"].split(" > "))))
