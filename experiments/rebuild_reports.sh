@@ -5,6 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 find experiments -path '*/report/report.md' | sort | while read -r report; do
   mapfile -t inputs < <(sed -n '/^Inputs:/,/^## /p' "$report" | sed -n 's/^- `\(.*\)`$/\1/p')
-  python3 -m ecosweep report "${inputs[@]}" --out "$(dirname "$report")" > /dev/null
+  .venv/bin/python -m ecosweep report "${inputs[@]}" --out "$(dirname "$report")" > /dev/null
   echo "rebuilt $(dirname "$report") from ${inputs[*]}"
 done
