@@ -12,14 +12,18 @@
 #    4. fp16 compiled again in another study (the second cell of the same shapes: from cache) study compiled_cache
 #    5. fp16 graph and compiled with profile=true, short protocol, n = 3                  study compiled_profile
 #    6. fp16 compiled with ecosweep's own capture of the compiled step (cudagraphs=ecosweep)  study compiled_b1
+# B  (#32, what A left, 2026-12-03) Mistral-7B, 128 + 128 tokens, short protocol:
+#    1. bf16 compiled, batch 1 (the 16-bit base of torchao's int4 ratio: tinygemm needs bf16)  study torchao_b1
+#    2. fp16 compiled with profile=true, batch 1, n = 3 (the kernels behind the power jump)    study compiled_profile
+# C  3. batch 16: fp16 graph and compiled, torchao int8 and int4 weight-only compiled          study compiled_b16
 # Each step is a resumable ecosweep command with its own time limit; LIMIT_S bounds the phase.
 set -u
-phase=${1:?phase A}
+phase=${1:?phase A|B|C}
 source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
 limit=${LIMIT_S:-1500}
 started=$SECONDS
 left() { echo $(( limit - (SECONDS - started) )); }
-common="tracking=none ray.progress=plain output_root=$root ray.one_gpu_per=study model=Mistral-7B batch_size=1 input_tokens=128 output_tokens=128"
+common="tracking=none ray.progress=plain output_root=$root ray.one_gpu_per=study model=Mistral-7B input_tokens=128 output_tokens=128"
 DEFAULT5="measurement=default repetitions=5 measurement.max_repetitions=5"
 SHORT="measurement=short repetitions=5 warmup=1"
 nvidia-smi --query-gpu=index,name,uuid,power.draw,temperature.gpu,clocks.sm,clocks.mem --format=csv > "$root/logs/gpus_$phase.csv"
@@ -28,7 +32,7 @@ run() {  # run NAME SECONDS ARGS...: one resumable study command, bounded by its
   local budget; budget=$(left); [ "$budget" -gt "$seconds" ] && budget=$seconds
   [ "$budget" -le 30 ] && { echo "skipped $name: phase time spent"; return; }
   echo "== $name ($budget s): $*"
-  timeout "$budget" python3 -m ecosweep "$@" $common > "$root/logs/$name.log" 2>&1
+  timeout "$budget" python3 -m ecosweep "$@" $common batch_size="${batch:-1}" > "$root/logs/$name.log" 2>&1
   echo "$name exit $?"; ray_stop
 }
 case $phase in
@@ -45,6 +49,16 @@ case $phase in
       profile=true study=compiled_profile
     run fp16_ecosweep_capture 300 quantization=fp16 engine=compiled engine.compile.cudagraphs=ecosweep $DEFAULT5 \
       study=compiled_b1
+    ;;
+  B)
+    run bf16_compiled 300 quantization=bf16 engine=compiled $SHORT study=torchao_b1
+    run fp16_compiled_profile 360 quantization=fp16 engine=compiled measurement=short repetitions=3 warmup=1 \
+      profile=true study=compiled_profile
+    ;;
+  C)
+    batch=16 run b16 900 -m quantization=fp16,ao_int4_weight_only,ao_int8_weight_only engine=graph,compiled measurement=short warmup=1 \
+      repetitions=3 study=compiled_b16 \
+      'sweep.exclude=[{quantization: [ao_int4_weight_only, ao_int8_weight_only], engine: graph}]'
     ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac

@@ -40,6 +40,6 @@ case $mode in
       tail -n 5 "$root/logs/$n.log"
       if [ -e "$root/logs/$n.rc" ]; then echo "$n finished, exit status $(cat "$root/logs/$n.rc")"; else echo "$n still running"; fi
     done
-    [ -n "${OUT:-}" ] && tar czf "$OUT/results_$host.tgz" --exclude='*.profile.json.gz' -C "$repo/outputs" "$host" ;;
+    [ -n "${OUT:-}" ] && tar czf "$OUT/results_$host.tgz" --exclude='*.profile.json.gz' --exclude='references' -C "$repo/outputs" "$host" ;;
   *) echo "unknown mode $mode"; exit 2 ;;
 esac

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Harness efficiency (#34) on a lent H200 (device tool, nvidia-h200), started detached
+# (experiments/device/detached.sh start NAME experiments/harness_efficiency/run_on_device.sh PHASE). Results under
+# outputs/h200x1/ (kept on the warm machine between calls), a tarball of them under $OUT by `detached.sh wait`.
+#
+# on   the issue's three cells (Mistral-7B fp16, nf4, int8_pure, engine=graph, batch 1, 128 + 128 tokens, default
+#      protocol, n = 5) with reuse on (the defaults: idle baseline, fidelity and token-check references)  study reuse_on
+# off  the same three cells with every reuse.* off, on the same GPU (the results must agree within their CIs)
+#                                                                                                        study reuse_off
+# Each step is a resumable ecosweep command with its own time limit; LIMIT_S bounds the phase.
+set -u
+phase=${1:?phase on|off}
+source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
+limit=${LIMIT_S:-900}
+cells="-m model=Mistral-7B quantization=fp16,nf4,int8_pure engine=graph batch_size=1 input_tokens=128 output_tokens=128
+  measurement=default repetitions=5 measurement.max_repetitions=5 hardware=$card tracking=none ray.progress=plain
+  output_root=$root ray.one_gpu_per=study"
+nvidia-smi --query-gpu=index,name,uuid,power.draw,temperature.gpu,clocks.sm,clocks.mem --format=csv > "$root/logs/gpus_$phase.csv"
+case $phase in
+  on)  args="study=reuse_on reuse.reference_dir=$root/references" ;;
+  off) args="study=reuse_off reuse_cells=false reuse.idle_baseline=false reuse.fidelity_reference=false reuse.token_reference=false" ;;
+  *) echo "unknown phase $phase"; exit 2 ;;
+esac
+echo "== reuse_$phase ($limit s)"
+# shellcheck disable=SC2086
+start=$SECONDS
+timeout "$limit" python3 -m ecosweep $cells $args > "$root/logs/reuse_$phase.log" 2>&1
+echo "reuse_$phase exit $? after $((SECONDS - start)) s"; tail -n 3 "$root/logs/reuse_$phase.log"; ray_stop
+python3 experiments/device/summarize_cells.py "$root/reuse_$phase" 2>&1 | tail -n 10
