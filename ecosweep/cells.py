@@ -23,6 +23,7 @@ from ecosweep.config.schema import (
     CompileConfig,
     EngineConfig,
     ReportConfig,
+    ServingConfig,
     StudyConfig,
     TrackingConfig,
 )
@@ -49,8 +50,19 @@ class Cell:
         gpus = _gpus_over_one(s)
         on = f"/{gpus}gpu" if gpus else ""
         profiled = "/profiled" if s.profile else ""
+        if s.scenario.name == "serving":
+            return (f"{s.model.name}/{s.quantization.name}{engine}/serving/{serving_load(s.serving)}/"
+                    f"{s.serving.lengths}-in{s.input_tokens}-out{s.output_tokens}{on}{profiled}")
         return (f"{s.model.name}/{s.quantization.name}{engine}/bs{s.batch_size}/in{s.input_tokens}/"
                 f"out{s.output_tokens}{on}{profiled}")
+
+
+def serving_load(v: ServingConfig) -> str:
+    """A served load as labels, rows (``serving_load``) and reports name it: the batch cap, then how requests
+    arrive, e.g. ``max64-all``, ``max64-poisson4rps``, ``max64-closed16``."""
+    arrival = {"all_at_once": "all", "poisson": f"poisson{v.request_rate_rps:g}rps",
+               "closed_loop": f"closed{v.concurrency}"}.get(v.arrival, v.arrival)
+    return f"max{v.max_batch}-{arrival}"
 
 
 def _gpus_over_one(s: StudyConfig) -> int:
@@ -141,6 +153,8 @@ def measured_identity(s: StudyConfig) -> Dict[str, Any]:
     }
     if not is_default_engine(s):
         identity["engine"] = engine_identity(s.engine)
+    if s.scenario.name != "fixed_batch":  # fixed-batch cells (every cell before the scenario group) keep their ids
+        identity["scenario"] = {"name": s.scenario.name, "serving": dataclasses.asdict(s.serving)}
     if s.outlier_features.count > 0:  # planted outliers change the weights; plain random cells keep their ids
         identity["outlier_features"] = {**dataclasses.asdict(s.outlier_features), "planting": PLANTING_VERSION}
     if s.profile:  # a profiled cell carries the breakdown; unprofiled cells keep their ids

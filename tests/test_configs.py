@@ -13,7 +13,7 @@ from ecosweep.errors import ConfigError
 
 from conftest import CONF_DIR, REPO, compose
 
-GROUPS = ["model", "quantization", "engine", "hardware", "measurement", "tracking"]
+GROUPS = ["model", "quantization", "engine", "scenario", "hardware", "measurement", "tracking"]
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "model_architectures.csv"
 
 

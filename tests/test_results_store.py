@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ecosweep.results.schema import COLUMN_NAMES, COLUMNS, SCHEMA, rows_to_table
+from ecosweep.results.schema import COLUMN_NAMES, COLUMNS, SCHEMA, requests_to_table, rows_to_table
 from ecosweep.results.store import StudyStore, atomic_write_parquet, read_results
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -19,7 +19,8 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def test_every_numeric_column_names_its_unit_or_what_it_counts():
     units = {"j", "w", "s", "pct", "mib", "mhz", "c", "b", "tok", "1m", "share", "request", "token", "count",
-             "calls", "tokens", "size", "threshold", "generated", "sd", "nats", "logit", "ppl", "cols"}
+             "calls", "tokens", "size", "threshold", "generated", "sd", "nats", "logit", "ppl", "cols", "ms", "rps",
+             "requests", "level"}
     for c in COLUMNS:
         if pa.types.is_floating(c.type) or pa.types.is_integer(c.type):
             assert units & set(c.name.split("_")) or c.name in ("repetition", "samples", "seconds"), c.name
@@ -128,16 +129,18 @@ def test_only_complete_ok_cells_of_other_studies_are_found_for_reuse(tmp_path):
 
 
 def test_a_profiled_cells_traces_travel_with_it_when_adopted_under_a_new_id_and_when_renamed(tmp_path):
-    """Power trace, profiler trace and kernel table: copied on reuse and renamed with the cell (migrate), each
-    under the new id."""
+    """Power trace, profiler trace, kernel table and a served cell's requests: copied on reuse and renamed with the
+    cell (migrate), each under the new id."""
     source, target = StudyStore(tmp_path, "kernel_profile"), StudyStore(tmp_path, "other")
     _stored_cell(source, "old", ["ok"])
     source.write_profile("old", b"gzipped trace", "kernel,op\nk,aten::mm\n")
+    source.write_requests("old", requests_to_table([{"repetition": 0, "request_id": "req00000", "status": "completed"}]))
     target.adopt_cell(source, "old", "other", "study: other\n")
-    assert [p.name for p in target.trace_files("old") if p.exists()] == [
-        "old.parquet", "old.profile.json.gz", "old.kernels.csv"]
+    assert [p.relative_to(target.root).as_posix() for p in target.trace_files("old") if p.exists()] == [
+        "traces/old.parquet", "traces/old.profile.json.gz", "traces/old.kernels.csv", "requests/old.parquet"]
     assert target.profile_trace_path("old").read_bytes() == b"gzipped trace"
+    assert pq.read_table(target.requests_path("old")).column("request_id").to_pylist() == ["req00000"]
     source.rename_cell("old", "renamed")
-    assert [p.exists() for p in source.trace_files("renamed")] == [True, True, True]
+    assert [p.exists() for p in source.trace_files("renamed")] == [True, True, True, True]
     assert not any(p.exists() for p in source.trace_files("old"))
     assert source.kernel_table_path("renamed").read_text() == "kernel,op\nk,aten::mm\n"

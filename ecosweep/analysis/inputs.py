@@ -119,7 +119,8 @@ def _gpu_count(rows: pd.DataFrame) -> pd.Series:
 
 def summary_from_rows(rows: pd.DataFrame, source: str) -> pd.DataFrame:
     """Per-configuration summaries of raw repetitions (ok rows only), with raw values kept."""
-    ok = rows[rows.status == "ok"].copy()
+    served = rows["scenario"].eq("serving") if "scenario" in rows else pd.Series(False, index=rows.index)
+    ok = rows[(rows.status == "ok") & ~served].copy()  # served cells have their own section (analysis.serving)
     if ok.empty:
         return pd.DataFrame()
     ok["hardware"] = ok["device_name"].fillna(ok["hardware"])

@@ -13,7 +13,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import pandas as pd
 
-from ecosweep.analysis import cost, decision, figures
+from ecosweep.analysis import cost, decision, figures, serving
 from ecosweep.analysis.caveats import warnings_for
 from ecosweep.analysis.comparisons import best_engine_comparisons, comparisons, engine_comparisons, engine_sign_findings
 from ecosweep.analysis.crossover import crossover
@@ -127,12 +127,12 @@ def _metric_and_baseline(configs: pd.DataFrame, metric: str, baseline: str) -> T
 
 
 def _write_figures(configs: pd.DataFrame, comp: pd.DataFrame, costs: pd.DataFrame, settings: ReportConfig,
-                   fig_dir: Path, metric: str) -> List[Path]:
+                   fig_dir: Path, metric: str, served: pd.DataFrame) -> List[Path]:
     """Draw the report's figures into ``fig_dir``, and remove the figures an earlier build left there that this
     one did not draw (a report links only what it drew)."""
-    drawn: List[Path] = []
+    drawn: List[Path] = serving.serving_figure(served, fig_dir)
     if f"{metric}_mean" in configs and configs[f"{metric}_mean"].notna().any():
-        drawn = (figures.energy_by_model(configs, comp, fig_dir, metric) + figures.crossover_plot(comp, fig_dir)
+        drawn += (figures.energy_by_model(configs, comp, fig_dir, metric) + figures.crossover_plot(comp, fig_dir)
                  + figures.delta_vs_batch(comp, fig_dir) + figures.batch_panel(configs, fig_dir)
                  + figures.carbon_by_model(configs, costs, cost.describe(settings), fig_dir)
                  + figures.kernel_breakdown(configs, fig_dir))
@@ -339,6 +339,7 @@ def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], config
     text += _fidelity_section(configs, comp, metric, columns) + _profile_section(configs, columns)
     text += _decision_section(t["decision"], by_source, by_axis)
     text += _cost_section(costs, columns)
+    text += t.get("served_lines", [])
     text += _unfinished_section(rows)
     text += ["## Methods\n", _methods(rows)]
     text += time_use_section(inputs)
@@ -347,6 +348,23 @@ def _markdown(title: Optional[str], inputs: List[Path], notes: List[str], config
     text += ["## Figures\n"] + [f"![{p.stem}](figures/{p.name})" for p in figs if p.suffix == ".png"]
     text += ([""] + [f"- {note}" for note in missing] if missing else []) + [""]
     return "\n".join(text)
+
+
+def _served_only_report(title: Optional[str], inputs: List[Path], out_dir: Path, rows: pd.DataFrame,
+                        served_lines: List[str], served_tables: Dict[str, pd.DataFrame], cost_settings: ReportConfig,
+                        metric: str) -> Path:
+    """report.md of inputs that hold served cells only: their section, methods, time use and figures."""
+    figs = _write_figures(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), cost_settings, out_dir / "figures", metric,
+                          served_tables["serving"])
+    for name, df in served_tables.items():
+        if not df.empty:
+            df.to_csv(out_dir / f"{name}.csv", index=False)
+    text = [f"# {title or 'ecosweep report'}\n", "Inputs:\n"] + [f"- `{p}`" for p in inputs] + [""]
+    text += served_lines + _unfinished_section(rows) + ["## Methods\n", _methods(rows)] + time_use_section(inputs)
+    text += ["## Figures\n"] + [f"![{p.stem}](figures/{p.name})" for p in figs if p.suffix == ".png"] + [""]
+    path = out_dir / "report.md"
+    path.write_text("\n".join(text))
+    return path
 
 
 def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: str = "fp16",
@@ -360,7 +378,9 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
     damaged: List[Any] = []
     raw = read_raw_inputs(inputs, damaged)
     configs = load_inputs(inputs, damaged, raw=raw)
-    if configs.empty:
+    rows = pd.concat(raw.values(), ignore_index=True) if raw else pd.DataFrame()
+    served_lines, served_tables = serving.serving_section(rows, configs, _md)
+    if configs.empty and not served_tables:
         left_out = "".join(f" {d.path} is damaged ({d.reason})." for d in damaged)
         raise EcosweepError(f"no usable results in {', '.join(map(str, inputs))}: no successful repetition and no "
                             f"summary table row.{left_out} Nothing was written.")
@@ -371,6 +391,9 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
     for d in damaged:  # said on the console too, not only inside report.md
         print(f"WARNING: {d.path} could not be read ({d.reason}); it is left out of the report.", file=sys.stderr)
     out_dir.mkdir(parents=True, exist_ok=True)
+    served_table = served_tables.get("serving", pd.DataFrame())
+    if configs.empty:  # served cells only
+        return _served_only_report(title, inputs, out_dir, rows, served_lines, served_tables, cost_settings, metric)
     metric, baseline, notes = _metric_and_baseline(configs, metric, baseline)
     comp = comparisons(configs, baseline, metric)
     t = {"comparisons": comp, "engine_comparisons": engine_comparisons(configs, metric=metric),
@@ -383,7 +406,8 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
                 "command that measured its study again: it moves the file to damaged/ and measures the cell again "
                 "(`dry_run=true` lists it as damaged)." for d in damaged]
     warnings += warnings_for(configs, comp=comp, batch=t["batch_scaling"])
-    figs = _write_figures(configs, comp, t["cost"], cost_settings, out_dir / "figures", metric)
+    figs = _write_figures(configs, comp, t["cost"], cost_settings, out_dir / "figures", metric, served_table)
+    t["served_lines"] = served_lines
     csv_tables = {"configurations": configs.drop(columns=[c for c in configs.columns if c.endswith("_values")],
                                                  errors="ignore"),
                   **{k: t[k] for k in ("comparisons", "engine_comparisons", "crossover", "batch_scaling", "roofline",
@@ -391,10 +415,10 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, baseline: st
     for optional in ("int8_gap", "int8_kernel_gap", "best_engine"):
         if not t[optional].empty:
             csv_tables[optional] = t[optional]
+    csv_tables.update({name: df for name, df in served_tables.items() if not df.empty})
     for name, df in csv_tables.items():
         df.to_csv(out_dir / f"{name}.csv", index=False)
     path = out_dir / "report.md"
-    rows = pd.concat(raw.values(), ignore_index=True) if raw else pd.DataFrame()
     path.write_text(_markdown(title, inputs, notes, configs, t, baseline, metric, warnings, figs, rows))
     return path
 

@@ -281,6 +281,63 @@ class ReuseConfig:
 
 
 @dataclass
+class ScenarioConfig:
+    """The workload's shape (the ``scenario`` group). ``fixed_batch``: ``batch_size`` identical requests that start
+    and end together, repeated (every cell before 2026-12-03; their ids are unchanged). ``serving``: a stream of
+    requests served by transformers' continuous batching (paged KV cache, requests joining and leaving a running
+    batch), shaped by the ``serving.*`` settings."""
+
+    name: str = setting("fixed_batch", "fixed_batch | serving (serving.* settings shape the stream)")
+
+
+@dataclass
+class SloConfig:
+    """A latency objective a request meets when both its time to first token and its time per output token are
+    within these limits (MLPerf Inference's pairs for Llama-3.1-8B are the defaults)."""
+
+    ttft_ms: float = setting(MISSING, "time to first token limit, milliseconds")
+    tpot_ms: float = setting(MISSING, "time per output token limit (after the first), milliseconds")
+
+
+def _mlperf_slos() -> Dict[str, "SloConfig"]:
+    return {"interactive": SloConfig(ttft_ms=500.0, tpot_ms=30.0),
+            "conversational": SloConfig(ttft_ms=2000.0, tpot_ms=100.0)}
+
+
+@dataclass
+class ServingConfig:
+    """A served request stream (``scenario=serving``; ignored otherwise): how requests arrive, how long they are,
+    how many run at once, and the latency objectives goodput counts against. Lengths are exact (EOS suppressed)."""
+
+    arrival: str = setting("all_at_once",
+        "all_at_once (every request queued at t = 0: ML.ENERGY's default) | poisson (seeded, at request_rate_rps) | "
+        "closed_loop (concurrency requests in flight, a new one sent as each finishes)")
+    request_rate_rps: float = setting(4.0, "arrival=poisson: mean requests per second")
+    concurrency: int = setting(16, "arrival=closed_loop: requests kept in flight")
+    max_batch: int = setting(64, "most sequences the server batches at once (continuous batching's max requests)")
+    requests: Optional[int] = setting(None,
+        "requests sent in each repetition (one whole run of them); null: sized from the load, 4 x max_batch (at least "
+        "32) at once or in a closed loop, 30 s of arrivals (at least 32) for poisson")
+    lengths: str = setting("fixed",
+        "fixed (input_tokens / output_tokens exactly) | uniform (each uniform within +/- length_spread of them) | "
+        "chat (lognormal, modelled on ShareGPT: see README) | file (lengths_file)")
+    length_spread: float = setting(0.5, "lengths=uniform: half-width as a fraction of the mean (0.5: 64..192 for 128)")
+    lengths_file: Optional[str] = setting(None,
+        "lengths=file: a JSONL file of {\"input_tokens\": N, \"output_tokens\": M} per line, used in order "
+        "(cycled when shorter than requests)")
+    request_timeout_s: float = setting(600.0,
+        "a request not finished this long after it was sent is cancelled and counted timed_out")
+    slos: Dict[str, SloConfig] = setting(default_factory=_mlperf_slos, help=
+        "latency objectives by name, each {ttft_ms, tpot_ms}; goodput_rps_<name> counts the requests meeting one")
+    cuda_graphs: str = setting("auto", "continuous batching's CUDA graphs: auto (transformers decides) | on | off")
+    compile_level: int = setting(0,
+        "transformers' continuous-batching compile level: 0 none, 1 default dynamic, 2 max-autotune dynamic, "
+        "3 max-autotune static")
+    max_memory_percent: Optional[float] = setting(None,
+        "share of free GPU memory the paged KV cache may take, 0-1; null: transformers' default (0.9)")
+
+
+@dataclass
 class StudyConfig:
     """The root config: one cell's worth of settings (a sweep varies them)."""
 
@@ -306,6 +363,8 @@ class StudyConfig:
     model: ModelConfig = MISSING
     quantization: QuantizationConfig = MISSING
     engine: EngineConfig = field(default_factory=EngineConfig)
+    scenario: ScenarioConfig = field(default_factory=ScenarioConfig)
+    serving: ServingConfig = field(default_factory=ServingConfig)
     hardware: HardwareConfig = MISSING
     measurement: MeasurementConfig = MISSING
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
@@ -426,6 +485,31 @@ class AttnImplementation(Choice):
     ECOSWEEP_SDPA = "ecosweep_sdpa", "SDPA decoding grouped-query models on their key/value heads (graph default)"
 
 
+class Scenario(Choice):
+    FIXED_BATCH = "fixed_batch", ("batch_size identical requests that start and end together (every cell before "
+                                  "2026-12-03)")
+    SERVING = "serving", "a request stream under transformers' continuous batching (serving.*)"
+
+
+class Arrival(Choice):
+    ALL_AT_ONCE = "all_at_once", "every request queued at t = 0 (ML.ENERGY's default)"
+    POISSON = "poisson", "exponential gaps at serving.request_rate_rps, seeded"
+    CLOSED_LOOP = "closed_loop", "serving.concurrency requests in flight; a new one sent as each finishes"
+
+
+class LengthDistribution(Choice):
+    FIXED = "fixed", "input_tokens and output_tokens exactly"
+    UNIFORM = "uniform", "uniform within +/- serving.length_spread of input_tokens and output_tokens"
+    CHAT = "chat", "lognormal lengths modelled on ShareGPT conversations (means 161 in / 338 out; README)"
+    FILE = "file", "(input_tokens, output_tokens) pairs from serving.lengths_file (JSONL)"
+
+
+class OnOffAuto(Choice):
+    AUTO = "auto", "transformers decides"
+    ON = "on", "always"
+    OFF = "off", "never"
+
+
 # The same choices as plain lists, for the modules that only test membership.
 WEIGHTS_CHOICES: List[str] = Weights.values()
 QUANT_METHODS: List[str] = QuantMethod.values()
@@ -440,6 +524,10 @@ ENGINE_KINDS: List[str] = EngineKind.values()
 ATTN_IMPLEMENTATIONS: List[str] = AttnImplementation.values()
 DECODE_MODELS: List[str] = DecodeModel.values()
 CUDA_GRAPHS: List[str] = CudaGraphs.values()
+SCENARIOS: List[str] = Scenario.values()
+ARRIVALS: List[str] = Arrival.values()
+LENGTH_DISTRIBUTIONS: List[str] = LengthDistribution.values()
+ON_OFF_AUTO: List[str] = OnOffAuto.values()
 # Settings that take one of a Choice's values (validation and `ecosweep settings` read it from here).
 CHOICES_BY_SETTING: Dict[str, Type[Choice]] = {
     "weights": Weights, "quantization.method": QuantMethod, "quantization.torchao_type": TorchaoType,
@@ -447,7 +535,8 @@ CHOICES_BY_SETTING: Dict[str, Type[Choice]] = {
     "quantization.bnb_4bit_compute_dtype": Dtype, "hardware.device": Device, "measurement.meter": Meter,
     "ray.progress": ProgressMode, "ray.one_gpu_per": OneGpuPer, "engine.kind": EngineKind,
     "engine.attn_implementation": AttnImplementation, "engine.decode_model": DecodeModel,
-    "engine.compile.cudagraphs": CudaGraphs,
+    "engine.compile.cudagraphs": CudaGraphs, "scenario.name": Scenario, "serving.arrival": Arrival,
+    "serving.lengths": LengthDistribution, "serving.cuda_graphs": OnOffAuto,
 }
 
 

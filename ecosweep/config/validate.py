@@ -39,6 +39,7 @@ from ecosweep.config.schema import (
     ReuseConfig,
     StudyConfig,
 )
+from ecosweep.config.validate_serving import validate_serving
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -365,6 +366,7 @@ def validate_study(s: StudyConfig) -> List[str]:
     problems += cost_settings_problems(s.report)
     problems += validate_fidelity(s.fidelity, s.weights)
     problems += validate_reuse(s.reuse)
+    problems += validate_serving(s)
     o = s.outlier_features
     problems += _at_least("outlier_features.count", o.count, 0, "an integer")
     if o.count > s.model.hidden_size:

@@ -80,6 +80,115 @@ def _profile_columns() -> List["Column"]:
                "measurements stand, its profile_* columns are null."),
     ]
 
+
+def _latency_columns() -> List["Column"]:
+    """A served repetition's latency percentiles: the server's own timestamps (transformers' continuous batching),
+    and the client_* ones from the client's clock."""
+    latency = []
+    for name, what in (("ttft_ms", "time to first token (request created to its first token), milliseconds"),
+                       ("tpot_ms", "time per output token after the first (mean inter-token latency), milliseconds"),
+                       ("e2e_ms", "end-to-end latency (request created to finished), milliseconds"),
+                       ("queue_ms", "time a request waited before the server admitted it, milliseconds"),
+                       ("client_ttft_ms", "the client's clock: request sent to its first streamed token, milliseconds"),
+                       ("client_tpot_ms", "the client's clock: first to last streamed token per token after the "
+                        "first, milliseconds"),
+                       ("client_e2e_ms", "the client's clock: request sent to its end, milliseconds")):
+        latency += [Column(f"{name}_p{p}", _F, f"serving: {p}th percentile over the completed requests of the "
+                           f"repetition: {what}.") for p in (50, 90, 99)]
+    return latency
+
+
+def _serving_columns() -> List["Column"]:
+    """A served cell's columns (scenario=serving; null on fixed-batch rows)."""
+    return [
+        Column("scenario", _S, "The workload's shape (conf/scenario): fixed_batch (batch_size requests that start and "
+               "end together) | serving (a request stream under continuous batching); null in files written before "
+               "2026-12-03, which are fixed_batch."),
+        Column("serving_load", _S, "serving: the load as reports name it: max<max_batch>-all | -poisson<rate>rps | "
+               "-closed<concurrency>."),
+        Column("serving_arrival", _S, "serving: all_at_once | poisson | closed_loop (serving.arrival)."),
+        Column("serving_max_batch_requests", _I, "serving: most sequences batched at once (serving.max_batch)."),
+        Column("serving_request_rate_rps", _F, "serving, arrival=poisson: mean arrival rate, requests per second."),
+        Column("serving_concurrency_requests", _I, "serving, arrival=closed_loop: requests kept in flight."),
+        Column("serving_requests", _I, "serving: requests sent in each repetition (serving.requests)."),
+        Column("serving_lengths", _S, "serving: the length distribution: fixed | uniform | chat | file."),
+        Column("serving_mean_input_tokens", _F, "serving: mean prompt length of the stream's requests, tokens."),
+        Column("serving_mean_output_tokens", _F, "serving: mean output length of the stream's requests, tokens."),
+        Column("serving_slos", _S, "serving: the latency objectives, name:ttft_ms/tpot_ms, comma-separated."),
+        Column("serving_server", _S, "serving: what served the stream (transformers_continuous_batching)."),
+        Column("serving_cuda_graphs", _S, "serving: continuous batching's CUDA graphs as transformers decided them "
+               "(varlen path, decode path), or null where it decided at run time."),
+        Column("serving_compile_level", _I, "serving: transformers' continuous-batching compile level (0 = none)."),
+        Column("serving_restarts_count", _I, "serving: times the server was started again after a failure stopped it."),
+        Column("serving_notes", _S, "serving: what the client noticed in the repetition, '; '-separated; null when "
+               "nothing."),
+        Column("requests_sent", _I, "serving: requests the client sent in the repetition."),
+        Column("requests_completed", _I, "serving: requests that finished with all their tokens."),
+        Column("requests_failed", _I, "serving: requests the server failed or refused (their errors in the "
+               "requests/ file)."),
+        Column("requests_timed_out", _I, "serving: requests cancelled serving.request_timeout_s after they were "
+               "sent; completed + failed + timed_out = sent."),
+        Column("input_tokens_served", _I, "serving: prompt tokens of the completed requests."),
+        Column("requests_per_s", _F, "serving: completed requests / seconds (the whole run)."),
+        Column("net_energy_j_per_request", _F, "serving: net_energy_j / completed requests, joules."),
+        Column("energy_j_per_input_token", _F, "serving: energy_j / input_tokens_served, joules (the same energy "
+               "over prompt tokens: not an attribution)."),
+        Column("steady_window_s", _F, "serving: length of the steady-state window (batch full until the drain "
+               "begins; Poisson: the 10th percentile arrival to the last), seconds; null when the load never filled "
+               "its batch."),
+        Column("steady_window_rule", _S, "serving: batch_full | arrivals: the rule that found the window."),
+        Column("steady_energy_j", _F, "serving: energy in the steady-state window, joules (the sampled power over "
+               "it, scaled to the window's counter energy)."),
+        Column("steady_energy_source", _S, "serving: nvml_sampled_scaled_to_counter | nvml_sampled | none."),
+        Column("steady_output_tokens", _I, "serving: output tokens generated inside the steady-state window."),
+        Column("steady_output_tok_s", _F, "serving: steady_output_tokens / steady_window_s."),
+        Column("steady_power_w_mean", _F, "serving: steady_energy_j / steady_window_s, watts."),
+        Column("steady_energy_j_per_output_token", _F, "serving: steady_energy_j / steady_output_tokens, joules "
+               "(ML.ENERGY's J per token)."),
+        Column("steady_net_energy_j_per_output_token", _F, "serving: the same net of the idle baseline, joules."),
+        Column("steady_batch_mean_requests", _F, "serving: mean requests in flight over the steady-state window."),
+        *_latency_columns(),
+        Column("ttft_ms_clock_diff_pct", _F, "serving: 100 x (ttft_ms_p50 - client_ttft_ms_p50) / client_ttft_ms_p50: "
+               "the server's timestamps against the client's clock."),
+        Column("tpot_ms_clock_diff_pct", _F, "serving: the same for tpot_ms_p50."),
+        Column("e2e_ms_clock_diff_pct", _F, "serving: the same for e2e_ms_p50."),
+        Column("slo_names", _S, "serving: the latency objectives, comma-separated, in the order of the *_by_slo lists."),
+        Column("goodput_rps_by_slo", pa.list_(_F), "serving: per SLO, requests per second that completed within both "
+               "its ttft_ms and tpot_ms (over the whole run)."),
+        Column("slo_met_share_by_slo", pa.list_(_F), "serving: per SLO, the share of sent requests that met it."),
+    ]
+
+
+# A served cell's requests/<cell_id>.parquet: one row per request of every repetition.
+REQUEST_COLUMNS: List[Column] = [
+    Column("repetition", _I, "The repetition the request belongs to."),
+    Column("request_id", _S, "req<index>: its place in the seeded stream (the same requests in every repetition)."),
+    Column("status", _S, "completed | failed | timed_out."),
+    Column("input_tokens", _I, "Prompt length, tokens."),
+    Column("output_tokens_asked", _I, "Output length asked (exact: EOS suppressed), tokens."),
+    Column("tokens_generated", _I, "Output tokens it received."),
+    Column("sent_s", _F, "When the client sent it, seconds on the cell process's perf_counter clock."),
+    Column("admitted_s", _F, "When the server admitted it (no longer queued), same clock."),
+    Column("first_token_s", _F, "When its first token was generated, same clock."),
+    Column("finished_s", _F, "When it finished, same clock."),
+    Column("ttft_ms", _F, "Time to first token, server timestamps, milliseconds."),
+    Column("tpot_ms", _F, "Time per output token after the first, milliseconds."),
+    Column("e2e_ms", _F, "Created to finished, milliseconds."),
+    Column("queue_ms", _F, "Created to admitted, milliseconds."),
+    Column("client_ttft_ms", _F, "Sent to first streamed token on the client's clock, milliseconds."),
+    Column("client_tpot_ms", _F, "First to last streamed token per token after the first, client's clock, ms."),
+    Column("client_e2e_ms", _F, "Sent to end on the client's clock, milliseconds."),
+    Column("error", _S, "Why it failed or timed out; null when completed."),
+]
+REQUEST_SCHEMA = pa.schema([pa.field(c.name, c.type) for c in REQUEST_COLUMNS])
+
+
+def requests_to_table(rows: Iterable[Dict[str, Any]]) -> pa.Table:
+    """A served cell's request rows to a table with exactly REQUEST_SCHEMA."""
+    rows = list(rows)
+    return pa.Table.from_pydict({c.name: [r.get(c.name) for r in rows] for c in REQUEST_COLUMNS},
+                                schema=REQUEST_SCHEMA)
+
 COLUMNS: List[Column] = [
     # identity and outcome
     Column("study", _S, "Study name (the folder under the output root)."),
@@ -230,6 +339,8 @@ COLUMNS: List[Column] = [
 ]
 # the kernel profile (once per cell, after its energy windows)
 COLUMNS += _profile_columns()
+# a served cell's load, energy per request and token, latency and goodput (scenario=serving)
+COLUMNS += _serving_columns()
 PROFILE_COLUMNS = [c.name for c in COLUMNS if c.name.startswith("profile_")]
 
 SCHEMA = pa.schema([pa.field(c.name, c.type) for c in COLUMNS])

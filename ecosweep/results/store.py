@@ -6,6 +6,7 @@ Layout under ``<output_root>/<study>/``::
     traces/<cell_id>.parquet    the cell's power/utilisation trace (GPU cells)
     traces/<cell_id>.profile.json.gz  the profiled call's PyTorch profiler trace (profile=true; Perfetto)
     traces/<cell_id>.kernels.csv      its distinct kernels, the op that launched each, and their classes
+    requests/<cell_id>.parquet  scenario=serving: one row per request of every repetition (latencies, status)
     configs/<cell_id>.yaml      the cell's resolved config
     timings/<cell_id>.json      where the cell's wall time went (actor start, load, warm-up, ...)
     runs/<run_id>.json          where one invocation's wall time went around the cells (Ray start, report, ...)
@@ -97,6 +98,7 @@ class StudyStore:
         self.configs_dir = self.root / "configs"
         self.timings_dir = self.root / "timings"
         self.runs_dir = self.root / "runs"
+        self.requests_dir = self.root / "requests"
 
     def cell_path(self, cell_id: str) -> Path:
         return self.cells_dir / f"{cell_id}.parquet"
@@ -110,9 +112,14 @@ class StudyStore:
     def kernel_table_path(self, cell_id: str) -> Path:
         return self.traces_dir / f"{cell_id}.kernels.csv"
 
+    def requests_path(self, cell_id: str) -> Path:
+        return self.requests_dir / f"{cell_id}.parquet"
+
     def trace_files(self, cell_id: str) -> List[Path]:
-        """Where a cell's traces go, in one order (power trace, profiler trace, kernel table): each may be absent."""
-        return [self.trace_path(cell_id), self.profile_trace_path(cell_id), self.kernel_table_path(cell_id)]
+        """Where a cell's traces go, in one order (power trace, profiler trace, kernel table, a served cell's
+        requests): each may be absent."""
+        return [self.trace_path(cell_id), self.profile_trace_path(cell_id), self.kernel_table_path(cell_id),
+                self.requests_path(cell_id)]
 
     def config_path(self, cell_id: str) -> Path:
         return self.configs_dir / f"{cell_id}.yaml"
@@ -148,6 +155,12 @@ class StudyStore:
 
     def write_trace(self, cell_id: str, table: pa.Table) -> Path:
         path = self.trace_path(cell_id)
+        atomic_write_parquet(path, table)
+        return path
+
+    def write_requests(self, cell_id: str, table: pa.Table) -> Path:
+        """A served cell's requests, one row each (``measure.serving_stats.RequestRecord.columns``)."""
+        path = self.requests_path(cell_id)
         atomic_write_parquet(path, table)
         return path
 

@@ -22,7 +22,7 @@ from omegaconf import OmegaConf
 
 from ecosweep.cells import Cell
 from ecosweep.plan import CellState, Plan, store_for
-from ecosweep.results.schema import rows_to_table
+from ecosweep.results.schema import requests_to_table, rows_to_table
 from ecosweep.results.store import read_results
 from ecosweep.results.timing import TimeBreakdown, cell_breakdown, study_breakdown
 from ecosweep.run.progress import Progress
@@ -73,6 +73,8 @@ def persist_outcome(cell: Cell, outcome: CellOutcome) -> pa.Table:
     if outcome.trace is not None:
         store.write_trace(cell.id, outcome.trace)
     store.write_profile(cell.id, outcome.profile_trace, outcome.profile_kernels_csv)
+    if outcome.requests:
+        store.write_requests(cell.id, requests_to_table(outcome.requests))
     table = rows_to_table(outcome.rows)
     store.write_cell(cell.id, table)
     first = outcome.rows[0] if outcome.rows else {}

@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
-from ecosweep.cells import Cell, engine_variant
+from ecosweep.cells import Cell, engine_variant, serving_load
 from ecosweep.config.compat import compiled_int_mm_problem, torchao_problem
 from ecosweep.config.schema import StudyConfig
 from ecosweep.measure.host import cpu_model, host_facts
@@ -28,12 +28,12 @@ from ecosweep.measure.phases import PhaseClock
 from ecosweep.measure.protocol import CellProtocol, IdleContext
 from ecosweep.profiling.call import profile_call
 from ecosweep.results.store import profile_trace_name
+from ecosweep.run.model_prep import load_with_fidelity
+from ecosweep.run.serving_cell import measure_serving, prepare_serving, requests_per_repetition
 from ecosweep.workload.engines import build_workload, engine_facts
-from ecosweep.workload.fidelity import cell_fidelity, prepare_reference
 from ecosweep.workload.generation import FixedLengthGeneration
 from ecosweep.workload.int8_outliers import count_decomposed_columns
-from ecosweep.workload.kernel_path import kernel_path, quantized_weight_type
-from ecosweep.workload.models import load_model
+from ecosweep.workload.kernel_path import kernel_path
 from ecosweep.workload.placement import gpu_count
 from ecosweep.workload.references import ReferenceStore, token_identity
 from ecosweep.workload.token_check import generate_reference, tolerance_for, verify_tokens
@@ -60,6 +60,7 @@ class CellOutcome:
     profile_kernels_csv: Optional[str] = None  # its distinct kernels and their classes (kernel_profile.kernel_table)
     idle_baseline: Any = None  # the idle.IdleBaseline the rows are net of, offered to the next cells on its GPUs
     profile_phases_s: Dict[str, float] = field(default_factory=dict)  # inside profile_s: the traced call, its events
+    requests: Optional[List[Dict[str, Any]]] = None  # scenario=serving: one row per request of every repetition
 
 
 class CellProcessDied(RuntimeError):
@@ -93,7 +94,21 @@ def config_row(cell: Cell, run_id: str) -> Dict[str, Any]:
         "input_tokens": s.input_tokens,
         "output_tokens": s.output_tokens,
         "hardware": s.hardware.name,
+        **scenario_columns(s),
     }
+
+
+def scenario_columns(s: StudyConfig) -> Dict[str, Any]:
+    """The workload's shape: ``scenario`` on every row; a served cell's load and stream settings besides."""
+    if s.scenario.name != "serving":
+        return {"scenario": s.scenario.name}
+    v = s.serving
+    return {"scenario": "serving", "serving_load": serving_load(v), "serving_arrival": v.arrival,
+            "serving_max_batch_requests": v.max_batch,
+            "serving_request_rate_rps": v.request_rate_rps if v.arrival == "poisson" else None,
+            "serving_concurrency_requests": v.concurrency if v.arrival == "closed_loop" else None,
+            "serving_requests": requests_per_repetition(v), "serving_lengths": v.lengths,
+            "serving_slos": ",".join(f"{name}:{slo.ttft_ms:g}/{slo.tpot_ms:g}ms" for name, slo in v.slos.items())}
 
 
 def failure_row(cell: Cell, run_id: str, status: str, error: str,
@@ -235,22 +250,7 @@ def prepare_workload(s: StudyConfig, device: str, extra: Dict[str, Any], clock: 
 
     gpus, device_name = gpu_count(s, device), str(extra.get("device_name", ""))
     store = ReferenceStore.for_settings(s)
-    with clock.phase("fidelity_reference_s"):
-        reference = prepare_reference(s, device, store if s.reuse.fidelity_reference else None, cell_id,
-                                      device_name)
-    with clock.phase("load_s"):
-        loaded = load_model(s, device)
-    extra.update(params_count=loaded.params_count, weights_source=loaded.source,
-                 quant_weight_type=quantized_weight_type(loaded.model))
-    with clock.phase("fidelity_s"):
-        fidelity = cell_fidelity(s, loaded.model, reference, device)
-        if reference is not None:
-            extra.update(reference.columns())
-        del reference
-        if fidelity is not None:
-            extra.update(fidelity.columns())
-            if device.startswith("cuda"):
-                torch.cuda.empty_cache()
+    loaded = load_with_fidelity(s, device, extra, clock, cell_id, store)
     shape = dict(model=loaded.model, vocab_size=loaded.vocab_size, batch_size=s.batch_size,
                  input_tokens=s.input_tokens, output_tokens=s.output_tokens, seed=s.seed, device=device)
     if s.quantization.is_llm_int8:
@@ -347,9 +347,20 @@ def import_cell_libraries(s: StudyConfig) -> None:
         import torchao  # noqa: F401
 
 
-def _run_cell(cell: Cell, run_id: str, extra: Dict[str, Any], clock: PhaseClock,
-              context: CellContext) -> Tuple[List[Dict[str, Any]], Any, Any, Optional[IdleBaseline]]:
-    """The cell's work once its process runs: (rows, trace, profiled call or None, the idle baseline used)."""
+@dataclass(frozen=True)
+class CellWork:
+    """What a cell's process measured: its rows, power trace, profiled call (or None), the idle baseline its rows
+    are net of, and a served cell's request rows."""
+
+    rows: List[Dict[str, Any]]
+    trace: Any
+    profiled: Any
+    idle_baseline: Optional[IdleBaseline]
+    requests: Optional[List[Dict[str, Any]]] = None
+
+
+def _run_cell(cell: Cell, run_id: str, extra: Dict[str, Any], clock: PhaseClock, context: CellContext) -> CellWork:
+    """The cell's work once its process runs."""
     s = cell.settings
     with clock.phase("imports_s"):
         import torch
@@ -363,6 +374,11 @@ def _run_cell(cell: Cell, run_id: str, extra: Dict[str, Any], clock: PhaseClock,
         gpus = gpu_count(s, device)
         extra.update(device_facts(device, gpus))
         check_device_runs(s, extra)
+    if s.scenario.name == "serving":
+        workload, specs = prepare_serving(s, device, extra, clock, cell.id)
+        result, trace, requests = measure_serving(cell, workload, specs, device, {**config_row(cell, run_id), **extra},
+                                                  clock, context.idle_baselines)
+        return CellWork(result.rows, trace, None, result.idle.baseline if result.idle else None, requests)
     workload = prepare_workload(s, device, extra, clock, cell.id)
     result, trace = measure_workload(cell, workload, device, gpus, {**config_row(cell, run_id), **extra}, clock,
                                      context)
@@ -378,7 +394,7 @@ def _run_cell(cell: Cell, run_id: str, extra: Dict[str, Any], clock: PhaseClock,
                 facts["profile_error"] = f"{type(exc).__name__}: {exc}"
     for row in result.rows:
         row.update(facts)
-    return result.rows, trace, profiled, result.idle.baseline if result.idle else None
+    return CellWork(result.rows, trace, profiled, result.idle.baseline if result.idle else None)
 
 
 def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional[str] = None,
@@ -396,12 +412,14 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
     extra.update(cuda_visible_devices=visible, ray_node_id=node)
     try:
         _testing_crash(cell)
-        rows, trace, profiled, idle = _run_cell(cell, run_id, extra, clock, context or CellContext())
-        return CellOutcome(cell.id, rows, "ok", None, trace, clock.seconds, started, time.time(), visible,
+        work = _run_cell(cell, run_id, extra, clock, context or CellContext())
+        profiled = work.profiled
+        return CellOutcome(cell.id, work.rows, "ok", None, work.trace, clock.seconds, started, time.time(), visible,
                            ray_node_id=node, process_id=os.getpid(),
                            profile_trace=profiled.trace_gzip if profiled else None,
                            profile_kernels_csv=profiled.kernels_csv if profiled else None,
-                           idle_baseline=idle, profile_phases_s=profiled.phases_s if profiled else {})
+                           idle_baseline=work.idle_baseline, profile_phases_s=profiled.phases_s if profiled else {},
+                           requests=work.requests)
     except Exception as exc:  # the cell failed; the study goes on
         status = "oom" if is_oom(exc) else "failed"
         error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"

@@ -214,7 +214,9 @@ class MlflowMirror:
         rows = study_summary.study_rows(study_dir)
         _log_params_or_tags(self.client, parent, study_summary.study_facts(rows))
         report = study_summary.report_dir(study_dir)
-        metrics = {**study_summary.cell_counts(rows), **(run_metrics or {}), **study_summary.headline_metrics(report)}
+        _log_params_or_tags(self.client, parent, study_summary.serving_choices(report))
+        metrics = {**study_summary.cell_counts(rows), **(run_metrics or {}), **study_summary.headline_metrics(report),
+                   **study_summary.serving_metrics(report)}
         now = int(time.time() * 1000)
         from mlflow.entities import Metric
 

@@ -104,3 +104,45 @@ def headline_metrics(report: Optional[Path]) -> Dict[str, float]:
             if isinstance(same, (bool, np.bool_)) or same in ("True", "False"):
                 out[key.replace(prefix, prefix.replace("delta_pct", "same_device"), 1)] = float(same in (True, "True"))
     return out
+
+
+def _report_table(report: Optional[Path], name: str) -> Any:
+    """One of the report's CSV tables, or None where it has none (absent or empty)."""
+    import pandas as pd
+
+    path = report / name if report is not None else None
+    if path is None or not path.exists() or path.stat().st_size < 2:
+        return None
+    try:
+        return pd.read_csv(path)
+    except Exception:  # an empty table has no header
+        return None
+
+
+def serving_metrics(report: Optional[Path]) -> Dict[str, float]:
+    """A served study's numbers (the report's Served load section): per cell
+    serving.j_per_request.<model>.<quantization>.<load> and serving.steady_j_per_token.<...>; per SLO the lowest
+    J per request among the loads that meet it, serving.best_j_per_request.<model>.<slo>, with its goodput."""
+    out: Dict[str, float] = {}
+    cells = _report_table(report, "serving.csv")
+    if cells is not None:
+        for _, r in cells.iterrows():
+            parts = [r.model, r.quantization, r.serving_load]
+            out[metric_key("serving", "j_per_request", *parts)] = r.energy_j_per_request_mean
+            out[metric_key("serving", "steady_j_per_token", *parts)] = r.steady_energy_j_per_output_token_mean
+    best = _report_table(report, "serving_best_within_slo.csv")
+    if best is not None and "energy_j_per_request" in best:
+        for _, r in best.dropna(subset=["energy_j_per_request"]).iterrows():
+            out[metric_key("serving", "best_j_per_request", r.model, r.slo)] = r.energy_j_per_request
+            out[metric_key("serving", "best_goodput_rps", r.model, r.slo)] = r.goodput_rps
+    return {k: float(v) for k, v in out.items() if v == v}  # NaN (no energy measured) is not logged
+
+
+def serving_choices(report: Optional[Path]) -> Dict[str, str]:
+    """Which precision and load the report names per SLO: serving_best.<model>.<slo> = '<quantization> at <load>'."""
+    best = _report_table(report, "serving_best_within_slo.csv")
+    if best is None or "quantization" not in best:
+        return {}
+    return {metric_key("serving_best", r.model, r.slo): f"{r.quantization} at {r.serving_load}"
+            for _, r in best.dropna(subset=["quantization"]).iterrows()}
+

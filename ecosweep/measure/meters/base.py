@@ -122,6 +122,11 @@ class Meter(ABC):
         """The samples recorded since start(), or None for meters without a sampler."""
         return None
 
+    def energy_between_j(self, t0_unix_s: float, t1_unix_s: float) -> Tuple[float, str]:
+        """The energy of a stretch [t0, t1] (Unix seconds) inside the last closed window, joules, and where it
+        came from; NaN and "none" for a meter that reads its energy only at a window's edges."""
+        return NAN, "none"
+
     @abstractmethod
     def _begin(self) -> None: ...
 

@@ -15,7 +15,7 @@ peak (the GPUs' samples are not taken at the same instants).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Sequence
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 from ecosweep.measure.meters.base import DeviceStats, Meter, WindowReading
 
@@ -97,6 +97,12 @@ class MultiGpuMeter(Meter):
 
     def device_temperature_c(self) -> float:
         return max(_finite([m.device_temperature_c() for m in self.meters]), default=NAN)
+
+    def energy_between_j(self, t0_unix_s: float, t1_unix_s: float) -> Tuple[float, str]:
+        """The sum over the cell's GPUs (NaN unless every one has it)."""
+        parts = [m.energy_between_j(t0_unix_s, t1_unix_s) for m in self.meters]
+        energies = [e for e, _ in parts]
+        return (sum(energies) if all(math.isfinite(e) for e in energies) else NAN), parts[0][1]
 
     def trace(self):
         """Every GPU's samples, one table, with a ``gpu_uuid`` column saying whose each sample is."""

@@ -1,0 +1,105 @@
+"""Checks of the workload's shape (``scenario``) and a served stream's settings (``serving.*``), before anything
+loads: each problem one sentence naming the bad value and what is valid (``validate.validate_study`` gathers
+them)."""
+
+from __future__ import annotations
+
+import re
+from typing import List
+
+from ecosweep.config.lengths_file import LengthsFileError, read_lengths_file
+from ecosweep.config.schema import ARRIVALS, LENGTH_DISTRIBUTIONS, ON_OFF_AUTO, SCENARIOS, StudyConfig
+
+_SLO_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+def _positive(key: str, value: float, what: str = "a number") -> List[str]:
+    if value is None or not value > 0:
+        return [f"{key}={value} is out of range: it must be {what} > 0."]
+    return []
+
+
+def _slo_problems(s: StudyConfig) -> List[str]:
+    problems: List[str] = []
+    if not s.serving.slos:
+        problems.append("serving.slos is empty: give at least one latency objective, e.g. "
+                        "serving.slos={interactive: {ttft_ms: 500, tpot_ms: 30}}.")
+    for name, slo in s.serving.slos.items():
+        if not _SLO_NAME.match(name):
+            problems.append(f"serving.slos.{name}: an SLO's name must be lower-case letters, digits and '_' "
+                            "(it names report columns).")
+        problems += _positive(f"serving.slos.{name}.ttft_ms", slo.ttft_ms)
+        problems += _positive(f"serving.slos.{name}.tpot_ms", slo.tpot_ms)
+    return problems
+
+
+def _lengths_problems(s: StudyConfig) -> List[str]:
+    v = s.serving
+    if v.lengths == "uniform" and not 0 <= v.length_spread < 1:
+        return [f"serving.length_spread={v.length_spread} is out of range: lengths=uniform needs 0 <= it < 1."]
+    if v.lengths != "file":
+        return [f"serving.lengths_file={v.lengths_file!r} is read only with serving.lengths=file (lengths="
+                f"{v.lengths})."] if v.lengths_file else []
+    if not v.lengths_file:
+        return ["serving.lengths=file needs serving.lengths_file: a JSONL file of "
+                "{\"input_tokens\": N, \"output_tokens\": M} lines."]
+    try:
+        pairs = read_lengths_file(v.lengths_file)
+    except LengthsFileError as exc:
+        return [str(exc)]
+    longest = max(i + o for i, o in pairs)
+    limit = s.model.max_position_embeddings
+    if limit and longest > limit:
+        return [f"serving.lengths_file={v.lengths_file!r} has a request of {longest} tokens, more than "
+                f"model.max_position_embeddings={limit} of model={s.model.name}."]
+    return []
+
+
+def validate_serving(s: StudyConfig) -> List[str]:
+    """The scenario's problems; a fixed-batch cell's serving.* settings are not read, so not checked."""
+    name = s.scenario.name
+    if name not in SCENARIOS:
+        return [f"scenario.name={name!r} is not a valid choice; choose one of: {', '.join(SCENARIOS)} "
+                "(scenario=fixed_batch | scenario=serving)."]
+    if name != "serving":
+        return []
+    v = s.serving
+    problems: List[str] = []
+    for key, value, choices in (("serving.arrival", v.arrival, ARRIVALS),
+                                ("serving.lengths", v.lengths, LENGTH_DISTRIBUTIONS),
+                                ("serving.cuda_graphs", v.cuda_graphs, ON_OFF_AUTO)):
+        if value not in choices:
+            problems.append(f"{key}={value!r} is not a valid choice; choose one of: {', '.join(choices)}.")
+    if v.arrival == "poisson":
+        problems += _positive("serving.request_rate_rps", v.request_rate_rps)
+    problems += _positive("serving.concurrency", v.concurrency, "an integer")
+    problems += _positive("serving.max_batch", v.max_batch, "an integer")
+    if v.requests is not None:
+        problems += _positive("serving.requests", v.requests, "an integer")
+    problems += _positive("serving.request_timeout_s", v.request_timeout_s)
+    if v.compile_level not in (0, 1, 2, 3):
+        problems.append(f"serving.compile_level={v.compile_level} is out of range: 0 (none), 1, 2 or 3.")
+    if v.max_memory_percent is not None and not 0 < v.max_memory_percent <= 1:
+        problems.append(f"serving.max_memory_percent={v.max_memory_percent} is out of range: a share in (0, 1], "
+                        "or null for transformers' default.")
+    problems += _slo_problems(s) + _lengths_problems(s)
+    return problems + _combination_problems(s)
+
+
+def _combination_problems(s: StudyConfig) -> List[str]:
+    """Other settings a served cell cannot take."""
+    problems: List[str] = []
+    if s.engine.kind != "eager":
+        problems.append(f"scenario=serving is served by transformers' continuous batching, which has its own decode "
+                        f"loop; engine={s.engine.name} applies to fixed batches. Use engine=eager (the default) and "
+                        "serving.cuda_graphs / serving.compile_level for the server's graphs and compiling.")
+    if s.batch_size != 1:
+        problems.append(f"batch_size={s.batch_size} sizes fixed batches; scenario=serving batches up to "
+                        "serving.max_batch requests as they arrive. Leave batch_size at 1 and set serving.max_batch.")
+    if s.profile:
+        problems.append("profile=true profiles one generate() call of a fixed batch; scenario=serving has none. "
+                        "Profile the same model and precision with scenario=fixed_batch.")
+    if (s.ray.gpus_per_cell or 1) > 1 or s.ray.gpus_by_quantization.get(s.quantization.name, 1) > 1:
+        problems.append("scenario=serving runs on one GPU: continuous batching here does not split a model over "
+                        "several (ray.gpus_per_cell must be 1).")
+    return problems
