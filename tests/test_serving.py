@@ -199,7 +199,7 @@ def served(tiny):
         v = s.serving
         specs = request_stream("all_at_once", "fixed", 8, 24, 8, seed=0)
         w = ServingWorkload(tiny.model, tiny.vocab_size, v, "cpu", 0, 64)
-        protocol = ServingProtocol(w, specs, warmup_stream(specs, v.max_batch), v, FakePowerMeter(lambda t: watts),
+        protocol = ServingProtocol(w, specs, warmup_stream(specs, v.max_batch), v, FakePowerMeter(lambda t, w=watts: w),
                                    quick(), repetitions=2, warmup=1)
         base = {**config_row(Cell(cell_id(s), s), "run"), "quantization": quantization, "device_name": "cpu0",
                 "gpu_uuid": None}
