@@ -46,6 +46,8 @@ def serving_table(rows: pd.DataFrame) -> pd.DataFrame:
     """One row per served cell: mean, sd and 95 % CI of J per request, the steady-state J per output token, and the
     means of speed, batch and latency percentiles; goodput and the met share per SLO."""
     served = served_rows(rows)
+    if served.empty:
+        return pd.DataFrame()
     records = []
     for key, g in served.groupby(CELL_KEYS, dropna=False, sort=False):
         rec = dict(zip(CELL_KEYS, key), n=len(g), serving_arrival=g.serving_arrival.iloc[0],
