@@ -188,6 +188,23 @@ def test_requests_that_time_out_or_fail_on_purpose_are_accounted_for_and_the_ser
         w.close()
 
 
+def test_a_closed_loop_keeps_its_concurrency_and_poisson_requests_go_out_on_their_schedule(tiny):
+    w = ServingWorkload(tiny.model, tiny.vocab_size, serving(max_batch=8, concurrency=2), "cpu", 0, 64)
+    try:
+        closed = w.run(request_stream("closed_loop", "uniform", 8, 24, 8, seed=1))
+        poisson_specs = request_stream("poisson", "fixed", 6, 24, 4, seed=2, rate_rps=20.0)
+        poisson = w.run(poisson_specs)
+    finally:
+        w.close()
+    assert accounting(closed.records, 8)["requests_completed"] == 8
+    sent = sorted(r.sent_s for r in closed.records)
+    # two in flight at most: a request goes out only when an earlier one has come back to the client
+    assert all(sum(r.sent_s <= t < r.client_done_s for r in closed.records) <= 2 for t in sent)
+    assert accounting(poisson.records, 6)["requests_completed"] == 6
+    for spec, r in zip(poisson_specs, poisson.records):
+        assert r.sent_s - poisson.started_s == pytest.approx(spec.arrival_s, abs=0.06)  # within one client poll
+
+
 @pytest.fixture(scope="module")
 def served(tiny):
     """Two precisions' served cells through ServingProtocol on a meter of known power (fp32 draws 100 W, the other

@@ -235,6 +235,10 @@ class RayConfig:
     # cell: each GPU cell takes any free GPU; comparison: cells that differ only in quantization, engine
     # or batch size share one GPU, one after another; precision: the same with batch sizes on separate
     # GPUs; study: every GPU cell of the command on one GPU
+    process_per: str = setting("cell",
+        "cell: a fresh process per cell of a shared lane (its imports and CUDA context its own) | lane: one process "
+        "measures the lane's cells in turn, imports and context paid once (rows: process_cells_before, "
+        "cuda_allocated_mib_at_start)")
     one_gpu_per: str = setting("cell",
         "cell: any free GPU per cell | comparison: cells differing only in quantization, engine or batch size share "
         "one GPU, in turn | precision: as comparison, one GPU per batch size | study: all on one GPU (each cell still"
@@ -379,7 +383,7 @@ class StudyConfig:
 # Settings that say how the whole command runs, not what a cell measures: one value per command (a sweep that
 # varies one is refused), read once into ``cells.RunOptions``.
 RUN_WIDE_SETTINGS = ("dry_run", "tracking", "report", "ray.address", "ray.num_cpus", "ray.num_gpus", "ray.progress",
-                     "sweep", "reuse")
+                     "ray.process_per", "sweep", "reuse")
 
 
 class Choice(str, Enum):
@@ -448,6 +452,11 @@ class ProgressMode(Choice):
     LIVE = "live", "a bar of cells under the event lines"
     PLAIN = "plain", "one line per event (start, ok, failed, retry), each finished cell's with the ETA"
     OFF = "off", "nothing"
+
+
+class ProcessPer(Choice):
+    CELL = "cell", "a fresh process per cell of a shared lane (the default)"
+    LANE = "lane", "one process measures a lane's cells in turn: imports and CUDA context paid once per lane"
 
 
 class OneGpuPer(Choice):
@@ -520,6 +529,7 @@ DEVICES: List[str] = Device.values()
 METERS: List[str] = Meter.values()
 PROGRESS_MODES: List[str] = ProgressMode.values()
 ONE_GPU_PER: List[str] = OneGpuPer.values()
+PROCESS_PER: List[str] = ProcessPer.values()
 ENGINE_KINDS: List[str] = EngineKind.values()
 ATTN_IMPLEMENTATIONS: List[str] = AttnImplementation.values()
 DECODE_MODELS: List[str] = DecodeModel.values()
@@ -533,7 +543,8 @@ CHOICES_BY_SETTING: Dict[str, Type[Choice]] = {
     "weights": Weights, "quantization.method": QuantMethod, "quantization.torchao_type": TorchaoType,
     "quantization.dtype": Dtype, "quantization.bnb_4bit_quant_type": Bnb4bitType,
     "quantization.bnb_4bit_compute_dtype": Dtype, "hardware.device": Device, "measurement.meter": Meter,
-    "ray.progress": ProgressMode, "ray.one_gpu_per": OneGpuPer, "engine.kind": EngineKind,
+    "ray.progress": ProgressMode, "ray.one_gpu_per": OneGpuPer, "ray.process_per": ProcessPer,
+    "engine.kind": EngineKind,
     "engine.attn_implementation": AttnImplementation, "engine.decode_model": DecodeModel,
     "engine.compile.cudagraphs": CudaGraphs, "scenario.name": Scenario, "serving.arrival": Arrival,
     "serving.lengths": LengthDistribution, "serving.cuda_graphs": OnOffAuto,

@@ -24,6 +24,7 @@ from ecosweep.config.schema import (
     ENGINE_KINDS,
     METERS,
     ONE_GPU_PER,
+    PROCESS_PER,
     PROGRESS_MODES,
     QUANT_METHODS,
     TORCHAO_TYPES,
@@ -256,6 +257,7 @@ def validate_ray(r: RayConfig) -> List[str]:
     problems += _at_least("ray.cpus_per_cell", r.cpus_per_cell, 0.0)
     problems += _choice("ray.progress", r.progress, PROGRESS_MODES)
     problems += _choice("ray.one_gpu_per", r.one_gpu_per, ONE_GPU_PER)
+    problems += _choice("ray.process_per", r.process_per, PROCESS_PER)
     asked = {"ray.gpus_per_cell": r.gpus_per_cell,
              **{f"ray.gpus_by_quantization.{q}": n for q, n in (r.gpus_by_quantization or {}).items()}}
     for key, n in asked.items():

@@ -81,6 +81,8 @@ class CellProtocol:
     """Runs the protocol for one workload with one (already started) meter. A workload that compiles
     (``compile_events()``, the compiled engine) must not compile inside a window: the window is refused."""
 
+    converges_on = "energy_j_per_1k_tok"  # the row column whose CI the adaptive extension narrows
+
     def __init__(self, workload: Workload, meter: Meter, protocol: MeasurementConfig, repetitions: int,
                  warmup: int, clock: Callable[[], float] = time.perf_counter,
                  sleep: Callable[[float], None] = time.sleep, observes_device: bool = False,
@@ -173,10 +175,10 @@ class CellProtocol:
             return True
         if self.p.target_ci_pct <= 0 or done >= self.p.max_repetitions:
             return False
-        per_1k = [r["energy_j_per_1k_tok"] for r in rows]
-        if not any(math.isfinite(v) for v in per_1k):
+        values = [r[self.converges_on] for r in rows]
+        if not any(math.isfinite(v) for v in values):
             return False  # nothing to converge on without an energy source
-        return ci95_half_width_pct(per_1k) > self.p.target_ci_pct
+        return ci95_half_width_pct(values) > self.p.target_ci_pct
 
     def _compile_events(self) -> int:
         events = getattr(self.w, "compile_events", None)

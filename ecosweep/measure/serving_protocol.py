@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 from ecosweep.config.schema import MeasurementConfig, ServingConfig
 from ecosweep.measure.host import cpu_window_stats, read_cpu_times
 from ecosweep.measure.meters.base import Meter, WindowReading
-from ecosweep.measure.protocol import CellProtocol, IdleContext, ci95_half_width_pct
+from ecosweep.measure.protocol import CellProtocol, IdleContext
 from ecosweep.measure.rows import device_columns, ratio
 from ecosweep.measure.serving_stats import (
     RequestRecord,
@@ -93,6 +93,8 @@ class ServingProtocol(CellProtocol):
     (at least ``warmup`` times and ``warmup_min_s``), each repetition serves ``specs`` in one window. Repetitions
     extend, up to ``max_repetitions``, until the 95 % CI of J per request is within ``target_ci_pct``."""
 
+    converges_on = "energy_j_per_request"
+
     def __init__(self, workload: Any, specs: List[RequestSpec], warmup_specs: List[RequestSpec], serving: ServingConfig,
                  meter: Meter, protocol: MeasurementConfig, repetitions: int, warmup: int,
                  observes_device: bool = False, idle: Optional[IdleContext] = None, **kw: Callable[..., Any]):
@@ -125,13 +127,3 @@ class ServingProtocol(CellProtocol):
                "serving_notes": "; ".join(run.notes) or None}
         self.request_rows += [{"repetition": rep, **record.columns()} for record in run.records]
         return row
-
-    def _needs_more(self, rows: List[Dict[str, Any]], done: int) -> bool:
-        if done < self.repetitions:
-            return True
-        if self.p.target_ci_pct <= 0 or done >= self.p.max_repetitions:
-            return False
-        per_request = [row["energy_j_per_request"] for row in rows]
-        if not any(math.isfinite(v) for v in per_request):
-            return False
-        return ci95_half_width_pct(per_request) > self.p.target_ci_pct

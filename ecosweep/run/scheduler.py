@@ -26,6 +26,7 @@ from ecosweep.cells import Cell, RunOptions
 from ecosweep.errors import ConfigError
 from ecosweep.lanes import gpus_per_cell, resource_problems
 from ecosweep.plan import Plan
+from ecosweep.run.lane_process import LaneProcess
 from ecosweep.run.progress import Progress
 from ecosweep.run.reaper import start_reaper
 from ecosweep.run.worker import (
@@ -55,6 +56,10 @@ def _actor_class():
                 return execute_cell(cell, run_id, context=context)
 
             def run_isolated(self, cell: Cell, run_id: str, context: CellContext) -> CellOutcome:
+                if cell.settings.ray.process_per == "lane":  # one process for the lane's cells, in turn
+                    if not hasattr(self, "lane_process"):
+                        self.lane_process = LaneProcess()
+                    return self.lane_process.run(cell, run_id, context)
                 return run_in_fresh_process(cell, run_id, context)
 
         _ACTOR_CLASS = CellActor

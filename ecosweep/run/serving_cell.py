@@ -10,11 +10,10 @@ from typing import Any, Dict, List, Tuple
 
 from ecosweep.cells import Cell
 from ecosweep.config.schema import ServingConfig, StudyConfig
-from ecosweep.measure.idle import baseline_key
-from ecosweep.measure.meters import make_meter
 from ecosweep.measure.phases import PhaseClock
 from ecosweep.measure.protocol import IdleContext, ProtocolResult
 from ecosweep.measure.serving_protocol import ServingProtocol
+from ecosweep.run.metered import run_metered
 from ecosweep.run.model_prep import load_with_fidelity
 from ecosweep.workload.references import ReferenceStore
 from ecosweep.workload.request_stream import RequestSpec, request_stream
@@ -75,24 +74,18 @@ def measure_serving(cell: Cell, workload: ServingWorkload, specs: List[RequestSp
     def peak_memory_mib() -> float:
         return torch.cuda.max_memory_allocated(0) / 2**20 if is_cuda else math.nan
 
-    uuids = base_row["gpu_uuid"].split("+") if base_row.get("gpu_uuid") else []
-    key = baseline_key(base_row.get("host"), base_row.get("gpu_uuid"))
-    idle = IdleContext(cell.id, key, idle_baselines.get(key) if key else None, s.reuse)
-    with clock.phase("meter_start_s"):
-        meter, observes_device = make_meter(s.measurement, device, uuids)
-        meter.start()
+    protocols: List[ServingProtocol] = []
+
+    def protocol(meter: Any, observes_device: bool, idle: IdleContext) -> ServingProtocol:
+        protocols.append(ServingProtocol(workload, specs, warmup_stream(specs, s.serving.max_batch), s.serving, meter,
+                                         s.measurement, s.repetitions, s.warmup, observes_device=observes_device,
+                                         idle=idle))
+        return protocols[0]
+
     try:
-        protocol = ServingProtocol(workload, specs, warmup_stream(specs, s.serving.max_batch), s.serving, meter,
-                                   s.measurement, s.repetitions, s.warmup, observes_device=observes_device,
-                                   idle=idle)
-        result = protocol.run(base_row, peak_memory_mib)
-        for name, seconds in result.phases_s.items():
-            clock.add(name, seconds)
+        result, trace = run_metered(cell, device, base_row, clock, idle_baselines, protocol, peak_memory_mib)
     finally:
-        with clock.phase("meter_stop_s"):
-            trace = meter.trace()
-            meter.close()
         workload.close()
     for row in result.rows:
         row.update(workload.facts())
-    return result, trace, protocol.request_rows
+    return result, trace, protocols[0].request_rows

@@ -21,13 +21,14 @@ from ecosweep.cells import Cell, engine_variant, serving_load
 from ecosweep.config.compat import compiled_int_mm_problem, torchao_problem
 from ecosweep.config.schema import StudyConfig
 from ecosweep.measure.host import cpu_model, host_facts
-from ecosweep.measure.idle import IdleBaseline, baseline_key
-from ecosweep.measure.meters import make_meter, synchronize_devices
+from ecosweep.measure.idle import IdleBaseline
+from ecosweep.measure.meters import synchronize_devices
 from ecosweep.measure.meters.nvml_device import driver_version
 from ecosweep.measure.phases import PhaseClock
 from ecosweep.measure.protocol import CellProtocol, IdleContext
 from ecosweep.profiling.call import profile_call
 from ecosweep.results.store import profile_trace_name
+from ecosweep.run.metered import run_metered
 from ecosweep.run.model_prep import load_with_fidelity
 from ecosweep.run.serving_cell import measure_serving, prepare_serving, requests_per_repetition
 from ecosweep.workload.engines import build_workload, engine_facts
@@ -301,23 +302,11 @@ def measure_workload(cell: Cell, workload: Any, device: str, gpus: int, base_row
     def peak_memory_mib() -> float:  # summed over the cell's GPUs
         return sum(torch.cuda.max_memory_allocated(i) for i in range(gpus)) / 2**20 if is_cuda else math.nan
 
-    uuids = base_row["gpu_uuid"].split("+") if base_row.get("gpu_uuid") else []
-    key = baseline_key(base_row.get("host"), base_row.get("gpu_uuid"))
-    idle = IdleContext(cell.id, key, context.idle_baselines.get(key) if key else None, s.reuse)
-    with clock.phase("meter_start_s"):
-        meter, observes_device = make_meter(s.measurement, device, uuids)
-        meter.start()
-    try:
-        protocol = CellProtocol(workload, meter, s.measurement, s.repetitions, s.warmup,
-                                observes_device=observes_device, idle=idle)
-        result = protocol.run(base_row, peak_memory_mib)
-        for name, seconds in result.phases_s.items():
-            clock.add(name, seconds)
-    finally:
-        with clock.phase("meter_stop_s"):
-            trace = meter.trace()
-            meter.close()
-    return result, trace
+    def protocol(meter: Any, observes_device: bool, idle: IdleContext) -> CellProtocol:
+        return CellProtocol(workload, meter, s.measurement, s.repetitions, s.warmup, observes_device=observes_device,
+                            idle=idle)
+
+    return run_metered(cell, device, base_row, clock, context.idle_baselines, protocol, peak_memory_mib)
 
 
 @dataclass(frozen=True)
@@ -398,10 +387,11 @@ def _run_cell(cell: Cell, run_id: str, extra: Dict[str, Any], clock: PhaseClock,
 
 
 def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional[str] = None,
-                 context: Optional[CellContext] = None) -> CellOutcome:
+                 context: Optional[CellContext] = None, facts: Optional[Dict[str, Any]] = None) -> CellOutcome:
     """Load, warm up, measure. Runs in the actor (or a process it started; then ``ray_node_id`` is
     the actor's node); returns rows instead of raising. Its ``phases_s`` cover the time from its start to its
-    end (``results.timing.IN_PROCESS_PHASES``)."""
+    end (``results.timing.IN_PROCESS_PHASES``). ``facts``: what the cell inherits from its process (a lane
+    process's earlier cells, ``run.lane_process``); default: a process of its own."""
     started = time.time()
     clock = PhaseClock()
     quiet_libraries()
@@ -409,7 +399,8 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
     extra: Dict[str, Any] = host_facts()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     node = ray_node_id or _ray_node_id()
-    extra.update(cuda_visible_devices=visible, ray_node_id=node)
+    extra.update(cuda_visible_devices=visible, ray_node_id=node,
+                 **(facts or {"process_cells_before": 0, "cuda_allocated_mib_at_start": 0.0}))
     try:
         _testing_crash(cell)
         work = _run_cell(cell, run_id, extra, clock, context or CellContext())

@@ -1,0 +1,75 @@
+"""One process per lane (ray.process_per=lane, #34): a lane's cells measured in turn by one process, imports and
+context paid once, nothing of one cell left for the next, and the same results as a fresh process per cell."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from ecosweep.cells import Cell, cell_id, to_settings
+from ecosweep.run.lane_process import LaneProcess
+from ecosweep.run.worker import CRASH_ENV, CellProcessDied, run_in_fresh_process
+
+from conftest import compose, run_cli
+
+pytestmark = [pytest.mark.slow]
+
+TINY = ["hardware=cpu", "measurement=quick", "repetitions=2", "input_tokens=8", "output_tokens=4", "tracking=none",
+        "engine=graph"]
+
+
+def cell(*overrides: str) -> Cell:
+    s = to_settings(compose([*TINY, *overrides]))
+    return Cell(cell_id(s), s)
+
+
+def test_a_lane_process_measures_its_cells_in_turn_keeps_nothing_of_the_last_and_agrees_with_a_fresh_one():
+    cells = [cell("quantization=fp32", "seed=3"), cell("quantization=nf4", "seed=3"), cell("quantization=fp32")]
+    lane = LaneProcess()
+    try:
+        outcomes = [lane.run(c, "run") for c in cells]
+    finally:
+        lane.close()
+    fresh = run_in_fresh_process(cells[1], "run")
+    assert [o.status for o in outcomes + [fresh]] == ["ok"] * 4, [o.error for o in outcomes + [fresh]]
+    assert len({o.process_id for o in outcomes}) == 1 and fresh.process_id != outcomes[0].process_id
+    assert [o.rows[0]["process_cells_before"] for o in outcomes] == [0, 1, 2]
+    assert all(o.rows[0]["cuda_allocated_mib_at_start"] == 0.0 for o in outcomes)
+    # torch, transformers and bitsandbytes were imported once, by the first cell
+    assert outcomes[1].phases_s["imports_s"] < 0.2 * outcomes[0].phases_s["imports_s"]
+    # the second cell in the lane process gives what it gives in a process of its own
+    a, b = pd.DataFrame(fresh.rows), pd.DataFrame(outcomes[1].rows)
+    for column in ("quantization", "tokens_generated", "engine_tokens_equal", "engine_token_agreement_share",
+                   "fidelity_greedy_agreement_share", "fidelity_kl_nats_mean", "fidelity_max_abs_logit_error",
+                   "weights_source", "params_count"):
+        assert a[column].tolist() == b[column].tolist(), column
+    assert list(a.process_cells_before) == [0, 0] and list(b.process_cells_before) == [1, 1]
+
+
+def test_a_lane_process_that_dies_is_replaced_for_the_next_cell(monkeypatch):
+    doomed, next_cell = cell("quantization=bf16"), cell("quantization=fp32")
+    monkeypatch.setenv(CRASH_ENV, "/bf16/")  # that cell's process exits at once (os._exit)
+    lane = LaneProcess()
+    try:
+        with pytest.raises(CellProcessDied, match="lane process"):
+            lane.run(doomed, "run")
+        outcome = lane.run(next_cell, "run")
+    finally:
+        lane.close()
+    assert outcome.status == "ok" and outcome.rows[0]["process_cells_before"] == 0
+
+
+@pytest.mark.integration
+def test_a_shared_lane_runs_in_one_process_through_ray(tmp_path):
+    out = tmp_path / "outputs"
+    r = run_cli(["-m", "quantization=fp32,bf16,nf4", *TINY, "study=lane", "ray.num_gpus=1", "ray.num_cpus=2",
+                 "ray.gpus_per_cell=1", "ray.one_gpu_per=study", "ray.process_per=lane", "ray.progress=plain",
+                 f"output_root={out}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    df = pd.read_parquet(out / "lane" / "cells")
+    assert (df.status == "ok").all()
+    assert sorted(df.groupby("cell_id").process_cells_before.first()) == [0, 1, 2]
+    processes = {json.loads(p.read_text())["process_id"] for p in (out / "lane" / "timings").glob("*.json")}
+    assert len(processes) == 1
