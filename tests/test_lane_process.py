@@ -35,7 +35,7 @@ def test_a_lane_process_measures_its_cells_in_turn_keeps_nothing_of_the_last_and
     fresh = run_in_fresh_process(cells[1], "run")
     assert [o.status for o in outcomes + [fresh]] == ["ok"] * 4, [o.error for o in outcomes + [fresh]]
     assert len({o.process_id for o in outcomes}) == 1 and fresh.process_id != outcomes[0].process_id
-    assert [o.rows[0]["process_cells_before"] for o in outcomes] == [0, 1, 2]
+    assert [o.rows[0]["process_earlier_cells_count"] for o in outcomes] == [0, 1, 2]
     assert all(o.rows[0]["cuda_allocated_mib_at_start"] == 0.0 for o in outcomes)
     # torch, transformers and bitsandbytes were imported once, by the first cell
     assert outcomes[1].phases_s["imports_s"] < 0.2 * outcomes[0].phases_s["imports_s"]
@@ -45,7 +45,7 @@ def test_a_lane_process_measures_its_cells_in_turn_keeps_nothing_of_the_last_and
                    "fidelity_greedy_agreement_share", "fidelity_kl_nats_mean", "fidelity_max_abs_logit_error",
                    "weights_source", "params_count"):
         assert a[column].tolist() == b[column].tolist(), column
-    assert list(a.process_cells_before) == [0, 0] and list(b.process_cells_before) == [1, 1]
+    assert list(a.process_earlier_cells_count) == [0, 0] and list(b.process_earlier_cells_count) == [1, 1]
 
 
 def test_a_lane_process_that_dies_is_replaced_for_the_next_cell(monkeypatch):
@@ -58,7 +58,7 @@ def test_a_lane_process_that_dies_is_replaced_for_the_next_cell(monkeypatch):
         outcome = lane.run(next_cell, "run")
     finally:
         lane.close()
-    assert outcome.status == "ok" and outcome.rows[0]["process_cells_before"] == 0
+    assert outcome.status == "ok" and outcome.rows[0]["process_earlier_cells_count"] == 0
 
 
 @pytest.mark.integration
@@ -70,6 +70,6 @@ def test_a_shared_lane_runs_in_one_process_through_ray(tmp_path):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     df = pd.read_parquet(out / "lane" / "cells")
     assert (df.status == "ok").all()
-    assert sorted(df.groupby("cell_id").process_cells_before.first()) == [0, 1, 2]
+    assert sorted(df.groupby("cell_id").process_earlier_cells_count.first()) == [0, 1, 2]
     processes = {json.loads(p.read_text())["process_id"] for p in (out / "lane" / "timings").glob("*.json")}
     assert len(processes) == 1

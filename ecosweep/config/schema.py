@@ -237,7 +237,7 @@ class RayConfig:
     # GPUs; study: every GPU cell of the command on one GPU
     process_per: str = setting("cell",
         "cell: a fresh process per cell of a shared lane (its imports and CUDA context its own) | lane: one process "
-        "measures the lane's cells in turn, imports and context paid once (rows: process_cells_before, "
+        "measures the lane's cells in turn, imports and context paid once (rows: process_earlier_cells_count, "
         "cuda_allocated_mib_at_start)")
     one_gpu_per: str = setting("cell",
         "cell: any free GPU per cell | comparison: cells differing only in quantization, engine or batch size share "

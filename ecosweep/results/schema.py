@@ -271,7 +271,7 @@ COLUMNS: List[Column] = [
     Column("host", _S, "Host name of the node that ran the cell."),
     Column("ray_node_id", _S, "Ray node that ran the cell's actor."),
     Column("cuda_visible_devices", _S, "CUDA_VISIBLE_DEVICES Ray gave the cell's actor (its GPU slot)."),
-    Column("process_cells_before", _I, "Cells the process that measured this one had measured before it: 0 in a "
+    Column("process_earlier_cells_count", _I, "Cells the process that measured this one had measured before it: 0 in a "
            "fresh process (ray.process_per=cell), the cell's place in its lane under ray.process_per=lane; null in "
            "files written before 2026-12-03."),
     Column("cuda_allocated_mib_at_start", _F, "GPU memory torch still held in the cell's process when the cell "

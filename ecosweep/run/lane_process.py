@@ -4,8 +4,8 @@ The lane's actor keeps its GPU; the process it starts keeps Python, torch, trans
 libraries imported and the CUDA context alive, so only the first cell of the lane pays for them. Between cells the
 process lets go of what the cell held (its model and workload are local to ``execute_cell``; garbage collected,
 CUDA's cache emptied, dynamo's compiled code reset) and every row says how many cells its process measured before
-(``process_cells_before``) and what GPU memory torch still held when the cell began (``cuda_allocated_mib_at_start``):
-0 unless something leaked. A process that dies is replaced for the lane's next cell.
+(``process_earlier_cells_count``) and what GPU memory torch still held when the cell began
+(``cuda_allocated_mib_at_start``): 0 unless something leaked. A process that dies is replaced for the lane's next cell.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def process_facts(cells_before: int) -> Dict[str, Any]:
     held = 0.0
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         held = sum(torch.cuda.memory_allocated(i) for i in range(torch.cuda.device_count())) / 2**20
-    return {"process_cells_before": cells_before, "cuda_allocated_mib_at_start": held}
+    return {"process_earlier_cells_count": cells_before, "cuda_allocated_mib_at_start": held}
 
 
 def _serve_lane(conn: Any, ray_node_id: Optional[str], parent_pid: int) -> None:

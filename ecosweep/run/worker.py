@@ -400,7 +400,7 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     node = ray_node_id or _ray_node_id()
     extra.update(cuda_visible_devices=visible, ray_node_id=node,
-                 **(facts or {"process_cells_before": 0, "cuda_allocated_mib_at_start": 0.0}))
+                 **(facts or {"process_earlier_cells_count": 0, "cuda_allocated_mib_at_start": 0.0}))
     try:
         _testing_crash(cell)
         work = _run_cell(cell, run_id, extra, clock, context or CellContext())
