@@ -144,7 +144,9 @@ def test_a_profiled_cpu_cell_profiles_after_its_windows_and_keeps_breakdown_and_
         events.append("profile")
         return real_profile_call(*args, **kwargs)
 
-    monkeypatch.setattr(cell_runner, "make_meter", lambda *a, **k: (RecordingMeter(), False))
+    from ecosweep.run import metered
+
+    monkeypatch.setattr(metered, "make_meter", lambda *a, **k: (RecordingMeter(), False))
     monkeypatch.setattr(cell_runner, "profile_call", recording_profile_call)
     overrides = ["hardware=cpu", "quantization=int8", "measurement=quick", "repetitions=2", "warmup=1",
                  "input_tokens=8", "output_tokens=4", "profile=true", f"output_root={tmp_path}"]

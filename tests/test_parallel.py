@@ -207,11 +207,14 @@ def recipe_cluster(tmp_path):
              .replace("/shared/ecosweep", str(out)).replace("source .venv/bin/activate", f"source {activate}")
              for line in readme_cluster_recipe()]
     assert [i for i, line in enumerate(lines) if line.startswith("ray start")] == [3, 4], lines
-    lines[3] += " --num-cpus=2 --num-gpus=1 --disable-usage-stats"
+    # each node's dashboard agent on a port of its own: Ray's default (52365) is taken whenever another Ray runs on
+    # this machine (another test's local Ray), and a head whose agent cannot bind accepts no job
+    lines[3] += f" --num-cpus=2 --num-gpus=1 --disable-usage-stats --dashboard-agent-listen-port={free_port()}"
     # two nodes on one machine need their own temporary folders (README): Ray's runtime-env agent of each node
     # removes and unpacks the job's working_dir again in its node's folder
     worker_tmp = tempfile.mkdtemp(prefix="ray-w", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
-    lines[4] += f" --num-cpus=1 --num-gpus=1 --disable-usage-stats --temp-dir={worker_tmp}"
+    lines[4] += (f" --num-cpus=1 --num-gpus=1 --disable-usage-stats --temp-dir={worker_tmp}"
+                 f" --dashboard-agent-listen-port={free_port()}")
     setup, submit = lines[:5], lines[5]
     env = {**os.environ, "HOME": str(tmp_path / "home")}
     (tmp_path / "home").mkdir()
