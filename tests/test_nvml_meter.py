@@ -220,7 +220,9 @@ def test_windows_aligned_to_counter_steps_remove_the_step_error(gpu):
                 time.sleep(0.33)
             r = w.reading
             errors.append(abs(r.energy_j - 400.0 * r.seconds) / (400.0 * r.seconds))
-    assert max(errors) < 0.03, errors  # unaligned, up to 40 J of 132 J (30 %) is possible
+    # unaligned, up to 40 J of 132 J (30 %) is possible; aligned, the typical window errs by < 1 %, and a window
+    # whose edge the fake counter's thread or the sampler met late (a loaded 2-core CI host) by a few %
+    assert sorted(errors)[2] < 0.01 and max(errors) < 0.06, errors
 
 
 def test_aligned_window_subtracts_the_tail_after_the_workload(gpu):
