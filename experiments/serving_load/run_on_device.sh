@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The served-load scenario (#33) on a lent H200 (device tool, nvidia-h200), in phases started detached
+# (experiments/device/detached.sh start NAME experiments/serving_load/run_on_device.sh PHASE; then `wait` at once,
+# every call: a cold host's imports and a 7B model's load alone take minutes). Results under outputs/<host>/.
+# Not run yet (2026-12-03: the session's device time was spent before it).
+#
+# A  the acceptance pair on one GPU: fp16 Mistral-7B served at max batch 64, all at once, 128 + 128 tokens, and the
+#    fixed batch of 64 under the graph and compiled engines beside it                           study serving_b64
+# B  +experiment=serving_load (3 precisions x max batch 8..256, and fixed batches 8..256)      study serving_load
+# C  Poisson arrivals around the knee, chat lengths, fp16 and nf4                              study serving_poisson
+set -u
+phase=${1:?phase A|B|C}
+source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
+common="tracking=none ray.progress=plain output_root=$root ray.one_gpu_per=study model=Mistral-7B hardware=$card"
+case $phase in
+  A)
+    python3 -m ecosweep -m scenario=serving,fixed_batch quantization=fp16 serving.max_batch=64 batch_size=1,64 \
+      engine=eager,graph,compiled input_tokens=128 output_tokens=128 measurement=default repetitions=5 \
+      study=serving_b64 $common \
+      'sweep.exclude=[{scenario: serving, batch_size: 64}, {scenario: serving, engine: [graph, compiled]}, {scenario: fixed_batch, batch_size: 1}]'
+    ;;
+  B) python3 -m ecosweep +experiment=serving_load $common ;;
+  C)
+    python3 -m ecosweep -m scenario=serving serving.arrival=poisson serving.request_rate_rps=2,4,8,16,32 \
+      serving.max_batch=256 serving.lengths=chat quantization=fp16,nf4 measurement=default repetitions=5 \
+      study=serving_poisson $common
+    ;;
+  *) echo "unknown phase $phase"; exit 2 ;;
+esac
+echo "exit $?"; ray_stop
+python3 experiments/device/summarize_cells.py "$root" 2>&1 | tail -n 40
