@@ -22,7 +22,8 @@ CELL_PHASES: Tuple[Tuple[str, str], ...] = (
     ("start_s", "from the driver's launch to the cell's code running: Ray scheduling, the actor's (or the lane's "
                 "fresh process's) start, unpickling the cell, ecosweep's own imports"),
     ("imports_s", "torch, transformers and the quantization libraries imported"),
-    ("device_s", "the device's facts read and the cell's precision checked against it"),
+    ("device_s", "the host's and the device's facts read and the cell's precision checked against them; after the "
+                 "windows, what the engine ran"),
     ("fidelity_reference_s", "the fidelity reference: the 16-bit model built and run on the cell's prompts, or "
                              "read from reuse.reference_dir"),
     ("load_s", "the cell's model built (random or pretrained weights) and quantized"),

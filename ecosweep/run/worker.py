@@ -371,8 +371,9 @@ def _run_cell(cell: Cell, run_id: str, extra: Dict[str, Any], clock: PhaseClock,
     workload = prepare_workload(s, device, extra, clock, cell.id)
     result, trace = measure_workload(cell, workload, device, gpus, {**config_row(cell, run_id), **extra}, clock,
                                      context)
-    facts = engine_facts(workload, s.engine)  # known once the workload ran (compiled: whether it compiled)
-    facts.update(kernel_path(s.quantization, extra.get("quant_weight_type"), facts.get("engine_effective")))
+    with clock.phase("device_s"):
+        facts = engine_facts(workload, s.engine)  # known once the workload ran (compiled: whether it compiled)
+        facts.update(kernel_path(s.quantization, extra.get("quant_weight_type"), facts.get("engine_effective")))
     profiled = None
     if s.profile:  # after the meter stopped: nothing the profiler does is in an energy window
         with clock.phase("profile_s"):
@@ -394,11 +395,12 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
     process's earlier cells, ``run.lane_process``); default: a process of its own."""
     started = time.time()
     clock = PhaseClock()
-    quiet_libraries()
-    run_id = run_id or uuid.uuid4().hex[:12]
-    extra: Dict[str, Any] = host_facts()
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    node = ray_node_id or _ray_node_id()
+    with clock.phase("device_s"):
+        quiet_libraries()
+        run_id = run_id or uuid.uuid4().hex[:12]
+        extra: Dict[str, Any] = host_facts()
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        node = ray_node_id or _ray_node_id()
     extra.update(cuda_visible_devices=visible, ray_node_id=node,
                  **(facts or {"process_earlier_cells_count": 0, "cuda_allocated_mib_at_start": 0.0}))
     try:
