@@ -13,7 +13,7 @@ from typing import Dict, List, Tuple
 import numpy as np
 import pandas as pd
 
-from ecosweep.analysis.figures import MARKERS, _plt, _save
+from ecosweep.analysis.figures import MARKERS, _plt, _save, _slug
 from ecosweep.stats import summarize
 
 # A load meets an SLO when at least this share of its requests met both limits (MLPerf judges the 99th percentile).
@@ -162,10 +162,6 @@ def serving_figure(table: pd.DataFrame, out_dir: Path) -> List[Path]:
         name = f"serving_load_{_slug(model)}_{_slug(hardware)}{'_poisson' if poisson else ''}"
         drawn += _save(fig, out_dir, name)
     return drawn
-
-
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in str(text)).strip("_").lower()
 
 
 def _slo_sentences(best: pd.DataFrame, slos: Dict[str, str]) -> List[str]:

@@ -26,12 +26,9 @@ from ecosweep.errors import MeterError
 from ecosweep.measure.meters.base import Meter, WindowReading
 from ecosweep.measure.meters.nvml_device import NvmlDevice
 from ecosweep.measure.meters.power_timeline import PowerTimeline
+from ecosweep.measure.rows import ratio
 
 NAN = math.nan
-
-
-def ratio(a: float, b: float) -> float:
-    return a / b if b and math.isfinite(a) and math.isfinite(b) else NAN
 
 
 class NvmlMeter(Meter):
