@@ -329,7 +329,8 @@ def kernel_breakdown(configs: pd.DataFrame, out_dir: Path) -> List[Path]:
     paths: List[Path] = []
     for key, g in configs[configs.profile_wall_ms_per_tok.notna()].groupby(["hardware", "model", "batch_size"]):
         g = g.sort_values(["engine", "quantization"])
-        labels = [f"{q}\n{e}" for q, e in zip(g.quantization, g.engine)]
+        # long precision names (ao_int4_weight_only) broken at their first '_' so neighbouring labels do not overlap
+        labels = [f"{q if len(q) <= 12 else q.replace('_', chr(10), 1)}\n{e}" for q, e in zip(g.quantization, g.engine)]
         fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(g) + 2.5), 4.5))
         bottom = np.zeros(len(g))
         for i, c in enumerate(classes):
