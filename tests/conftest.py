@@ -43,12 +43,30 @@ def run_cli(args: List[str], cwd: Path, env_extra: dict | None = None, timeout: 
 
 
 @pytest.fixture(scope="session")
-def smoke_study(tmp_path_factory):
+def smoke_study(tmp_path_factory, worker_id):
     """The smoke study, run once per test session: (work dir, output root, completed process)."""
+    claim_smoke_study(tmp_path_factory, worker_id)
     work = tmp_path_factory.mktemp("smoke")
     out = work / "outputs"
     return work, out, run_cli(["+experiment=smoke", f"output_root={out}", f"reuse.reference_dir={work / 'references'}"],
                               cwd=work)
+
+
+def claim_smoke_study(tmp_path_factory, worker_id: str) -> None:
+    """Fail at once where a second xdist worker sets the smoke study up: its tests are grouped onto one worker
+    (``pytest_collection_modifyitems`` below), and a grouping that silently stopped working would run the whole
+    study twice, ~100 s of the suite's 2 cores."""
+    if worker_id == "master":  # not distributed
+        return
+    claim = tmp_path_factory.getbasetemp().parent / "smoke_study.worker"  # the session's folder, shared by workers
+    try:
+        fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        pytest.fail(f"the smoke study was already set up on {claim.read_text()}, and {worker_id} needs it too: "
+                    "pytest-xdist's --dist loadgroup did not keep its tests on one worker (pytest >= 9.2 with "
+                    "pytest-xdist 3.8 ignores xdist_group; pyproject's test extra pins pytest < 9.2)")
+    with os.fdopen(fd, "w") as f:
+        f.write(worker_id)
 
 
 def free_port() -> int:
@@ -64,7 +82,10 @@ def start_mlflow_server(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
                              "--backend-store-uri", f"sqlite:///{tmp_path}/server.db",
                              "--default-artifact-root", str(tmp_path / "artifacts"), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            # MLflow 3's server otherwise starts seven job-runner processes (huey consumers), each
+                            # importing mlflow: ~40 s of CPU per server on a 2-core host, for jobs no test submits
+                            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 90
     while time.time() < deadline:

@@ -37,8 +37,10 @@ def test_a_lane_process_measures_its_cells_in_turn_keeps_nothing_of_the_last_and
     assert len({o.process_id for o in outcomes}) == 1 and fresh.process_id != outcomes[0].process_id
     assert [o.rows[0]["process_earlier_cells_count"] for o in outcomes] == [0, 1, 2]
     assert all(o.rows[0]["cuda_allocated_mib_at_start"] == 0.0 for o in outcomes)
-    # torch, transformers and bitsandbytes were imported once, by the first cell
-    assert outcomes[1].phases_s["imports_s"] < 0.2 * outcomes[0].phases_s["imports_s"]
+    # torch and transformers were imported once, by the first cell: the third cell (fp32 again, nothing new to
+    # import; the second one's nf4 imported bitsandbytes) only looks them up. Seconds against milliseconds, so the
+    # factor of five holds on the most loaded host.
+    assert outcomes[2].phases_s["imports_s"] < 0.2 * outcomes[0].phases_s["imports_s"]
     # the second cell in the lane process gives what it gives in a process of its own
     a, b = pd.DataFrame(fresh.rows), pd.DataFrame(outcomes[1].rows)
     for column in ("quantization", "tokens_generated", "engine_tokens_equal", "engine_token_agreement_share",

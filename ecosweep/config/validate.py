@@ -11,12 +11,12 @@ import re
 from pathlib import Path
 from typing import Callable, List
 
+from ecosweep.config.checks import at_least, choice
 from ecosweep.config.compat import compiled_int_mm_problem, requested_gpus, torchao_problem
 from ecosweep.config.compose import CONF_DIR
 from ecosweep.config.schema import (
     ATTN_IMPLEMENTATIONS,
     BNB_4BIT_TYPES,
-    CHOICES_BY_SETTING,
     CUDA_GRAPHS,
     DECODE_MODELS,
     DEVICES,
@@ -45,30 +45,11 @@ from ecosweep.config.validate_serving import validate_serving
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
 
-def _choice(key: str, value: object, choices: List[str], or_null: str = "") -> List[str]:
-    """No problem when ``value`` is one of ``choices``; else one naming every choice, with its help where the
-    setting's choices are a ``schema.Choice`` (``CHOICES_BY_SETTING``). ``or_null``: what null means, for a
-    setting that may be left null (then named as the last choice)."""
-    if value in choices:
-        return []
-    helped = CHOICES_BY_SETTING.get(key)
-    listed = ("; " if helped else ", ").join(
-        f"{c} — {helped(c).help}" if helped and c in helped.values() else c for c in choices)
-    null = f", or null for {or_null}" if or_null else ""
-    return [f"{key}={value!r} is not a valid choice; choose one of: {listed}{null}."]
-
-
-def _at_least(key: str, value: float, minimum: float, what: str = "a number") -> List[str]:
-    if value is None or value < minimum:
-        return [f"{key}={value} is out of range: it must be {what} >= {minimum}."]
-    return []
-
-
 def validate_model(m: ModelConfig, weights: str) -> List[str]:
     problems: List[str] = []
     for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                 "num_key_value_heads", "vocab_size"):
-        problems += _at_least(f"model.{key}", getattr(m, key), 1, "an integer")
+        problems += at_least(f"model.{key}", getattr(m, key), 1, "an integer")
     if m.num_attention_heads >= 1 and m.hidden_size % m.num_attention_heads:
         problems.append(
             f"model.hidden_size={m.hidden_size} must be divisible by "
@@ -79,7 +60,7 @@ def validate_model(m: ModelConfig, weights: str) -> List[str]:
             f"model.num_attention_heads={m.num_attention_heads} must be divisible by "
             f"model.num_key_value_heads={m.num_key_value_heads}."
         )
-    problems += _at_least("model.params_b", m.params_b, 0.0)
+    problems += at_least("model.params_b", m.params_b, 0.0)
     if weights == "pretrained" and not (m.path or m.hub_id):
         problems.append(
             f"weights=pretrained needs model.path (a local folder) or model.hub_id; "
@@ -89,11 +70,11 @@ def validate_model(m: ModelConfig, weights: str) -> List[str]:
 
 
 def validate_quantization(q: QuantizationConfig) -> List[str]:
-    problems = _choice("quantization.method", q.method, QUANT_METHODS)
-    problems += _choice("quantization.dtype", q.dtype, DTYPES)
+    problems = choice("quantization.method", q.method, QUANT_METHODS)
+    problems += choice("quantization.dtype", q.dtype, DTYPES)
     if q.method == "bnb_4bit":
-        problems += _choice("quantization.bnb_4bit_quant_type", q.bnb_4bit_quant_type, BNB_4BIT_TYPES)
-        problems += _choice("quantization.bnb_4bit_compute_dtype", q.bnb_4bit_compute_dtype, DTYPES)
+        problems += choice("quantization.bnb_4bit_quant_type", q.bnb_4bit_quant_type, BNB_4BIT_TYPES)
+        problems += choice("quantization.bnb_4bit_compute_dtype", q.bnb_4bit_compute_dtype, DTYPES)
     if q.method == "bnb_8bit":
         if q.llm_int8_threshold is None or q.llm_int8_threshold < 0:
             problems.append(
@@ -111,7 +92,7 @@ def validate_quantization(q: QuantizationConfig) -> List[str]:
             "only method=bnb_8bit takes it."
         )
     if q.method == "torchao":
-        problems += _choice("quantization.torchao_type", q.torchao_type, TORCHAO_TYPES)
+        problems += choice("quantization.torchao_type", q.torchao_type, TORCHAO_TYPES)
     elif q.torchao_type is not None:
         problems.append(f"quantization={q.name} sets torchao_type but its method is {q.method!r}; only "
                         "method=torchao takes it.")
@@ -125,13 +106,13 @@ LOOP_ENGINE_KINDS = ("graph", "compiled")
 
 
 def validate_engine(e: EngineConfig) -> List[str]:
-    problems = _choice("engine.kind", e.kind, ENGINE_KINDS)
+    problems = choice("engine.kind", e.kind, ENGINE_KINDS)
     if e.attn_implementation is not None:
-        problems += _choice("engine.attn_implementation", e.attn_implementation, ATTN_IMPLEMENTATIONS,
+        problems += choice("engine.attn_implementation", e.attn_implementation, ATTN_IMPLEMENTATIONS,
                             or_null="the checkpoint's default")
-    problems += _at_least("engine.capture_warmup_steps", e.capture_warmup_steps, 0, "an integer")
+    problems += at_least("engine.capture_warmup_steps", e.capture_warmup_steps, 0, "an integer")
     if e.decode_model is not None:
-        problems += _choice("engine.decode_model", e.decode_model, DECODE_MODELS, or_null="transformers")
+        problems += choice("engine.decode_model", e.decode_model, DECODE_MODELS, or_null="transformers")
     loop = e.kind in LOOP_ENGINE_KINDS
     if not loop and e.decode_model not in (None, "transformers"):
         problems.append(f"engine.decode_model={e.decode_model!r} needs an engine that runs ecosweep's decode loop "
@@ -146,7 +127,7 @@ def validate_engine(e: EngineConfig) -> List[str]:
         problems.append(f"engine.compile is set but engine={e.name} is of kind {e.kind!r}; only kind compiled "
                         "compiles its step (use engine=compiled).")
     if e.compile is not None:
-        problems += _choice("engine.compile.cudagraphs", e.compile.cudagraphs, CUDA_GRAPHS)
+        problems += choice("engine.compile.cudagraphs", e.compile.cudagraphs, CUDA_GRAPHS)
         problems += _inductor_option_problems(e.compile.inductor_options)
     return problems
 
@@ -203,7 +184,7 @@ def validate_engine_with_quantization(e: EngineConfig, q: QuantizationConfig) ->
 
 
 def validate_hardware(h: HardwareConfig) -> List[str]:
-    problems = _choice("hardware.device", h.device, DEVICES)
+    problems = choice("hardware.device", h.device, DEVICES)
     for key in ("compute_capability", "peak_mem_bandwidth_gb_s", "tdp_w", "peak_fp16_tflops", "memory_gb"):
         value = getattr(h, key)
         if value is not None and value <= 0:
@@ -237,10 +218,10 @@ def validate_engine_shape_on_hardware(s: StudyConfig) -> List[str]:
 
 
 def validate_measurement(m: MeasurementConfig, repetitions: int) -> List[str]:
-    problems = _choice("measurement.meter", m.meter, METERS)
+    problems = choice("measurement.meter", m.meter, METERS)
     for key in ("min_window_s", "prefill_min_window_s", "warmup_min_s", "idle_settle_s",
                 "idle_window_s", "cooldown_timeout_s", "target_ci_pct"):
-        problems += _at_least(f"measurement.{key}", getattr(m, key), 0.0)
+        problems += at_least(f"measurement.{key}", getattr(m, key), 0.0)
     if not 0 < m.sampler_hz <= 1000:
         problems.append(f"measurement.sampler_hz={m.sampler_hz} is out of range: it must be in (0, 1000].")
     if m.target_ci_pct > 0 and m.max_repetitions < repetitions:
@@ -252,12 +233,12 @@ def validate_measurement(m: MeasurementConfig, repetitions: int) -> List[str]:
 
 
 def validate_ray(r: RayConfig) -> List[str]:
-    problems = _at_least("ray.max_concurrent_cpu_cells", r.max_concurrent_cpu_cells, 1, "an integer")
-    problems += _at_least("ray.actor_retries", r.actor_retries, 0, "an integer")
-    problems += _at_least("ray.cpus_per_cell", r.cpus_per_cell, 0.0)
-    problems += _choice("ray.progress", r.progress, PROGRESS_MODES)
-    problems += _choice("ray.one_gpu_per", r.one_gpu_per, ONE_GPU_PER)
-    problems += _choice("ray.process_per", r.process_per, PROCESS_PER)
+    problems = at_least("ray.max_concurrent_cpu_cells", r.max_concurrent_cpu_cells, 1, "an integer")
+    problems += at_least("ray.actor_retries", r.actor_retries, 0, "an integer")
+    problems += at_least("ray.cpus_per_cell", r.cpus_per_cell, 0.0)
+    problems += choice("ray.progress", r.progress, PROGRESS_MODES)
+    problems += choice("ray.one_gpu_per", r.one_gpu_per, ONE_GPU_PER)
+    problems += choice("ray.process_per", r.process_per, PROCESS_PER)
     asked = {"ray.gpus_per_cell": r.gpus_per_cell,
              **{f"ray.gpus_by_quantization.{q}": n for q, n in (r.gpus_by_quantization or {}).items()}}
     for key, n in asked.items():
@@ -314,8 +295,8 @@ def cost_settings_problems(r: ReportConfig, name: Callable[[str], str] = lambda 
 
 
 def validate_fidelity(f: FidelityConfig, weights: str) -> List[str]:
-    problems = _choice("fidelity.reference_dtype", f.reference_dtype, ["auto", *DTYPES])
-    problems += _at_least("fidelity.text_max_tokens", f.text_max_tokens, 2, "an integer")
+    problems = choice("fidelity.reference_dtype", f.reference_dtype, ["auto", *DTYPES])
+    problems += at_least("fidelity.text_max_tokens", f.text_max_tokens, 2, "an integer")
     if f.text:
         path = Path(f.text).expanduser()
         if not path.is_file():
@@ -329,9 +310,9 @@ def validate_fidelity(f: FidelityConfig, weights: str) -> List[str]:
 
 
 def validate_reuse(r: ReuseConfig) -> List[str]:
-    problems = _at_least("reuse.idle_check_s", r.idle_check_s, 0.05, "a number of seconds")
+    problems = at_least("reuse.idle_check_s", r.idle_check_s, 0.05, "a number of seconds")
     for key in ("idle_tolerance_w", "idle_tolerance_pct", "idle_max_age_s", "max_reference_mib"):
-        problems += _at_least(f"reuse.{key}", getattr(r, key), 0.0)
+        problems += at_least(f"reuse.{key}", getattr(r, key), 0.0)
     return problems
 
 
@@ -342,13 +323,13 @@ def validate_study(s: StudyConfig) -> List[str]:
         problems.append(
             f"study={s.study!r} is not a valid study name: use letters, digits, '_', '-' and '.' only."
         )
-    problems += _choice("weights", s.weights, WEIGHTS_CHOICES)
-    problems += _at_least("batch_size", s.batch_size, 1, "an integer")
-    problems += _at_least("input_tokens", s.input_tokens, 1, "an integer")
-    problems += _at_least("output_tokens", s.output_tokens, 1, "an integer")
-    problems += _at_least("repetitions", s.repetitions, 1, "an integer")
-    problems += _at_least("warmup", s.warmup, 0, "an integer")
-    problems += _at_least("seed", s.seed, 0, "an integer")
+    problems += choice("weights", s.weights, WEIGHTS_CHOICES)
+    problems += at_least("batch_size", s.batch_size, 1, "an integer")
+    problems += at_least("input_tokens", s.input_tokens, 1, "an integer")
+    problems += at_least("output_tokens", s.output_tokens, 1, "an integer")
+    problems += at_least("repetitions", s.repetitions, 1, "an integer")
+    problems += at_least("warmup", s.warmup, 0, "an integer")
+    problems += at_least("seed", s.seed, 0, "an integer")
     max_pos = s.model.max_position_embeddings
     if max_pos and s.input_tokens + s.output_tokens > max_pos:
         problems.append(
@@ -370,7 +351,7 @@ def validate_study(s: StudyConfig) -> List[str]:
     problems += validate_reuse(s.reuse)
     problems += validate_serving(s)
     o = s.outlier_features
-    problems += _at_least("outlier_features.count", o.count, 0, "an integer")
+    problems += at_least("outlier_features.count", o.count, 0, "an integer")
     if o.count > s.model.hidden_size:
         problems.append(f"outlier_features.count={o.count} exceeds model.hidden_size={s.model.hidden_size}.")
     if o.count > 0 and s.weights != "random":

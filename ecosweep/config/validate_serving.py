@@ -7,16 +7,11 @@ from __future__ import annotations
 import re
 from typing import List
 
+from ecosweep.config.checks import choice, positive
 from ecosweep.config.lengths_file import LengthsFileError, read_lengths_file
 from ecosweep.config.schema import ARRIVALS, LENGTH_DISTRIBUTIONS, ON_OFF_AUTO, SCENARIOS, StudyConfig
 
 _SLO_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-def _positive(key: str, value: float, what: str = "a number") -> List[str]:
-    if value is None or not value > 0:
-        return [f"{key}={value} is out of range: it must be {what} > 0."]
-    return []
 
 
 def _slo_problems(s: StudyConfig) -> List[str]:
@@ -28,8 +23,8 @@ def _slo_problems(s: StudyConfig) -> List[str]:
         if not _SLO_NAME.match(name):
             problems.append(f"serving.slos.{name}: an SLO's name must be lower-case letters, digits and '_' "
                             "(it names report columns).")
-        problems += _positive(f"serving.slos.{name}.ttft_ms", slo.ttft_ms)
-        problems += _positive(f"serving.slos.{name}.tpot_ms", slo.tpot_ms)
+        problems += positive(f"serving.slos.{name}.ttft_ms", slo.ttft_ms)
+        problems += positive(f"serving.slos.{name}.tpot_ms", slo.tpot_ms)
     return problems
 
 
@@ -58,25 +53,20 @@ def _lengths_problems(s: StudyConfig) -> List[str]:
 def validate_serving(s: StudyConfig) -> List[str]:
     """The scenario's problems; a fixed-batch cell's serving.* settings are not read, so not checked."""
     name = s.scenario.name
-    if name not in SCENARIOS:
-        return [f"scenario.name={name!r} is not a valid choice; choose one of: {', '.join(SCENARIOS)} "
-                "(scenario=fixed_batch | scenario=serving)."]
-    if name != "serving":
-        return []
+    if name != "serving":  # fixed_batch, or a name the scenario group does not have
+        return choice("scenario.name", name, SCENARIOS)
     v = s.serving
     problems: List[str] = []
-    for key, value, choices in (("serving.arrival", v.arrival, ARRIVALS),
-                                ("serving.lengths", v.lengths, LENGTH_DISTRIBUTIONS),
-                                ("serving.cuda_graphs", v.cuda_graphs, ON_OFF_AUTO)):
-        if value not in choices:
-            problems.append(f"{key}={value!r} is not a valid choice; choose one of: {', '.join(choices)}.")
+    problems += choice("serving.arrival", v.arrival, ARRIVALS)
+    problems += choice("serving.lengths", v.lengths, LENGTH_DISTRIBUTIONS)
+    problems += choice("serving.cuda_graphs", v.cuda_graphs, ON_OFF_AUTO)
     if v.arrival == "poisson":
-        problems += _positive("serving.request_rate_rps", v.request_rate_rps)
-    problems += _positive("serving.concurrency", v.concurrency, "an integer")
-    problems += _positive("serving.max_batch", v.max_batch, "an integer")
+        problems += positive("serving.request_rate_rps", v.request_rate_rps)
+    problems += positive("serving.concurrency", v.concurrency, "an integer")
+    problems += positive("serving.max_batch", v.max_batch, "an integer")
     if v.requests is not None:
-        problems += _positive("serving.requests", v.requests, "an integer")
-    problems += _positive("serving.request_timeout_s", v.request_timeout_s)
+        problems += positive("serving.requests", v.requests, "an integer")
+    problems += positive("serving.request_timeout_s", v.request_timeout_s)
     if v.compile_level not in (0, 1, 2, 3):
         problems.append(f"serving.compile_level={v.compile_level} is out of range: 0 (none), 1, 2 or 3.")
     if v.max_memory_percent is not None and not 0 < v.max_memory_percent <= 1:

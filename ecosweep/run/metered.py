@@ -3,6 +3,7 @@ protocol's phase times added to the cell's clock. Shared by fixed-batch and serv
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Dict, Tuple
 
 from ecosweep.cells import Cell
@@ -15,11 +16,25 @@ from ecosweep.measure.protocol import IdleContext, ProtocolResult
 ProtocolFactory = Callable[[Any, bool, IdleContext], Any]
 
 
-def run_metered(cell: Cell, device: str, base_row: Dict[str, Any], clock: PhaseClock, idle_baselines: Dict[str, Any],
-                make_protocol: ProtocolFactory, peak_memory_mib: Callable[[], float]) -> Tuple[ProtocolResult, Any]:
-    """Run the protocol ``make_protocol`` builds on the cell's meter: (its result, the meter's power trace). An idle
-    baseline of the same GPUs in ``idle_baselines`` may stand for the cell's own (``ecosweep.measure.idle``)."""
+def peak_memory_counter(device: str, gpus: int) -> Callable[[], float]:
+    """Reset torch's peak-allocation statistics of the cell's ``gpus`` GPUs and return a function giving the peak
+    since then, in MiB (2**20 bytes) summed over those GPUs; NaN off CUDA."""
+    if not device.startswith("cuda"):
+        return lambda: math.nan
+    import torch  # in the cell's process only
+
+    for index in range(gpus):
+        torch.cuda.reset_peak_memory_stats(index)
+    return lambda: sum(torch.cuda.max_memory_allocated(i) for i in range(gpus)) / 2**20
+
+
+def run_metered(cell: Cell, device: str, gpus: int, base_row: Dict[str, Any], clock: PhaseClock,
+                idle_baselines: Dict[str, Any], make_protocol: ProtocolFactory) -> Tuple[ProtocolResult, Any]:
+    """Run the protocol ``make_protocol`` builds on the cell's meter (peak memory counted over its ``gpus`` GPUs
+    from here): (its result, the meter's power trace). An idle baseline of the same GPUs in ``idle_baselines`` may
+    stand for the cell's own (``ecosweep.measure.idle``)."""
     s = cell.settings
+    peak_memory_mib = peak_memory_counter(device, gpus)
     uuids = base_row["gpu_uuid"].split("+") if base_row.get("gpu_uuid") else []
     key = baseline_key(base_row.get("host"), base_row.get("gpu_uuid"))
     idle = IdleContext(cell.id, key, idle_baselines.get(key) if key else None, s.reuse)

@@ -5,7 +5,6 @@ the cell's meter. Returns the rows, the power trace and the per-request rows."""
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Dict, List, Tuple
 
 from ecosweep.cells import Cell
@@ -64,16 +63,7 @@ def measure_serving(cell: Cell, workload: ServingWorkload, specs: List[RequestSp
                     base_row: Dict[str, Any], clock: PhaseClock,
                     idle_baselines: Dict[str, Any]) -> Tuple[ProtocolResult, Any, List[Dict[str, Any]]]:
     """``ServingProtocol`` under the cell's meter: (the protocol's result, the power trace, the request rows)."""
-    import torch
-
     s = cell.settings
-    is_cuda = device.startswith("cuda")
-    if is_cuda:
-        torch.cuda.reset_peak_memory_stats(0)
-
-    def peak_memory_mib() -> float:
-        return torch.cuda.max_memory_allocated(0) / 2**20 if is_cuda else math.nan
-
     protocols: List[ServingProtocol] = []
 
     def protocol(meter: Any, observes_device: bool, idle: IdleContext) -> ServingProtocol:
@@ -83,7 +73,7 @@ def measure_serving(cell: Cell, workload: ServingWorkload, specs: List[RequestSp
         return protocols[0]
 
     try:
-        result, trace = run_metered(cell, device, base_row, clock, idle_baselines, protocol, peak_memory_mib)
+        result, trace = run_metered(cell, device, 1, base_row, clock, idle_baselines, protocol)
     finally:
         workload.close()
     for row in result.rows:

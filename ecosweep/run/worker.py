@@ -8,7 +8,6 @@ the driver can store it and the rest of the study goes on.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 import traceback
@@ -292,21 +291,13 @@ def measure_workload(cell: Cell, workload: Any, device: str, gpus: int, base_row
     """The cell's protocol (warm-up, idle baseline, energy windows) under its meter: the protocol's result
     (rows built on ``base_row``, wall times) and the meter's power trace (None without a sampler). An idle
     baseline of the same GPUs in ``context`` may stand for the cell's own (``ecosweep.measure.idle``)."""
-    import torch
-
     s = cell.settings
-    is_cuda = device.startswith("cuda")
-    for index in range(gpus):
-        torch.cuda.reset_peak_memory_stats(index)
-
-    def peak_memory_mib() -> float:  # summed over the cell's GPUs
-        return sum(torch.cuda.max_memory_allocated(i) for i in range(gpus)) / 2**20 if is_cuda else math.nan
 
     def protocol(meter: Any, observes_device: bool, idle: IdleContext) -> CellProtocol:
         return CellProtocol(workload, meter, s.measurement, s.repetitions, s.warmup, observes_device=observes_device,
                             idle=idle)
 
-    return run_metered(cell, device, base_row, clock, context.idle_baselines, protocol, peak_memory_mib)
+    return run_metered(cell, device, gpus, base_row, clock, context.idle_baselines, protocol)
 
 
 @dataclass(frozen=True)
