@@ -66,3 +66,4 @@ def test_settings_lists_each_setting_with_its_value_after_the_overrides_and_its_
     with pytest.raises(SystemExit) as done:
         main(["settings", "batch_size=x"])
     assert done.value.code == 2 and "batch_size='x' is not an integer" in capsys.readouterr().err
+

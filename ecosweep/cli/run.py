@@ -19,6 +19,7 @@ from typing import Any, List, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from ecosweep import IMPORTED_UNIX_S
 from ecosweep.analysis.report import report_study_folders
 from ecosweep.cells import plan_cells, run_options
 from ecosweep.config.compose import compose_config
@@ -90,14 +91,24 @@ def _say_interrupted(run: StudyRun) -> None:
           f"{store_for(run.cells[0]).root.parent}); run the same command to resume.", file=sys.stderr)
 
 
+# Seconds from an interpreter's start to its first import of ecosweep, beyond which the process was not started
+# for this command: an interpreter is there in well under a second.
+EXEC_GAP_S = 5.0
+
+
 def process_start_unix_s() -> float:
-    """When this process started (unix seconds), so the timing includes interpreter and imports."""
+    """When this command's interpreter started (unix seconds), so the timing includes interpreter and imports: the
+    process's creation time, unless that lies over ``EXEC_GAP_S`` before ecosweep was first imported. Then the
+    interpreter replaced an older program in the same process (``bash -c "pip install ... && python -m ecosweep"``
+    execs its last command, so the creation time is the shell's, minutes earlier) and the first import of ecosweep
+    stands for the start."""
     try:
         import psutil
 
-        return psutil.Process().create_time()
-    except Exception:  # no psutil or no permission: count from now
-        return time.time()
+        created = psutil.Process().create_time()
+    except Exception:  # no psutil or no permission: count from ecosweep's import
+        return IMPORTED_UNIX_S
+    return created if IMPORTED_UNIX_S - created <= EXEC_GAP_S else IMPORTED_UNIX_S
 
 
 def check_output_roots(cells: List[Any]) -> None:
