@@ -52,7 +52,8 @@ def test_two_logical_gpus_run_two_cells_at_a_time_one_per_gpu(tmp_path):
 def test_comparison_lanes_keep_each_comparison_on_one_gpu_each_cell_in_its_own_process(tmp_path):
     out = tmp_path / "outputs"
     r = run_cli(["-m", *SMALL, "input_tokens=8,16", "quantization=fp32,bf16", "ray.num_gpus=2", "ray.num_cpus=2",
-                 "ray.gpus_per_cell=1", "ray.one_gpu_per=comparison", f"output_root={out}"], cwd=tmp_path)
+                 "ray.gpus_per_cell=1", "ray.one_gpu_per=comparison", "ray.prepare_next_process=true",
+                 f"output_root={out}"], cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     t = timings(out / "default")
     assert len(t) == 4 and {x["status"] for x in t} == {"ok"}
@@ -67,6 +68,11 @@ def test_comparison_lanes_keep_each_comparison_on_one_gpu_each_cell_in_its_own_p
     assert len({x["process_id"] for x in t}) == 4  # a fresh process per cell
     df = pd.read_parquet(out / "default" / "cells")
     assert (df.groupby("input_tokens").cuda_visible_devices.nunique() == 1).all()
+    # each lane's second process imported while the first cell ran, and was ready before that cell's windows
+    for _, lane in df.sort_values("timestamp_utc").groupby("input_tokens"):
+        first, second = (g for _, g in lane.groupby("cell_id", sort=False))
+        assert not first.process_prepared.any() and second.process_prepared.all()
+        assert second.process_ready_unix_s.iloc[0] <= first.timestamp_utc.min().timestamp()
 
 
 def test_a_crashing_cell_in_a_lane_is_retried_and_its_lane_goes_on(tmp_path):

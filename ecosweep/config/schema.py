@@ -239,6 +239,11 @@ class RayConfig:
         "cell: a fresh process per cell of a shared lane (its imports and CUDA context its own) | lane: one process "
         "measures the lane's cells in turn, imports and context paid once (rows: process_earlier_cells_count, "
         "cuda_allocated_mib_at_start)")
+    prepare_next_process: bool = setting(False,
+        "process_per=cell in a lane of several cells: true starts the next cell's fresh process while this cell runs, "
+        "so its imports (torch, transformers, its model's code) are done when it begins; this cell waits for them "
+        "before its warm-up, so they never fall in its windows (rows: process_prepared, process_prepared_imports_s; "
+        "phase next_process_wait_s) | false (default until checked on a GPU): each process starts with its cell")
     one_gpu_per: str = setting("cell",
         "cell: any free GPU per cell | comparison: cells differing only in quantization, engine or batch size share "
         "one GPU, in turn | precision: as comparison, one GPU per batch size | study: all on one GPU (each cell still"
@@ -383,7 +388,7 @@ class StudyConfig:
 # Settings that say how the whole command runs, not what a cell measures: one value per command (a sweep that
 # varies one is refused), read once into ``cells.RunOptions``.
 RUN_WIDE_SETTINGS = ("dry_run", "tracking", "report", "ray.address", "ray.num_cpus", "ray.num_gpus", "ray.progress",
-                     "ray.process_per", "sweep", "reuse")
+                     "ray.process_per", "ray.prepare_next_process", "sweep", "reuse")
 
 
 class Choice(str, Enum):

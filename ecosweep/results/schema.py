@@ -276,6 +276,15 @@ COLUMNS: List[Column] = [
            "files written before 2026-12-03."),
     Column("cuda_allocated_mib_at_start", _F, "GPU memory torch still held in the cell's process when the cell "
            "began, MiB: 0 unless an earlier cell of a lane process leaked."),
+    Column("process_prepared", _B, "The cell's fresh process was started, and imported torch and transformers, while "
+           "the lane's previous cell ran (ray.prepare_next_process); false: started when the cell was; null in files "
+           "written before 2026-12-03."),
+    Column("process_prepared_imports_s", _F, "Seconds the cell's process spent importing torch and transformers "
+           "before the cell arrived: outside the cell's wall time when process_prepared, inside its start_s "
+           "otherwise; null where the process was not started that way (process_per=lane, prepare_next_process="
+           "false, a lane of one cell)."),
+    Column("process_ready_unix_s", _F, "When the cell's process had those imports done (unix seconds); for a "
+           "prepared process before the previous cell's warm-up."),
     Column("cpu_count", _I, "Logical CPUs on that host."),
     Column("python_version", _S, "Python version in the actor."),
     Column("torch_version", _S, "torch version."),

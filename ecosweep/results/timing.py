@@ -33,6 +33,8 @@ CELL_PHASES: Tuple[Tuple[str, str], ...] = (
     ("compile_s", "the compiled engine's torch.compile and its capture"),
     ("token_check_s", "the engine's tokens and logits compared with generate()'s (generate()'s side computed "
                       "or read from reuse.reference_dir)"),
+    ("next_process_wait_s", "before the warm-up, the wait for the lane's next process to finish its imports "
+     "(ray.prepare_next_process), so they never fall in this cell's windows"),
     ("meter_start_s", "the meter opened (NVML, the sampler process)"),
     ("warmup_s", "warm-up calls"),
     ("settle_s", "the wait after warm-up, before the idle baseline"),
@@ -59,7 +61,7 @@ PHASE_GROUPS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("checks (fidelity, token check, LLM.int8() count)",
      ("fidelity_reference_s", "fidelity_s", "int8_count_s", "token_check_s")),
     ("capture and compile", ("capture_s", "compile_s")),
-    ("process start and imports", ("start_s", "imports_s", "device_s")),
+    ("process start and imports", ("start_s", "imports_s", "device_s", "next_process_wait_s")),
     ("meter, profile, return and write", ("meter_start_s", "meter_stop_s", "profile_s", "return_s", "write_s")),
     ("other", ("other_s",)),
 )

@@ -20,13 +20,14 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Deque, Dict, List, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
 from ecosweep.cells import Cell, RunOptions
 from ecosweep.errors import ConfigError
 from ecosweep.lanes import gpus_per_cell, resource_problems
 from ecosweep.plan import Plan
 from ecosweep.run.lane_process import LaneProcess
+from ecosweep.run.prepared_process import PreparedProcesses
 from ecosweep.run.progress import Progress
 from ecosweep.run.reaper import start_reaper
 from ecosweep.run.worker import (
@@ -55,11 +56,18 @@ def _actor_class():
             def run(self, cell: Cell, run_id: str, context: CellContext) -> CellOutcome:
                 return execute_cell(cell, run_id, context=context)
 
-            def run_isolated(self, cell: Cell, run_id: str, context: CellContext) -> CellOutcome:
-                if cell.settings.ray.process_per == "lane":  # one process for the lane's cells, in turn
+            def run_isolated(self, cell: Cell, run_id: str, context: CellContext,
+                             next_cell: Optional[Cell]) -> CellOutcome:
+                """One of a shared lane's cells (``next_cell``: the lane's next one, None after its last)."""
+                r = cell.settings.ray
+                if r.process_per == "lane":  # one process for the lane's cells, in turn
                     if not hasattr(self, "lane_process"):
                         self.lane_process = LaneProcess()
                     return self.lane_process.run(cell, run_id, context)
+                if r.prepare_next_process:  # a fresh process, imported while the cell before it ran
+                    if not hasattr(self, "prepared"):
+                        self.prepared = PreparedProcesses()
+                    return self.prepared.run(cell, run_id, context, next_cell)
                 return run_in_fresh_process(cell, run_id, context)
 
         _ACTOR_CLASS = CellActor
@@ -199,8 +207,11 @@ class CellScheduler:
             lane.actor = _actor_class().options(
                 num_cpus=s.ray.cpus_per_cell, num_gpus=lane.gpus, resources=dict(s.ray.resources) or None,
             ).remote()
-        method = lane.actor.run_isolated if lane.shared else lane.actor.run
-        ref = method.remote(cell, self.run_id, CellContext(dict(self._idle_baselines)))
+        context = CellContext(dict(self._idle_baselines))
+        if lane.shared:
+            ref = lane.actor.run_isolated.remote(cell, self.run_id, context, lane.todo[0][0] if lane.todo else None)
+        else:
+            ref = lane.actor.run.remote(cell, self.run_id, context)
         slot = "GPU" if lane.gpus > 0 else "CPU"
         inflight[ref] = _Flight(cell, lane, attempt, slot, time.monotonic(), time.time())
         self.progress.started(cell.id, cell.label, slot)

@@ -8,13 +8,14 @@ the driver can store it and the rest of the study goes on.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 import traceback
 import uuid
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ecosweep.cells import Cell, engine_variant, serving_load
 from ecosweep.config.compat import compiled_int_mm_problem, torchao_problem
@@ -306,6 +307,9 @@ class CellContext:
     ``idle.baseline_key``) that earlier cells of the command measured."""
 
     idle_baselines: Dict[str, IdleBaseline] = field(default_factory=dict)
+    # Called in the cell's process just before its warm-up (run.prepared_process: holds the cell until the lane's
+    # next process has done its imports, so they never fall in this cell's windows); None: go straight on.
+    before_windows: Optional[Callable[[], None]] = None
 
 
 def import_cell_libraries(s: StudyConfig) -> None:
@@ -339,6 +343,13 @@ class CellWork:
     requests: Optional[List[Dict[str, Any]]] = None
 
 
+def wait_before_windows(context: CellContext, clock: PhaseClock) -> None:
+    """The context's hook before the cell's warm-up, timed as ``next_process_wait_s``."""
+    if context.before_windows is not None:
+        with clock.phase("next_process_wait_s"):
+            context.before_windows()
+
+
 def _run_cell(cell: Cell, run_id: str, extra: Dict[str, Any], clock: PhaseClock, context: CellContext) -> CellWork:
     """The cell's work once its process runs."""
     s = cell.settings
@@ -356,10 +367,12 @@ def _run_cell(cell: Cell, run_id: str, extra: Dict[str, Any], clock: PhaseClock,
         check_device_runs(s, extra)
     if s.scenario.name == "serving":
         workload, specs = prepare_serving(s, device, extra, clock, cell.id)
+        wait_before_windows(context, clock)
         result, trace, requests = measure_serving(cell, workload, specs, device, {**config_row(cell, run_id), **extra},
                                                   clock, context.idle_baselines)
         return CellWork(result.rows, trace, None, result.idle.baseline if result.idle else None, requests)
     workload = prepare_workload(s, device, extra, clock, cell.id)
+    wait_before_windows(context, clock)
     result, trace = measure_workload(cell, workload, device, gpus, {**config_row(cell, run_id), **extra}, clock,
                                      context)
     with clock.phase("device_s"):
@@ -378,6 +391,13 @@ def _run_cell(cell: Cell, run_id: str, extra: Dict[str, Any], clock: PhaseClock,
     return CellWork(result.rows, trace, profiled, result.idle.baseline if result.idle else None)
 
 
+# What a cell inherits from a process of its own, started when the cell was (row columns); a lane process
+# (run.lane_process) or a prepared one (run.prepared_process) passes its own.
+FRESH_PROCESS_FACTS: Dict[str, Any] = {"process_earlier_cells_count": 0, "cuda_allocated_mib_at_start": 0.0,
+                                       "process_prepared": False, "process_prepared_imports_s": math.nan,
+                                       "process_ready_unix_s": math.nan}
+
+
 def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional[str] = None,
                  context: Optional[CellContext] = None, facts: Optional[Dict[str, Any]] = None) -> CellOutcome:
     """Load, warm up, measure. Runs in the actor (or a process it started; then ``ray_node_id`` is
@@ -393,7 +413,7 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         node = ray_node_id or _ray_node_id()
     extra.update(cuda_visible_devices=visible, ray_node_id=node,
-                 **(facts or {"process_earlier_cells_count": 0, "cuda_allocated_mib_at_start": 0.0}))
+                 **{**FRESH_PROCESS_FACTS, **(facts or {})})
     try:
         _testing_crash(cell)
         work = _run_cell(cell, run_id, extra, clock, context or CellContext())
