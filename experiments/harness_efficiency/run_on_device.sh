@@ -7,9 +7,14 @@
 #      protocol, n = 5) with reuse on (the defaults: idle baseline, fidelity and token-check references)  study reuse_on
 # off  the same three cells with every reuse.* off, on the same GPU (the results must agree within their CIs)
 #                                                                                                        study reuse_off
+# lane     the same three cells measured by one process in turn (ray.process_per=lane): memory freed between
+#          cells (cuda_allocated_mib_at_start 0), NVML sees no foreign process, J per 1k within the CIs of `on`
+#                                                                                                        study lane
+# prepared a fresh process per cell, each imported while the cell before it ran (ray.prepare_next_process=true):
+#          no foreign process in any window (the waiting process must hold no CUDA context)    study prepared
 # Each step is a resumable ecosweep command with its own time limit; LIMIT_S bounds the phase.
 set -u
-phase=${1:?phase on|off}
+phase=${1:?phase on|off|lane|prepared}
 source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
 limit=${LIMIT_S:-900}
 cells="-m model=Mistral-7B quantization=fp16,nf4,int8_pure engine=graph batch_size=1 input_tokens=128 output_tokens=128
@@ -19,11 +24,14 @@ nvidia-smi --query-gpu=index,name,uuid,power.draw,temperature.gpu,clocks.sm,cloc
 case $phase in
   on)  args="study=reuse_on reuse.reference_dir=$root/references" ;;
   off) args="study=reuse_off reuse_cells=false reuse.idle_baseline=false reuse.fidelity_reference=false reuse.token_reference=false" ;;
+  lane) args="study=lane reuse_cells=false reuse.reference_dir=$root/references ray.process_per=lane" ;;
+  prepared) args="study=prepared reuse_cells=false reuse.reference_dir=$root/references ray.prepare_next_process=true" ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
-echo "== reuse_$phase ($limit s)"
+study=${args%% *}; study=${study#study=}
+echo "== $study ($limit s)"
 # shellcheck disable=SC2086
 start=$SECONDS
-timeout "$limit" python3 -m ecosweep $cells $args > "$root/logs/reuse_$phase.log" 2>&1
-echo "reuse_$phase exit $? after $((SECONDS - start)) s"; tail -n 3 "$root/logs/reuse_$phase.log"; ray_stop
-python3 experiments/device/summarize_cells.py "$root/reuse_$phase" 2>&1 | tail -n 10
+timeout "$limit" python3 -m ecosweep $cells $args > "$root/logs/$study.log" 2>&1
+echo "$study exit $? after $((SECONDS - start)) s"; tail -n 3 "$root/logs/$study.log"; ray_stop
+python3 experiments/device/summarize_cells.py "$root/$study" 2>&1 | tail -n 10
