@@ -9,7 +9,7 @@ import pytest
 
 from ecosweep.cells import Cell, cell_id, to_settings
 from ecosweep.run.prepared_process import SLOW_IMPORTS_ENV, PreparedProcesses
-from ecosweep.run.worker import run_in_fresh_process
+from ecosweep.run.worker import CRASH_ENV, CellProcessDied, run_in_fresh_process
 
 from conftest import compose
 
@@ -51,3 +51,16 @@ def test_the_next_process_imports_while_a_cell_runs_never_in_its_windows_and_mea
                    "weights_source", "params_count"):
         assert a[column].tolist() == b[column].tolist(), column
     assert not a.process_prepared.any() and a.process_prepared_imports_s.isna().all()
+
+
+def test_a_cell_whose_process_dies_is_reported_and_the_next_cell_runs_in_the_process_prepared_for_it(monkeypatch):
+    doomed, after = cell("quantization=bf16"), cell("quantization=fp32")
+    monkeypatch.setenv(CRASH_ENV, "/bf16/")  # that cell's process exits at once (os._exit)
+    prepared = PreparedProcesses()
+    try:
+        with pytest.raises(CellProcessDied, match="exited with code 17"):
+            prepared.run(doomed, "run", None, next_cell=after)
+        outcome = prepared.run(after, "run", None, next_cell=None)
+    finally:
+        prepared.close()
+    assert outcome.status == "ok" and outcome.rows[0]["process_prepared"]
