@@ -6,10 +6,13 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 PRINT_START = ("import time; from ecosweep.cli.run import process_start_unix_s; "
                "print(process_start_unix_s(), time.time())")
 
 
+@pytest.mark.slow  # it sleeps 6 s, past the 5 s an interpreter may take to import ecosweep
 def test_the_driver_counts_from_its_interpreter_start_even_when_a_shell_execs_it():
     """`bash -c "pip install ... && python -m ecosweep"` execs python into the shell's process, whose creation
     time is the shell's: the driver's "start and plan" once read 171.7 s there (the install). Counted from the
