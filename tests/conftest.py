@@ -29,6 +29,14 @@ def compose(overrides: List[str] | None = None):
         return hydra_compose("config", overrides=list(overrides or []))
 
 
+def compose_cell(overrides: List[str]):
+    """The Cell (settings and id) those overrides compose to."""
+    from ecosweep.cells import Cell, cell_id, to_settings
+
+    s = to_settings(compose(overrides))
+    return Cell(cell_id(s), s)
+
+
 @pytest.fixture
 def output_root(tmp_path) -> Path:
     root = tmp_path / "outputs"

@@ -8,11 +8,11 @@ import json
 import pandas as pd
 import pytest
 
-from ecosweep.cells import Cell, cell_id, to_settings
+from ecosweep.cells import Cell
 from ecosweep.run.lane_process import LaneProcess
 from ecosweep.run.worker import CRASH_ENV, CellProcessDied, run_in_fresh_process
 
-from conftest import compose, run_cli
+from conftest import compose_cell, run_cli
 
 pytestmark = [pytest.mark.slow]
 
@@ -21,8 +21,7 @@ TINY = ["hardware=cpu", "measurement=quick", "repetitions=2", "input_tokens=8", 
 
 
 def cell(*overrides: str) -> Cell:
-    s = to_settings(compose([*TINY, *overrides]))
-    return Cell(cell_id(s), s)
+    return compose_cell([*TINY, *overrides])
 
 
 def test_a_lane_process_measures_its_cells_in_turn_keeps_nothing_of_the_last_and_agrees_with_a_fresh_one():

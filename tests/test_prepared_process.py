@@ -7,11 +7,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from ecosweep.cells import Cell, cell_id, to_settings
+from ecosweep.cells import Cell
 from ecosweep.run.prepared_process import SLOW_IMPORTS_ENV, PreparedProcesses
 from ecosweep.run.worker import CRASH_ENV, CellProcessDied, run_in_fresh_process
 
-from conftest import compose
+from conftest import compose_cell
 
 pytestmark = [pytest.mark.slow]
 
@@ -19,8 +19,7 @@ TINY = ["hardware=cpu", "measurement=quick", "repetitions=2", "input_tokens=8", 
 
 
 def cell(*overrides: str) -> Cell:
-    s = to_settings(compose([*TINY, *overrides]))
-    return Cell(cell_id(s), s)
+    return compose_cell([*TINY, *overrides])
 
 
 def test_the_next_process_imports_while_a_cell_runs_never_in_its_windows_and_measures_the_same(monkeypatch):

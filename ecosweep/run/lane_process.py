@@ -11,8 +11,6 @@ CUDA's cache emptied, dynamo's compiled code reset) and every row says how many 
 from __future__ import annotations
 
 import gc
-import multiprocessing
-import os
 import sys
 from typing import Any, Dict, Optional
 
@@ -23,7 +21,9 @@ from ecosweep.run.worker import (
     CellProcessDied,
     _die_with_parent,
     _ray_node_id,
+    end_child_process,
     execute_cell,
+    start_child_process,
 )
 
 
@@ -52,9 +52,7 @@ def process_facts(cells_before: int) -> Dict[str, Any]:
 
 def _serve_lane(conn: Any, ray_node_id: Optional[str], parent_pid: int) -> None:
     """The lane process: measure each cell the actor sends until it sends None (or goes away)."""
-    _die_with_parent()
-    if os.getppid() != parent_pid:
-        os._exit(1)
+    _die_with_parent(parent_pid)
     done = 0
     while True:
         try:
@@ -78,18 +76,10 @@ class LaneProcess:
         self._process: Any = None
         self._conn: Any = None
 
-    def _start(self) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self._conn, theirs = ctx.Pipe(duplex=True)
-        self._process = ctx.Process(target=_serve_lane, args=(theirs, _ray_node_id(), os.getpid()),
-                                    name="ecosweep-lane")
-        self._process.start()
-        theirs.close()
-
     def run(self, cell: Cell, run_id: str, context: Optional[CellContext] = None) -> CellOutcome:
         if self._process is None or not self._process.is_alive():
             self.close()
-            self._start()
+            self._process, self._conn = start_child_process(_serve_lane, (_ray_node_id(),), "ecosweep-lane")
         try:
             self._conn.send((cell, run_id, context or CellContext()))
             return self._conn.recv()
@@ -104,14 +94,5 @@ class LaneProcess:
         """End the lane process (after its current cell)."""
         process, conn = self._process, self._conn
         self._process = self._conn = None
-        if conn is not None:
-            try:
-                conn.send(None)
-            except (BrokenPipeError, OSError):
-                pass
-            conn.close()
         if process is not None:
-            process.join(timeout=60)
-            if process.is_alive():
-                process.kill()
-                process.join()
+            end_child_process(process, conn)

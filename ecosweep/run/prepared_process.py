@@ -9,15 +9,14 @@ checks and capture, never during its warm-up or windows. The next cell then begi
 before, without paying for those imports (their seconds fall outside its wall time; rows: ``process_prepared``,
 ``process_prepared_imports_s``, ``process_ready_unix_s``; the cell's own wait in ``next_process_wait_s``).
 
-Messages between the actor and a prepared process, over one duplex pipe: process → actor ``("ready", imports_s,
-ready_unix_s)``; actor → process ``(cell, run_id, context)`` or ``None`` (end); process → actor
+Messages between the actor and a prepared process, over one duplex pipe: process → actor ``("ready",)``; actor →
+process ``(cell, run_id, context)`` or ``None`` (end); process → actor
 ``("windows",)`` before the cell's warm-up, answered ``"go"``; process → actor ``("outcome", CellOutcome)``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import os
 import time
 from typing import Any, Optional
@@ -30,8 +29,10 @@ from ecosweep.run.worker import (
     CellProcessDied,
     _die_with_parent,
     _ray_node_id,
+    end_child_process,
     execute_cell,
     import_cell_libraries,
+    start_child_process,
 )
 
 # Seconds a cell waits before its warm-up for the next process's imports (they take 5-20 s); past it, the cell goes
@@ -43,32 +44,21 @@ READY_TIMEOUT_S = 300.0
 SLOW_IMPORTS_ENV = "ECOSWEEP_TESTING_SLOW_IMPORTS_S"
 
 
-def import_common_libraries() -> float:
-    """What every cell's process imports whatever it measures; seconds it took."""
-    start = time.perf_counter()
-    import torch  # noqa: F401
-    from transformers import AutoModelForCausalLM  # noqa: F401  (resolves transformers' lazy modules)
-
-    return time.perf_counter() - start
-
-
-def _serve_one_cell(conn: Any, ray_node_id: Optional[str], parent_pid: int, ahead: bool,
-                    expected: Optional[StudyConfig]) -> None:
+def _serve_one_cell(conn: Any, ray_node_id: Optional[str], ahead: bool, expected: Optional[StudyConfig],
+                    parent_pid: int) -> None:
     """The prepared process: import, say so, measure the one cell it is sent (or end on None), send its outcome.
     ``ahead``: started while the lane's previous cell ran; ``expected``: the settings of the cell it expects (its
     model's and precision's libraries are imported too; another cell may still come, e.g. a retry)."""
-    _die_with_parent()
-    if os.getppid() != parent_pid:  # the actor died before the death signal was armed
-        os._exit(1)
+    _die_with_parent(parent_pid)
     start = time.perf_counter()
-    import_common_libraries()
-    if expected is not None:
-        import_cell_libraries(expected)
+    import torch  # noqa: F401
+
+    import_cell_libraries(expected)
     if ahead:
         time.sleep(float(os.environ.get(SLOW_IMPORTS_ENV) or 0))
     imports_s = time.perf_counter() - start
     ready_unix_s = time.time()
-    conn.send(("ready", imports_s, ready_unix_s))
+    conn.send(("ready",))
     try:
         message = conn.recv()
     except EOFError:
@@ -94,13 +84,8 @@ class PreparedProcess:
     def __init__(self, ahead: bool = False, expected: Optional[Cell] = None) -> None:
         """``ahead``: started while the lane's previous cell runs (else when its own cell arrives); ``expected``:
         the cell it will most likely measure."""
-        ctx = multiprocessing.get_context("spawn")
-        self.conn, theirs = ctx.Pipe(duplex=True)
-        self.process = ctx.Process(target=_serve_one_cell, args=(theirs, _ray_node_id(), os.getpid(), ahead,
-                                                                 expected.settings if expected else None),
-                                   name="ecosweep-cell-prepared")
-        self.process.start()
-        theirs.close()
+        self.process, self.conn = start_child_process(
+            _serve_one_cell, (_ray_node_id(), ahead, expected.settings if expected else None), "ecosweep-cell-prepared")
         self.ready = False
 
     def wait_ready(self, timeout_s: float) -> bool:
@@ -139,15 +124,7 @@ class PreparedProcess:
 
     def close(self) -> None:
         """End the process (it exits by itself after its cell; an unused one is told to end)."""
-        try:
-            self.conn.send(None)
-        except (BrokenPipeError, OSError):
-            pass
-        self.conn.close()
-        self.process.join(timeout=60)
-        if self.process.is_alive():
-            self.process.kill()
-            self.process.join()
+        end_child_process(self.process, self.conn)
 
 
 class PreparedProcesses:

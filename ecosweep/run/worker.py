@@ -312,13 +312,16 @@ class CellContext:
     before_windows: Optional[Callable[[], None]] = None
 
 
-def import_cell_libraries(s: StudyConfig) -> None:
+def import_cell_libraries(s: Optional[StudyConfig]) -> None:
     """Import what the cell's model and precision need (transformers' model class, bitsandbytes, torchao) up
-    front, so their first-use cost shows as ``imports_s`` rather than inside the model's load."""
+    front, so their first-use cost shows as ``imports_s`` rather than inside the model's load. ``None``: only what
+    every cell needs (a process prepared before its cell is known)."""
     import importlib
 
     from transformers import AutoModelForCausalLM  # noqa: F401  (resolves transformers' lazy modules)
 
+    if s is None:
+        return
     model_type = s.model.model_type
     try:
         importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
@@ -432,25 +435,53 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
                            ray_node_id=node, process_id=os.getpid())
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this process when its parent (the lane's actor) dies, so a killed study
-    leaves no orphan holding the GPU. Elsewhere a no-op."""
+def _die_with_parent(parent_pid: int) -> None:
+    """In a process the lane's actor (``parent_pid``) started: ask Linux to kill it when the actor dies, so a
+    killed study leaves no orphan holding the GPU (elsewhere no signal is armed), and exit at once if the actor
+    died before the signal was armed."""
     import ctypes
     import signal
 
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
     except OSError:
-        return
-    PR_SET_PDEATHSIG = 1
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc = None
+    if libc is not None:
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def start_child_process(target: Callable[..., None], args: Tuple[Any, ...], name: str) -> Tuple[Any, Any]:
+    """A spawned process running ``target(conn, *args, parent_pid)`` and this side's end of their duplex pipe:
+    (process, conn)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    conn, theirs = ctx.Pipe(duplex=True)
+    process = ctx.Process(target=target, args=(theirs, *args, os.getpid()), name=name)
+    process.start()
+    theirs.close()  # EOF on our end then means the process is gone
+    return process, conn
+
+
+def end_child_process(process: Any, conn: Any) -> None:
+    """Tell a process from :func:`start_child_process` to end (``None``), then wait up to 60 s before killing it."""
+    try:
+        conn.send(None)
+    except (BrokenPipeError, OSError):  # it ended already
+        pass
+    conn.close()
+    process.join(timeout=60)
+    if process.is_alive():
+        process.kill()
+        process.join()
 
 
 def _measure_in_child(cell: Cell, run_id: str, ray_node_id: Optional[str], parent_pid: int, conn: Any,
                       context: Optional[CellContext] = None) -> None:
-    _die_with_parent()
-    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
-        os._exit(1)
+    _die_with_parent(parent_pid)
     conn.send(execute_cell(cell, run_id, ray_node_id, context))
     conn.close()
 
