@@ -8,7 +8,7 @@
 #    fixed batch of 64 under the graph and compiled engines beside it                           study serving_b64
 # B  +experiment=serving_load (3 precisions x max batch 8..256, and fixed batches 8..256)      study serving_load
 # C  Poisson arrivals around the knee, chat lengths, fp16 and nf4                              study serving_poisson
-# FIXED_EAGER=0 (phase A) leaves out the fixed batch under eager (its two fast engines stay).
+# SKIP_FIXED="eager compiled" (phase A) leaves the fixed batch under those engines out (default: none left out).
 # LIMIT_S bounds the phase (default 3600 s; the study resumes where a cut-off run stopped).
 set -u
 phase=${1:?phase A|B|C}
@@ -17,7 +17,7 @@ limit=${LIMIT_S:-3600}
 common="tracking=none ray.progress=plain output_root=$root ray.one_gpu_per=study model=Mistral-7B hardware=$card"
 case $phase in
   A)
-    extra_exclude=""; [ "${FIXED_EAGER:-1}" = 0 ] && extra_exclude=", {scenario: fixed_batch, engine: eager}"
+    extra_exclude=""; for e in ${SKIP_FIXED:-}; do extra_exclude+=", {scenario: fixed_batch, engine: $e}"; done
     timeout "$limit" python3 -m ecosweep -m scenario=serving,fixed_batch quantization=fp16 serving.max_batch=64 batch_size=1,64 \
       engine=eager,graph,compiled input_tokens=128 output_tokens=128 measurement=default repetitions=5 \
       study=serving_b64 $common \
