@@ -311,6 +311,11 @@ def test_a_served_study_writes_rows_requests_and_its_report_section(tmp_path):
     cells = pd.concat(pd.read_parquet(p) for p in (out / "served" / "cells").glob("*.parquet"))
     assert set(cells.scenario) == {"serving"} and (cells.status == "ok").all()
     assert (cells.requests_sent == cells.requests_completed + cells.requests_failed + cells.requests_timed_out).all()
+    # what the server resolved, read while it ran (stopping it switches the model's attention back): on a CPU
+    # transformers serves with sdpa over its paged cache (5.17 names it paged|sdpa, 5.25 sdpa), no CUDA graphs,
+    # no asynchronous batching
+    assert len(set(cells.attn_implementation)) == 1 and cells.attn_implementation.iloc[0] in {"paged|sdpa", "sdpa"}
+    assert set(cells.serving_cuda_graphs) == {"varlen=False,decode=False"} and not cells.serving_async_batching.any()
     requests = [pd.read_parquet(p) for p in (out / "served" / "requests").glob("*.parquet")]
     assert sorted(len(t) for t in requests) == [16, 16]
     report = (out / "served" / "report" / "report.md").read_text()

@@ -116,8 +116,11 @@ def _serving_columns() -> List["Column"]:
         Column("serving_mean_output_tokens", _F, "serving: mean output length of the stream's requests, tokens."),
         Column("serving_slos", _S, "serving: the latency objectives, name:ttft_ms/tpot_ms, comma-separated."),
         Column("serving_server", _S, "serving: what served the stream (transformers_continuous_batching)."),
-        Column("serving_cuda_graphs", _S, "serving: continuous batching's CUDA graphs as transformers decided them "
-               "(varlen path, decode path), or null where it decided at run time."),
+        Column("serving_cuda_graphs", _S, "serving: continuous batching's CUDA graphs as transformers resolved them "
+               "for the server, varlen=<bool>,decode=<bool> (the prefill and the decode path); with "
+               "serving.cuda_graphs=auto transformers turns them off for an attention that needs a mask (paged|sdpa)."),
+        Column("serving_async_batching", _B, "serving: whether transformers batched asynchronously (the next batch "
+               "prepared while the GPU runs this one; it does only with CUDA graphs and no attention mask)."),
         Column("serving_compile_level", _I, "serving: transformers' continuous-batching compile level (0 = none)."),
         Column("serving_restarts_count", _I, "serving: times the server was started again after a failure stopped it."),
         Column("serving_notes", _S, "serving: what the client noticed in the repetition, '; '-separated; null when "
@@ -227,7 +230,7 @@ COLUMNS: List[Column] = [
     Column("quant_kernel_path", _S, "The quantized kernel path that ran: backend, quant_weight_type, compiled or not (e.g. 'torchao Int8Tensor, not compiled'); null when unquantized."),
     Column("quant_fallback", _B, "True where the backend's fast kernels need torch.compile and the cell did not compile (torchao int8 weight-only, int8 dynamic, fp8 weight-only under eager or graph): its cost is the slow path's; null when unquantized."),
     Column("engine_note", _S, "Why engine_effective differs from engine, else null."),
-    Column("attn_implementation", _S, "Attention implementation the model ran: sdpa | eager | ecosweep_sdpa (sdpa with grouped-query decode on the key/value heads; ecosweep's decoder always attends this way)."),
+    Column("attn_implementation", _S, "Attention implementation the model ran: sdpa | eager | ecosweep_sdpa (sdpa with grouped-query decode on the key/value heads; ecosweep's decoder always attends this way); a served cell's is the paged one transformers' continuous batching switched to (paged|sdpa, or paged flash attention where installed)."),
     Column("engine_tokens_equal", _B, "graph/compiled: one free-running call gave exactly generate()'s greedy tokens on the cell's prompts; null for eager or when not checked."),
     Column("engine_token_agreement_share", _F, "graph/compiled: fraction of greedy choices equal to generate()'s where both saw the same tokens before (0..1)."),
     Column("engine_logit_diff_sd", _F, "graph/compiled: largest |engine - generate()| logit over those choices, in standard deviations of generate()'s logits (rounding: < 0.1 in 16-bit)."),

@@ -45,6 +45,23 @@ def _cb_config(v: ServingConfig, on_cuda: bool, longest_request_tokens: int) -> 
     return ContinuousBatchingConfig(**{k: value for k, value in wanted.items() if k in known})
 
 
+def _served_facts(manager: Any, model: Any) -> Dict[str, Any]:
+    """What transformers resolved for this server, read from the manager before it runs: the CUDA graphs of its
+    varlen (prefill) and decode paths and its asynchronous batching (``serving.cuda_graphs=auto`` leaves them to
+    transformers, which turns graphs off for an attention that needs a mask), and the paged attention it switched
+    the model to (``paged|sdpa`` without flash attention). Read here because stopping the manager switches the
+    model's attention back."""
+    resolved = getattr(manager, "continuous_batching_config", None)
+    facts: Dict[str, Any] = {"attn_implementation": getattr(model.config, "_attn_implementation", None)}
+    graphs = getattr(resolved, "cuda_graph_booleans", None)
+    if graphs is not None:
+        facts["serving_cuda_graphs"] = f"varlen={bool(graphs[0])},decode={bool(graphs[1])}"
+    asynchronous = getattr(resolved, "use_async_batching", None)
+    if asynchronous is not None:
+        facts["serving_async_batching"] = bool(asynchronous)
+    return facts
+
+
 @dataclass
 class _InFlight:
     spec: RequestSpec
@@ -81,6 +98,7 @@ class ServingWorkload:
         self.clock = clock
         self.manager: Any = None
         self.cb_config: Any = None
+        self.served: Dict[str, Any] = {}  # what the running server resolved (read while it runs: see _served_facts)
         self.restarts = 0
         self.runs = 0  # repetitions served: each one's requests get ids of their own on the server
         self.needs_restart = False  # a repetition left cancelled requests behind
@@ -97,6 +115,7 @@ class ServingWorkload:
         self.cb_config = _cb_config(self.v, self.device.startswith("cuda"), self.longest_request_tokens)
         self.manager = self.model.init_continuous_batching(generation_config=generation,
                                                            continuous_batching_config=self.cb_config)
+        self.served = _served_facts(self.manager, self.model)
         self.manager.start()
 
     def close(self) -> None:
@@ -111,12 +130,12 @@ class ServingWorkload:
                 destroy()
 
     def facts(self) -> Dict[str, Any]:
-        """What ran (row columns): the server, its CUDA graphs as transformers decided them, its attention."""
-        graphs = getattr(self.cb_config, "use_cuda_graph", None)
+        """What ran (row columns): the server, its CUDA graphs and asynchronous batching as transformers decided
+        them, the attention it served with, its restarts."""
         return {"serving_server": "transformers_continuous_batching",
-                "serving_cuda_graphs": None if graphs is None else str(graphs),
-                "serving_compile_level": self.v.compile_level,
+                "serving_cuda_graphs": None, "serving_async_batching": None,
                 "attn_implementation": getattr(self.model.config, "_attn_implementation", None),
+                **self.served, "serving_compile_level": self.v.compile_level,
                 "serving_restarts_count": self.restarts}
 
     # --- one repetition ----------------------------------------------------------------------------------------
