@@ -644,3 +644,27 @@ def test_compiled_engine_first_look_on_one_h200_holds_what_its_readme_says(tmp_p
     assert (compiled.compile_recompiles_count == 0).all() and (compiled.compile_cudagraph_recordings_count == 1).all()
     cache = rows[rows.study == "compiled_cache"]
     assert set(cache.compile_cache) == {"hit"} and cache.compile_s.max() < 60
+
+
+def test_served_stream_beside_a_fixed_batch_on_one_h100_holds_what_its_readme_says(tmp_path):
+    """experiments/serving_load/h100_2026-12-07/README.md: fp16 Mistral-7B served at max batch 64 (256 requests
+    at once) beside the fixed batch of 64 under the graph engine, on one GPU: every request completed, the
+    server's and the client's clocks within 0.01 % at the median, J per request at a CV under 0.3 %, and the
+    stream at 3.0x the fixed batch's steady-state J per output token."""
+    study = REPO / "experiments" / "serving_load" / "h100_2026-12-07" / "serving_b64"
+    rows = read_results([study]).to_pandas()
+    assert (rows.status == "ok").all() and rows.gpu_uuid.nunique() == 1 and set(rows.energy_source) == {"nvml_counter"}
+    assert set(rows.device_name) == {GPU_NAME["h100"]} and (rows.groupby("cell_id").size() == 5).all()
+    served = rows[rows.scenario == "serving"]
+    assert (served.requests_completed == served.requests_sent).all() and served.requests_sent.sum() == 1280
+    requests = pd.read_parquet(study / "requests")
+    assert len(requests) == 1280 and set(requests.status) == {"completed"}
+    build_report([study], tmp_path)
+    summary = pd.read_csv(tmp_path / "serving.csv").iloc[0]
+    assert summary.energy_j_per_request_cv_pct < 0.3
+    for clock in ("ttft_ms_clock_diff_pct_mean", "tpot_ms_clock_diff_pct_mean"):
+        assert abs(summary[clock]) < 0.01
+    assert round(summary.steady_energy_j_per_output_token_mean, 3) == 0.299
+    beside = pd.read_csv(tmp_path / "serving_vs_fixed_batch.csv").iloc[0]
+    assert beside.fixed_engine == "graph" and beside.fixed_batch_size == 64
+    assert round(beside.stream_over_fixed, 3) == 2.995 and round(beside.fixed_tok_s) == 5124

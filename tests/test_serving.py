@@ -266,6 +266,42 @@ def test_the_report_names_the_lowest_energy_load_within_each_slo_and_mlflow_gets
     assert [p.suffix for p in drawn] == [".png", ".pdf"] and drawn[0].stat().st_size > 10_000
 
 
+def test_two_servers_of_one_load_are_two_cells_two_report_rows_and_two_lines(served, tmp_path, monkeypatch):
+    """serving.cuda_graphs / compile_level / max_memory_percent away from their defaults enter the load's name
+    (and so the label, the report's rows and the figure's lines); the default server's name is the load alone."""
+    from ecosweep.cells import serving_load
+
+    default = to_settings(compose(["scenario=serving", "serving.max_batch=4"]))
+    forced = to_settings(compose(["scenario=serving", "serving.max_batch=4", "serving.cuda_graphs=on",
+                                  "serving.compile_level=2", "serving.max_memory_percent=0.5"]))
+    assert serving_load(default.serving) == "max4-all"
+    assert serving_load(forced.serving) == "max4-all-graphs_on-compile2-mem50"
+    assert "/serving/max4-all-graphs_on-compile2-mem50/" in Cell(cell_id(forced), forced).label
+    assert cell_id(forced) != cell_id(default)
+    rows, _ = served
+    # the same measured rows once more, as if served by the forced server: the report must not pool them
+    variant = rows.assign(serving_load=serving_load(forced.serving), cell_id=rows.cell_id + "v")
+    both = pd.concat([rows, variant], ignore_index=True)
+    _, tables = serving_section(both, pd.DataFrame(), lambda df, cols: df[cols].to_markdown())
+    table = tables["serving"]
+    assert len(table) == 4 and (table.n == 2).all()
+    assert sorted(set(table.serving_load)) == ["max4-all", "max4-all-graphs_on-compile2-mem50"]
+    import ecosweep.analysis.serving as serving_analysis
+
+    legends = []
+    save = serving_analysis._save
+
+    def save_and_read_legend(fig, out_dir, name):
+        legends.append([t.get_text() for t in fig.axes[0].get_legend().get_texts()])
+        return save(fig, out_dir, name)
+
+    monkeypatch.setattr(serving_analysis, "_save", save_and_read_legend)
+    drawn = serving_figure(table, tmp_path / "figures")
+    assert drawn and drawn[0].suffix == ".png"
+    assert sorted(legends[0]) == ["fp32", "fp32 (graphs_on-compile2-mem50)", "fp32_hot",
+                                  "fp32_hot (graphs_on-compile2-mem50)"]
+
+
 # --- refusals and ids ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("overrides,needle", [
     (["serving.arrival=burst"], "serving.arrival='burst' is not a valid choice; choose one of: all_at_once"),

@@ -127,8 +127,9 @@ def _load_axis(g: pd.DataFrame) -> Tuple[pd.Series, str]:
 
 
 def serving_figure(table: pd.DataFrame, out_dir: Path) -> List[Path]:
-    """J per request and steady-state J per output token against load, one line per precision, for each hardware
-    and model (and arrival kind); a filled marker where the load met the first SLO, hollow where it did not."""
+    """J per request and steady-state J per output token against load, one line per precision (and server
+    variant), for each hardware and model (and arrival kind); a filled marker where the load met the first SLO,
+    hollow where it did not."""
     if table.empty or table.energy_j_per_request_mean.isna().all():
         return []  # no energy measured: nothing to draw
     plt = _plt()
@@ -138,7 +139,9 @@ def serving_figure(table: pd.DataFrame, out_dir: Path) -> List[Path]:
             ["hardware", "model", table.serving_arrival == "poisson"], sort=False):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         loads: set = set()
-        for i, (quantization, h) in enumerate(g.groupby("quantization", sort=False)):
+        # one line per precision and server (a load name past its arrival part is the server's non-default settings)
+        server = g.serving_load.str.split("-", n=2).str[2].fillna("")
+        for i, ((quantization, variant), h) in enumerate(g.groupby(["quantization", server], sort=False)):
             x, xlabel = _load_axis(h)
             order = np.argsort(x.to_numpy())
             met = (h[f"slo_met_share_{first_slo}"] >= SLO_MET_SHARE).to_numpy() if first_slo else np.ones(len(h), bool)
@@ -146,7 +149,8 @@ def serving_figure(table: pd.DataFrame, out_dir: Path) -> List[Path]:
                 y = h[column].to_numpy()[order]
                 xs, marker = x.to_numpy()[order], MARKERS[i % len(MARKERS)]
                 ax.plot(xs, y, color="0.3", linestyle=["-", "--", ":", "-."][i % 4], marker=marker,
-                        markerfacecolor="white", markeredgecolor="0.15", label=quantization)
+                        markerfacecolor="white", markeredgecolor="0.15",
+                        label=f"{quantization} ({variant})" if variant else quantization)
                 ax.plot(xs[met[order]], y[met[order]], marker, color="0.15", linestyle="none")
                 loads.update(xs.tolist())
         for ax, what in zip(axes, ("energy per request (J)", "steady-state energy per output token (J)")):
@@ -156,7 +160,7 @@ def serving_figure(table: pd.DataFrame, out_dir: Path) -> List[Path]:
             ax.set_xlabel(xlabel)
             ax.set_ylabel(what)
             ax.grid(True, which="both", color="0.9")
-        axes[0].legend(title="precision", frameon=False)
+        axes[0].legend(title="precision (server settings)" if server.any() else "precision", frameon=False)
         met_text = f"filled: ≥ {SLO_MET_SHARE:.0%} of requests met the {first_slo} SLO" if first_slo else ""
         fig.suptitle(f"{model} on {hardware}: served load ({met_text})", fontsize=10)
         name = f"serving_load_{_slug(model)}_{_slug(hardware)}{'_poisson' if poisson else ''}"

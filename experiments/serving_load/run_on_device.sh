@@ -8,10 +8,13 @@
 #    fixed batch of 64 under the graph and compiled engines beside it                           study serving_b64
 # B  +experiment=serving_load (3 precisions x max batch 8..256, and fixed batches 8..256)      study serving_load
 # C  Poisson arrivals around the knee, chat lengths, fp16 and nf4                              study serving_poisson
+# S  the server's own speed-ups at phase A's load: transformers' CUDA graphs forced on, and its compile levels
+#    (h100_2026-12-07: with cuda_graphs=auto the server ran without graphs, 3.0x the fixed batch's J per token)
+#                                                                                               study serving_b64
 # SKIP_FIXED="eager compiled" (phase A) leaves the fixed batch under those engines out (default: none left out).
 # LIMIT_S bounds the phase (default 3600 s; the study resumes where a cut-off run stopped).
 set -u
-phase=${1:?phase A|B|C}
+phase=${1:?phase A|B|C|S}
 source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
 limit=${LIMIT_S:-3600}
 common="tracking=none ray.progress=plain output_root=$root ray.one_gpu_per=study model=Mistral-7B hardware=$card"
@@ -28,6 +31,12 @@ case $phase in
     timeout "$limit" python3 -m ecosweep -m scenario=serving serving.arrival=poisson serving.request_rate_rps=2,4,8,16,32 \
       serving.max_batch=256 serving.lengths=chat quantization=fp16,nf4 measurement=default repetitions=5 \
       study=serving_poisson $common
+    ;;
+  S)
+    timeout "$limit" python3 -m ecosweep -m scenario=serving quantization=fp16 serving.max_batch=64 \
+      serving.cuda_graphs=auto,on serving.compile_level=0,2 input_tokens=128 output_tokens=128 \
+      measurement=default repetitions=5 study=serving_b64 $common \
+      'sweep.exclude=[{serving.cuda_graphs: auto, serving.compile_level: 0}]'
     ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
