@@ -99,7 +99,8 @@ def _latency_columns() -> List["Column"]:
 
 
 def _serving_columns() -> List["Column"]:
-    """A served cell's columns (scenario=serving; null on fixed-batch rows)."""
+    """A served cell's columns (scenario=serving; null on fixed-batch rows): the stream and its server, then what
+    each repetition measured."""
     return [
         Column("scenario", _S, "The workload's shape (conf/scenario): fixed_batch (batch_size requests that start and "
                "end together) | serving (a request stream under continuous batching); null in files written before "
@@ -126,6 +127,13 @@ def _serving_columns() -> List["Column"]:
         Column("serving_restarts_count", _I, "serving: times the server was started again after a failure stopped it."),
         Column("serving_notes", _S, "serving: what the client noticed in the repetition, '; '-separated; null when "
                "nothing."),
+        *_serving_result_columns(),
+    ]
+
+
+def _serving_result_columns() -> List["Column"]:
+    """What a served repetition measured: its requests' accounting, energy, steady-state window and latency."""
+    return [
         Column("requests_sent", _I, "serving: requests the client sent in the repetition."),
         Column("requests_completed", _I, "serving: requests that finished with all their tokens."),
         Column("requests_failed", _I, "serving: requests the server failed or refused (their errors in the "
