@@ -97,7 +97,6 @@ class ServingWorkload:
         self.longest_request_tokens = longest_request_tokens
         self.clock = clock
         self.manager: Any = None
-        self.cb_config: Any = None
         self.served: Dict[str, Any] = {}  # what the running server resolved (read while it runs: see _served_facts)
         self.restarts = 0
         self.runs = 0  # repetitions served: each one's requests get ids of their own on the server
@@ -112,9 +111,9 @@ class ServingWorkload:
             self.close()
             self.restarts += 1
         generation = GenerationConfig(do_sample=False, eos_token_id=-1, pad_token_id=0, max_new_tokens=16)
-        self.cb_config = _cb_config(self.v, self.device.startswith("cuda"), self.longest_request_tokens)
+        asked = _cb_config(self.v, self.device.startswith("cuda"), self.longest_request_tokens)
         self.manager = self.model.init_continuous_batching(generation_config=generation,
-                                                           continuous_batching_config=self.cb_config)
+                                                           continuous_batching_config=asked)
         self.served = _served_facts(self.manager, self.model)
         self.manager.start()
 
