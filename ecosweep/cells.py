@@ -18,12 +18,12 @@ from omegaconf import DictConfig
 
 from ecosweep.config.compat import PLANTING_VERSION, requested_gpus
 from ecosweep.config.compose import to_settings
+from ecosweep.config.load_names import serving_load
 from ecosweep.config.schema import (
     RUN_WIDE_SETTINGS,
     CompileConfig,
     EngineConfig,
     ReportConfig,
-    ServingConfig,
     StudyConfig,
     TrackingConfig,
 )
@@ -55,31 +55,6 @@ class Cell:
                     f"{s.serving.lengths}-in{s.input_tokens}-out{s.output_tokens}{on}{profiled}")
         return (f"{s.model.name}/{s.quantization.name}{engine}/bs{s.batch_size}/in{s.input_tokens}/"
                 f"out{s.output_tokens}{on}{profiled}")
-
-
-def serving_load(v: ServingConfig) -> str:
-    """A served load as labels, rows (``serving_load``) and reports name it: the batch cap, then how requests
-    arrive, e.g. ``max64-all``, ``max64-poisson4rps``, ``max64-closed16``; then the server's settings where they
-    are not the defaults (:func:`server_variant`), e.g. ``max64-all-graphs_on-compile2``, so that two servers of
-    one load are two lines of the report."""
-    arrival = {"all_at_once": "all", "poisson": f"poisson{v.request_rate_rps:g}rps",
-               "closed_loop": f"closed{v.concurrency}"}.get(v.arrival, v.arrival)
-    variant = server_variant(v)
-    return f"max{v.max_batch}-{arrival}" + (f"-{variant}" if variant else "")
-
-
-def server_variant(v: ServingConfig) -> str:
-    """The served cell's server settings that differ from the defaults, '-'-joined ('' for the default server):
-    ``graphs_on`` / ``graphs_off`` (serving.cuda_graphs), ``compile<level>`` (serving.compile_level),
-    ``mem<percent>`` (serving.max_memory_percent)."""
-    parts = []
-    if v.cuda_graphs != "auto":
-        parts.append(f"graphs_{v.cuda_graphs}")
-    if v.compile_level:
-        parts.append(f"compile{v.compile_level}")
-    if v.max_memory_percent is not None:
-        parts.append(f"mem{100 * v.max_memory_percent:g}")
-    return "-".join(parts)
 
 
 def _gpus_over_one(s: StudyConfig) -> int:

@@ -269,13 +269,15 @@ def test_the_report_names_the_lowest_energy_load_within_each_slo_and_mlflow_gets
 def test_two_servers_of_one_load_are_two_cells_two_report_rows_and_two_lines(served, tmp_path, monkeypatch):
     """serving.cuda_graphs / compile_level / max_memory_percent away from their defaults enter the load's name
     (and so the label, the report's rows and the figure's lines); the default server's name is the load alone."""
-    from ecosweep.cells import serving_load
+    from ecosweep.config.load_names import server_variant_of_load, serving_load
 
     default = to_settings(compose(["scenario=serving", "serving.max_batch=4"]))
     forced = to_settings(compose(["scenario=serving", "serving.max_batch=4", "serving.cuda_graphs=on",
                                   "serving.compile_level=2", "serving.max_memory_percent=0.5"]))
     assert serving_load(default.serving) == "max4-all"
     assert serving_load(forced.serving) == "max4-all-graphs_on-compile2-mem50"
+    assert server_variant_of_load(serving_load(forced.serving)) == "graphs_on-compile2-mem50"
+    assert server_variant_of_load("max64-poisson4rps") == "" and server_variant_of_load("max8-closed16") == ""
     assert "/serving/max4-all-graphs_on-compile2-mem50/" in Cell(cell_id(forced), forced).label
     assert cell_id(forced) != cell_id(default)
     rows, _ = served

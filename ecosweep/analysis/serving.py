@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ecosweep.analysis.figures import MARKERS, _plt, _save, _slug
+from ecosweep.config.load_names import server_variant_of_load
 from ecosweep.stats import summarize
 
 # A load meets an SLO when at least this share of its requests met both limits (MLPerf judges the 99th percentile).
@@ -139,8 +140,7 @@ def serving_figure(table: pd.DataFrame, out_dir: Path) -> List[Path]:
             ["hardware", "model", table.serving_arrival == "poisson"], sort=False):
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         loads: set = set()
-        # one line per precision and server (a load name past its arrival part is the server's non-default settings)
-        server = g.serving_load.str.split("-", n=2).str[2].fillna("")
+        server = g.serving_load.map(server_variant_of_load)  # one line per precision and server
         for i, ((quantization, variant), h) in enumerate(g.groupby(["quantization", server], sort=False)):
             x, xlabel = _load_axis(h)
             order = np.argsort(x.to_numpy())

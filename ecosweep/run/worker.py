@@ -17,8 +17,9 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ecosweep.cells import Cell, engine_variant, serving_load
+from ecosweep.cells import Cell, engine_variant
 from ecosweep.config.compat import compiled_int_mm_problem, torchao_problem
+from ecosweep.config.load_names import serving_load
 from ecosweep.config.schema import StudyConfig
 from ecosweep.measure.host import cpu_model, host_facts
 from ecosweep.measure.idle import IdleBaseline
