@@ -100,6 +100,79 @@ def test_another_gpu_an_old_baseline_or_reuse_off_are_measured_without_a_check(w
     assert off.idle.source == "measured" and off.idle.why_measured == "reuse.idle_baseline=false"
 
 
+class CoolingMeter(FakePowerMeter):
+    """A GPU whose power falls window by window after the warm-up (hardware stand-in): the n-th window after
+    ``start_falling`` reads ``watts[n]`` (the last value from then on)."""
+
+    def __init__(self, watts):
+        super().__init__(watts[-1])
+        self.falling, self.after = list(watts), None
+
+    def start_falling(self) -> None:
+        self.after = 0
+
+    def _end(self, seconds: float, start_unix_s: float) -> WindowReading:
+        if self.after is not None:
+            self.watts = self.falling[min(self.after, len(self.falling) - 1)]
+            self.after += 1
+        return super()._end(seconds, start_unix_s)
+
+
+class SettlingWorkload:
+    """Wraps the tiny model's workload: the meter starts falling when the warm-up's last call returns."""
+
+    def __init__(self, inner, meter, warmup_calls):
+        self.inner, self.meter, self.left = inner, meter, warmup_calls
+        self.batch_size, self.input_tokens, self.output_tokens = inner.batch_size, inner.input_tokens, inner.output_tokens
+
+    def generate(self):
+        out = self.inner.generate()
+        self.left -= 1
+        if self.left == 0:
+            self.meter.start_falling()
+        return out
+
+    def prefill(self):
+        return self.inner.prefill()
+
+
+def settling_run(workload, watts, settle_s, early=True):
+    """A cell whose GPU cools from 200 W towards the prior baseline's 100 W after its one warm-up call."""
+    first = run(workload, 100.0, cell="cell-a")
+    meter = CoolingMeter(watts)
+    settings = dataclasses.replace(protocol_settings(), idle_settle_s=settle_s)
+    policy = dataclasses.replace(POLICY, idle_check_s=0.1, idle_settle_early=early)
+    protocol = CellProtocol(SettlingWorkload(workload, meter, 1), meter, settings, 2, 1,
+                            idle=IdleContext("cell-b", KEY, first.idle.baseline, policy))
+    return protocol.run({})
+
+
+def test_a_settle_ends_at_the_first_check_that_agrees_with_the_earlier_baseline(workload):
+    result = settling_run(workload, [200.0, 150.0, 104.0], settle_s=3.0)
+    row = result.rows[0]
+    assert row["idle_baseline_source"] == "reused" and row["idle_checks_count"] == 3
+    assert row["idle_check_power_w"] == pytest.approx(104.0)
+    assert 0.2 <= row["idle_settle_s"] < 1.0  # two 0.1 s checks that disagreed, not the 3 s settle
+    assert result.phases_s["settle_s"] == pytest.approx(row["idle_settle_s"])
+    assert 0.1 <= result.phases_s["idle_window_s"] < 0.5  # the agreeing check
+
+
+def test_a_gpu_that_never_settles_to_the_earlier_baseline_waits_the_whole_settle_and_measures_its_own(workload):
+    result = settling_run(workload, [200.0, 150.0, 130.0], settle_s=0.5)
+    row = result.rows[0]
+    assert row["idle_baseline_source"] == "measured" and row["idle_power_w"] == pytest.approx(130.0)
+    assert row["idle_settle_s"] >= 0.5 and row["idle_checks_count"] >= 2  # checks within the settle, then one more
+    assert "check read 130.0 W" in row["idle_baseline_note"]
+    assert result.phases_s["idle_window_s"] >= 0.4 + 0.1  # the last check and the full window
+
+
+def test_without_an_early_settle_the_whole_settle_comes_before_one_check(workload):
+    result = settling_run(workload, [104.0], settle_s=0.6, early=False)
+    row = result.rows[0]
+    assert row["idle_baseline_source"] == "reused" and row["idle_checks_count"] == 1
+    assert row["idle_settle_s"] >= 0.6
+
+
 def test_the_tolerance_is_the_wider_of_watts_and_percent():
     base = WindowReading(1.0, 0.0, energy_j=400.0)
     policy = ReuseConfig(idle_tolerance_w=5.0, idle_tolerance_pct=5.0)

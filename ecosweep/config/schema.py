@@ -272,6 +272,10 @@ class ReuseConfig:
         "reuse the idle baseline an earlier cell of this command measured on the same GPU(s) while a short check "
         "with this cell's context alive agrees with it (else measure it again)")
     idle_check_s: float = setting(1.0, "the check window's length, seconds")
+    idle_settle_early: bool = setting(True,
+        "with an earlier baseline to reuse, end the settle (measurement.idle_settle_s) at the first check that agrees "
+        "with it: checks of reuse.idle_check_s back to back from the end of the warm-up, for at most the settle's "
+        "length; false: wait the whole settle, then one check")
     idle_tolerance_w: float = setting(5.0,
         "the check agrees when its mean power is within this many watts of the baseline's ...")
     idle_tolerance_pct: float = setting(5.0, "... or within this % of it, whichever is wider")
@@ -369,6 +373,10 @@ class StudyConfig:
     profile: bool = setting(False,
         "true: one more call per cell, after its energy windows, traced with the PyTorch profiler: GPU busy/idle "
         "share, launches and time by kernel class per token (profile_* columns)")
+    profile_process: bool = setting(False,
+        "true: cProfile the cell's own process while it imports, builds, checks and captures (paused from the "
+        "warm-up to the last window, so no window pays for it) and store the top functions by cumulative time in "
+        "timings/<cell_id>.profile.txt: where the time outside the windows goes")
     model: ModelConfig = MISSING
     quantization: QuantizationConfig = MISSING
     engine: EngineConfig = field(default_factory=EngineConfig)

@@ -1,11 +1,13 @@
 """The idle baseline of a cell's GPU(s): measured, or reused from an earlier cell on the same GPU(s) while a short
 check with this cell's context alive agrees with it.
 
-A full baseline is a ``measurement.idle_window_s`` window; the check is a ``reuse.idle_check_s`` window taken at
-the same point of the protocol (after warm-up and settle). When the check's mean power is within
-``reuse.idle_tolerance_w`` watts or ``reuse.idle_tolerance_pct`` % of the earlier baseline's (whichever is wider),
-and that baseline is on the same host and GPUs and at most ``reuse.idle_max_age_s`` old, the earlier (longer,
-less noisy) baseline is the cell's; otherwise the cell measures its own full baseline.
+A full baseline is a ``measurement.idle_window_s`` window; the check is a ``reuse.idle_check_s`` window taken
+at the same point of the protocol (after warm-up and settle; with ``reuse.idle_settle_early`` checks run back to
+back through the settle and the first that agrees ends it: the GPU has settled to the earlier baseline's power).
+When the check's mean power is within ``reuse.idle_tolerance_w`` watts or ``reuse.idle_tolerance_pct`` % of the
+earlier baseline's (whichever is wider), and that baseline is on the same host and GPUs and at most
+``reuse.idle_max_age_s`` old, the earlier (longer, less noisy) baseline is the cell's; otherwise the cell measures
+its own full baseline.
 """
 
 from __future__ import annotations
@@ -67,8 +69,11 @@ class IdleDecision:
     source: str  # measured | reused
     check_power_w: float = NAN  # the check window's mean power (NaN: no check ran)
     why_measured: Optional[str] = None  # why an earlier baseline was not reused
+    settle_s: float = NAN  # seconds from the warm-up's end to the baseline's (or the agreeing check's) window
+    checks: int = 0  # checks taken before the baseline was settled (the agreeing one included)
 
     def columns(self, now_unix_s: float) -> Dict[str, Any]:
         return {"idle_baseline_source": self.source, "idle_baseline_cell_id": self.baseline.cell_id,
                 "idle_baseline_age_s": max(0.0, now_unix_s - self.baseline.measured_unix_s),
-                "idle_check_power_w": self.check_power_w, "idle_baseline_note": self.why_measured}
+                "idle_check_power_w": self.check_power_w, "idle_baseline_note": self.why_measured,
+                "idle_settle_s": self.settle_s, "idle_checks_count": self.checks}

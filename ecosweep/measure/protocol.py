@@ -104,10 +104,7 @@ class CellProtocol:
         with phase("warmup_s"):
             warmup_calls = self._warm_up()
         warmup_s = self.phases.seconds["warmup_s"]
-        with phase("settle_s"):
-            self.sleep(self.p.idle_settle_s)
-        with phase("idle_window_s"):
-            idle = self._idle_baseline()
+        idle = self._settle_and_baseline()
         for name in ("cooldown_s", "windows_s", "between_windows_s"):
             self.phases.add(name, 0.0)
         rows: List[Dict[str, Any]] = []
@@ -146,21 +143,51 @@ class CellProtocol:
         assert handle.reading is not None
         return handle.reading
 
-    def _idle_baseline(self) -> IdleDecision:
-        """An earlier baseline of these GPUs when a short check agrees with it, else a full one of this cell."""
+    def _settle_and_baseline(self) -> IdleDecision:
+        """Settle, then the idle baseline: an earlier baseline of these GPUs when a short check agrees with it,
+        else a full one of this cell. With ``reuse.idle_settle_early`` the checks start at the warm-up's end and
+        the first that agrees ends the settle; the settle's time (``settle_s``) is what came before the agreeing
+        (or the last) check, the check or the full window ``idle_window_s``."""
         ctx = self.idle
         why = why_not_reusable(ctx.prior, ctx.key, self.wall_clock(), ctx.policy)
-        check_w = NAN
-        if why is None and ctx.prior is not None:
-            check = self._idle_window(ctx.policy.idle_check_s)
-            check_w = check.power_w_mean
-            if check_agrees(check, ctx.prior.reading, ctx.policy):
-                return IdleDecision(ctx.prior, "reused", check_w)
-            why = (f"the {ctx.policy.idle_check_s:g} s check read {check_w:.1f} W against the earlier baseline's "
-                   f"{ctx.prior.reading.power_w_mean:.1f} W (cell {ctx.prior.cell_id})")
+        started = self.clock()
+        if why is not None or ctx.prior is None:
+            self.sleep(self.p.idle_settle_s)
+            return self._measured_baseline(started, why if ctx.prior is not None else None, NAN, 0)
+        prior, check_s = ctx.prior, ctx.policy.idle_check_s
+        checks, check = 0, None
+        if ctx.policy.idle_settle_early:
+            while self.clock() - started + check_s <= self.p.idle_settle_s:  # checks that end within the settle
+                check_started = self.clock()
+                check, checks = self._idle_window(check_s), checks + 1
+                if check_agrees(check, prior.reading, ctx.policy):
+                    return self._reused_baseline(prior, started, check_started, check.power_w_mean, checks)
+            self.sleep(max(0.0, self.p.idle_settle_s - (self.clock() - started)))
+        else:
+            self.sleep(self.p.idle_settle_s)
+        check_started = self.clock()
+        check, checks = self._idle_window(check_s), checks + 1
+        if check_agrees(check, prior.reading, ctx.policy):
+            return self._reused_baseline(prior, started, check_started, check.power_w_mean, checks)
+        why = (f"the {check_s:g} s check read {check.power_w_mean:.1f} W against the earlier baseline's "
+               f"{prior.reading.power_w_mean:.1f} W (cell {prior.cell_id})")
+        return self._measured_baseline(started, why, check.power_w_mean, checks, settled=check_started)
+
+    def _reused_baseline(self, prior: IdleBaseline, started: float, check_started: float, check_w: float,
+                         checks: int) -> IdleDecision:
+        self.phases.add("settle_s", check_started - started)
+        self.phases.add("idle_window_s", self.clock() - check_started)
+        return IdleDecision(prior, "reused", check_w, settle_s=check_started - started, checks=checks)
+
+    def _measured_baseline(self, started: float, why: Optional[str], check_w: float, checks: int,
+                           settled: Optional[float] = None) -> IdleDecision:
+        """This cell's own full baseline window; ``settled``: when the settle ended (default: now)."""
+        settled = self.clock() if settled is None else settled
+        self.phases.add("settle_s", settled - started)
         reading = self._idle_window(self.p.idle_window_s)
-        baseline = IdleBaseline(ctx.key or "", reading, ctx.cell_id, reading.start_unix_s)
-        return IdleDecision(baseline, "measured", check_w, why if ctx.prior is not None else None)
+        self.phases.add("idle_window_s", self.clock() - settled)
+        baseline = IdleBaseline(self.idle.key or "", reading, self.idle.cell_id, reading.start_unix_s)
+        return IdleDecision(baseline, "measured", check_w, why, settle_s=settled - started, checks=checks)
 
     def _cool_down(self) -> None:
         target = self.p.cooldown_temp_c

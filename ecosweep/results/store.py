@@ -9,6 +9,7 @@ Layout under ``<output_root>/<study>/``::
     requests/<cell_id>.parquet  scenario=serving: one row per request of every repetition (latencies, status)
     configs/<cell_id>.yaml      the cell's resolved config
     timings/<cell_id>.json      where the cell's wall time went (actor start, load, warm-up, ...)
+    timings/<cell_id>.profile.txt  profile_process=true: cProfile's top functions of the cell's process
     runs/<run_id>.json          where one invocation's wall time went around the cells (Ray start, report, ...)
     report/                     report.md, figures/ and CSV tables, written at the end of a study
 
@@ -173,6 +174,14 @@ class StudyStore:
 
     def write_timing(self, cell_id: str, timing: dict) -> Path:
         return _write_json(self.timing_path(cell_id), timing)
+
+    def process_profile_path(self, cell_id: str) -> Path:
+        return self.timing_path(cell_id).with_suffix(".profile.txt")
+
+    def write_process_profile(self, cell_id: str, table: Optional[str]) -> None:
+        """The cell process's cProfile table (profile_process=true), when there is one."""
+        if table is not None:
+            atomic_write_bytes(self.process_profile_path(cell_id), table.encode())
 
     def write_run_timing(self, run_id: str, timing: dict) -> Path:
         return _write_json(self.runs_dir / f"{run_id}.json", timing)

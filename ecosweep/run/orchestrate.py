@@ -73,6 +73,7 @@ def persist_outcome(cell: Cell, outcome: CellOutcome) -> pa.Table:
     if outcome.trace is not None:
         store.write_trace(cell.id, outcome.trace)
     store.write_profile(cell.id, outcome.profile_trace, outcome.profile_kernels_csv)
+    store.write_process_profile(cell.id, outcome.process_profile)
     if outcome.requests:
         store.write_requests(cell.id, requests_to_table(outcome.requests))
     table = rows_to_table(outcome.rows)

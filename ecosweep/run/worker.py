@@ -31,6 +31,7 @@ from ecosweep.profiling.call import profile_call
 from ecosweep.results.store import profile_trace_name
 from ecosweep.run.metered import run_metered
 from ecosweep.run.model_prep import load_with_fidelity
+from ecosweep.run.process_profile import ProcessProfile
 from ecosweep.run.serving_cell import measure_serving, prepare_serving, requests_per_repetition
 from ecosweep.workload.engines import build_workload, engine_facts
 from ecosweep.workload.generation import FixedLengthGeneration
@@ -63,6 +64,7 @@ class CellOutcome:
     idle_baseline: Any = None  # the idle.IdleBaseline the rows are net of, offered to the next cells on its GPUs
     profile_phases_s: Dict[str, float] = field(default_factory=dict)  # inside profile_s: the traced call, its events
     requests: Optional[List[Dict[str, Any]]] = None  # scenario=serving: one row per request of every repetition
+    process_profile: Optional[str] = None  # profile_process=true: the process's cProfile table (run.process_profile)
 
 
 class CellProcessDied(RuntimeError):
@@ -354,8 +356,9 @@ def wait_before_windows(context: CellContext, clock: PhaseClock) -> None:
             context.before_windows()
 
 
-def _run_cell(cell: Cell, run_id: str, extra: Dict[str, Any], clock: PhaseClock, context: CellContext) -> CellWork:
-    """The cell's work once its process runs."""
+def _run_cell(cell: Cell, run_id: str, extra: Dict[str, Any], clock: PhaseClock, context: CellContext,
+              process_profile: ProcessProfile) -> CellWork:
+    """The cell's work once its process runs (``process_profile`` paused from the warm-up to the last window)."""
     s = cell.settings
     with clock.phase("imports_s"):
         import torch
@@ -372,13 +375,16 @@ def _run_cell(cell: Cell, run_id: str, extra: Dict[str, Any], clock: PhaseClock,
     if s.scenario.name == "serving":
         workload, specs = prepare_serving(s, device, extra, clock, cell.id)
         wait_before_windows(context, clock)
-        result, trace, requests = measure_serving(cell, workload, specs, device, {**config_row(cell, run_id), **extra},
-                                                  clock, context.idle_baselines)
+        with process_profile.paused():
+            result, trace, requests = measure_serving(cell, workload, specs, device,
+                                                      {**config_row(cell, run_id), **extra}, clock,
+                                                      context.idle_baselines)
         return CellWork(result.rows, trace, None, result.idle.baseline if result.idle else None, requests)
     workload = prepare_workload(s, device, extra, clock, cell.id)
     wait_before_windows(context, clock)
-    result, trace = measure_workload(cell, workload, device, gpus, {**config_row(cell, run_id), **extra}, clock,
-                                     context)
+    with process_profile.paused():
+        result, trace = measure_workload(cell, workload, device, gpus, {**config_row(cell, run_id), **extra}, clock,
+                                         context)
     with clock.phase("device_s"):
         facts = engine_facts(workload, s.engine)  # known once the workload ran (compiled: whether it compiled)
         facts.update(kernel_path(s.quantization, extra.get("quant_weight_type"), facts.get("engine_effective")))
@@ -418,22 +424,23 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
         node = ray_node_id or _ray_node_id()
     extra.update(cuda_visible_devices=visible, ray_node_id=node,
                  **{**FRESH_PROCESS_FACTS, **(facts or {})})
+    process_profile = ProcessProfile(cell.settings.profile_process)
     try:
         _testing_crash(cell)
-        work = _run_cell(cell, run_id, extra, clock, context or CellContext())
+        work = _run_cell(cell, run_id, extra, clock, context or CellContext(), process_profile)
         profiled = work.profiled
         return CellOutcome(cell.id, work.rows, "ok", None, work.trace, clock.seconds, started, time.time(), visible,
                            ray_node_id=node, process_id=os.getpid(),
                            profile_trace=profiled.trace_gzip if profiled else None,
                            profile_kernels_csv=profiled.kernels_csv if profiled else None,
                            idle_baseline=work.idle_baseline, profile_phases_s=profiled.phases_s if profiled else {},
-                           requests=work.requests)
+                           requests=work.requests, process_profile=process_profile.report())
     except Exception as exc:  # the cell failed; the study goes on
         status = "oom" if is_oom(exc) else "failed"
         error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
         row = failure_row(cell, run_id, status, error, extra)
         return CellOutcome(cell.id, [row], status, error, None, clock.seconds, started, time.time(), visible,
-                           ray_node_id=node, process_id=os.getpid())
+                           ray_node_id=node, process_id=os.getpid(), process_profile=process_profile.report())
 
 
 def _die_with_parent(parent_pid: int) -> None:
