@@ -16,9 +16,11 @@
 #    1. bf16 compiled, batch 1 (the 16-bit base of torchao's int4 ratio: tinygemm needs bf16)  study torchao_b1
 #    2. fp16 compiled with profile=true, batch 1, n = 3 (the kernels behind the power jump)    study compiled_profile
 # C  3. batch 16: fp16 graph and compiled, torchao int8 and int4 weight-only compiled          study compiled_b16
+# D  4. batch 64: torchao int8 and int4 weight-only compiled (fp16 at batch 64 under graph and compiled: the fixed
+#       cells of experiments/serving_load/run_on_device.sh A, default protocol)                  study compiled_b64
 # Each step is a resumable ecosweep command with its own time limit; LIMIT_S bounds the phase.
 set -u
-phase=${1:?phase A|B|C}
+phase=${1:?phase A|B|C|D}
 source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
 limit=${LIMIT_S:-1500}
 started=$SECONDS
@@ -59,6 +61,10 @@ case $phase in
     batch=16 run b16 900 -m quantization=fp16,ao_int4_weight_only,ao_int8_weight_only engine=graph,compiled measurement=short warmup=1 \
       repetitions=3 study=compiled_b16 \
       'sweep.exclude=[{quantization: [ao_int4_weight_only, ao_int8_weight_only], engine: graph}]'
+    ;;
+  D)
+    batch=64 run b64 900 -m quantization=ao_int4_weight_only,ao_int8_weight_only engine=compiled measurement=short \
+      warmup=1 repetitions=3 study=compiled_b64
     ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac

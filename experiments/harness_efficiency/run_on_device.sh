@@ -5,16 +5,19 @@
 #
 # on   the issue's three cells (Mistral-7B fp16, nf4, int8_pure, engine=graph, batch 1, 128 + 128 tokens, default
 #      protocol, n = 5) with reuse on (the defaults: idle baseline, fidelity and token-check references)  study reuse_on
-# off  the same three cells with every reuse.* off, on the same GPU (the results must agree within their CIs)
+# off  the same three cells with every reuse.* off, on the same GPU (the results must agree within their CIs),
+#      each cell's process profiled outside its measurement (profile_process=true: timings/<id>.profile.txt)
 #                                                                                                        study reuse_off
 # lane     the same three cells measured by one process in turn (ray.process_per=lane): memory freed between
 #          cells (cuda_allocated_mib_at_start 0), NVML sees no foreign process, J per 1k within the CIs of `on`
 #                                                                                                        study lane
+# lane_rerun  `lane` again in a study of its own on the same host: the references the first one stored are read
+#          back (what a re-run of a study costs)                                                 study lane_rerun
 # prepared a fresh process per cell, each imported while the cell before it ran (ray.prepare_next_process=true):
 #          no foreign process in any window (the waiting process must hold no CUDA context)    study prepared
 # Each step is a resumable ecosweep command with its own time limit; LIMIT_S bounds the phase.
 set -u
-phase=${1:?phase on|off|lane|prepared}
+phase=${1:?phase on|off|lane|lane_rerun|prepared}
 source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
 limit=${LIMIT_S:-900}
 cells="-m model=Mistral-7B quantization=fp16,nf4,int8_pure engine=graph batch_size=1 input_tokens=128 output_tokens=128
@@ -23,8 +26,9 @@ cells="-m model=Mistral-7B quantization=fp16,nf4,int8_pure engine=graph batch_si
 nvidia-smi --query-gpu=index,name,uuid,power.draw,temperature.gpu,clocks.sm,clocks.mem --format=csv > "$root/logs/gpus_$phase.csv"
 case $phase in
   on)  args="study=reuse_on reuse.reference_dir=$root/references" ;;
-  off) args="study=reuse_off reuse_cells=false reuse.idle_baseline=false reuse.fidelity_reference=false reuse.token_reference=false" ;;
+  off) args="study=reuse_off reuse_cells=false reuse.idle_baseline=false reuse.fidelity_reference=false reuse.token_reference=false profile_process=true" ;;
   lane) args="study=lane reuse_cells=false reuse.reference_dir=$root/references ray.process_per=lane" ;;
+  lane_rerun) args="study=lane_rerun reuse_cells=false reuse.reference_dir=$root/references ray.process_per=lane" ;;
   prepared) args="study=prepared reuse_cells=false reuse.reference_dir=$root/references ray.prepare_next_process=true" ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
