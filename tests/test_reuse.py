@@ -19,7 +19,7 @@ from ecosweep.workload.fidelity import cell_fidelity, prepare_reference
 from ecosweep.workload.generation import FixedLengthGeneration
 from ecosweep.workload.models import load_model
 from ecosweep.workload.references import ReferenceStore, fidelity_identity, token_identity
-from ecosweep.workload.token_check import generate_reference
+from ecosweep.workload.token_check import TokenCheck, check_tokens, generate_reference, store_floor
 
 from conftest import compose
 
@@ -241,3 +241,23 @@ def test_generate_reference_is_stored_once_and_read_back_equal(tmp_path):
     assert (first.source, second.source, second.cell_id) == ("computed", "reused", "cell-graph")
     assert bool((first.tokens == second.tokens).all())
     assert all(bool((a == b).all()) for a, b in zip(first.scores, second.scores))
+
+
+def test_the_attention_floor_a_check_measured_is_stored_with_generate_and_read_instead_of_run_again(tmp_path):
+    s = settings("quantization=nf4")
+    loaded = load_model(s, "cpu")
+    eager = FixedLengthGeneration(loaded.model, loaded.vocab_size, 2, 12, 4, 0, "cpu")
+    engine = FixedLengthGeneration(loaded.model, loaded.vocab_size, 2, 12, 4, 0, "cpu")  # a workload with scores
+    store, identity = ReferenceStore(tmp_path, 2**30), token_identity(s, "cpu", 1)
+    ref = generate_reference(eager, store, identity, "cell-graph")
+    measured = check_tokens(engine, eager, -1.0, ref)  # every difference is past a negative tolerance: floor needed
+    assert measured.floor_sd is not None and math.isfinite(measured.floor_sd)
+    store_floor(ref, measured, store, identity)
+    again = generate_reference(eager, store, identity, "cell-compiled")
+    assert again.source == "reused" and again.floor_sd == measured.floor_sd
+    planted = dataclasses.replace(again, floor_sd=123.0)  # read, not run again: the stored value comes back as is
+    assert check_tokens(engine, eager, -1.0, planted).floor_sd == 123.0
+    within = check_tokens(engine, eager, 1e9, again)  # within rounding: no floor at all
+    assert within.floor_sd is None
+    store_floor(again, TokenCheck(True, None, 1, 1.0, 0.0, 1.0, 7.0), store, identity)  # one already stored stays
+    assert generate_reference(eager, store, identity).floor_sd == measured.floor_sd

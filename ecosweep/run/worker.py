@@ -39,7 +39,7 @@ from ecosweep.workload.int8_outliers import count_decomposed_columns
 from ecosweep.workload.kernel_path import kernel_path
 from ecosweep.workload.placement import gpu_count
 from ecosweep.workload.references import ReferenceStore, token_identity
-from ecosweep.workload.token_check import generate_reference, tolerance_for, verify_tokens
+from ecosweep.workload.token_check import generate_reference, store_floor, tolerance_for, verify_tokens
 
 
 @dataclass
@@ -267,10 +267,12 @@ def prepare_workload(s: StudyConfig, device: str, extra: Dict[str, Any], clock: 
     if s.engine.kind != "eager" and s.engine.verify_tokens:
         with clock.phase("token_check_s"):
             eager = FixedLengthGeneration(**shape)
-            ref = generate_reference(eager, store if s.reuse.token_reference else None,
-                                     token_identity(s, device_name, gpus), cell_id)
+            token_store = store if s.reuse.token_reference else None
+            identity = token_identity(s, device_name, gpus)
+            ref = generate_reference(eager, token_store, identity, cell_id)
             check = verify_tokens(workload, eager, s.engine.name,
                                   tolerance_for(s.quantization.dtype, s.quantization.method), ref)
+            store_floor(ref, check, token_store, identity)
             extra.update(check.columns(), **ref.columns())
             del ref
             if device.startswith("cuda"):

@@ -122,6 +122,9 @@ class GenerateReference:
     scores: List[Any]
     source: str = "computed"
     cell_id: str = ""
+    # generate()'s spread against itself with the other attention kernel (attention_floor_sd), once a check has
+    # needed it: it depends on the model, precision and prompts only, so it is stored with the run
+    floor_sd: Optional[float] = None
 
     def columns(self) -> Dict[str, Any]:
         return {"engine_reference_source": self.source, "engine_reference_cell_id": self.cell_id}
@@ -134,12 +137,22 @@ def generate_reference(reference: FixedLengthGeneration, store: Optional[Referen
     if store is not None and identity is not None:
         stored = store.load(identity, str(reference.input_ids.device))
         if stored is not None:
+            floor = stored.payload.get("floor_sd")
             return GenerateReference(stored.payload["tokens"], list(stored.payload["scores"]), "reused",
-                                     stored.cell_id)
+                                     stored.cell_id, None if floor is None else float(floor))
     tokens, scores = reference.generate_with_scores()
     if store is not None and identity is not None:
         store.save(identity, {"tokens": tokens, "scores": scores}, cell_id)
     return GenerateReference(tokens, scores, "computed", cell_id)
+
+
+def store_floor(ref: GenerateReference, check: "TokenCheck", store: Optional[ReferenceStore],
+                identity: Optional[Dict[str, Any]]) -> None:
+    """Keep the floor a check measured beside generate()'s run in ``store``, so the next check of the same
+    model, precision and prompts (another engine, a re-run) reads it instead of running generate() once more."""
+    if store is None or identity is None or check.floor_sd is None or ref.floor_sd is not None:
+        return
+    store.save(identity, {"tokens": ref.tokens, "scores": ref.scores, "floor_sd": check.floor_sd}, ref.cell_id)
 
 
 def check_tokens(workload: Any, reference: FixedLengthGeneration, tolerance_sd: float,
@@ -163,7 +176,9 @@ def check_tokens(workload: Any, reference: FixedLengthGeneration, tolerance_sd: 
         _add_common_prefixes(steps, ref_tokens, ref_scores, free_running, eng_scores)
     first = _first_difference(ref_tokens, free_running)
     agreement = steps.agreeing / steps.choices if steps.choices else float("nan")
-    floor = attention_floor_sd(reference, ref_tokens, ref_scores, eos) if steps.max_diff_sd > tolerance_sd else None
+    floor = None
+    if steps.max_diff_sd > tolerance_sd:
+        floor = ref.floor_sd if ref.floor_sd is not None else attention_floor_sd(reference, ref_tokens, ref_scores, eos)
     return TokenCheck(first is None, first, steps.choices, agreement, steps.max_diff_sd, tolerance_sd, floor)
 
 

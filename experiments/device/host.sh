@@ -8,6 +8,10 @@ host=${card}x$(nvidia-smi -L | wc -l)
 root=$repo/outputs/$host
 mkdir -p "$root/logs"
 export RAY_AUTH_MODE=disabled PYTHONUNBUFFERED=1
+# Bytecode in one writable folder: on 2026-12-07 (H100 lease) every cell process compiled 2,500-3,100 source files
+# of torch, transformers and the wheels again (builtins.compile 4.7-8.7 s in its cProfile, profile_process=true),
+# so no .pyc was being kept for them; with a prefix every process after the first reads them back.
+export PYTHONPYCACHEPREFIX=${PYTHONPYCACHEPREFIX:-/tmp/ecosweep-pycache}
 # ray stop --force ends every Ray on the machine: while another ecosweep study still runs (two studies started
 # detached on disjoint CUDA_VISIBLE_DEVICES of one host, each with its own local Ray), it would take that study's
 # cluster with it, so it waits; a cut-off study's leftover actors end with their driver anyway.
