@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 
 from ecosweep.analysis.report import build_report
 from ecosweep.results.store import read_results
+from ecosweep.results.timing import PHASE_NAMES
 
 REPO = Path(__file__).resolve().parent.parent
 STUDIES = ["nf4_crossover", "int8_paradox", "int8_ablation", "batch_size_sweep"]
@@ -668,3 +669,71 @@ def test_served_stream_beside_a_fixed_batch_on_one_h100_holds_what_its_readme_sa
     beside = pd.read_csv(tmp_path / "serving_vs_fixed_batch.csv").iloc[0]
     assert beside.fixed_engine == "graph" and beside.fixed_batch_size == 64
     assert round(beside.stream_over_fixed, 3) == 2.995 and round(beside.fixed_tok_s) == 5124
+
+
+def _timings(study):
+    return {json.loads(p.read_text())["label"].split("/")[1]: json.loads(p.read_text())
+            for p in (study / "timings").glob("*.json")}
+
+
+def test_the_three_cells_in_one_lane_process_reuse_off_and_a_rerun_on_one_h100_hold_what_the_readme_says():
+    """experiments/harness_efficiency/h100_2026-12-07/README.md: one GPU; windows 54.9 % of the lane's cells,
+    39.0 % with reuse off, 60.7 % in the re-run; the early settle 0 s in every reused cell; later lane cells
+    without imports; each breakdown sums to its wall time."""
+    base = REPO / "experiments" / "harness_efficiency" / "h100_2026-12-07"
+    studies = {s: base / s for s in ("lane", "reuse_off", "lane_rerun")}
+    rows = read_results(list(studies.values())).to_pandas()
+    assert (rows.status == "ok").all() and rows.gpu_uuid.nunique() == 1 and set(rows.device_name) == {GPU_NAME["h100"]}
+    shares = {}
+    for name, study in studies.items():
+        timings = _timings(study)
+        for t in timings.values():
+            assert sum(t[p] for p in PHASE_NAMES) == pytest.approx(t["wall_s"], rel=0.01)
+        shares[name] = round(100 * sum(t["windows_s"] for t in timings.values())
+                             / sum(t["wall_s"] for t in timings.values()), 1)
+    assert shares == {"lane": 54.9, "reuse_off": 39.0, "lane_rerun": 60.7}
+    lane = rows[rows.study != "reuse_off"]
+    reused = lane[lane.idle_baseline_source == "reused"]
+    assert set(reused.quantization) == {"nf4", "int8_pure"} and (reused.idle_settle_s < 0.05).all()
+    assert (reused.idle_checks_count == 1).all()
+    assert (rows[rows.study == "reuse_off"].idle_settle_s >= 5.0).all()
+    for name in ("lane", "lane_rerun"):
+        later = [t for q, t in _timings(studies[name]).items() if q != "fp16"]
+        assert all(t["imports_s"] < 0.5 for t in later)
+        assert len({t["process_id"] for t in _timings(studies[name]).values()}) == 1
+    assert sorted(lane.cuda_allocated_mib_at_start.unique()) == [0.0, 96.0, 128.0]
+    profiles = list((studies["reuse_off"] / "timings").glob("*.profile.txt"))
+    assert len(profiles) == 3 and all("builtins.compile" in p.read_text() for p in profiles)
+
+
+def test_a_served_stream_beside_the_compiled_fixed_batch_on_one_h100_holds_what_its_readme_says(tmp_path):
+    """experiments/serving_load/h100_2026-12-07b/README.md: on one GPU, the served stream at 3.23x the fixed
+    batch's J per output token under the compiled engine (its fastest, 6,683 tok/s); every request completed,
+    the clocks within 0.02 %, J per request at a CV under 1 %."""
+    study = REPO / "experiments" / "serving_load" / "h100_2026-12-07b" / "serving_b64"
+    rows = read_results([study]).to_pandas()
+    assert (rows.status == "ok").all() and rows.gpu_uuid.nunique() == 1 and set(rows.energy_source) == {"nvml_counter"}
+    served = rows[rows.scenario == "serving"]
+    assert (served.requests_completed == served.requests_sent).all() and served.requests_sent.sum() == 1280
+    assert set(served.serving_cuda_graphs) == {"varlen=False,decode=False"} and set(served.attn_implementation) == {"paged|sdpa"}
+    build_report([study], tmp_path)
+    summary = pd.read_csv(tmp_path / "serving.csv").iloc[0]
+    assert summary.energy_j_per_request_cv_pct < 1.0
+    assert abs(summary.ttft_ms_clock_diff_pct_mean) < 0.02 and abs(summary.tpot_ms_clock_diff_pct_mean) < 0.02
+    beside = pd.read_csv(tmp_path / "serving_vs_fixed_batch.csv").iloc[0]
+    assert beside.fixed_engine == "compiled" and round(beside.stream_over_fixed, 2) == 3.23
+    assert round(beside.fixed_tok_s) == 6683 and round(beside.steady_energy_j_per_output_token, 3) == 0.305
+    fixed = rows[rows.scenario == "fixed_batch"].groupby("engine").energy_j_per_1k_tok.mean()
+    assert fixed["compiled"] < fixed["graph"]
+
+
+def test_torchao_int4_at_batch_64_compiled_on_one_h100_holds_what_its_readme_says():
+    """experiments/compiled/h100_2026-12-07/README.md: int4 weight-only at batch 64 under compiled, 1,019 tok/s at
+    390.6 J / 1k, +314 % against compiled fp16 of the same GPU and hour."""
+    rows = read_results([REPO / "experiments" / "compiled" / "h100_2026-12-07" / "compiled_b64"]).to_pandas()
+    fp16 = read_results([REPO / "experiments" / "serving_load" / "h100_2026-12-07b" / "serving_b64"]).to_pandas()
+    assert (rows.status == "ok").all() and set(rows.gpu_uuid) == set(fp16.gpu_uuid)
+    assert set(rows.quantization) == {"ao_int4_weight_only"} and set(rows.engine_effective) == {"compiled"}
+    assert round(rows.tok_s.mean()) == 1019 and round(rows.energy_j_per_1k_tok.mean(), 1) == 390.6
+    compiled = fp16[(fp16.scenario == "fixed_batch") & (fp16.engine == "compiled")].energy_j_per_1k_tok.mean()
+    assert round(100 * (rows.energy_j_per_1k_tok.mean() / compiled - 1)) == 314
