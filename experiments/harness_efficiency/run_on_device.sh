@@ -13,11 +13,14 @@
 #                                                                                                        study lane
 # lane_rerun  `lane` again in a study of its own on the same host: the references the first one stored are read
 #          back (what a re-run of a study costs)                                                 study lane_rerun
+# off1 lane1 off2 lane2 ...  the two settings interleaved, each in a study of its own (reuse_off1, lane1, ...), the
+#          off ones unprofiled: the GPU's drift between studies (2026-12-07: +0.8 % gross, 2.8-4.4 degC) shows as
+#          the spread within a setting, so the two can be told apart
 # prepared a fresh process per cell, each imported while the cell before it ran (ray.prepare_next_process=true):
 #          no foreign process in any window (the waiting process must hold no CUDA context)    study prepared
 # Each step is a resumable ecosweep command with its own time limit; LIMIT_S bounds the phase.
 set -u
-phase=${1:?phase on|off|lane|lane_rerun|prepared}
+phase=${1:?phase on|off|lane|lane_rerun|offN|laneN|prepared}
 source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
 limit=${LIMIT_S:-900}
 cells="-m model=Mistral-7B quantization=fp16,nf4,int8_pure engine=graph batch_size=1 input_tokens=128 output_tokens=128
@@ -29,6 +32,8 @@ case $phase in
   off) args="study=reuse_off reuse_cells=false reuse.idle_baseline=false reuse.fidelity_reference=false reuse.token_reference=false profile_process=true" ;;
   lane) args="study=lane reuse_cells=false reuse.reference_dir=$root/references ray.process_per=lane" ;;
   lane_rerun) args="study=lane_rerun reuse_cells=false reuse.reference_dir=$root/references ray.process_per=lane" ;;
+  off[0-9]) args="study=reuse_$phase reuse_cells=false reuse.idle_baseline=false reuse.fidelity_reference=false reuse.token_reference=false" ;;
+  lane[0-9]) args="study=$phase reuse_cells=false reuse.reference_dir=$root/references ray.process_per=lane" ;;
   prepared) args="study=prepared reuse_cells=false reuse.reference_dir=$root/references ray.prepare_next_process=true" ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
