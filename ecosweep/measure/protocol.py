@@ -154,21 +154,20 @@ class CellProtocol:
         if why is not None or ctx.prior is None:
             self.sleep(self.p.idle_settle_s)
             return self._measured_baseline(started, why if ctx.prior is not None else None, NAN, 0)
-        prior, check_s = ctx.prior, ctx.policy.idle_check_s
-        checks, check = 0, None
-        if ctx.policy.idle_settle_early:
-            while self.clock() - started + check_s <= self.p.idle_settle_s:  # checks that end within the settle
-                check_started = self.clock()
-                check, checks = self._idle_window(check_s), checks + 1
-                if check_agrees(check, prior.reading, ctx.policy):
-                    return self._reused_baseline(prior, started, check_started, check.power_w_mean, checks)
-            self.sleep(max(0.0, self.p.idle_settle_s - (self.clock() - started)))
-        else:
-            self.sleep(self.p.idle_settle_s)
-        check_started = self.clock()
-        check, checks = self._idle_window(check_s), checks + 1
-        if check_agrees(check, prior.reading, ctx.policy):
-            return self._reused_baseline(prior, started, check_started, check.power_w_mean, checks)
+        prior, check_s, settle_s = ctx.prior, ctx.policy.idle_check_s, self.p.idle_settle_s
+        if not ctx.policy.idle_settle_early:
+            self.sleep(settle_s)
+        checks = 0
+        while True:  # checks that end within the settle, then one after the whole settle
+            left = settle_s - (self.clock() - started)
+            if 0 < left < check_s:
+                self.sleep(left)
+            check_started = self.clock()
+            check, checks = self._idle_window(check_s), checks + 1
+            if check_agrees(check, prior.reading, ctx.policy):
+                return self._reused_baseline(prior, started, check_started, check.power_w_mean, checks)
+            if check_started - started >= settle_s:
+                break
         why = (f"the {check_s:g} s check read {check.power_w_mean:.1f} W against the earlier baseline's "
                f"{prior.reading.power_w_mean:.1f} W (cell {prior.cell_id})")
         return self._measured_baseline(started, why, check.power_w_mean, checks, settled=check_started)

@@ -5,8 +5,7 @@ cProfile runs while the cell prepares and after its meter stops, and is paused f
 window: its overhead (it slows Python-heavy code such as an eager ``generate()`` loop) never reaches a measured
 window, and the warm-up and idle baseline, which last as long as the protocol says, are not in it. The result is
 two tables of the top functions by cumulative time (ecosweep's own, then every function), as text, stored beside
-the cell's timing file
-(``timings/<cell_id>.profile.txt``).
+the cell's timing file (``timings/<cell_id>.profile.txt``).
 """
 
 from __future__ import annotations
