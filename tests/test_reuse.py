@@ -261,3 +261,78 @@ def test_the_attention_floor_a_check_measured_is_stored_with_generate_and_read_i
     assert within.floor_sd is None
     store_floor(again, TokenCheck(True, None, 1, 1.0, 0.0, 1.0, 7.0), store, identity)  # one already stored stays
     assert generate_reference(eager, store, identity).floor_sd == measured.floor_sd
+
+
+# --- baselines between commands (reuse.idle_across_commands, measure.idle_store) ---
+
+def metered_run(workload, tmp_path, monkeypatch, watts, run_id, in_command=None, gpu="GPU-a", *overrides):
+    """One command's cell through ``run.metered`` on a fake GPU reading ``watts``: (result, its row)."""
+    from ecosweep.cells import Cell
+    from ecosweep.measure.phases import PhaseClock
+    from ecosweep.run import metered
+
+    monkeypatch.setattr(metered, "make_meter", lambda m, device, uuids: (FakePowerMeter(watts), True))
+    s = settings(f"reuse.reference_dir={tmp_path}", "reuse.idle_check_s=0.05", *overrides)
+    cell = Cell(f"cell-{run_id}", s)
+
+    def protocol(meter, observes, idle):
+        return CellProtocol(workload, meter, protocol_settings(), 2, 0, observes_device=observes, idle=idle)
+
+    base_row = {"host": "host-a", "gpu_uuid": gpu, "run_id": run_id}
+    result, _ = metered.run_metered(cell, "cpu", 1, base_row, PhaseClock(), dict(in_command or {}), protocol)
+    return result, result.rows[0]
+
+
+def test_the_next_command_s_first_cell_checks_the_baseline_the_last_command_stored_on_its_host(
+        workload, tmp_path, monkeypatch):
+    first, row = metered_run(workload, tmp_path, monkeypatch, 100.0, "run-1")
+    assert row["idle_baseline_source"] == "measured" and row["idle_baseline_run_id"] == "run-1"
+    assert len(list(tmp_path.glob("idle-*.json"))) == 1
+
+    second, row = metered_run(workload, tmp_path, monkeypatch, 102.0, "run-2")  # a new command: nothing in hand
+    assert row["idle_baseline_source"] == "reused" and row["idle_power_w"] == pytest.approx(100.0)
+    assert (row["idle_baseline_cell_id"], row["idle_baseline_run_id"]) == ("cell-run-1", "run-1")
+    assert second.phases_s["idle_window_s"] < 0.3
+
+    third, row = metered_run(workload, tmp_path, monkeypatch, 130.0, "run-3")  # the GPU is elsewhere now
+    assert row["idle_baseline_source"] == "measured" and "check read 130.0 W" in row["idle_baseline_note"]
+    _, row = metered_run(workload, tmp_path, monkeypatch, 131.0, "run-4")
+    assert (row["idle_baseline_source"], row["idle_baseline_run_id"]) == ("reused", "run-3")  # the latest stored
+
+
+def test_a_stored_baseline_is_not_offered_to_another_gpu_when_off_or_when_a_newer_one_is_in_hand(
+        workload, tmp_path, monkeypatch):
+    first, _ = metered_run(workload, tmp_path, monkeypatch, 100.0, "run-1")
+    _, row = metered_run(workload, tmp_path, monkeypatch, 100.0, "run-2", None, "GPU-b")
+    assert row["idle_baseline_source"] == "measured" and row["idle_baseline_note"] is None  # nothing stored for it
+    stored = sorted(p.read_text() for p in tmp_path.glob("idle-*.json"))
+    _, row = metered_run(workload, tmp_path, monkeypatch, 100.0, "run-3", None, "GPU-a",
+                         "reuse.idle_across_commands=false")
+    assert row["idle_baseline_source"] == "measured" and math.isnan(row["idle_check_power_w"])
+    assert sorted(p.read_text() for p in tmp_path.glob("idle-*.json")) == stored  # off: neither read nor written
+    newer = dataclasses.replace(first.idle.baseline, cell_id="cell-newer", run_id="run-4",
+                                measured_unix_s=time.time(), reading=WindowReading(1.0, time.time(), energy_j=120.0))
+    _, row = metered_run(workload, tmp_path, monkeypatch, 121.0, "run-4", {KEY: newer})
+    assert (row["idle_baseline_source"], row["idle_baseline_cell_id"]) == ("reused", "cell-newer")
+    old = dataclasses.replace(newer, measured_unix_s=time.time() - 300)  # the stored one is newer: it is checked
+    _, row = metered_run(workload, tmp_path, monkeypatch, 101.0, "run-5", {KEY: old})
+    assert (row["idle_baseline_source"], row["idle_baseline_cell_id"]) == ("reused", "cell-run-1")
+
+
+def test_the_idle_store_reads_back_what_it_wrote_and_ignores_damaged_or_foreign_files(tmp_path):
+    from ecosweep.measure.idle_store import HostIdleStore
+    from ecosweep.measure.meters.base import DeviceStats
+
+    reading = WindowReading(5.0, 1.7e9, energy_j=600.0, energy_source="nvml_counter", samples=50,
+                            device_stats=DeviceStats(temperature_c_mean=41.5), throttle_reasons=("idle",),
+                            device_energy_j=(600.0,), device_uuids=("GPU-a",))
+    store = HostIdleStore(tmp_path / "refs")
+    baseline = IdleBaseline(KEY, reading, "cell-a", 1.7e9, "run-1")
+    assert store.save(baseline)
+    assert repr(store.load(KEY)) == repr(baseline)  # every field, NaN ones included (NaN != NaN)
+    assert store.load(baseline_key("host-a", "GPU-b")) is None
+    store.path(KEY).write_text("{not json")
+    assert store.load(KEY) is None
+    store.path(KEY).write_text('{"format": 99}')
+    assert store.load(KEY) is None
+    assert not store.save(IdleBaseline("", reading, "cell-a", 1.7e9))  # a CPU cell's: nothing to key it by

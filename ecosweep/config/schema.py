@@ -280,6 +280,9 @@ class ReuseConfig:
         "the check agrees when its mean power is within this many watts of the baseline's ...")
     idle_tolerance_pct: float = setting(5.0, "... or within this % of it, whichever is wider")
     idle_max_age_s: float = setting(900.0, "a baseline older than this is measured again, seconds")
+    idle_across_commands: bool = setting(True,
+        "offer the first cell on each GPU the latest baseline an earlier command measured on the same host and GPU(s) "
+        "(kept in reuse.reference_dir), under the same check and reuse.idle_max_age_s; false: only this command's")
     fidelity_reference: bool = setting(True,
         "compute the fidelity reference (the 16-bit model's continuation and logits) once per model, weights, "
         "prompts and device, store it in reuse.reference_dir and reuse it for every precision")

@@ -30,6 +30,7 @@ class IdleBaseline:
     reading: WindowReading
     cell_id: str  # the cell that measured it
     measured_unix_s: float  # when its window opened
+    run_id: str = ""  # the command (run) whose cell measured it
 
 
 def baseline_key(host: Optional[str], gpu_uuid: Optional[str]) -> Optional[str]:
@@ -74,6 +75,7 @@ class IdleDecision:
 
     def columns(self, now_unix_s: float) -> Dict[str, Any]:
         return {"idle_baseline_source": self.source, "idle_baseline_cell_id": self.baseline.cell_id,
+                "idle_baseline_run_id": self.baseline.run_id or None,
                 "idle_baseline_age_s": max(0.0, now_unix_s - self.baseline.measured_unix_s),
                 "idle_check_power_w": self.check_power_w, "idle_baseline_note": self.why_measured,
                 "idle_settle_s": self.settle_s, "idle_checks_count": self.checks}

@@ -55,6 +55,7 @@ class IdleContext:
     key: Optional[str] = None
     prior: Optional[IdleBaseline] = None
     policy: ReuseConfig = field(default_factory=lambda: ReuseConfig(idle_baseline=False))
+    run_id: str = ""  # the command's run, stamped on a baseline this cell measures
 
 
 def _repeat_until(call: Callable[[], int], min_s: float, clock: Callable[[], float]) -> tuple[int, int]:
@@ -185,7 +186,7 @@ class CellProtocol:
         self.phases.add("settle_s", settled - started)
         reading = self._idle_window(self.p.idle_window_s)
         self.phases.add("idle_window_s", self.clock() - settled)
-        baseline = IdleBaseline(self.idle.key or "", reading, self.idle.cell_id, reading.start_unix_s)
+        baseline = IdleBaseline(self.idle.key or "", reading, self.idle.cell_id, reading.start_unix_s, self.idle.run_id)
         return IdleDecision(baseline, "measured", check_w, why, settle_s=settled - started, checks=checks)
 
     def _cool_down(self) -> None:

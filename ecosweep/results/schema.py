@@ -335,6 +335,7 @@ COLUMNS: List[Column] = [
     Column("idle_temperature_c", _F, "GPU temperature during the idle baseline, Celsius."),
     Column("idle_baseline_source", _S, "measured: the cell measured its own idle baseline (measurement.idle_window_s) | reused: an earlier cell's baseline of the same GPUs, which a reuse.idle_check_s check with this cell's context alive agreed with (reuse.idle_*); null in files written before reuse."),
     Column("idle_baseline_cell_id", _S, "The cell whose window gave the idle baseline (the cell itself when measured)."),
+    Column("idle_baseline_run_id", _S, "The run (command) whose cell measured the idle baseline: this row's run_id, or an earlier command's where reuse.idle_across_commands offered the baseline it stored on this host; null in files written before 2026-12-07 (the cell's own run)."),
     Column("idle_baseline_age_s", _F, "Seconds from the idle baseline's window to this repetition's window."),
     Column("idle_settle_s", _F, "Seconds from the warm-up's end to the idle baseline's window (or the check that let an earlier one stand): measurement.idle_settle_s, or less where reuse.idle_settle_early ended it at the first check that agreed; NaN in files written before 2026-12-07."),
     Column("idle_checks_count", _I, "Idle checks taken before the baseline was settled (reuse.idle_settle_early: the checks back to back during the settle, the agreeing one included; 1 without it; 0 when no earlier baseline could be checked)."),

@@ -26,9 +26,11 @@ import copy
 import hashlib
 import json
 import math
+from contextlib import nullcontext
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from ecosweep.config.schema import ModelConfig
+from ecosweep.workload.int8_in_place import int8_quantized_in_place
 from ecosweep.workload.int8_outliers import plant_outlier_features
 from ecosweep.workload.placement import PER_TENSOR, placement_kwargs
 from ecosweep.workload.quantization import torch_dtype
@@ -218,10 +220,14 @@ def load_random_model(m: ModelConfig, dtype: str, seed: int, device: str, quanti
         lazy = loader_materialises_lazily() if lazy is None else lazy
         drawn = lazy_random_state_dict if lazy else random_state_dict
         state = drawn(m, dtype, seed, device)
+    # LLM.int8() weights drawn on a GPU are quantized there, not sent to the host and back (int8_in_place)
+    in_place = int8_quantized_in_place() if getattr(quantization_config, "load_in_8bit", False) else nullcontext()
     try:
-        model = model_class.from_pretrained(
-            None, config=config, state_dict=state, dtype=torch_dtype(load_dtype or dtype),
-            quantization_config=quantization_config, **placement_kwargs(device, gpu_count), **from_pretrained_kwargs)
+        with in_place:
+            model = model_class.from_pretrained(
+                None, config=config, state_dict=state, dtype=torch_dtype(load_dtype or dtype),
+                quantization_config=quantization_config, **placement_kwargs(device, gpu_count),
+                **from_pretrained_kwargs)
     finally:
         del reference, state
         if device.startswith("cuda"):

@@ -46,6 +46,11 @@ def default_reference_dir() -> Path:
     return Path(tempfile.gettempdir()) / f"ecosweep-references-{user}"
 
 
+def reference_folder(s: StudyConfig) -> Path:
+    """This host's folder of references (``reuse.reference_dir``, default :func:`default_reference_dir`)."""
+    return Path(s.reuse.reference_dir).expanduser() if s.reuse.reference_dir else default_reference_dir()
+
+
 def _library_versions() -> Dict[str, Optional[str]]:
     from importlib import metadata
 
@@ -107,8 +112,7 @@ class ReferenceStore:
 
     @classmethod
     def for_settings(cls, s: StudyConfig) -> "ReferenceStore":
-        folder = Path(s.reuse.reference_dir).expanduser() if s.reuse.reference_dir else default_reference_dir()
-        return cls(folder, s.reuse.max_reference_mib * 2**20)
+        return cls(reference_folder(s), s.reuse.max_reference_mib * 2**20)
 
     def path(self, identity: Dict[str, Any]) -> Path:
         return self.folder / f"{reference_key(identity)}.pt"

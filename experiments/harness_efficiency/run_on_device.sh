@@ -18,9 +18,12 @@
 #          the spread within a setting, so the two can be told apart
 # prepared a fresh process per cell, each imported while the cell before it ran (ray.prepare_next_process=true):
 #          no foreign process in any window (the waiting process must hold no CUDA context)    study prepared
+# crossover  `+experiment=nf4_crossover` (six models x fp16, nf4) under engine=graph at the published protocol,
+#          exactly n = 10 (measurement.max_repetitions=10), each comparison's two cells in one lane process: the
+#          issue's wall time <= 1.6x the sum of its windows                           study nf4_crossover_lane
 # Each step is a resumable ecosweep command with its own time limit; LIMIT_S bounds the phase.
 set -u
-phase=${1:?phase on|off|lane|lane_rerun|offN|laneN|prepared}
+phase=${1:?phase on|off|lane|lane_rerun|offN|laneN|prepared|crossover}
 source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
 limit=${LIMIT_S:-900}
 cells="-m model=Mistral-7B quantization=fp16,nf4,int8_pure engine=graph batch_size=1 input_tokens=128 output_tokens=128
@@ -35,6 +38,9 @@ case $phase in
   off[0-9]) args="study=reuse_$phase reuse_cells=false reuse.idle_baseline=false reuse.fidelity_reference=false reuse.token_reference=false" ;;
   lane[0-9]) args="study=$phase reuse_cells=false reuse.reference_dir=$root/references ray.process_per=lane" ;;
   prepared) args="study=prepared reuse_cells=false reuse.reference_dir=$root/references ray.prepare_next_process=true" ;;
+  crossover) cells="+experiment=nf4_crossover engine=graph measurement.max_repetitions=10 hardware=$card tracking=none
+       ray.progress=plain output_root=$root"
+     args="study=nf4_crossover_lane reuse_cells=false reuse.reference_dir=$root/references ray.process_per=lane" ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
 study=${args%% *}; study=${study#study=}
