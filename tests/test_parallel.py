@@ -53,7 +53,10 @@ def test_comparison_lanes_keep_each_comparison_on_one_gpu_each_cell_in_its_own_p
     out = tmp_path / "outputs"
     r = run_cli(["-m", *SMALL, "input_tokens=8,16", "quantization=fp32,bf16", "ray.num_gpus=2", "ray.num_cpus=2",
                  "ray.gpus_per_cell=1", "ray.one_gpu_per=comparison", "ray.prepare_next_process=true",
-                 f"output_root={out}"], cwd=tmp_path)
+                 f"output_root={out}"], cwd=tmp_path,
+                # the lanes' first cells meet before they go on: a loaded 2-core host may start the second lane's
+                # process only after the first lane's tiny cells ended, which is slow, not serial
+                env_extra={"ECOSWEEP_TESTING_BARRIER": f"{tmp_path / 'barrier'}:2"})
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     t = timings(out / "default")
     assert len(t) == 4 and {x["status"] for x in t} == {"ok"}

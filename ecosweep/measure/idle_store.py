@@ -79,9 +79,9 @@ class HostIdleStore:
             self.folder.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{path.stem}.", suffix=".tmp")
             with os.fdopen(fd, "w") as f:
-                json.dump(blob, f)
+                json.dump(blob, f, default=float)  # numpy scalars from the power timeline
             os.replace(tmp, path)
-        except OSError as exc:
+        except (OSError, TypeError, ValueError) as exc:  # not stored: the measurement it came from stands
             log.warning("ecosweep: the idle baseline could not be stored in %s (%s)", self.folder, exc)
             return False
         return True

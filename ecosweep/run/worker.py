@@ -15,6 +15,7 @@ import traceback
 import uuid
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ecosweep.cells import Cell, engine_variant
@@ -161,6 +162,25 @@ def _testing_crash(cell: Cell) -> None:
     marker = os.environ.get(CRASH_ENV)
     if marker and marker in cell.label:
         os._exit(17)
+
+
+# A meeting point for tests of parallel cells: "FOLDER:COUNT" makes each cell leave a file in FOLDER and wait (at
+# most BARRIER_TIMEOUT_S) until COUNT cells have, so cells that run in parallel are seen to overlap however slowly
+# a loaded host starts their processes; cells that do not run in parallel time out and go on.
+BARRIER_ENV = "ECOSWEEP_TESTING_BARRIER"
+BARRIER_TIMEOUT_S = 60.0
+
+
+def _testing_barrier(cell: Cell) -> None:
+    spec = os.environ.get(BARRIER_ENV)
+    if not spec:
+        return
+    folder, count = spec.rsplit(":", 1)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / f"{cell.id}.{os.getpid()}").touch()
+    deadline = time.monotonic() + BARRIER_TIMEOUT_S
+    while len(list(Path(folder).iterdir())) < int(count) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def resolve_device(s: StudyConfig) -> str:
@@ -429,6 +449,7 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
     process_profile = ProcessProfile(cell.settings.profile_process)
     try:
         _testing_crash(cell)
+        _testing_barrier(cell)
         work = _run_cell(cell, run_id, extra, clock, context or CellContext(), process_profile)
         profiled = work.profiled
         return CellOutcome(cell.id, work.rows, "ok", None, work.trace, clock.seconds, started, time.time(), visible,
