@@ -11,10 +11,12 @@
 # S  the server's own speed-ups at phase A's load: transformers' CUDA graphs forced on, and its compile levels
 #    (h100_2026-12-07: with cuda_graphs=auto the server ran without graphs, 3.0x the fixed batch's J per token)
 #                                                                                               study serving_b64
+# S1 phase S's first cell alone: CUDA graphs forced on, no compile (the cheapest look at what graphs give the server)
+#                                                                                               study serving_b64
 # SKIP_FIXED="eager compiled" (phase A) leaves the fixed batch under those engines out (default: none left out).
 # LIMIT_S bounds the phase (default 3600 s; the study resumes where a cut-off run stopped).
 set -u
-phase=${1:?phase A|B|C|S}
+phase=${1:?phase A|B|C|S|S1}
 source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
 limit=${LIMIT_S:-3600}
 common="tracking=none ray.progress=plain output_root=$root ray.one_gpu_per=study model=Mistral-7B hardware=$card"
@@ -37,6 +39,11 @@ case $phase in
       serving.cuda_graphs=auto,on serving.compile_level=0,2 input_tokens=128 output_tokens=128 \
       measurement=default repetitions=5 study=serving_b64 $common \
       'sweep.exclude=[{serving.cuda_graphs: auto, serving.compile_level: 0}]'
+    ;;
+  S1)
+    timeout "$limit" python3 -m ecosweep scenario=serving quantization=fp16 serving.max_batch=64 serving.cuda_graphs=on \
+      serving.compile_level=0 input_tokens=128 output_tokens=128 measurement=default repetitions=5 study=serving_b64 \
+      $common
     ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
