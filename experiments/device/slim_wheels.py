@@ -7,6 +7,8 @@ kept is recompressed with LZMA (pip reads any zipfile method): Ray's binaries sh
 lose their symbol tables (`strip --strip-unneeded`: the dynamic symbols that loading needs stay; Ray's raylet,
 gcs_server and _raylet.so ship unstripped, a third of their size), and the Ray dashboard's web client goes
 (ecosweep starts Ray with include_dashboard=False), which the checkout needed once its results passed 33 MB.
+At 34.3 MB of tracked files (2026-12-07; the tool counts disk use, 40 MiB) the folder no longer fits whole: a run
+without torchao cells carries it without torchao's wheel (1.8 MB), moved aside for that call.
 
     python experiments/device/slim_wheels.py .whl
 """
