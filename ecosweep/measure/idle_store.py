@@ -7,8 +7,8 @@ last command measured on the same host and GPUs, read from ``reuse.reference_dir
 own context alive decides, under the same ``reuse.idle_max_age_s``, and the rows name the cell and run that
 measured it (``idle_baseline_cell_id``, ``idle_baseline_run_id``).
 
-One small JSON file per host-and-GPUs key, written to a temporary name and renamed (cells of one host never read
-half a file); one that cannot be read, or that another format wrote, counts as absent.
+One small JSON file per host-and-GPUs key, written atomically (``results.store.atomic_write_bytes``: cells of one
+host never read half a file); one that cannot be read, or that another format wrote, counts as absent.
 """
 
 from __future__ import annotations
@@ -17,14 +17,13 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 from ecosweep.measure.idle import IdleBaseline
 from ecosweep.measure.meters.base import DeviceStats, WindowReading
+from ecosweep.results.store import atomic_write_bytes
 
 log = logging.getLogger("ecosweep")
 
@@ -76,11 +75,8 @@ class HostIdleStore:
                 "run_id": baseline.run_id, "measured_unix_s": baseline.measured_unix_s,
                 "reading": dataclasses.asdict(baseline.reading)}
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=f".{path.stem}.", suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                json.dump(blob, f, default=float)  # numpy scalars from the power timeline
-            os.replace(tmp, path)
+            text = json.dumps(blob, default=float)  # default: numpy scalars from the power timeline
+            atomic_write_bytes(path, text.encode())
         except (OSError, TypeError, ValueError) as exc:  # not stored: the measurement it came from stands
             log.warning("ecosweep: the idle baseline could not be stored in %s (%s)", self.folder, exc)
             return False

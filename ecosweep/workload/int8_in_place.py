@@ -15,7 +15,7 @@ own path. With a transformers that has no such loader step, nothing changes.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator
 
 # Devices whose weights take transformers' own path (the host's quantize on their way to the GPU anyway)
 HOST_DEVICES = ("cpu", "meta")
@@ -25,22 +25,23 @@ def _tensor(value: Any) -> Any:
     return value[0] if isinstance(value, list) else value
 
 
-def _quantizes_in_place(model: Any, name: str, tensor: Any) -> bool:
-    """Whether ``name``'s weight is one this module quantizes where it is (see the module docstring)."""
+def _in_place_placeholder(model: Any, name: str, tensor: Any) -> Any:
+    """The model's placeholder parameter for ``name`` when its weight is one this module quantizes where it is
+    (see the module docstring), else None."""
     from transformers.pytorch_utils import Conv1D
     from transformers.quantizers.quantizers_utils import get_module_from_name
 
     if model is None or tensor.device.type in HOST_DEVICES:
-        return False
+        return None
     try:  # transformers 5.17-5.25 key input_dict by parameter name; a loader that keys it otherwise keeps its path
         module, _ = get_module_from_name(model, name)
         placeholder = model.get_parameter_or_buffer(name)
     except (AttributeError, KeyError, ValueError):
-        return False
+        return None
     source = getattr(module, "source_cls", None)
     if isinstance(source, type) and issubclass(source, Conv1D):
-        return False
-    return not getattr(placeholder, "has_fp16_weights", False)
+        return None
+    return None if getattr(placeholder, "has_fp16_weights", False) else placeholder
 
 
 def quantize_on_device(tensor: Any, like: Any) -> Any:
@@ -68,12 +69,12 @@ def int8_quantized_in_place() -> Iterator[bool]:
 
     def convert(self: Any, input_dict: Dict[str, Any], *args: Any, **kwargs: Any) -> Dict[str, Any]:
         model = kwargs.get("model")
-        here: List[str] = [name for name, value in input_dict.items()
-                           if _quantizes_in_place(model, name, _tensor(value))]
-        rest = {name: value for name, value in input_dict.items() if name not in here}
+        placeholders = {name: _in_place_placeholder(model, name, _tensor(value)) for name, value in input_dict.items()}
+        rest = {name: value for name, value in input_dict.items() if placeholders[name] is None}
         result = original(self, rest, *args, **kwargs) if rest else {}
-        for name in here:
-            result[name] = quantize_on_device(_tensor(input_dict[name]), model.get_parameter_or_buffer(name))
+        for name, like in placeholders.items():
+            if like is not None:
+                result[name] = quantize_on_device(_tensor(input_dict[name]), like)
         return result
 
     step.convert = convert
