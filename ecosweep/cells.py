@@ -146,7 +146,10 @@ def measured_identity(s: StudyConfig) -> Dict[str, Any]:
     if not is_default_engine(s):
         identity["engine"] = engine_identity(s.engine)
     if s.scenario.name != "fixed_batch":  # fixed-batch cells (every cell before the scenario group) keep their ids
-        identity["scenario"] = {"name": s.scenario.name, "serving": dataclasses.asdict(s.serving)}
+        served = dataclasses.asdict(s.serving)
+        if served["server"] == "transformers":  # cells served before serving.server existed keep their ids
+            del served["server"]
+        identity["scenario"] = {"name": s.scenario.name, "serving": served}
     if s.outlier_features.count > 0:  # planted outliers change the weights; plain random cells keep their ids
         identity["outlier_features"] = {**dataclasses.asdict(s.outlier_features), "planting": PLANTING_VERSION}
     if s.profile:  # a profiled cell carries the breakdown; unprofiled cells keep their ids

@@ -27,8 +27,8 @@ def server_variant_of_load(load: str) -> str:
 def server_variant(v: ServingConfig) -> str:
     """The served cell's server settings that differ from the defaults, '-'-joined ('' for the default server):
     ``graphs_on`` / ``graphs_off`` (serving.cuda_graphs), ``compile<level>`` (serving.compile_level),
-    ``mem<percent>`` (serving.max_memory_percent)."""
-    parts = []
+    ``mem<percent>`` (serving.max_memory_percent), led by the server where it is not transformers' (``ecosweep``)."""
+    parts = [] if v.server == "transformers" else [v.server]
     if v.cuda_graphs != "auto":
         parts.append(f"graphs_{v.cuda_graphs}")
     if v.compile_level:

@@ -345,7 +345,12 @@ class ServingConfig:
         "a request not finished this long after it was sent is cancelled and counted timed_out")
     slos: Dict[str, SloConfig] = setting(default_factory=_mlperf_slos, help=
         "latency objectives by name, each {ttft_ms, tpot_ms}; goodput_rps_<name> counts the requests meeting one")
-    cuda_graphs: str = setting("auto", "continuous batching's CUDA graphs: auto (transformers decides) | on | off")
+    server: str = setting("transformers",
+        "transformers (its continuous batching: a paged KV cache scheduled from Python each step) | ecosweep "
+        "(max_batch fixed KV-cache slots, prompts prefilled together, each decode step one CUDA graph replay: "
+        "ecosweep/workload/slot_server.py; Llama, Mistral and Qwen2 architectures)")
+    cuda_graphs: str = setting("auto",
+        "the server's CUDA graphs: auto (transformers decides; ecosweep: on on a GPU) | on | off")
     compile_level: int = setting(0,
         "transformers' continuous-batching compile level: 0 none, 1 default dynamic, 2 max-autotune dynamic, "
         "3 max-autotune static")
@@ -529,8 +534,13 @@ class LengthDistribution(Choice):
     FILE = "file", "(input_tokens, output_tokens) pairs from serving.lengths_file (JSONL)"
 
 
+class Server(Choice):
+    TRANSFORMERS = "transformers", "transformers' continuous batching (paged KV cache)"
+    ECOSWEEP = "ecosweep", "ecosweep's slot server: fixed KV-cache slots, one CUDA graph replay per decode step"
+
+
 class OnOffAuto(Choice):
-    AUTO = "auto", "transformers decides"
+    AUTO = "auto", "the server decides (transformers' rules; ecosweep's server: on on a GPU)"
     ON = "on", "always"
     OFF = "off", "never"
 
@@ -554,6 +564,7 @@ SCENARIOS: List[str] = Scenario.values()
 ARRIVALS: List[str] = Arrival.values()
 LENGTH_DISTRIBUTIONS: List[str] = LengthDistribution.values()
 ON_OFF_AUTO: List[str] = OnOffAuto.values()
+SERVERS: List[str] = Server.values()
 # Settings that take one of a Choice's values (validation and `ecosweep settings` read it from here).
 CHOICES_BY_SETTING: Dict[str, Type[Choice]] = {
     "weights": Weights, "quantization.method": QuantMethod, "quantization.torchao_type": TorchaoType,
@@ -563,7 +574,7 @@ CHOICES_BY_SETTING: Dict[str, Type[Choice]] = {
     "engine.kind": EngineKind,
     "engine.attn_implementation": AttnImplementation, "engine.decode_model": DecodeModel,
     "engine.compile.cudagraphs": CudaGraphs, "scenario.name": Scenario, "serving.arrival": Arrival,
-    "serving.lengths": LengthDistribution, "serving.cuda_graphs": OnOffAuto,
+    "serving.lengths": LengthDistribution, "serving.cuda_graphs": OnOffAuto, "serving.server": Server,
 }
 
 

@@ -9,7 +9,7 @@ from typing import List
 
 from ecosweep.config.checks import choice, positive
 from ecosweep.config.lengths_file import LengthsFileError, read_lengths_file
-from ecosweep.config.schema import ARRIVALS, LENGTH_DISTRIBUTIONS, ON_OFF_AUTO, SCENARIOS, StudyConfig
+from ecosweep.config.schema import ARRIVALS, LENGTH_DISTRIBUTIONS, ON_OFF_AUTO, SCENARIOS, SERVERS, StudyConfig
 
 _SLO_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -60,6 +60,7 @@ def validate_serving(s: StudyConfig) -> List[str]:
     problems += choice("serving.arrival", v.arrival, ARRIVALS)
     problems += choice("serving.lengths", v.lengths, LENGTH_DISTRIBUTIONS)
     problems += choice("serving.cuda_graphs", v.cuda_graphs, ON_OFF_AUTO)
+    problems += choice("serving.server", v.server, SERVERS)
     if v.arrival == "poisson":
         problems += positive("serving.request_rate_rps", v.request_rate_rps)
     problems += positive("serving.concurrency", v.concurrency, "an integer")
@@ -73,15 +74,45 @@ def validate_serving(s: StudyConfig) -> List[str]:
         problems.append(f"serving.max_memory_percent={v.max_memory_percent} is out of range: a share in (0, 1], "
                         "or null for transformers' default.")
     problems += _slo_problems(s) + _lengths_problems(s)
-    return problems + _combination_problems(s)
+    return problems + _combination_problems(s) + _slot_server_problems(s)
+
+
+def _slot_server_problems(s: StudyConfig) -> List[str]:
+    """What ecosweep's slot server (serving.server=ecosweep) cannot serve: it is ecosweep's compact decoder, so
+    the architectures that decoder implements; its graphs are plain CUDA graphs, so no compile level, and no
+    LLM.int8() (whose outlier split reads the activations on the host) while they are on; its cache is sized
+    from the stream, so no memory share."""
+    from ecosweep.config.validate import ECOSWEEP_DECODER_MODEL_TYPES
+
+    v = s.serving
+    if v.server != "ecosweep":
+        return []
+    problems: List[str] = []
+    if s.model.model_type not in ECOSWEEP_DECODER_MODEL_TYPES:
+        problems.append(f"serving.server=ecosweep serves with ecosweep's compact decoder, which implements "
+                        f"{', '.join(ECOSWEEP_DECODER_MODEL_TYPES)}, not model={s.model.name} (model_type "
+                        f"{s.model.model_type!r}); use serving.server=transformers.")
+    if v.compile_level:
+        problems.append(f"serving.compile_level={v.compile_level} sets transformers' compiling; serving.server="
+                        "ecosweep replays plain CUDA graphs and compiles nothing. Use serving.compile_level=0 with it.")
+    if v.max_memory_percent is not None:
+        problems.append(f"serving.max_memory_percent={v.max_memory_percent} sizes transformers' paged cache; "
+                        "serving.server=ecosweep sizes its slots from the stream (max_batch x the longest request). "
+                        "Leave serving.max_memory_percent null with it.")
+    if s.quantization.is_llm_int8 and v.cuda_graphs != "off":
+        problems.append(f"quantization={s.quantization.name} (LLM.int8() with an outlier threshold) finds its "
+                        "outliers on the host at every call, which a CUDA graph cannot replay; serve it with "
+                        "serving.server=ecosweep serving.cuda_graphs=off, or with serving.server=transformers.")
+    return problems
 
 
 def _combination_problems(s: StudyConfig) -> List[str]:
     """Other settings a served cell cannot take."""
     problems: List[str] = []
     if s.engine.kind != "eager":
-        problems.append(f"scenario=serving is served by transformers' continuous batching, which has its own decode "
-                        f"loop; engine={s.engine.name} applies to fixed batches. Use engine=eager (the default) and "
+        problems.append(f"scenario=serving is served by its server (serving.server: transformers' continuous "
+                        f"batching or ecosweep's slot server), which has its own decode loop; engine={s.engine.name} "
+                        "applies to fixed batches. Use engine=eager (the default) and "
                         "serving.cuda_graphs / serving.compile_level for the server's graphs and compiling.")
     if s.batch_size != 1:
         problems.append(f"batch_size={s.batch_size} sizes fixed batches; scenario=serving batches up to "

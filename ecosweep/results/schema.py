@@ -117,10 +117,16 @@ def _serving_columns() -> List["Column"]:
         Column("serving_mean_input_tokens", _F, "serving: mean prompt length of the stream's requests, tokens."),
         Column("serving_mean_output_tokens", _F, "serving: mean output length of the stream's requests, tokens."),
         Column("serving_slos", _S, "serving: the latency objectives, name:ttft_ms/tpot_ms, comma-separated."),
-        Column("serving_server", _S, "serving: what served the stream (transformers_continuous_batching)."),
-        Column("serving_cuda_graphs", _S, "serving: continuous batching's CUDA graphs as transformers resolved them "
-               "for the server, varlen=<bool>,decode=<bool> (the prefill and the decode path); with "
-               "serving.cuda_graphs=auto transformers turns them off for an attention that needs a mask (paged|sdpa)."),
+        Column("serving_server", _S, "serving: what served the stream: transformers_continuous_batching "
+               "(serving.server=transformers) | ecosweep_slots (serving.server=ecosweep)."),
+        Column("serving_cuda_graphs", _S, "serving: the server's CUDA graphs as it resolved them. transformers: "
+               "varlen=<bool>,decode=<bool> (the prefill and the decode path); with serving.cuda_graphs=auto "
+               "transformers turns them off for an attention that needs a mask (paged|sdpa). ecosweep_slots: "
+               "decode=<bool>,rows=1/2/4/... (one decode graph per row count; prefills run uncaptured)."),
+        Column("serving_kv_cache_mib", _F, "serving, ecosweep_slots: the slots' preallocated key and value cache "
+               "(max_batch x serving_slot_tokens x layers x kv heads x head dim x 2), MiB."),
+        Column("serving_slot_tokens", _I, "serving, ecosweep_slots: tokens each slot holds: the stream's longest "
+               "request (prompt + output), tokens."),
         Column("serving_async_batching", _B, "serving: whether transformers batched asynchronously (the next batch "
                "prepared while the GPU runs this one; it does only with CUDA graphs and no attention mask)."),
         Column("serving_compile_level", _I, "serving: transformers' continuous-batching compile level (0 = none)."),

@@ -1,5 +1,5 @@
 """A served cell (``scenario=serving``) inside its process: the model loaded and its fidelity checked as for a
-fixed batch, the request stream drawn, transformers' continuous batching started, then ``ServingProtocol`` under
+fixed batch, the request stream drawn, its server started (``serving.server``), then ``ServingProtocol`` under
 the cell's meter. Returns the rows, the power trace and the per-request rows."""
 
 from __future__ import annotations
@@ -14,11 +14,15 @@ from ecosweep.measure.protocol import IdleContext, ProtocolResult
 from ecosweep.measure.serving_protocol import ServingProtocol
 from ecosweep.run.metered import run_metered
 from ecosweep.run.model_prep import load_with_fidelity
+from ecosweep.run.token_gate import verify_against_generate
+from ecosweep.workload.generation import FixedLengthGeneration
 from ecosweep.workload.references import ReferenceStore
 from ecosweep.workload.request_stream import RequestSpec, request_stream
 from ecosweep.workload.serving import ServingWorkload
+from ecosweep.workload.slot_server import ServedTokenCheck, SlotServingWorkload
 
 MIN_REQUESTS = 32
+TOKEN_CHECK_REQUESTS = 4  # prompts the slot server decodes beside generate() before its windows
 POISSON_STREAM_S = 30.0
 
 
@@ -46,17 +50,39 @@ def warmup_stream(specs: List[RequestSpec], max_batch: int) -> List[RequestSpec]
 
 
 def prepare_serving(s: StudyConfig, device: str, extra: Dict[str, Any], clock: PhaseClock,
-                    cell_id: str) -> Tuple[ServingWorkload, List[RequestSpec]]:
-    """The cell's model behind a started continuous-batching server, and its request stream."""
-    loaded = load_with_fidelity(s, device, extra, clock, cell_id, ReferenceStore.for_settings(s))
+                    cell_id: str) -> Tuple[Any, List[RequestSpec]]:
+    """The cell's model behind its started server (``serving.server``), and its request stream. ecosweep's slot
+    server is checked against generate() first, as a fixed batch's engine is (``engine.verify_tokens``)."""
+    store = ReferenceStore.for_settings(s)
+    loaded = load_with_fidelity(s, device, extra, clock, cell_id, store)
     specs = stream_of(s)
     longest = max(spec.input_tokens + spec.output_tokens for spec in specs)
-    with clock.phase("capture_s"):  # the server's start (its cache allocated; graphs come with the warm-up)
-        workload = ServingWorkload(loaded.model, loaded.vocab_size, s.serving, device, s.seed, longest)
+    server = SlotServingWorkload if s.serving.server == "ecosweep" else ServingWorkload
+    # the server's start: transformers' allocates its cache (graphs come with the warm-up); ecosweep's allocates
+    # its slots and captures a decode graph per row count
+    with clock.phase("capture_s"):
+        workload = server(loaded.model, loaded.vocab_size, s.serving, device, s.seed, longest)
         workload.start()
+    if isinstance(workload, SlotServingWorkload) and s.engine.verify_tokens:
+        with clock.phase("token_check_s"):
+            check_slot_server(workload, loaded, s, device, store, cell_id, extra)
     extra.update(serving_mean_input_tokens=sum(x.input_tokens for x in specs) / len(specs),
                  serving_mean_output_tokens=sum(x.output_tokens for x in specs) / len(specs))
     return workload, specs
+
+
+def check_slot_server(workload: SlotServingWorkload, loaded: Any, s: StudyConfig, device: str,
+                      store: ReferenceStore, cell_id: str, extra: Dict[str, Any]) -> None:
+    """generate() against the slot server on ``TOKEN_CHECK_REQUESTS`` prompts of the cell's lengths, served in
+    its slots through its captured steps (raises TokenMismatchError before anything is measured)."""
+    batch = min(TOKEN_CHECK_REQUESTS, s.serving.max_batch)
+    shaped = dataclasses.replace(s, batch_size=batch)  # the reference's shape, for its identity in the store
+    reference = FixedLengthGeneration(model=loaded.model, vocab_size=loaded.vocab_size, batch_size=batch,
+                                      input_tokens=s.input_tokens, output_tokens=s.output_tokens, seed=s.seed,
+                                      device=device)
+    served = ServedTokenCheck(workload, reference.input_ids, s.output_tokens)
+    verify_against_generate(served, reference, shaped, "serving.server=ecosweep", store, device,
+                            str(extra.get("device_name", "")), 1, cell_id, extra)
 
 
 def measure_serving(cell: Cell, workload: ServingWorkload, specs: List[RequestSpec], device: str,

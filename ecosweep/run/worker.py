@@ -34,13 +34,13 @@ from ecosweep.run.metered import run_metered
 from ecosweep.run.model_prep import load_with_fidelity
 from ecosweep.run.process_profile import ProcessProfile
 from ecosweep.run.serving_cell import measure_serving, prepare_serving, requests_per_repetition
+from ecosweep.run.token_gate import verify_against_generate
 from ecosweep.workload.engines import build_workload, engine_facts
 from ecosweep.workload.generation import FixedLengthGeneration
 from ecosweep.workload.int8_outliers import count_decomposed_columns
 from ecosweep.workload.kernel_path import kernel_path
 from ecosweep.workload.placement import gpu_count
-from ecosweep.workload.references import ReferenceStore, token_identity
-from ecosweep.workload.token_check import generate_reference, store_floor, tolerance_for, verify_tokens
+from ecosweep.workload.references import ReferenceStore
 
 
 @dataclass
@@ -270,7 +270,6 @@ def prepare_workload(s: StudyConfig, device: str, extra: Dict[str, Any], clock: 
     (raises TokenMismatchError). Adds what it learns to ``extra`` (row columns) and its wall times to
     ``clock``. Nothing here is inside an energy window. References go through the host's reference store when
     ``reuse`` allows (``ecosweep.workload.references``)."""
-    import torch
 
     gpus, device_name = gpu_count(s, device), str(extra.get("device_name", ""))
     store = ReferenceStore.for_settings(s)
@@ -286,17 +285,8 @@ def prepare_workload(s: StudyConfig, device: str, extra: Dict[str, Any], clock: 
             workload.prepare()
     if s.engine.kind != "eager" and s.engine.verify_tokens:
         with clock.phase("token_check_s"):
-            eager = FixedLengthGeneration(**shape)
-            token_store = store if s.reuse.token_reference else None
-            identity = token_identity(s, device_name, gpus)
-            ref = generate_reference(eager, token_store, identity, cell_id)
-            check = verify_tokens(workload, eager, s.engine.name,
-                                  tolerance_for(s.quantization.dtype, s.quantization.method), ref)
-            store_floor(ref, check, token_store, identity)
-            extra.update(check.columns(), **ref.columns())
-            del ref
-            if device.startswith("cuda"):
-                torch.cuda.empty_cache()  # the reference's logits of every step
+            verify_against_generate(workload, FixedLengthGeneration(**shape), s, s.engine.name, store, device,
+                                    device_name, gpus, cell_id, extra)
     return workload
 
 

@@ -13,10 +13,12 @@
 #                                                                                               study serving_b64
 # S1 phase S's first cell alone: CUDA graphs forced on, no compile (the cheapest look at what graphs give the server)
 #                                                                                               study serving_b64
+# E  ecosweep's slot server (serving.server=ecosweep: fixed KV slots, a CUDA graph per row count) at phase A's load,
+#    beside the fixed batch of 64 under the graph engine                                        study serving_b64
 # SKIP_FIXED="eager compiled" (phase A) leaves the fixed batch under those engines out (default: none left out).
 # LIMIT_S bounds the phase (default 3600 s; the study resumes where a cut-off run stopped).
 set -u
-phase=${1:?phase A|B|C|S|S1}
+phase=${1:?phase A|B|C|E|S|S1}
 source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
 limit=${LIMIT_S:-3600}
 common="tracking=none ray.progress=plain output_root=$root ray.one_gpu_per=study model=Mistral-7B hardware=$card"
@@ -29,6 +31,12 @@ case $phase in
       'sweep.exclude=[{scenario: serving, batch_size: 64}, {scenario: serving, engine: [graph, compiled]}, {scenario: fixed_batch, batch_size: 1}'"${extra_exclude}]"
     ;;
   B) timeout "$limit" python3 -m ecosweep +experiment=serving_load $common ;;
+  E)
+    timeout "$limit" python3 -m ecosweep -m scenario=serving,fixed_batch quantization=fp16 serving.max_batch=64 \
+      serving.server=ecosweep batch_size=1,64 engine=eager,graph input_tokens=128 output_tokens=128 \
+      measurement=default repetitions=5 study=serving_b64 $common \
+      'sweep.exclude=[{scenario: serving, batch_size: 64}, {scenario: serving, engine: graph}, {scenario: fixed_batch, batch_size: 1}, {scenario: fixed_batch, engine: eager}]'
+    ;;
   C)
     timeout "$limit" python3 -m ecosweep -m scenario=serving serving.arrival=poisson serving.request_rate_rps=2,4,8,16,32 \
       serving.max_batch=256 serving.lengths=chat quantization=fp16,nf4 measurement=default repetitions=5 \
