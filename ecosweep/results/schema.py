@@ -106,8 +106,8 @@ def _serving_columns() -> List["Column"]:
                "end together) | serving (a request stream under continuous batching); null in files written before "
                "2026-12-03, which are fixed_batch."),
         Column("serving_load", _S, "serving: the load as reports name it: max<max_batch>-all | -poisson<rate>rps | "
-               "-closed<concurrency>, then the server's non-default settings: -graphs_on / -graphs_off, "
-               "-compile<level>, -mem<percent>."),
+               "-closed<concurrency>, then the server's non-default settings: -ecosweep (serving.server), -graphs_on / "
+               "-graphs_off, -compile<level>, -mem<percent>."),
         Column("serving_arrival", _S, "serving: all_at_once | poisson | closed_loop (serving.arrival)."),
         Column("serving_max_batch_requests", _I, "serving: most sequences batched at once (serving.max_batch)."),
         Column("serving_request_rate_rps", _F, "serving, arrival=poisson: mean arrival rate, requests per second."),
