@@ -565,6 +565,8 @@ ARRIVALS: List[str] = Arrival.values()
 LENGTH_DISTRIBUTIONS: List[str] = LengthDistribution.values()
 ON_OFF_AUTO: List[str] = OnOffAuto.values()
 SERVERS: List[str] = Server.values()
+# Architectures ecosweep's compact decoder implements (engine.decode_model=ecosweep, serving.server=ecosweep).
+ECOSWEEP_DECODER_MODEL_TYPES = ("llama", "mistral", "qwen2")
 # Settings that take one of a Choice's values (validation and `ecosweep settings` read it from here).
 CHOICES_BY_SETTING: Dict[str, Type[Choice]] = {
     "weights": Weights, "quantization.method": QuantMethod, "quantization.torchao_type": TorchaoType,

@@ -21,6 +21,7 @@ from ecosweep.config.schema import (
     DECODE_MODELS,
     DEVICES,
     DTYPES,
+    ECOSWEEP_DECODER_MODEL_TYPES,
     ENGINE_KINDS,
     METERS,
     ONE_GPU_PER,
@@ -99,8 +100,6 @@ def validate_quantization(q: QuantizationConfig) -> List[str]:
     return problems
 
 
-# Architectures ecosweep's compact decoder (engine.decode_model=ecosweep) implements.
-ECOSWEEP_DECODER_MODEL_TYPES = ("llama", "mistral", "qwen2")
 # Engines that run ecosweep's own decode loop (and so take decode_model, fuse_projections, capture_warmup_steps).
 LOOP_ENGINE_KINDS = ("graph", "compiled")
 

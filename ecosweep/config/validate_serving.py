@@ -9,7 +9,15 @@ from typing import List
 
 from ecosweep.config.checks import choice, positive
 from ecosweep.config.lengths_file import LengthsFileError, read_lengths_file
-from ecosweep.config.schema import ARRIVALS, LENGTH_DISTRIBUTIONS, ON_OFF_AUTO, SCENARIOS, SERVERS, StudyConfig
+from ecosweep.config.schema import (
+    ARRIVALS,
+    ECOSWEEP_DECODER_MODEL_TYPES,
+    LENGTH_DISTRIBUTIONS,
+    ON_OFF_AUTO,
+    SCENARIOS,
+    SERVERS,
+    StudyConfig,
+)
 
 _SLO_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -82,8 +90,6 @@ def _slot_server_problems(s: StudyConfig) -> List[str]:
     the architectures that decoder implements; its graphs are plain CUDA graphs, so no compile level, and no
     LLM.int8() (whose outlier split reads the activations on the host) while they are on; its cache is sized
     from the stream, so no memory share."""
-    from ecosweep.config.validate import ECOSWEEP_DECODER_MODEL_TYPES
-
     v = s.serving
     if v.server != "ecosweep":
         return []
