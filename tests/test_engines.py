@@ -133,6 +133,29 @@ def test_token_check_fails_a_loop_that_computes_something_else(broken, monkeypat
             verify_tokens(graph, reference, "graph", tolerance_for("float32", "none"))
 
 
+@pytest.mark.slow
+def test_one_teacher_forced_pass_gives_the_free_running_comparison_a_whole_call_would(monkeypatch):
+    """The check runs no free-running call of the engine (a prefill, then generate()'s tokens fed step by step);
+    for an engine that decodes something else, the first differing token it reports is where the engine's own
+    free-running call first differs from generate()'s."""
+    from ecosweep.workload.models import load_model
+    from ecosweep.workload.token_check import _first_difference, check_tokens, generate_reference
+
+    s = settings("engine=graph")
+    loaded = load_model(s, "cpu")
+    graph, reference = workloads(loaded.model, loaded.vocab_size, s.engine, 3, 10, 12)
+    graph.decoder.kv_positions = graph.decoder.kv_positions + 1  # hides the newest key: other tokens
+    graph.generate()
+    own = graph.last_tokens.clone()
+    ref = generate_reference(reference)
+    expected = _first_difference(ref.tokens, own)
+    assert expected is not None
+    calls = []
+    monkeypatch.setattr(graph, "generate", lambda: calls.append("generate"))
+    check = check_tokens(graph, reference, 1e-3, ref)
+    assert calls == [] and not check.tokens_equal and check.first_mismatch_step == expected
+
+
 def tiny_mistral(sliding_window=4096):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM

@@ -207,7 +207,9 @@ def test_on_a_gpu_the_captured_steps_decode_what_generate_decodes():
                                       input_tokens=16, output_tokens=12, seed=0, device="cuda")
     w = SlotServingWorkload(loaded.model, loaded.vocab_size, serving(max_batch=8), "cuda", 0, 28)
     w.start()
-    assert sorted(w.graphs) == [1, 2, 4, 8]
+    assert sorted(w.graphs) == [1, 2, 4, 8] and w.facts()["serving_cuda_graphs"] == "decode=True,rows=1/2/4/8"
     assert check_tokens(ServedTokenCheck(w, reference.input_ids, 12), reference, 0.25).passed
     run = w.run(request_stream("all_at_once", "uniform", 12, 16, 12, seed=0))
     assert accounting(run.records, 12)["requests_completed"] == 12
+    w.close()  # what ran is still reported once the server is closed (rows get their facts after it)
+    assert w.facts()["serving_cuda_graphs"] == "decode=True,rows=1/2/4/8"

@@ -90,6 +90,7 @@ class SlotServingWorkload:
         self.needs_restart = False
         self.capture_s = NAN
         self.kv_cache_mib = NAN
+        self.graph_rows: List[int] = []  # the row counts captured at the last start (kept after close, for facts)
         self.last_tokens: Dict[str, List[int]] = {}  # the last repetition's tokens by request id (also unfinished)
 
     # --- the server ------------------------------------------------------------------------------------------
@@ -106,8 +107,10 @@ class SlotServingWorkload:
             eos = [e for e in eos_token_ids(self.model) if 0 <= e < self.vocab_size]
             self.eos = torch.tensor(eos, dtype=torch.long, device=self.device) if eos else None
             started = time.perf_counter()
+            self.graph_rows = []
             if self.capture:
                 self._capture_all()
+                self.graph_rows = sorted(self.graphs)
             self.capture_s = time.perf_counter() - started
 
     def close(self) -> None:
@@ -121,8 +124,8 @@ class SlotServingWorkload:
 
     def facts(self) -> Dict[str, Any]:
         """Row columns saying what served: this server, its graphs, its cache, its restarts."""
-        graphs = f"decode={bool(self.graphs)},rows={'/'.join(map(str, sorted(self.graphs)))}" if self.graphs \
-            else "decode=False"
+        rows = self.graph_rows
+        graphs = f"decode=True,rows={'/'.join(map(str, rows))}" if rows else "decode=False"
         return {"serving_server": SERVER_NAME, "serving_cuda_graphs": graphs, "serving_async_batching": False,
                 "attn_implementation": "ecosweep_sdpa", "serving_compile_level": self.v.compile_level,
                 "serving_restarts_count": self.restarts,
