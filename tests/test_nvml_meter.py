@@ -234,3 +234,37 @@ def test_aligned_window_subtracts_the_tail_after_the_workload(gpu):
         gpu.set_power(100.0)  # the workload ends; the counter's next step comes after this
         r = m.end_window()
     assert r.energy_j == pytest.approx(500.0 * 0.42, rel=0.06)
+
+
+def test_a_sampler_launched_ahead_is_the_one_the_meter_starts_and_samples_nothing_before(gpu):
+    """launch_ahead (a cell's, while its model loads) starts the sampler's process; the meter's start takes that
+    process instead of launching another, and its first sample comes after the start."""
+    from ecosweep.measure.meters.power_timeline import _HELD, discard_launched_ahead, launch_ahead
+
+    launch_ahead(UUID, 50.0, "fake_nvml")
+    held_pid = _HELD[(UUID, 50.0, "fake_nvml")].pid
+    time.sleep(1.0)  # the cell prepares (the sampler opens NVML meanwhile, and waits)
+    m = meter()
+    started = time.time()
+    try:
+        with m:
+            assert m.sampler_pid == held_pid and alive(held_pid)
+            with m.window() as w:
+                time.sleep(0.2)
+    finally:
+        discard_launched_ahead()
+    assert w.reading.energy_j > 0
+    assert m.timeline.samples and min(s["t"] for s in m.timeline.samples) >= started
+    assert not alive(held_pid) and not _HELD
+
+
+def test_a_sampler_launched_ahead_that_no_meter_took_is_stopped(gpu):
+    from ecosweep.measure.meters.power_timeline import _HELD, discard_launched_ahead, launch_ahead
+
+    launch_ahead(UUID, 50.0, "fake_nvml")
+    launch_ahead(UUID, 50.0, "fake_nvml")  # one process per GPU and rate, however often it is asked
+    assert len(_HELD) == 1
+    pid = next(iter(_HELD.values())).pid
+    discard_launched_ahead()
+    assert not _HELD and not alive(pid)
+

@@ -24,7 +24,7 @@ from ecosweep.config.load_names import serving_load
 from ecosweep.config.schema import StudyConfig
 from ecosweep.measure.host import cpu_model, host_facts
 from ecosweep.measure.idle import IdleBaseline
-from ecosweep.measure.meters import synchronize_devices
+from ecosweep.measure.meters import discard_launched_ahead, launch_samplers_ahead, synchronize_devices
 from ecosweep.measure.meters.nvml_device import driver_version
 from ecosweep.measure.phases import PhaseClock
 from ecosweep.measure.protocol import CellProtocol, IdleContext
@@ -384,6 +384,8 @@ def _run_cell(cell: Cell, run_id: str, extra: Dict[str, Any], clock: PhaseClock,
         gpus = gpu_count(s, device)
         extra.update(device_facts(device, gpus))
         check_device_runs(s, extra)
+        # the meter's sampler processes start Python and open NVML while the model loads, not at the meter's start
+        launch_samplers_ahead(s.measurement, device, str(extra.get("gpu_uuid") or "").split("+"))
     if s.scenario.name == "serving":
         workload, specs = prepare_serving(s, device, extra, clock, cell.id)
         wait_before_windows(context, clock)
@@ -454,6 +456,8 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
         row = failure_row(cell, run_id, status, error, extra)
         return CellOutcome(cell.id, [row], status, error, None, clock.seconds, started, time.time(), visible,
                            ray_node_id=node, process_id=os.getpid(), process_profile=process_profile.report())
+    finally:
+        discard_launched_ahead()  # a sampler the cell's meter never took (it failed before its windows)
 
 
 def _die_with_parent(parent_pid: int) -> None:

@@ -10,9 +10,10 @@ from ecosweep.errors import MeterError
 from ecosweep.measure.meters.base import Meter, NullMeter, WindowReading
 from ecosweep.measure.meters.multi import MultiGpuMeter
 from ecosweep.measure.meters.nvml import NvmlMeter
+from ecosweep.measure.meters.power_timeline import discard_launched_ahead, launch_ahead
 from ecosweep.measure.meters.rapl import RaplMeter, rapl_available
 
-__all__ = ["Meter", "NullMeter", "WindowReading", "make_meter"]
+__all__ = ["Meter", "NullMeter", "WindowReading", "discard_launched_ahead", "launch_samplers_ahead", "make_meter"]
 
 log = logging.getLogger("ecosweep")
 
@@ -60,6 +61,16 @@ def make_meter(m: MeasurementConfig, device: str, gpu_uuids: Sequence[Optional[s
             "(intel-rapl); none are readable here. Use measurement.meter=auto to run without energy."
         )
     return NullMeter(sync), False
+
+
+def launch_samplers_ahead(m: MeasurementConfig, device: str, gpu_uuids: Sequence[Optional[str]],
+                          nvml_module: str = "pynvml") -> None:
+    """Launch the NVML sampler processes the cell's meter will take (:func:`make_meter` with the same
+    arguments), so that they start while the cell prepares; nothing for a meter without them."""
+    if device.startswith("cuda") and m.meter in ("auto", "nvml"):
+        for uuid in gpu_uuids:
+            if uuid:
+                launch_ahead(uuid, m.sampler_hz, nvml_module)
 
 
 def _nvml_meter(m: MeasurementConfig, gpu_uuids: list, sync: Callable[[], None], nvml_module: str) -> Meter:

@@ -99,6 +99,55 @@ class WindowSamples:
         )
 
 
+# Sampler processes launched ahead of their meters (launch_ahead), by (GPU UUID, rate, NVML module): each has
+# started Python and opened NVML, and waits for ``go``. A meter's start takes its own; discard_launched_ahead
+# stops what no meter took.
+_HELD: Dict[Tuple[str, float, str], subprocess.Popen] = {}
+
+
+def _launch(uuid: str, sample_hz: float, nvml_module: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "ecosweep.measure.meters.sampler", uuid, str(sample_hz), nvml_module],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, bufsize=1)
+
+
+def launch_ahead(uuid: str, sample_hz: float, nvml_module: str = "pynvml") -> None:
+    """Launch the sampler process of a meter that will start later (a cell's, while its model loads), so that the
+    meter's start does not wait for a Python process to start and open NVML (0.6-0.8 s on an H100 host). The
+    process samples nothing until the meter starts."""
+    key = (uuid, sample_hz, nvml_module)
+    held = _HELD.get(key)
+    if held is None or held.poll() is not None:
+        _HELD[key] = _launch(uuid, sample_hz, nvml_module)
+
+
+def discard_launched_ahead() -> None:
+    """Stop every sampler process launched ahead that no meter took (a cell that failed before its meter)."""
+    while _HELD:
+        _, proc = _HELD.popitem()
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    try:
+        if proc.poll() is None:
+            proc.stdin.write("stop\n")
+            proc.stdin.flush()
+            proc.wait(timeout=5)
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for stream in (proc.stdin, proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
 class PowerTimeline:
     """The sampler process of one GPU (by UUID) and the samples it sent. ``start``/``close`` own the process
     (close always reaps it); ``mark`` and ``window`` cut the samples at window edges."""
@@ -115,16 +164,19 @@ class PowerTimeline:
         return self._proc.pid if self._proc else None
 
     def start(self) -> None:
+        """Start sampling: in the process :func:`launch_ahead` launched for this GPU and rate where there is one
+        (its Python start and NVML open already done), else in one launched now."""
         if self._proc is not None:
             return
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "ecosweep.measure.meters.sampler", self.uuid, str(self.sample_hz), self.nvml_module],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, bufsize=1)
+        self._proc = _HELD.pop((self.uuid, self.sample_hz, self.nvml_module), None)
+        if self._proc is None or self._proc.poll() is not None:
+            self._proc = _launch(self.uuid, self.sample_hz, self.nvml_module)
         ready = self._proc.stdout.readline().strip()
         if ready != "READY":
             self.close()
             raise MeterError(f"the NVML sampler process did not start (said {ready!r})")
+        self._proc.stdin.write("go\n")
+        self._proc.stdin.flush()
 
     def close(self) -> None:
         proc, self._proc = self._proc, None

@@ -6,9 +6,11 @@ NVML_FI_DEV_POWER_INSTANT, falling back to the 1 s average power); every 1 s the
 counter and the slower state (utilisation, memory, clocks, temperature, clock-event
 reasons); every 2 s the compute processes on the device.
 
-Protocol on stdin/stdout, one line each: the parent writes ``flush`` and gets the samples
-taken since the last flush (one more taken on the spot) as JSON lines, then ``END``;
-``stop`` (or EOF, when the parent dies) flushes the same way and exits.
+Protocol on stdin/stdout, one line each: once NVML is open the sampler writes ``READY`` and waits
+for ``go`` before it takes its first sample (so a process launched ahead of its meter, while the
+cell loads, samples nothing of that); ``stop`` or EOF then exits without a sample. Sampling, the
+parent writes ``flush`` and gets the samples taken since the last flush (one more taken on the spot)
+as JSON lines, then ``END``; ``stop`` (or EOF, when the parent dies) flushes the same way and exits.
 """
 
 from __future__ import annotations
@@ -52,9 +54,11 @@ def run(uuid: str, hz: float, nvml_module: str = "pynvml") -> None:
     out = sys.stdout
     buffer: List[Dict[str, Any]] = []
     period = 1.0 / hz
-    next_t = last_slow = last_pids = time.monotonic()
     out.write("READY\n")
     out.flush()
+    if sys.stdin.readline().strip() != "go":  # stopped (or the parent gone) before its meter started
+        return
+    next_t = last_slow = last_pids = time.monotonic()
 
     def take() -> None:
         nonlocal last_slow, last_pids
