@@ -177,6 +177,10 @@ class PowerTimeline:
             raise MeterError(f"the NVML sampler process did not start (said {ready!r})")
         self._proc.stdin.write("go\n")
         self._proc.stdin.flush()
+        started = self._proc.stdout.readline().strip()  # before any other command (see the sampler)
+        if started != "GO":
+            self.close()
+            raise MeterError(f"the NVML sampler process did not start sampling (said {started!r})")
 
     def close(self) -> None:
         proc, self._proc = self._proc, None

@@ -7,7 +7,7 @@ counter and the slower state (utilisation, memory, clocks, temperature, clock-ev
 reasons); every 2 s the compute processes on the device.
 
 Protocol on stdin/stdout, one line each: once NVML is open the sampler writes ``READY`` and waits
-for ``go`` before it takes its first sample (so a process launched ahead of its meter, while the
+for ``go`` (answered ``GO``) before it takes its first sample (so a process launched ahead of its meter, while the
 cell loads, samples nothing of that); ``stop`` or EOF then exits without a sample. Sampling, the
 parent writes ``flush`` and gets the samples taken since the last flush (one more taken on the spot)
 as JSON lines, then ``END``; ``stop`` (or EOF, when the parent dies) flushes the same way and exits.
@@ -58,6 +58,10 @@ def run(uuid: str, hz: float, nvml_module: str = "pynvml") -> None:
     out.flush()
     if sys.stdin.readline().strip() != "go":  # stopped (or the parent gone) before its meter started
         return
+    # answered before the parent sends anything else: stdin is read through a buffer that select() cannot see,
+    # so every command waits for its answer and no second line is ever buffered unseen
+    out.write("GO\n")
+    out.flush()
     next_t = last_slow = last_pids = time.monotonic()
 
     def take() -> None:
