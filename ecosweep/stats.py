@@ -23,9 +23,16 @@ from dataclasses import dataclass
 from typing import List, Optional, Sequence
 
 import numpy as np
-from scipy import stats
 
 NAN = math.nan
+
+
+def _scipy_stats():
+    """scipy.stats, imported on first use: a Ray actor that only hands cells to their processes never pays its
+    0.6-1.5 s import (a cell's process imports it with torch, ``worker.import_cell_libraries``)."""
+    from scipy import stats
+
+    return stats
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,7 @@ def t_ci(mean: float, sd: float, n: int, level: float = 0.95) -> tuple[float, fl
         return NAN, NAN
     if sd == 0:
         return mean, mean
-    low, high = stats.t.interval(level, n - 1, loc=mean, scale=sd / math.sqrt(n))
+    low, high = _scipy_stats().t.interval(level, n - 1, loc=mean, scale=sd / math.sqrt(n))
     return float(low), float(high)
 
 
@@ -76,7 +83,7 @@ def bootstrap_ci(values: Sequence[float], n_boot: int = 10_000, seed: int = 0,
         return NAN, NAN
     if np.all(x == x[0]):
         return float(x[0]), float(x[0])
-    result = stats.bootstrap((x,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile",
+    result = _scipy_stats().bootstrap((x,), np.mean, n_resamples=n_boot, confidence_level=level, method="percentile",
                              rng=np.random.default_rng(seed))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
@@ -114,7 +121,7 @@ def welch(m1: float, s1: float, n1: int, m2: float, s2: float, n2: int) -> tuple
     v1, v2 = s1 ** 2 / n1, s2 ** 2 / n2
     if v1 + v2 == 0:
         return NAN, NAN, NAN
-    result = stats.ttest_ind_from_stats(m1, s1, n1, m2, s2, n2, equal_var=False)
+    result = _scipy_stats().ttest_ind_from_stats(m1, s1, n1, m2, s2, n2, equal_var=False)
     df = (v1 + v2) ** 2 / (v1 ** 2 / (n1 - 1) + v2 ** 2 / (n2 - 1))
     return float(result.statistic), float(df), float(result.pvalue)
 
@@ -132,7 +139,7 @@ def compare(baseline: Summary, treatment: Summary) -> Comparison:
     # delta method: Var(mt/mb) ~ (mt/mb)^2 (var_t/mt^2 + var_b/mb^2), var = s^2/n
     ratio = mt / mb
     rel_se = math.sqrt((st ** 2 / nt) / mt ** 2 + (sb ** 2 / nb) / mb ** 2) if mt and mb else NAN
-    half = float(stats.t.ppf(0.975, df)) * abs(ratio) * rel_se
+    half = float(_scipy_stats().t.ppf(0.975, df)) * abs(ratio) * rel_se
     return Comparison(delta, 100 * (ratio - half - 1), 100 * (ratio + half - 1), t, df, p, d, g)
 
 
@@ -165,7 +172,7 @@ class LineFit:
         if self.dof <= 0:
             return NAN
         se = math.sqrt(max(0.0, float(self.cov[1, 1])))
-        return float(2 * stats.t.sf(abs(self.slope) / se, self.dof)) if se > 0 else 0.0
+        return float(2 * _scipy_stats().t.sf(abs(self.slope) / se, self.dof)) if se > 0 else 0.0
 
 
 def fit_line(x: Sequence[float], y: Sequence[float]) -> LineFit:
@@ -184,4 +191,4 @@ def linear_trend_p(values: Sequence[float]) -> Optional[float]:
     y = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
     if len(y) < 4 or np.allclose(y, y[0]):
         return None
-    return float(stats.linregress(np.arange(len(y)), y).pvalue)
+    return float(_scipy_stats().linregress(np.arange(len(y)), y).pvalue)

@@ -74,3 +74,16 @@ def test_a_shared_lane_runs_in_one_process_through_ray(tmp_path):
     assert sorted(df.groupby("cell_id").process_earlier_cells_count.first()) == [0, 1, 2]
     processes = {json.loads(p.read_text())["process_id"] for p in (out / "lane" / "timings").glob("*.json")}
     assert len(processes) == 1
+
+
+def test_the_actor_side_of_a_lane_imports_neither_torch_nor_scipy():
+    """The Ray actor that hands a lane's cells to their processes imports ecosweep's scheduler and workers only:
+    torch, transformers and scipy are the cell process's imports (timed as its ``imports_s``), not a second time
+    in the actor before the lane's first cell starts."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ecosweep.run.scheduler, ecosweep.run.lane_process, ecosweep.run.prepared_process; "
+            "print(sorted(m for m in ('torch', 'transformers', 'scipy', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -18,9 +18,11 @@
 # C  3. batch 16: fp16 graph and compiled, torchao int8 and int4 weight-only compiled          study compiled_b16
 # D  4. batch 64: torchao int8 and int4 weight-only compiled (fp16 at batch 64 under graph and compiled: the fixed
 #       cells of experiments/serving_load/run_on_device.sh A, default protocol)                  study compiled_b64
+# E  (the acceptance's first line) fp16 compiled, batch 1, at the default protocol, n = 5: tok/s, energy CV, the
+#    token check (one teacher-forced pass of the compiled step after a prefill, since 8ef37ba)  study compiled_b1_default
 # Each step is a resumable ecosweep command with its own time limit; LIMIT_S bounds the phase.
 set -u
-phase=${1:?phase A|B|C|D}
+phase=${1:?phase A|B|C|D|E}
 source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
 limit=${LIMIT_S:-1500}
 started=$SECONDS
@@ -65,6 +67,9 @@ case $phase in
   D)
     batch=64 run b64 900 -m quantization=ao_int4_weight_only,ao_int8_weight_only engine=compiled measurement=short \
       warmup=1 repetitions=3 study=compiled_b64
+    ;;
+  E)
+    run fp16_compiled_default 600 quantization=fp16 engine=compiled $DEFAULT5 study=compiled_b1_default
     ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
