@@ -329,11 +329,12 @@ class CellContext:
 
 def import_cell_libraries(s: Optional[StudyConfig]) -> None:
     """Import what the cell's model and precision need (transformers' model class, bitsandbytes, torchao) and
-    scipy's statistics up front, so their first-use cost shows as ``imports_s`` rather than inside the model's load
-    or between windows. ``None``: only what every cell needs (a process prepared before its cell is known)."""
+    scipy's special functions up front, so their first-use cost shows as ``imports_s`` rather than inside the
+    model's load or between windows. ``None``: only what every cell needs (a process prepared before its cell is
+    known)."""
     import importlib
 
-    import scipy.stats  # noqa: F401  (the protocol's statistics between windows: never its first use there)
+    import scipy.special  # noqa: F401  (the protocol's CI between windows, stats.t_ci: never its first use there)
     from transformers import AutoModelForCausalLM  # noqa: F401  (resolves transformers' lazy modules)
 
     if s is None:
