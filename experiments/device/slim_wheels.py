@@ -8,7 +8,9 @@ lose their symbol tables (`strip --strip-unneeded`: the dynamic symbols that loa
 gcs_server and _raylet.so ship unstripped, a third of their size), and the Ray dashboard's web client goes
 (ecosweep starts Ray with include_dashboard=False), which the checkout needed once its results passed 33 MB.
 At 34.3 MB of tracked files (2026-12-07; the tool counts disk use, 40 MiB) the folder no longer fits whole: a run
-without torchao cells carries it without torchao's wheel (1.8 MB), moved aside for that call.
+without torchao cells carries it without torchao's wheel (1.8 MB), moved aside for that call. At 40.8 MiB of tracked
+files on disk (later on 2026-12-07) even that was refused: `experiments/device/slim_tree.sh on` leaves the committed
+results out of the working tree for the device calls (2.3 MiB travel), and the whole wheel folder fits again.
 
     python experiments/device/slim_wheels.py .whl
 """
