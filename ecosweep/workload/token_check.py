@@ -40,10 +40,12 @@ FLOOR_FACTOR = 2.0
 class TokenCheck:
     """How an engine's greedy decoding compares with generate()'s on the cell's own prompts.
 
-    ``tokens_equal``: one free-running call of each gave identical tokens. ``agreement``: the
-    fraction of greedy choices that agree where both saw the same tokens before (the graph engine
-    is fed generate()'s tokens at every step; the compiled engine is compared up to each request's
-    first difference). ``logit_diff_sd``: the largest |engine - generate()| logit over those
+    ``tokens_equal``: a free-running call of the engine would give generate()'s tokens (the graph and
+    compiled engines: every greedy choice of their teacher-forced pass agreed, which is where free running
+    would first part; the slot server: it ran free). ``agreement``: the fraction of greedy choices that agree
+    where both saw the same tokens before (the graph and compiled engines are fed generate()'s tokens at every
+    step; the slot server is compared up to each request's first difference). ``logit_diff_sd``: the largest
+    |engine - generate()| logit over those
     choices, in standard deviations of generate()'s logits: where it is small, a differing choice
     can only be a near tie between two tokens, which random weights produce often.
     """
