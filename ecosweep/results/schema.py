@@ -246,7 +246,7 @@ COLUMNS: List[Column] = [
     Column("quant_fallback", _B, "True where the backend's fast kernels need torch.compile and the cell did not compile (torchao int8 weight-only, int8 dynamic, fp8 weight-only under eager or graph): its cost is the slow path's; null when unquantized."),
     Column("engine_note", _S, "Why engine_effective differs from engine, else null."),
     Column("attn_implementation", _S, "Attention implementation the model ran: sdpa | eager | ecosweep_sdpa (sdpa with grouped-query decode on the key/value heads; ecosweep's decoder always attends this way); a served cell's is the paged one transformers' continuous batching switched to (paged|sdpa, or paged flash attention where installed)."),
-    Column("engine_tokens_equal", _B, "graph/compiled: one free-running call gave exactly generate()'s greedy tokens on the cell's prompts; null for eager or when not checked."),
+    Column("engine_tokens_equal", _B, "graph/compiled/hf_static: the engine's free-running tokens are exactly generate()'s greedy tokens on the cell's prompts (graph/compiled: every choice of its teacher-forced pass agreed; hf_static: one free-running call); null for eager or when not checked."),
     Column("engine_token_agreement_share", _F, "graph/compiled: fraction of greedy choices equal to generate()'s where both saw the same tokens before (0..1)."),
     Column("engine_logit_diff_sd", _F, "graph/compiled: largest |engine - generate()| logit over those choices, in standard deviations of generate()'s logits (rounding: < 0.1 in 16-bit)."),
     Column("engine_logit_floor_sd", _F, "graph/compiled, only when engine_logit_diff_sd exceeds rounding: how far generate() moves from itself with another attention kernel, same units; the cell passes up to 2x this."),
