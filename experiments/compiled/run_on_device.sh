@@ -20,9 +20,15 @@
 #       cells of experiments/serving_load/run_on_device.sh A, default protocol)                  study compiled_b64
 # E  (the acceptance's first line) fp16 compiled, batch 1, at the default protocol, n = 5: tok/s, energy CV, the
 #    token check (one teacher-forced pass of the compiled step after a prefill, since 8ef37ba)  study compiled_b1_default
+# F  (item 5) bitsandbytes under compiled, batch 1, short protocol: nf4 and pure int8 (one frame, no graph break on
+#    the CPU, 2026-12-07), beside fp16 graph and compiled on the same GPU                      study compiled_bnb
+# G  (what the kernels say would fix torchao int8 weight-only) torchao int8 weight-only compiled without and with
+#    engine.compile.max_autotune=true (its compile: minutes), and fp16 compiled with ecosweep's own capture of the
+#    compiled step (engine.compile.cudagraphs=ecosweep, against inductor's CUDA-graph trees), batch 1, short
+#                                                                                               study compiled_options
 # Each step is a resumable ecosweep command with its own time limit; LIMIT_S bounds the phase.
 set -u
-phase=${1:?phase A|B|C|D|E}
+phase=${1:?phase A|B|C|D|E|F|G}
 source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
 limit=${LIMIT_S:-1500}
 started=$SECONDS
@@ -70,6 +76,15 @@ case $phase in
     ;;
   E)
     run fp16_compiled_default 600 quantization=fp16 engine=compiled $DEFAULT5 study=compiled_b1_default
+    ;;
+  F)
+    run bnb_compiled 600 -m quantization=fp16,nf4,int8_pure engine=graph,compiled $SHORT study=compiled_bnb
+    ;;
+  G)
+    run ao_int8_autotune 900 -m quantization=ao_int8_weight_only engine=compiled \
+      engine.compile.max_autotune=false,true $SHORT study=compiled_options
+    run fp16_ecosweep_capture 300 -m quantization=fp16 engine=compiled engine.compile.cudagraphs=inductor,ecosweep \
+      $SHORT study=compiled_options
     ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
