@@ -16,6 +16,10 @@
 # off1 lane1 off2 lane2 ...  the two settings interleaved, each in a study of its own (reuse_off1, lane1, ...), the
 #          off ones unprofiled: the GPU's drift between studies (2026-12-07: +0.8 % gross, 2.8-4.4 degC) shows as
 #          the spread within a setting, so the two can be told apart
+# laneoffN freshonN  the other two corners of lane x reuse (one process per lane with every reuse.* off; a fresh
+#          process per cell with reuse on): with laneN and offN, whether the lane's ~0.5 % higher J per token follows
+#          the process (its earlier cells) or the reuse (a 1.2 s idle check where reuse off settles and measures
+#          10 s of idle before the warm-up, so its GPU starts its windows 1-4 degC cooler)   studies laneoffN, freshonN
 # prepared a fresh process per cell, each imported while the cell before it ran (ray.prepare_next_process=true):
 #          no foreign process in any window (the waiting process must hold no CUDA context)    study prepared
 # crossover  `+experiment=nf4_crossover` (six models x fp16, nf4) under engine=graph at the published protocol,
@@ -23,7 +27,7 @@
 #          issue's wall time <= 1.6x the sum of its windows                           study nf4_crossover_lane
 # Each step is a resumable ecosweep command with its own time limit; LIMIT_S bounds the phase.
 set -u
-phase=${1:?phase on|off|lane|lane_rerun|offN|laneN|prepared|crossover}
+phase=${1:?phase on|off|lane|lane_rerun|offN|laneN|laneoffN|freshonN|prepared|crossover}
 source "$(dirname "$0")/../device/host.sh"  # repo, card, host, root, ray_stop; cd "$repo"
 limit=${LIMIT_S:-900}
 cells="-m model=Mistral-7B quantization=fp16,nf4,int8_pure engine=graph batch_size=1 input_tokens=128 output_tokens=128
@@ -37,6 +41,8 @@ case $phase in
   lane_rerun) args="study=lane_rerun reuse_cells=false reuse.reference_dir=$root/references ray.process_per=lane" ;;
   off[0-9]) args="study=reuse_$phase reuse_cells=false reuse.idle_baseline=false reuse.fidelity_reference=false reuse.token_reference=false" ;;
   lane[0-9]) args="study=$phase reuse_cells=false reuse.reference_dir=$root/references ray.process_per=lane" ;;
+  laneoff[0-9]) args="study=$phase reuse_cells=false reuse.idle_baseline=false reuse.fidelity_reference=false reuse.token_reference=false ray.process_per=lane" ;;
+  freshon[0-9]) args="study=$phase reuse_cells=false reuse.reference_dir=$root/references" ;;
   prepared) args="study=prepared reuse_cells=false reuse.reference_dir=$root/references ray.prepare_next_process=true" ;;
   crossover) cells="+experiment=nf4_crossover engine=graph measurement.max_repetitions=10 hardware=$card tracking=none
        ray.progress=plain output_root=$root"
