@@ -76,6 +76,32 @@ def test_a_shared_lane_runs_in_one_process_through_ray(tmp_path):
     assert len(processes) == 1
 
 
+@pytest.mark.integration
+def test_a_finished_lanes_actor_and_process_go_on_to_the_next_lane_with_reuse_actors(tmp_path):
+    """Two comparisons (two lanes of two cells) on one GPU, one after the other: with ray.reuse_actors the second
+    lane is measured by the first lane's actor and lane process (imports paid once; rows count the lanes and
+    cells before), and each lane's cells stay on one GPU. (Without it each lane has an actor and processes of its
+    own: test_parallel's comparison lanes.)"""
+    out = tmp_path / "outputs"
+    r = run_cli(["-m", "quantization=fp32,bf16", "input_tokens=8,16", *[o for o in TINY if not o.startswith("input")],
+                 "study=lanes", "ray.num_gpus=1", "ray.num_cpus=2", "ray.gpus_per_cell=1",
+                 "ray.one_gpu_per=comparison", "ray.process_per=lane", "ray.reuse_actors=true",
+                 "ray.progress=plain", f"output_root={out}"], cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    df = pd.read_parquet(out / "lanes" / "cells")
+    assert (df.status == "ok").all() and df.cell_id.nunique() == 4
+    cells = df.groupby("cell_id").first().sort_values("timestamp_utc")
+    assert cells.groupby("input_tokens").cuda_visible_devices.nunique().eq(1).all()
+    timings = {t["cell_id"]: t for t in (json.loads(p.read_text()) for p in (out / "lanes" / "timings").glob("*.json"))}
+    first_lane, second_lane = (group.index for _, group in cells.groupby("input_tokens", sort=False))
+    assert len({timings[c]["process_id"] for c in cells.index}) == 1
+    assert list(cells.process_earlier_cells_count) == [0, 1, 2, 3]
+    assert list(cells.loc[first_lane].actor_earlier_lanes_count) == [0, 0]
+    assert list(cells.loc[second_lane].actor_earlier_lanes_count) == [1, 1]
+    # the second lane's first cell found everything imported
+    assert timings[second_lane[0]]["imports_s"] < 0.2 * timings[first_lane[0]]["imports_s"]
+
+
 def test_the_actor_side_imports_neither_torch_nor_scipy_and_a_cell_measures_without_scipy_stats():
     """The Ray actor that hands a lane's cells to their processes imports ecosweep's scheduler and workers only:
     torch, transformers and scipy are the cell process's imports (timed as its ``imports_s``), not a second time in

@@ -70,6 +70,7 @@ def test_comparison_lanes_keep_each_comparison_on_one_gpu_each_cell_in_its_own_p
     assert any(overlaps(a, b) for a in lanes["8/out4"] for b in lanes["16/out4"])  # the two lanes in parallel
     assert len({x["process_id"] for x in t}) == 4  # a fresh process per cell
     df = pd.read_parquet(out / "default" / "cells")
+    assert (df.actor_earlier_lanes_count == 0).all()  # an actor per lane (ray.reuse_actors off)
     assert (df.groupby("input_tokens").cuda_visible_devices.nunique() == 1).all()
     # each lane's second process imported while the first cell ran, and was ready before that cell's windows
     for _, lane in df.sort_values("timestamp_utc").groupby("input_tokens"):

@@ -244,6 +244,11 @@ class RayConfig:
         "so its imports (torch, transformers, its model's code) are done when it begins; this cell waits for them "
         "before its warm-up, so they never fall in its windows (rows: process_prepared, process_prepared_imports_s; "
         "phase next_process_wait_s) | false (default until checked on a GPU): each process starts with its cell")
+    reuse_actors: bool = setting(False,
+        "true: the actor of a finished lane of several cells goes on to the next lane waiting for the same resources "
+        "(its GPU; under process_per=lane its process, imports and CUDA context too) instead of a new actor and "
+        "process per lane (rows: actor_earlier_lanes_count, process_earlier_cells_count) | false (default until "
+        "checked on a GPU): a new actor per lane")
     one_gpu_per: str = setting("cell",
         "cell: any free GPU per cell | comparison: cells differing only in quantization, engine or batch size share "
         "one GPU, in turn | precision: as comparison, one GPU per batch size | study: all on one GPU (each cell still"
@@ -404,7 +409,7 @@ class StudyConfig:
 # Settings that say how the whole command runs, not what a cell measures: one value per command (a sweep that
 # varies one is refused), read once into ``cells.RunOptions``.
 RUN_WIDE_SETTINGS = ("dry_run", "tracking", "report", "ray.address", "ray.num_cpus", "ray.num_gpus", "ray.progress",
-                     "ray.process_per", "ray.prepare_next_process", "sweep", "reuse")
+                     "ray.process_per", "ray.prepare_next_process", "ray.reuse_actors", "sweep", "reuse")
 
 
 class Choice(str, Enum):

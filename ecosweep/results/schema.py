@@ -292,6 +292,9 @@ COLUMNS: List[Column] = [
     Column("process_earlier_cells_count", _I, "Cells the process that measured this one had measured before it: 0 in a "
            "fresh process (ray.process_per=cell), the cell's place in its lane under ray.process_per=lane; null in "
            "files written before 2026-12-03."),
+    Column("actor_earlier_lanes_count", _I, "Lanes the cell's Ray actor had measured before this cell's lane: 0 for "
+           "an actor of the lane's own, more where ray.reuse_actors handed a finished lane's actor on; null in files "
+           "written before 2026-12-07."),
     Column("cuda_allocated_mib_at_start", _F, "GPU memory torch still held in the cell's process when the cell "
            "began, MiB: 0 unless an earlier cell of a lane process leaked."),
     Column("process_prepared", _B, "The cell's fresh process was started, and imported torch and transformers, while "

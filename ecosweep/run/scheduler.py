@@ -105,6 +105,7 @@ class Lane:
     gpus: float = 0.0  # GPUs its actor reserves (0: a CPU cell's lane)
     shared: bool = False  # several cells: each runs in a fresh process the lane's actor starts
     actor: Any = None
+    actor_earlier_lanes: int = 0  # lanes its actor measured before this one (ray.reuse_actors)
 
 
 def runtime_lanes(plan: Plan, cluster_gpus: float) -> List[Lane]:
@@ -190,6 +191,9 @@ class CellScheduler:
         self._gpus = cluster.gpus
         # the latest idle baseline measured on each GPU (idle.baseline_key), handed to every cell launched after it
         self._idle_baselines: Dict[str, Any] = {}
+        # ray.reuse_actors: actors of finished shared lanes, waiting to take the next lane launched with the same
+        # resources; (what it reserves, actor, lanes it measured). Released when no lane launched took them.
+        self._idle_actors: List[Tuple[Tuple[Any, ...], Any, int]] = []
 
     def _capacity(self, cell: Cell) -> int:
         """Cells of this kind (GPU or CPU) to keep in flight: no more than the cluster can host."""
@@ -199,15 +203,51 @@ class CellScheduler:
                  for name, amount in cell.settings.ray.resources.items() if amount > 0]
         return max(1, min(caps))
 
+    @staticmethod
+    def _reserves(lane: Lane, cell: Cell) -> Tuple[Any, ...]:
+        """What an actor for ``lane`` reserves from Ray: an actor handed on takes only a lane reserving the same."""
+        r = cell.settings.ray
+        return (lane.gpus, r.cpus_per_cell, tuple(sorted(r.resources.items())))
+
+    def _take_idle_actor(self, lane: Lane, cell: Cell) -> bool:
+        """Give ``lane`` an idle actor of a finished lane reserving the same (ray.reuse_actors); False if none."""
+        if not (lane.shared and cell.settings.ray.reuse_actors):
+            return False
+        wanted = self._reserves(lane, cell)
+        for i, (reserves, actor, lanes_done) in enumerate(self._idle_actors):
+            if reserves == wanted:
+                del self._idle_actors[i]
+                lane.actor, lane.actor_earlier_lanes = actor, lanes_done
+                return True
+        return False
+
+    def _retire(self, lane: Lane, cell: Cell) -> None:
+        """A lane has measured its last cell: keep its actor for the next lane (ray.reuse_actors; a shared lane's
+        actor holds no CUDA context, its cells ran in processes of their own or its lane process) or end it."""
+        if lane.actor is not None and lane.shared and cell.settings.ray.reuse_actors:
+            self._idle_actors.append((self._reserves(lane, cell), lane.actor, lane.actor_earlier_lanes + 1))
+            lane.actor = None
+        else:
+            self._release(lane)
+
+    def _release_idle_actors(self) -> None:
+        """End the idle actors no lane took: they would hold their GPUs from lanes that need other resources."""
+        import ray
+
+        while self._idle_actors:
+            ray.kill(self._idle_actors.pop()[1], no_restart=True)
+
     def _launch_next(self, lane: Lane, inflight: Dict[Any, _Flight]) -> None:
-        """Run the lane's next cell on its actor (created on first use or after it died)."""
+        """Run the lane's next cell on its actor (created on first use or after it died, unless a finished lane's
+        actor is handed on)."""
         cell, attempt = lane.todo.popleft()
         s = cell.settings
-        if lane.actor is None:
+        if lane.actor is None and not self._take_idle_actor(lane, cell):
             lane.actor = _actor_class().options(
                 num_cpus=s.ray.cpus_per_cell, num_gpus=lane.gpus, resources=dict(s.ray.resources) or None,
             ).remote()
-        context = CellContext(dict(self._idle_baselines))
+            lane.actor_earlier_lanes = 0
+        context = CellContext(dict(self._idle_baselines), actor_earlier_lanes=lane.actor_earlier_lanes)
         if lane.shared:
             ref = lane.actor.run_isolated.remote(cell, self.run_id, context, lane.todo[0][0] if lane.todo else None)
         else:
@@ -235,6 +275,7 @@ class CellScheduler:
         finally:
             for flight in inflight.values():  # driver interrupted: do not leave actors behind
                 self._release(flight.lane)
+            self._release_idle_actors()
 
     def _loop(self, pending: Deque[Lane], inflight: Dict[Any, _Flight], stop: StopRequest) -> None:
         """Launch lanes as slots free up and store each outcome as it arrives, until every lane is done or a
@@ -249,6 +290,7 @@ class CellScheduler:
                 if kind_busy >= self._capacity(pending[0].todo[0][0]):
                     break
                 self._launch_next(pending.popleft(), inflight)
+            self._release_idle_actors()
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=self.poll_s)
             if not ready:
                 self.progress.tick()
@@ -281,7 +323,7 @@ class CellScheduler:
         if lane.todo:
             self._launch_next(lane, inflight)
         else:
-            self._release(lane)
+            self._retire(lane, flight.cell)
         self.on_outcome(flight.cell, outcome)
         self.progress.finished(flight.cell.id, flight.cell.label, outcome.status, time.monotonic() - flight.started)
 

@@ -325,6 +325,8 @@ class CellContext:
     # Called in the cell's process just before its warm-up (run.prepared_process: holds the cell until the lane's
     # next process has done its imports, so they never fall in this cell's windows); None: go straight on.
     before_windows: Optional[Callable[[], None]] = None
+    # Lanes the cell's actor measured before this cell's lane (ray.reuse_actors hands a finished lane's actor on)
+    actor_earlier_lanes: int = 0
 
 
 def import_cell_libraries(s: Optional[StudyConfig]) -> None:
@@ -439,6 +441,7 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         node = ray_node_id or _ray_node_id()
     extra.update(cuda_visible_devices=visible, ray_node_id=node,
+                 actor_earlier_lanes_count=(context or CellContext()).actor_earlier_lanes,
                  **{**FRESH_PROCESS_FACTS, **(facts or {})})
     process_profile = ProcessProfile(cell.settings.profile_process)
     try:

@@ -23,8 +23,9 @@
 # prepared a fresh process per cell, each imported while the cell before it ran (ray.prepare_next_process=true):
 #          no foreign process in any window (the waiting process must hold no CUDA context)    study prepared
 # crossover  `+experiment=nf4_crossover` (six models x fp16, nf4) under engine=graph at the published protocol,
-#          exactly n = 10 (measurement.max_repetitions=10), each comparison's two cells in one lane process: the
-#          issue's wall time <= 1.6x the sum of its windows                           study nf4_crossover_lane
+#          exactly n = 10 (measurement.max_repetitions=10), each comparison's two cells in one lane process, which
+#          goes on to the next comparison on its GPU (ray.reuse_actors): the issue's wall time <= 1.6x the sum of
+#          its windows                                                                 study nf4_crossover_lane
 # Each step is a resumable ecosweep command with its own time limit; LIMIT_S bounds the phase.
 set -u
 phase=${1:?phase on|off|lane|lane_rerun|offN|laneN|laneoffN|freshonN|prepared|crossover}
@@ -46,7 +47,7 @@ case $phase in
   prepared) args="study=prepared reuse_cells=false reuse.reference_dir=$root/references ray.prepare_next_process=true" ;;
   crossover) cells="+experiment=nf4_crossover engine=graph measurement.max_repetitions=10 hardware=$card tracking=none
        ray.progress=plain output_root=$root"
-     args="study=nf4_crossover_lane reuse_cells=false reuse.reference_dir=$root/references ray.process_per=lane" ;;
+     args="study=nf4_crossover_lane reuse_cells=false reuse.reference_dir=$root/references ray.process_per=lane ray.reuse_actors=true" ;;
   *) echo "unknown phase $phase"; exit 2 ;;
 esac
 study=${args%% *}; study=${study#study=}
