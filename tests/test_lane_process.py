@@ -63,27 +63,14 @@ def test_a_lane_process_that_dies_is_replaced_for_the_next_cell(monkeypatch):
 
 
 @pytest.mark.integration
-def test_a_shared_lane_runs_in_one_process_through_ray(tmp_path):
-    out = tmp_path / "outputs"
-    r = run_cli(["-m", "quantization=fp32,bf16,nf4", *TINY, "study=lane", "ray.num_gpus=1", "ray.num_cpus=2",
-                 "ray.gpus_per_cell=1", "ray.one_gpu_per=study", "ray.process_per=lane", "ray.progress=plain",
-                 f"output_root={out}"], cwd=tmp_path)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
-    df = pd.read_parquet(out / "lane" / "cells")
-    assert (df.status == "ok").all()
-    assert sorted(df.groupby("cell_id").process_earlier_cells_count.first()) == [0, 1, 2]
-    processes = {json.loads(p.read_text())["process_id"] for p in (out / "lane" / "timings").glob("*.json")}
-    assert len(processes) == 1
-
-
-@pytest.mark.integration
-def test_a_finished_lanes_actor_and_process_go_on_to_the_next_lane_with_reuse_actors(tmp_path):
-    """Two comparisons (two lanes of two cells) on one GPU, one after the other: with ray.reuse_actors the second
-    lane is measured by the first lane's actor and lane process (imports paid once; rows count the lanes and
-    cells before), and each lane's cells stay on one GPU. (Without it each lane has an actor and processes of its
+def test_shared_lanes_run_in_one_process_through_ray_which_goes_on_to_the_next_lane_with_reuse_actors(tmp_path):
+    """Two comparisons (two lanes of two cells, fp32 and nf4) on one GPU, one after the other, under
+    ray.process_per=lane: one process measures each lane's cells in turn, and with ray.reuse_actors the second lane
+    is measured by the first lane's actor and lane process (imports paid once; rows count the lanes and cells
+    before); each lane's cells stay on one GPU. (Without reuse_actors each lane has an actor and processes of its
     own: test_parallel's comparison lanes.)"""
     out = tmp_path / "outputs"
-    r = run_cli(["-m", "quantization=fp32,bf16", "input_tokens=8,16", *[o for o in TINY if not o.startswith("input")],
+    r = run_cli(["-m", "quantization=fp32,nf4", "input_tokens=8,16", *[o for o in TINY if not o.startswith("input")],
                  "study=lanes", "ray.num_gpus=1", "ray.num_cpus=2", "ray.gpus_per_cell=1",
                  "ray.one_gpu_per=comparison", "ray.process_per=lane", "ray.reuse_actors=true",
                  "ray.progress=plain", f"output_root={out}"], cwd=tmp_path)
