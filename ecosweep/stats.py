@@ -28,8 +28,8 @@ NAN = math.nan
 
 
 def _scipy_stats():
-    """scipy.stats, imported on first use: the analysis needs it, a cell's process (its protocol's CI: ``t_ci``)
-    and a Ray actor that only hands cells to their processes never pay its 0.6-1.5 s import."""
+    """scipy.stats, imported on first use. The analysis needs it; a cell's process (whose protocol needs only
+    ``t_ci``) and a Ray actor that only hands cells to their processes do not, and never pay its 0.6-1.5 s import."""
     from scipy import stats
 
     return stats

@@ -45,13 +45,27 @@ def test_rows_count_tokens_and_split_prefill_from_decode(workload):
     assert result.idle.source == "measured" and result.rows[0]["idle_baseline_source"] == "measured"
 
 
+class _OneSecondACall:
+    """The tiny model's workload on a fake clock that advances 1 s per generate() call: the window's length in
+    calls no longer depends on how fast a busy host runs them."""
+
+    def __init__(self, workload):
+        self.workload, self.now = workload, 0.0
+
+    def generate(self) -> int:
+        self.now += 1.0
+        return self.workload.generate()
+
+    def __getattr__(self, name):
+        return getattr(self.workload, name)
+
+
 def test_window_repeats_generate_until_min_window(workload):
-    one = CellProtocol(workload, NullMeter(), quick(), 1, 0).run({}).rows[0]
-    call_s = one["seconds"]
-    rows = CellProtocol(workload, NullMeter(), quick(min_window_s=5 * call_s), 1, 0).run({}).rows
-    # more than one call (3 or more on a quiet machine; a busy one can slow the later calls 2x)
-    assert rows[0]["generate_calls"] >= 2
-    assert rows[0]["seconds"] >= 5 * call_s
+    timed = _OneSecondACall(workload)
+    rows = CellProtocol(timed, NullMeter(), quick(min_window_s=3.0), 1, 0, clock=lambda: timed.now).run({}).rows
+    # calls at 1, 2 and 3 s on the protocol's clock: the third reaches the 3 s window, and the window ends there
+    assert rows[0]["generate_calls"] == 3
+    assert rows[0]["tokens_generated"] == 3 * 2 * 4
 
 
 def test_warmup_honours_calls_and_seconds(workload):

@@ -204,14 +204,25 @@ class CellScheduler:
         return max(1, min(caps))
 
     @staticmethod
-    def _reserves(lane: Lane, cell: Cell) -> Tuple[Any, ...]:
-        """What an actor for ``lane`` reserves from Ray: an actor handed on takes only a lane reserving the same."""
+    def _actor_options(lane: Lane, cell: Cell) -> Dict[str, Any]:
+        """What an actor for ``lane`` reserves from Ray (its ``.options``)."""
         r = cell.settings.ray
-        return (lane.gpus, r.cpus_per_cell, tuple(sorted(r.resources.items())))
+        return dict(num_cpus=r.cpus_per_cell, num_gpus=lane.gpus, resources=dict(r.resources) or None)
+
+    def _reserves(self, lane: Lane, cell: Cell) -> Tuple[Any, ...]:
+        """The actor's options as a comparable key: an actor handed on takes only a lane reserving the same."""
+        options = self._actor_options(lane, cell)
+        return (options["num_cpus"], options["num_gpus"], tuple(sorted((options["resources"] or {}).items())))
+
+    @staticmethod
+    def _hands_on(lane: Lane, cell: Cell) -> bool:
+        """ray.reuse_actors applies to ``lane``: only a shared lane's actor, whose cells run in processes of their
+        own (or its lane process), holds no CUDA context another lane's cells could meet."""
+        return lane.shared and cell.settings.ray.reuse_actors
 
     def _take_idle_actor(self, lane: Lane, cell: Cell) -> bool:
         """Give ``lane`` an idle actor of a finished lane reserving the same (ray.reuse_actors); False if none."""
-        if not (lane.shared and cell.settings.ray.reuse_actors):
+        if not self._hands_on(lane, cell):
             return False
         wanted = self._reserves(lane, cell)
         for i, (reserves, actor, lanes_done) in enumerate(self._idle_actors):
@@ -222,9 +233,8 @@ class CellScheduler:
         return False
 
     def _retire(self, lane: Lane, cell: Cell) -> None:
-        """A lane has measured its last cell: keep its actor for the next lane (ray.reuse_actors; a shared lane's
-        actor holds no CUDA context, its cells ran in processes of their own or its lane process) or end it."""
-        if lane.actor is not None and lane.shared and cell.settings.ray.reuse_actors:
+        """A lane has measured its last cell: keep its actor for the next lane (ray.reuse_actors) or end it."""
+        if lane.actor is not None and self._hands_on(lane, cell):
             self._idle_actors.append((self._reserves(lane, cell), lane.actor, lane.actor_earlier_lanes + 1))
             lane.actor = None
         else:
@@ -241,11 +251,8 @@ class CellScheduler:
         """Run the lane's next cell on its actor (created on first use or after it died, unless a finished lane's
         actor is handed on)."""
         cell, attempt = lane.todo.popleft()
-        s = cell.settings
         if lane.actor is None and not self._take_idle_actor(lane, cell):
-            lane.actor = _actor_class().options(
-                num_cpus=s.ray.cpus_per_cell, num_gpus=lane.gpus, resources=dict(s.ray.resources) or None,
-            ).remote()
+            lane.actor = _actor_class().options(**self._actor_options(lane, cell)).remote()
             lane.actor_earlier_lanes = 0
         context = CellContext(dict(self._idle_baselines), actor_earlier_lanes=lane.actor_earlier_lanes)
         if lane.shared:

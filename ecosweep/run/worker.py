@@ -433,6 +433,7 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
     end (``results.timing.IN_PROCESS_PHASES``). ``facts``: what the cell inherits from its process (a lane
     process's earlier cells, ``run.lane_process``); default: a process of its own."""
     started = time.time()
+    context = context or CellContext()
     clock = PhaseClock()
     with clock.phase("device_s"):
         quiet_libraries()
@@ -441,13 +442,13 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
         visible = os.environ.get("CUDA_VISIBLE_DEVICES")
         node = ray_node_id or _ray_node_id()
     extra.update(cuda_visible_devices=visible, ray_node_id=node,
-                 actor_earlier_lanes_count=(context or CellContext()).actor_earlier_lanes,
+                 actor_earlier_lanes_count=context.actor_earlier_lanes,
                  **{**FRESH_PROCESS_FACTS, **(facts or {})})
     process_profile = ProcessProfile(cell.settings.profile_process)
     try:
         _testing_crash(cell)
         _testing_barrier(cell)
-        work = _run_cell(cell, run_id, extra, clock, context or CellContext(), process_profile)
+        work = _run_cell(cell, run_id, extra, clock, context, process_profile)
         profiled = work.profiled
         return CellOutcome(cell.id, work.rows, "ok", None, work.trace, clock.seconds, started, time.time(), visible,
                            ray_node_id=node, process_id=os.getpid(),
