@@ -10,8 +10,8 @@
 #   experiments/device/slim_tree.sh       says which it is and what would travel
 #
 # Results the device brings back go under outputs/ (git-ignored) and are copied into experiments/ after `off`.
-# 2026-12-07: with `on`, the tool's size check passed (its calls went on to ask for a machine); no machine came,
-# so a copy of a sparse tree has not been seen on one yet: check `ls experiments/<topic>` in the first call.
+# 2026-12-07: with `on`, the tool's size check passed and an H100 ran experiments/harness_efficiency from the sparse
+# copy (experiments/harness_efficiency/h100_2026-12-07c/).
 set -eu
 cd "$(dirname "$0")/../.."
 travel() {
