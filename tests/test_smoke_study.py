@@ -153,6 +153,10 @@ def test_every_second_of_each_cell_is_in_a_named_phase_and_references_were_compu
         named = sum(t[name] for name in PHASE_NAMES if name != "other_s")
         assert abs(named - t["wall_s"]) <= 0.01 * t["wall_s"], (t["label"], named, t["wall_s"])
         assert t["windows_s"] > 0 and t["load_s"] > 0 and t["start_s"] > 0
+        parts = t["imports_detail_s"]  # per library, inside imports_s; a fresh process per cell imports them all
+        assert {"torch", "scipy.special", "transformers", "modeling_llama"} <= set(parts), parts
+        assert ("bitsandbytes" in parts) == t["label"].split("/")[1].startswith(("nf4", "int8", "fp4")), t["label"]
+        assert 0 < sum(parts.values()) <= t["imports_s"] + 1e-6
     df = pd.read_parquet(out / "smoke" / "cells")
     quantized = df[df.quantization != "fp32"].groupby(["batch_size", "cell_id"]).first().reset_index()
     for _, cells in quantized.groupby("batch_size"):

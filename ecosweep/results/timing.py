@@ -21,7 +21,8 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 CELL_PHASES: Tuple[Tuple[str, str], ...] = (
     ("start_s", "from the driver's launch to the cell's code running: Ray scheduling, the actor's (or the lane's "
                 "fresh process's) start, unpickling the cell, ecosweep's own imports"),
-    ("imports_s", "torch, transformers and the quantization libraries imported"),
+    ("imports_s", "torch, transformers and the quantization libraries imported (seconds per library: "
+                   "`imports_detail_s`)"),
     ("device_s", "the host's and the device's facts read and the cell's precision checked against them; after the "
                  "windows, what the engine ran"),
     ("fidelity_reference_s", "the fidelity reference: the 16-bit model built and run on the cell's prompts, or "

@@ -90,6 +90,7 @@ def persist_outcome(cell: Cell, outcome: CellOutcome) -> pa.Table:
         "fidelity_reference_source": first.get("fidelity_reference_source"),
         "engine_reference_source": first.get("engine_reference_source"),
         "profile_detail_s": outcome.profile_phases_s or None,
+        "imports_detail_s": outcome.phase_details_s.get("imports_s"),
     }
     write_s = time.perf_counter() - t
     timing["written_unix_s"] = written = time.time()

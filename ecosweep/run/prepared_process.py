@@ -51,8 +51,6 @@ def _serve_one_cell(conn: Any, ray_node_id: Optional[str], ahead: bool, expected
     model's and precision's libraries are imported too; another cell may still come, e.g. a retry)."""
     _die_with_parent(parent_pid)
     start = time.perf_counter()
-    import torch  # noqa: F401
-
     import_cell_libraries(expected)
     if ahead:
         time.sleep(float(os.environ.get(SLOW_IMPORTS_ENV) or 0))

@@ -66,6 +66,7 @@ class CellOutcome:
     profile_phases_s: Dict[str, float] = field(default_factory=dict)  # inside profile_s: the traced call, its events
     requests: Optional[List[Dict[str, Any]]] = None  # scenario=serving: one row per request of every repetition
     process_profile: Optional[str] = None  # profile_process=true: the process's cProfile table (run.process_profile)
+    phase_details_s: Dict[str, Dict[str, float]] = field(default_factory=dict)  # imports_s per library
 
 
 class CellProcessDied(RuntimeError):
@@ -329,28 +330,42 @@ class CellContext:
     actor_earlier_lanes: int = 0
 
 
-def import_cell_libraries(s: Optional[StudyConfig]) -> None:
-    """Import what the cell's model and precision need (transformers' model class, bitsandbytes, torchao) and
-    scipy's special functions up front, so their first-use cost shows as ``imports_s`` rather than inside the
+def import_cell_libraries(s: Optional[StudyConfig]) -> Dict[str, float]:
+    """Import what the cell's model and precision need (torch, transformers' model class, bitsandbytes, torchao)
+    and scipy's special functions up front, so their first-use cost shows as ``imports_s`` rather than inside the
     model's load or between windows. ``None``: only what every cell needs (a process prepared before its cell is
-    known)."""
+    known). Returns the seconds each import took (a library this process had imported already: about 0), in the
+    order they ran: the timing file's ``imports_detail_s``."""
     import importlib
 
-    import scipy.special  # noqa: F401  (the protocol's CI between windows, stats.t_ci: never its first use there)
+    seconds: Dict[str, float] = {}
+
+    def timed(name: str, module: str) -> None:
+        start = time.perf_counter()
+        try:
+            importlib.import_module(module)
+        finally:
+            seconds[name] = time.perf_counter() - start
+
+    timed("torch", "torch")
+    timed("scipy.special", "scipy.special")  # the protocol's CI between windows (stats.t_ci): never its first use
+    start = time.perf_counter()
     from transformers import AutoModelForCausalLM  # noqa: F401  (resolves transformers' lazy modules)
 
+    seconds["transformers"] = time.perf_counter() - start
     if s is None:
-        return
+        return seconds
     model_type = s.model.model_type
     try:
-        importlib.import_module(f"transformers.models.{model_type}.modeling_{model_type}")
+        timed(f"modeling_{model_type}", f"transformers.models.{model_type}.modeling_{model_type}")
     except ImportError:  # a model type without its own module (remote code): loaded when the model is
         pass
     method = s.quantization.method
     if method.startswith("bnb"):
-        import bitsandbytes  # noqa: F401
+        timed("bitsandbytes", "bitsandbytes")
     elif method == "torchao":
-        import torchao  # noqa: F401
+        timed("torchao", "torchao")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -377,9 +392,8 @@ def _run_cell(cell: Cell, run_id: str, extra: Dict[str, Any], clock: PhaseClock,
     """The cell's work once its process runs (``process_profile`` paused from the warm-up to the last window)."""
     s = cell.settings
     with clock.phase("imports_s"):
-        import torch
-
-        import_cell_libraries(s)
+        clock.detail("imports_s", import_cell_libraries(s))
+    import torch
 
     with clock.phase("device_s"):
         if s.hardware.device == "cpu":
@@ -455,13 +469,15 @@ def execute_cell(cell: Cell, run_id: Optional[str] = None, ray_node_id: Optional
                            profile_trace=profiled.trace_gzip if profiled else None,
                            profile_kernels_csv=profiled.kernels_csv if profiled else None,
                            idle_baseline=work.idle_baseline, profile_phases_s=profiled.phases_s if profiled else {},
-                           requests=work.requests, process_profile=process_profile.report())
+                           requests=work.requests, process_profile=process_profile.report(),
+                           phase_details_s=clock.details)
     except Exception as exc:  # the cell failed; the study goes on
         status = "oom" if is_oom(exc) else "failed"
         error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
         row = failure_row(cell, run_id, status, error, extra)
         return CellOutcome(cell.id, [row], status, error, None, clock.seconds, started, time.time(), visible,
-                           ray_node_id=node, process_id=os.getpid(), process_profile=process_profile.report())
+                           ray_node_id=node, process_id=os.getpid(), process_profile=process_profile.report(),
+                           phase_details_s=clock.details)
     finally:
         discard_launched_ahead()  # a sampler the cell's meter never took (it failed before its windows)
 
