@@ -64,6 +64,11 @@ def main() -> None:
     seconds["torch.cuda.init"] = time.perf_counter() - start
     profile.disable()
 
+    import sys
+
+    compiled = sum(stat[0] for func, stat in pstats.Stats(profile).stats.items() if func[2] == "<built-in method builtins.compile>")
+    print(f"bytecode: dont_write_bytecode {sys.flags.dont_write_bytecode}, pycache_prefix {sys.pycache_prefix}, "
+          f"source files compiled in this process {compiled}")
     print("seconds per import, in order:", ", ".join(f"{k} {v:.2f}" for k, v in seconds.items()),
           f"(total {sum(seconds.values()):.2f} s, cuda {cuda})")
     print("custom ops registered after torch, per namespace (count, seconds; cProfile on):")
