@@ -672,8 +672,22 @@ def test_served_stream_beside_a_fixed_batch_on_one_h100_holds_what_its_readme_sa
 
 
 def _timings(study):
-    return {json.loads(p.read_text())["label"].split("/")[1]: json.loads(p.read_text())
-            for p in (study / "timings").glob("*.json")}
+    """A study's timing files by precision (the second part of their labels)."""
+    files = [json.loads(p.read_text()) for p in (study / "timings").glob("*.json")]
+    return {t["label"].split("/")[1]: t for t in files}
+
+
+def _windows_shares(studies):
+    """Per study, the windows' share of its cells' summed wall time (%, 1 decimal), each cell's breakdown checked
+    to sum to its wall time."""
+    shares = {}
+    for name, study in studies.items():
+        timings = _timings(study)
+        for t in timings.values():
+            assert sum(t[p] for p in PHASE_NAMES) == pytest.approx(t["wall_s"], rel=0.01)
+        shares[name] = round(100 * sum(t["windows_s"] for t in timings.values())
+                             / sum(t["wall_s"] for t in timings.values()), 1)
+    return shares
 
 
 def test_the_three_cells_in_one_lane_process_reuse_off_and_a_rerun_on_one_h100_hold_what_the_readme_says():
@@ -684,14 +698,7 @@ def test_the_three_cells_in_one_lane_process_reuse_off_and_a_rerun_on_one_h100_h
     studies = {s: base / s for s in ("lane", "reuse_off", "lane_rerun")}
     rows = read_results(list(studies.values())).to_pandas()
     assert (rows.status == "ok").all() and rows.gpu_uuid.nunique() == 1 and set(rows.device_name) == {GPU_NAME["h100"]}
-    shares = {}
-    for name, study in studies.items():
-        timings = _timings(study)
-        for t in timings.values():
-            assert sum(t[p] for p in PHASE_NAMES) == pytest.approx(t["wall_s"], rel=0.01)
-        shares[name] = round(100 * sum(t["windows_s"] for t in timings.values())
-                             / sum(t["wall_s"] for t in timings.values()), 1)
-    assert shares == {"lane": 54.9, "reuse_off": 39.0, "lane_rerun": 60.7}
+    assert _windows_shares(studies) == {"lane": 54.9, "reuse_off": 39.0, "lane_rerun": 60.7}
     lane = rows[rows.study != "reuse_off"]
     reused = lane[lane.idle_baseline_source == "reused"]
     assert set(reused.quantization) == {"nf4", "int8_pure"} and (reused.idle_settle_s < 0.05).all()
@@ -716,17 +723,12 @@ def test_the_lane_rerun_at_the_issues_70_percent_on_a_fourth_h100_holds_what_its
     studies = {s: base / s for s in ("lane1", "lane2", "reuse_off1")}
     rows = read_results(list(studies.values())).to_pandas()
     assert (rows.status == "ok").all() and rows.gpu_uuid.nunique() == 1 and set(rows.device_name) == {GPU_NAME["h100"]}
-    shares = {}
-    for name, study in studies.items():
+    assert _windows_shares(studies) == {"lane1": 54.0, "lane2": 70.8, "reuse_off1": 41.1}
+    for study in studies.values():
         timings = _timings(study)
-        for t in timings.values():
-            assert sum(t[p] for p in PHASE_NAMES) == pytest.approx(t["wall_s"], rel=0.01)
-            assert sum(t["imports_detail_s"].values()) <= t["imports_s"]
-        shares[name] = round(100 * sum(t["windows_s"] for t in timings.values())
-                             / sum(t["wall_s"] for t in timings.values()), 1)
+        assert all(sum(t["imports_detail_s"].values()) <= t["imports_s"] for t in timings.values())
         first = timings["fp16"]["imports_detail_s"]
         assert max(first, key=first.get) == "transformers" and timings["fp16"]["imports_s"] > 15
-    assert shares == {"lane1": 54.0, "lane2": 70.8, "reuse_off1": 41.1}
     assert all(t["imports_s"] < 0.5 for q, t in _timings(studies["lane2"]).items() if q != "fp16")
 
     def ci(study, quantization):

@@ -331,40 +331,44 @@ class CellContext:
 
 
 def import_cell_libraries(s: Optional[StudyConfig]) -> Dict[str, float]:
-    """Import what the cell's model and precision need (torch, transformers' model class, bitsandbytes, torchao)
-    and scipy's special functions up front, so their first-use cost shows as ``imports_s`` rather than inside the
-    model's load or between windows. ``None``: only what every cell needs (a process prepared before its cell is
-    known). Returns the seconds each import took (a library this process had imported already: about 0), in the
-    order they ran: the timing file's ``imports_detail_s``."""
+    """Import what the cell's model and precision need up front (``import_libraries``), so their first-use cost
+    shows as ``imports_s`` rather than inside the model's load or between windows. ``None``: only what every cell
+    needs (a process prepared before its cell is known). Returns ``import_libraries``' seconds per library: the
+    timing file's ``imports_detail_s``."""
+    if s is None:
+        return import_libraries(None, None)
+    return import_libraries(s.model.model_type, s.quantization.method)
+
+
+def import_libraries(model_type: Optional[str], method: Optional[str]) -> Dict[str, float]:
+    """Import torch, scipy's special functions (the protocol's CI between windows, ``stats.t_ci``), transformers'
+    model class, the module of ``model_type`` (None: none) and the library of the quantization ``method``
+    (bitsandbytes, torchao). Returns the seconds each import took, in the order they ran (a library this process
+    had imported already: about 0). ``experiments/device/import_probe.py`` times a host's imports through it."""
     import importlib
 
     seconds: Dict[str, float] = {}
 
-    def timed(name: str, module: str) -> None:
+    def timed(name: str, module: str, attribute: Optional[str] = None) -> None:
         start = time.perf_counter()
         try:
-            importlib.import_module(module)
+            imported = importlib.import_module(module)
+            if attribute is not None:
+                getattr(imported, attribute)
         finally:
             seconds[name] = time.perf_counter() - start
 
     timed("torch", "torch")
-    timed("scipy.special", "scipy.special")  # the protocol's CI between windows (stats.t_ci): never its first use
-    start = time.perf_counter()
-    from transformers import AutoModelForCausalLM  # noqa: F401  (resolves transformers' lazy modules)
-
-    seconds["transformers"] = time.perf_counter() - start
-    if s is None:
-        return seconds
-    model_type = s.model.model_type
-    try:
-        timed(f"modeling_{model_type}", f"transformers.models.{model_type}.modeling_{model_type}")
-    except ImportError:  # a model type without its own module (remote code): loaded when the model is
-        pass
-    method = s.quantization.method
-    if method.startswith("bnb"):
-        timed("bitsandbytes", "bitsandbytes")
-    elif method == "torchao":
-        timed("torchao", "torchao")
+    timed("scipy.special", "scipy.special")
+    timed("transformers", "transformers", "AutoModelForCausalLM")  # the attribute resolves its lazy modules
+    if model_type is not None:
+        try:
+            timed(f"modeling_{model_type}", f"transformers.models.{model_type}.modeling_{model_type}")
+        except ImportError:  # a model type without its own module (remote code): loaded when the model is
+            pass
+    library = "bitsandbytes" if (method or "").startswith("bnb") else "torchao" if method == "torchao" else None
+    if library is not None:
+        timed(library, library)
     return seconds
 
 

@@ -12,13 +12,13 @@ export RAY_AUTH_MODE=disabled PYTHONUNBUFFERED=1
 # of torch, transformers and the wheels again (builtins.compile 4.7-8.7 s in its cProfile, profile_process=true),
 # so no .pyc was being kept for them; with a prefix every process after the first reads them back.
 export PYTHONPYCACHEPREFIX=${PYTHONPYCACHEPREFIX:-/tmp/ecosweep-pycache}
-# That alone did not do it: on 2026-12-08 (H100 lease) a fresh process after two studies still compiled 5,155 source
-# files (14.8 s, experiments/device/import_probe.py), and a lane's first cell spent 10.6-12.9 s importing
-# transformers, against about 1.5 s on a 2-core CPU host with bytecode. So nothing was written there (an image with
-# PYTHONDONTWRITEBYTECODE set, or a read-only site-packages). Writing is allowed again, and once per host, before
-# the first study, everything a cell imports is compiled into the prefix (compileall writes whatever that flag
-# says; processes read from the prefix either way). It is host setup, like the wheels' install: the time is logged
-# (logs/bytecode.txt), outside every study.
+# That alone did not do it: on 2026-12-08 (H100 lease) a fresh process after two studies still spent 14.8 s in 5,155
+# calls of builtins.compile (experiments/device/import_probe.py; the same imports on a 2-core CPU host with
+# bytecode: 689 calls, 0.07 s), and a lane's first cell spent 10.6-12.9 s importing transformers, against about
+# 1.5 s on that CPU host. So nothing was written there (an image with PYTHONDONTWRITEBYTECODE set, or a read-only
+# site-packages). Writing is allowed again, and once per host, before the first study, everything a cell imports is
+# compiled into the prefix (compileall writes whatever that flag says; processes read from the prefix either way).
+# It is host setup, like the wheels' install: the time is logged (logs/bytecode.txt), outside every study.
 unset PYTHONDONTWRITEBYTECODE
 if [ ! -e "$PYTHONPYCACHEPREFIX/.ecosweep-compiled" ]; then
   mkdir -p "$PYTHONPYCACHEPREFIX"
